@@ -1,0 +1,233 @@
+/**
+ * Typed errors. Every error certstate raises is a `CertstateError` with a
+ * stable `name` (its class) and `code`, so callers can branch without parsing
+ * messages. Messages never contain key material.
+ */
+import type { ErrorInfo } from './types.js';
+
+/** Base class of every certstate error. */
+export class CertstateError extends Error {
+  /** Stable machine-readable code. */
+  readonly code: string;
+  /** Earliest time another attempt is allowed, ms since epoch (a CA's Retry-After). */
+  retryAfter?: number;
+  /** A problem detail (e.g. the ACME problem document's `detail`). */
+  detail?: string;
+
+  constructor(message: string, options?: { code?: string; cause?: unknown; retryAfter?: number; detail?: string }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = options?.code ?? 'ERR_CERTSTATE';
+    if (options?.retryAfter !== undefined) this.retryAfter = options.retryAfter;
+    if (options?.detail !== undefined) this.detail = options.detail;
+  }
+}
+
+/** Bad configuration passed to a factory. */
+export class ConfigError extends CertstateError {
+  constructor(message: string) {
+    super(message, { code: 'ERR_CONFIG' });
+  }
+}
+
+/** A storage key outside the allowed alphabet or shape. */
+export class InvalidKeyError extends CertstateError {
+  constructor(key: string, reason: string) {
+    super(`invalid storage key ${JSON.stringify(key.slice(0, 200))}: ${reason}`, { code: 'ERR_INVALID_KEY' });
+  }
+}
+
+/** A storage backend failed (I/O, connection). */
+export class StorageError extends CertstateError {
+  constructor(message: string, options?: { cause?: unknown; code?: string }) {
+    super(message, { code: options?.code ?? 'ERR_STORAGE', cause: options?.cause });
+  }
+}
+
+/** A stored value could not be parsed; treated as absent. */
+export class CorruptStorageError extends StorageError {
+  constructor(key: string, reason: string, cause?: unknown) {
+    super(`corrupt stored value at ${key}: ${reason}`, { code: 'ERR_STORAGE_CORRUPT', cause });
+  }
+}
+
+/** A write presented a fencing token that is no longer the newest. */
+export class FencingError extends StorageError {
+  constructor(lockKey: string, token: number) {
+    super(`write refused: fencing token ${token} for ${lockKey} is stale`, { code: 'ERR_FENCED' });
+  }
+}
+
+/** The lease of a held lock was lost. */
+export class LockLostError extends StorageError {
+  constructor(lockKey: string) {
+    super(`lock ${lockKey} was lost`, { code: 'ERR_LOCK_LOST' });
+  }
+}
+
+/** An issuer failed to issue. Issuers should throw subclasses of this. */
+export class IssuanceError extends CertstateError {
+  constructor(message: string, options?: { code?: string; cause?: unknown; retryAfter?: number; detail?: string }) {
+    super(message, { code: options?.code ?? 'ERR_ISSUANCE', ...options });
+  }
+}
+
+/** Every issuer of an attempt failed; `errors` holds each one's error in order. */
+export class AllIssuersFailedError extends IssuanceError {
+  readonly errors: readonly unknown[];
+  constructor(errors: readonly unknown[], retryAfter?: number) {
+    const parts = errors.map((e) => (e instanceof Error ? `${e.name}: ${e.message}` : String(e)));
+    super(`all issuers failed: ${parts.join('; ')}`, { code: 'ERR_ALL_ISSUERS_FAILED', retryAfter });
+    this.errors = errors;
+  }
+}
+
+/** An issued certificate did not match its key or the requested names. */
+export class InvalidCertificateError extends IssuanceError {
+  constructor(message: string, cause?: unknown) {
+    super(message, { code: 'ERR_INVALID_CERTIFICATE', cause });
+  }
+}
+
+/** A waiting handshake gave up after `handshakeTimeout`; the attempt goes on. */
+export class HandshakeTimeoutError extends CertstateError {
+  constructor(name: string, timeoutMs: number) {
+    super(`no certificate for ${name} within ${timeoutMs} ms; the attempt goes on`, { code: 'ERR_HANDSHAKE_TIMEOUT' });
+  }
+}
+
+/** The name is not managed and on-demand issuance did not allow it. */
+export class NameNotAllowedError extends CertstateError {
+  constructor(name: string, reason: string) {
+    super(`certificate for ${name} not allowed: ${reason}`, { code: 'ERR_NAME_NOT_ALLOWED' });
+  }
+}
+
+/** Too many handshakes are already waiting. */
+export class TooManyWaitersError extends CertstateError {
+  constructor(name: string, limit: number) {
+    super(`too many handshakes waiting for ${name} (limit ${limit})`, { code: 'ERR_TOO_MANY_WAITERS' });
+  }
+}
+
+/** The engine (or the name's actor) was stopped while the handshake waited. */
+export class EngineStoppedError extends CertstateError {
+  constructor() {
+    super('certificate engine stopped', { code: 'ERR_STOPPED' });
+  }
+}
+
+/** No certificate, and the last attempt failed: carries that attempt's error. */
+export class CertificateUnavailableError extends CertstateError {
+  constructor(name: string, last: ErrorInfo, nextAttemptAt?: number) {
+    const when = nextAttemptAt === undefined ? '' : `; next attempt at ${new Date(nextAttemptAt).toISOString()}`;
+    super(`no certificate for ${name}: ${last.type}: ${last.message}${when}`, {
+      code: last.code ?? 'ERR_CERTIFICATE_UNAVAILABLE',
+      detail: last.detail,
+      retryAfter: nextAttemptAt,
+    });
+  }
+}
+
+/** Turn anything thrown into a safe, serialisable `ErrorInfo`. */
+export function toErrorInfo(error: unknown, at: number): ErrorInfo {
+  if (error instanceof Error) {
+    const e = error as Error & { code?: unknown; retryAfter?: unknown; detail?: unknown };
+    const info: ErrorInfo = { type: e.name || 'Error', message: e.message, at };
+    if (typeof e.code === 'string') info.code = e.code;
+    if (typeof e.detail === 'string') info.detail = e.detail;
+    const retryAfter = retryAfterToEpoch(e.retryAfter, at);
+    if (retryAfter !== undefined) info.retryAfter = retryAfter;
+    return info;
+  }
+  return { type: 'Error', message: String(error), at };
+}
+
+/**
+ * Normalise a `retryAfter` (a `Date`, an epoch ms timestamp, or seconds) to
+ * epoch ms. Numbers below 1e11 are taken as seconds from `now` (HTTP's
+ * delta-seconds); larger ones as epoch milliseconds.
+ */
+export function retryAfterToEpoch(value: unknown, now: number): number | undefined {
+  if (value instanceof Date) return Number.isFinite(value.getTime()) ? value.getTime() : undefined;
+  if (typeof value === 'number' && Number.isFinite(value) && value >= 0) {
+    return value < 1e11 ? now + value * 1000 : value;
+  }
+  return undefined;
+}
+
+// ─── Name hygiene and on-demand refusals ───────────────────────────────────
+
+/**
+ * Make untrusted text (an SNI value, a configured name) safe for a log line or
+ * an error message: truncated to `maxLength` UTF-16 units, quoted, and every
+ * character outside printable ASCII written as `\uXXXX`, so control
+ * characters, CR/LF, U+2028, bidi overrides and NUL cannot forge log lines or
+ * mislead a reader.
+ */
+export function escapeForLog(value: string, maxLength = 100): string {
+  const text = String(value);
+  const cut = text.length > maxLength ? text.slice(0, maxLength) : text;
+  const quoted = JSON.stringify(cut).replace(
+    /[^\x20-\x7e]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+  return cut === text ? quoted : `${quoted}…(${text.length} chars)`;
+}
+
+/** Why `normalizeName` refused a name (machine-readable; see names.ts for each rule). */
+export type InvalidNameReason =
+  | 'empty'
+  | 'too-long'
+  | 'label-too-long'
+  | 'too-many-labels'
+  | 'empty-label'
+  | 'bad-character'
+  | 'wildcard'
+  | 'ip-literal'
+  | 'numeric-tld'
+  | 'bad-punycode'
+  | 'bad-idn'
+  | 'reserved-label'
+  | 'hyphen'
+  | 'single-label'
+  | 'recursive-labels';
+
+/** A server name (SNI or configured) that fails name hygiene. */
+export class InvalidNameError extends CertstateError {
+  /** Which rule refused the name. */
+  readonly reason: InvalidNameReason;
+  /** The offending input, escaped and truncated by `escapeForLog`: safe to log. */
+  readonly escapedInput: string;
+
+  constructor(input: string, reason: InvalidNameReason, explanation?: string) {
+    const escaped = escapeForLog(input);
+    super(`invalid name ${escaped}: ${reason}${explanation ? ` (${explanation})` : ''}`, { code: 'ERR_INVALID_NAME' });
+    this.reason = reason;
+    this.escapedInput = escaped;
+  }
+}
+
+/** Why on-demand issuance refused a name. */
+export type OnDemandRefusal =
+  /** The decision (decide / ask) said no. */
+  | 'denied'
+  /** The decision could not be made (threw, timed out, endpoint down, non-2xx other than 4xx): fail closed. */
+  | 'decision-failed'
+  /** The global issuance budget for new on-demand names is spent. */
+  | 'rate-limited'
+  /** Too many decisions are already in flight (a flood of distinct names). */
+  | 'overloaded';
+
+/** On-demand issuance refused a name; `reason` says why. A `NameNotAllowedError`. */
+export class OnDemandRefusedError extends NameNotAllowedError {
+  /** Why the name was refused. */
+  readonly reason: OnDemandRefusal;
+
+  constructor(name: string, reason: OnDemandRefusal, options?: { retryAfter?: number; cause?: unknown }) {
+    super(escapeForLog(name), reason);
+    this.reason = reason;
+    if (options?.retryAfter !== undefined) this.retryAfter = options.retryAfter;
+    if (options?.cause !== undefined) Object.defineProperty(this, 'cause', { value: options.cause, configurable: true, writable: true });
+  }
+}

@@ -1,0 +1,67 @@
+/**
+ * Timing policy: when to renew, how long to back off. Pure functions of their
+ * inputs (randomness is passed in), so the statechart stays deterministic
+ * under test and the numbers are documented in one place.
+ */
+import type { CertificateMeta } from '../types.js';
+
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+
+/** Tunables of renewal and backoff. Every field has a documented default. */
+export interface TimingPolicy {
+  /** First backoff after a failure (default 1 min); each further failure multiplies it by `backoffFactor`. */
+  backoffInitialMs: number;
+  /** Growth per consecutive failure (default 10: 1 min → 10 min → 100 min). */
+  backoffFactor: number;
+  /** Longest backoff (default 6 h). */
+  backoffMaxMs: number;
+  /** Jitter as a fraction of the backoff, applied as ±jitter (default 0.2). */
+  backoffJitter: number;
+  /** Share of the lifetime after which to renew (default 2/3). */
+  renewRatio: number;
+  /** Share of the lifetime for short-lived certificates (default 1/2). */
+  shortLivedRenewRatio: number;
+  /** Lifetimes below this use `shortLivedRenewRatio` (default 10 days). */
+  shortLivedBelowMs: number;
+  /** Renewal jitter as a fraction of the lifetime, subtracted at random (default 0.05): renew a bit early, never late. */
+  renewJitter: number;
+}
+
+export const defaultTimingPolicy: TimingPolicy = {
+  backoffInitialMs: MINUTE,
+  backoffFactor: 10,
+  backoffMaxMs: 6 * HOUR,
+  backoffJitter: 0.2,
+  renewRatio: 2 / 3,
+  shortLivedRenewRatio: 1 / 2,
+  shortLivedBelowMs: 10 * DAY,
+  renewJitter: 0.05,
+};
+
+/** When to renew a certificate without ARI: at 2/3 of its lifetime (1/2 when short-lived), a little earlier at random. */
+export function renewalTime(cert: Pick<CertificateMeta, 'notBefore' | 'notAfter'>, random: number, policy: TimingPolicy = defaultTimingPolicy): number {
+  const lifetime = Math.max(0, cert.notAfter - cert.notBefore);
+  const ratio = lifetime < policy.shortLivedBelowMs ? policy.shortLivedRenewRatio : policy.renewRatio;
+  return Math.round(cert.notBefore + lifetime * ratio - lifetime * policy.renewJitter * random);
+}
+
+/**
+ * Backoff after the `failures`-th consecutive failure (1-based), jittered by
+ * ±`backoffJitter`, and never shorter than the CA's Retry-After.
+ * Returns the absolute time of the next allowed attempt.
+ */
+export function nextAttemptTime(
+  now: number,
+  failures: number,
+  random: number,
+  retryAfter: number | undefined,
+  policy: TimingPolicy = defaultTimingPolicy,
+): number {
+  const exponent = Math.max(0, failures - 1);
+  const base = Math.min(policy.backoffMaxMs, policy.backoffInitialMs * policy.backoffFactor ** exponent);
+  const jittered = base * (1 + policy.backoffJitter * (2 * random - 1));
+  const at = Math.round(now + Math.min(policy.backoffMaxMs * (1 + policy.backoffJitter), jittered));
+  return retryAfter !== undefined && retryAfter > at ? retryAfter : at;
+}

@@ -1,0 +1,30 @@
+/**
+ * The one place that says where things live in storage. Names reaching here
+ * are already normalised (see names.ts): lower-case LDH labels, or `*.` for a
+ * wildcard, which is spelled `_wildcard_` in keys so that no key segment holds `*`.
+ */
+
+/** Key segment for a (normalised) name. */
+export function nameSegment(name: string): string {
+  return name.startsWith('*.') ? `_wildcard_.${name.slice(2)}` : name;
+}
+
+export const keys = {
+  /** The certificate unit: certificate, key and metadata in one atomic value. */
+  certificate: (name: string) => `certificates/${nameSegment(name)}.json`,
+  certificatesPrefix: 'certificates/',
+  /** The failure record (attempts, last error, next attempt time) of a name. */
+  failure: (name: string) => `failures/${nameSegment(name)}.json`,
+  /** The lock held while issuing for a name. */
+  issueLock: (name: string) => `locks/issue/${nameSegment(name)}`,
+  /** ACME account of an issuer (key + URL), keyed by a digest of its directory and email. */
+  account: (accountId: string) => `accounts/${accountId}.json`,
+  /** Lock taken while registering an account. */
+  accountLock: (accountId: string) => `locks/account/${accountId}`,
+  /** HTTP-01 key authorization by token. */
+  http01: (token: string) => `challenges/http-01/${token}`,
+  /** TLS-ALPN-01 key authorization by name. */
+  tlsAlpn01: (name: string) => `challenges/tls-alpn-01/${nameSegment(name)}`,
+  /** The local development CA (certificate + key). */
+  localCa: (id: string) => `local-ca/${id}.json`,
+} as const;

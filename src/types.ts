@@ -1,0 +1,225 @@
+/**
+ * Public contracts of certstate: storage, issuers, clocks, and the metadata the
+ * engine keeps about certificates. Everything here is implementable by third
+ * parties with no private imports.
+ */
+import type { Logger } from 'pino';
+
+export type { Logger };
+
+// ─── Certificates ──────────────────────────────────────────────────────────
+
+/** PEM material of one certificate: never placed in machine context, events or logs. */
+export interface CertificateBundle {
+  /** The leaf certificate followed by its chain, PEM. */
+  certificatePem: string;
+  /** The leaf's private key, PEM (PKCS#8 or traditional). */
+  privateKeyPem: string;
+}
+
+/**
+ * What the engine knows about a certificate without its key: safe for context,
+ * inspector, events, logs and `status()`.
+ */
+export interface CertificateMeta {
+  /** SHA-256 fingerprint of the leaf DER, upper-case hex with colons (as node:crypto prints it). */
+  fingerprint: string;
+  /** Leaf serial number, upper-case hex. */
+  serial: string;
+  /** DNS names (and IPs) the certificate covers. */
+  names: string[];
+  /** Start of validity, ms since epoch. */
+  notBefore: number;
+  /** End of validity, ms since epoch. */
+  notAfter: number;
+  /** Issuer distinguished name of the leaf, as text. */
+  issuer: string;
+  /** `id` of the certstate issuer that obtained it (`unknown` for imported). */
+  issuerId: string;
+  /** ARI certificate identifier (RFC 9773), when the leaf carries an Authority Key Identifier. */
+  ariCertId?: string;
+}
+
+// ─── Storage ───────────────────────────────────────────────────────────────
+
+/** Metadata of one stored blob. */
+export interface StorageStat {
+  /** Size in bytes of the stored value. */
+  size: number;
+  /** Last modification, ms since epoch. */
+  modified: number;
+}
+
+/** A fence presented with a write: the write is refused if the lock was since taken by someone else. */
+export interface Fence {
+  /** The lock key the fencing token belongs to. */
+  lockKey: string;
+  /** The token returned by `lock()`. */
+  token: number;
+}
+
+/** Options for `Storage.store`. */
+export interface StoreOptions {
+  /** Refuse the write (with `FencingError`) if `fence.token` is no longer the newest token of `fence.lockKey`. */
+  fence?: Fence;
+}
+
+/** A held storage lock with a lease. */
+export interface StorageLock {
+  /** Key the lock was taken on. */
+  readonly key: string;
+  /** Monotonically increasing per lock key; present it with writes made under the lock. */
+  readonly fencingToken: number;
+  /** Extend the lease by its TTL from now. Rejects with `LockLostError` if the lease was lost. */
+  renew(): Promise<void>;
+  /** Release the lock (idempotent; a lost lock is released silently). */
+  release(): Promise<void>;
+}
+
+/** Options for `Storage.lock`. */
+export interface LockOptions {
+  /** Abort waiting for the lock. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Keyed blob storage shared by every process of a cluster.
+ *
+ * Keys are `/`-separated segments of `[A-Za-z0-9._-]` (no `.`/`..` segments);
+ * implementations must reject anything else with `InvalidKeyError`.
+ */
+export interface Storage {
+  /** A short description for logs, e.g. `file:/var/lib/certstate`. */
+  readonly description: string;
+  /** Read a value; `undefined` when absent. */
+  load(key: string): Promise<string | undefined>;
+  /** Write a value atomically: readers see the old or the new value, never a mix. */
+  store(key: string, value: string, options?: StoreOptions): Promise<void>;
+  /** Delete a value (absent is not an error). */
+  delete(key: string): Promise<void>;
+  /** Keys starting with `prefix`, in no particular order. */
+  list(prefix: string): Promise<string[]>;
+  /** Size and modification time, or `undefined` when absent. */
+  stat(key: string): Promise<StorageStat | undefined>;
+  /**
+   * Take an exclusive lock with a lease of `ttlMs`, waiting until it is free.
+   * A holder that stops renewing loses it after the TTL.
+   */
+  lock(key: string, ttlMs: number, options?: LockOptions): Promise<StorageLock>;
+  /** Release connections and timers (optional). */
+  close?(): Promise<void>;
+}
+
+// ─── Issuers ───────────────────────────────────────────────────────────────
+
+/** What to issue. */
+export interface IssueRequest {
+  /** Names the certificate must cover; the first is the primary name. */
+  names: string[];
+  /** ARI certificate id of the certificate this one replaces (RFC 9773 `replaces`). */
+  replaces?: string;
+  /** ACME profile to request, when the issuer supports profiles. */
+  profile?: string;
+}
+
+/** Environment handed to an issuer for one attempt. */
+export interface IssueContext {
+  /** Aborted when the attempt is abandoned (engine stop); honour it at every step. */
+  signal: AbortSignal;
+  /** A child logger for this attempt. Never log key material with it. */
+  logger: Logger;
+  /** The engine's storage: accounts, challenge tokens. */
+  storage: Storage;
+  /** The engine's clock (ms since epoch). */
+  now(): number;
+}
+
+/** ARI suggested renewal window (RFC 9773). */
+export interface RenewalInfo {
+  /** Window start, ms since epoch. */
+  start: number;
+  /** Window end, ms since epoch. */
+  end: number;
+  /** When to ask again, ms since epoch (already clamped by the issuer or the engine). */
+  retryAfter?: number;
+  /** A URL explaining the window (e.g. a revocation incident). */
+  explanationUrl?: string;
+}
+
+/**
+ * Something that issues certificates: an ACME CA, a local CA, a test double.
+ *
+ * Errors thrown by `issue` may carry `retryAfter` (a `Date`, or seconds as a
+ * number) which the engine uses as the floor of its backoff.
+ */
+export interface Issuer {
+  /** Stable identifier, e.g. `acme:https://acme-v02.api.letsencrypt.org/directory`. */
+  readonly id: string;
+  /** Obtain a certificate for `request.names`. */
+  issue(request: IssueRequest, context: IssueContext): Promise<CertificateBundle>;
+  /** ARI: the CA's suggested renewal window for a certificate it issued, or `undefined` if none. */
+  renewalInfo?(certificate: CertificateMeta, context: IssueContext): Promise<RenewalInfo | undefined>;
+}
+
+// ─── Time ──────────────────────────────────────────────────────────────────
+
+/** Opaque timer handle returned by a `Clock`. */
+export type TimerHandle = { readonly __timer: unique symbol } | object;
+
+/**
+ * All time in certstate goes through a clock, so tests can simulate it and so
+ * long waits are split below `setTimeout`'s 2^31−1 ms limit.
+ * Shape-compatible with XState's `Clock` (`setTimeout`/`clearTimeout`).
+ */
+export interface Clock {
+  /** Milliseconds since epoch. */
+  now(): number;
+  /** Call `fn` after `delayMs` (any length; never early). */
+  setTimeout(fn: () => void, delayMs: number): TimerHandle;
+  /** Cancel a timer (unknown or fired handles are ignored). */
+  clearTimeout(handle: TimerHandle): void;
+}
+
+// ─── Status ────────────────────────────────────────────────────────────────
+
+/** Lifecycle state names, as the statechart names them. */
+export type LifecycleState =
+  | 'loading'
+  | 'obtaining'
+  | 'valid'
+  | 'renewing'
+  | 'expired-renewing'
+  | 'failed-backoff'
+  | 'stopped';
+
+/** A recorded error, safe to show (no secrets). */
+export interface ErrorInfo {
+  /** Error class name, e.g. `AcmeRateLimitedError`. */
+  type: string;
+  /** Human-readable message. */
+  message: string;
+  /** Machine-readable code, e.g. an ACME problem type. */
+  code?: string;
+  /** The CA's problem detail, when there is one. */
+  detail?: string;
+  /** The earliest time the CA allows another attempt, ms since epoch. */
+  retryAfter?: number;
+  /** When the error happened, ms since epoch. */
+  at: number;
+}
+
+/** One name's status, as `engine.status()` reports it. */
+export interface NameStatus {
+  name: string;
+  state: LifecycleState;
+  /** Whether the name is managed (configured) or on-demand. */
+  managed: boolean;
+  certificate?: CertificateMeta;
+  /** When renewal is due, ms since epoch. */
+  renewAt?: number;
+  /** Consecutive failed attempts. */
+  attempts: number;
+  lastError?: ErrorInfo;
+  /** Earliest next attempt during backoff, ms since epoch. */
+  nextAttemptAt?: number;
+}
