@@ -231,3 +231,78 @@ export class OnDemandRefusedError extends NameNotAllowedError {
     if (options?.cause !== undefined) Object.defineProperty(this, 'cause', { value: options.cause, configurable: true, writable: true });
   }
 }
+
+// ─── ACME (appended by the ACME issuer, src/adapters/issuers/acme.ts) ─────
+
+/** Options of `AcmeError` and its subclasses. */
+export interface AcmeErrorOptions {
+  /** Machine-readable code; the CA's problem `type` when there is one. */
+  code?: string;
+  cause?: unknown;
+  /** Earliest next attempt, ms since epoch (from the CA's `Retry-After`). */
+  retryAfter?: number;
+  /** The CA's problem `detail`. */
+  detail?: string;
+  /** HTTP status of the CA's response, when there was one. */
+  status?: number;
+}
+
+/**
+ * An ACME CA refused or failed a request. `code` is the CA's problem type
+ * (e.g. `urn:ietf:params:acme:error:malformed`) when it sent one, `detail` its
+ * problem detail, `status` the HTTP status.
+ */
+export class AcmeError extends IssuanceError {
+  /** HTTP status of the CA's response, when there was one. */
+  readonly status?: number;
+
+  constructor(message: string, options?: AcmeErrorOptions) {
+    super(message, { ...options, code: options?.code ?? 'ERR_ACME' });
+    if (options?.status !== undefined) this.status = options.status;
+  }
+}
+
+/** The CA rate-limited us (HTTP 429 or `rateLimited`); `retryAfter` says when to come back. */
+export class AcmeRateLimitedError extends AcmeError {
+  constructor(message: string, options?: AcmeErrorOptions) {
+    super(message, { ...options, code: options?.code ?? 'urn:ietf:params:acme:error:rateLimited' });
+  }
+}
+
+/**
+ * The CA could not validate a challenge: `code` is the CA's problem type
+ * (e.g. `urn:ietf:params:acme:error:connection`), `detail` its explanation.
+ */
+export class ChallengeFailedError extends AcmeError {
+  /** The identifier (name) whose authorization failed. */
+  readonly identifier: string;
+  /** The challenge type that was tried (`http-01`, `tls-alpn-01`, `dns-01`), when one was. */
+  readonly challengeType?: string;
+
+  constructor(identifier: string, challengeType: string | undefined, message: string, options?: AcmeErrorOptions) {
+    super(message, { ...options, code: options?.code ?? 'ERR_ACME_CHALLENGE_FAILED' });
+    this.identifier = identifier;
+    if (challengeType !== undefined) this.challengeType = challengeType;
+  }
+}
+
+/** The ACME account could not be registered, loaded or used (e.g. EAB required or refused). */
+export class AccountError extends AcmeError {
+  constructor(message: string, options?: AcmeErrorOptions) {
+    super(message, { ...options, code: options?.code ?? 'ERR_ACME_ACCOUNT' });
+  }
+}
+
+/** The CA could not be reached (connection refused, reset, DNS, TLS). */
+export class AcmeNetworkError extends AcmeError {
+  constructor(message: string, options?: AcmeErrorOptions) {
+    super(message, { ...options, code: options?.code ?? 'ERR_ACME_NETWORK' });
+  }
+}
+
+/** A request to the CA took longer than `requestTimeoutMs`. */
+export class AcmeTimeoutError extends AcmeNetworkError {
+  constructor(message: string, options?: AcmeErrorOptions) {
+    super(message, { ...options, code: options?.code ?? 'ERR_ACME_TIMEOUT' });
+  }
+}
