@@ -1,0 +1,102 @@
+/**
+ * The self-signed validation certificate of the ACME TLS-ALPN-01 challenge
+ * (RFC 8737 §3; RFC 8738 §6 for IP identifiers), presented to the CA's
+ * validator when it connects with ALPN `acme-tls/1`.
+ *
+ * Built with node-forge and signed by node:crypto (forge's JavaScript RSA
+ * costs ~50 ms per signature; this runs while a handshake may be waiting).
+ */
+import { X509Certificate, createHash, createPublicKey, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
+import forge from 'node-forge';
+import { ipAddressBytes } from '../../certs.js';
+import { IssuanceError } from '../../errors.js';
+import type { CertificateBundle } from '../../types.js';
+
+/** ALPN protocol name of the TLS-ALPN-01 challenge. */
+export const ACME_TLS_ALPN_PROTOCOL = 'acme-tls/1';
+
+/** OID of the `id-pe-acmeIdentifier` extension carrying SHA-256(keyAuthorization). */
+export const ACME_IDENTIFIER_OID = '1.3.6.1.5.5.7.1.31';
+
+/** Options of {@link buildTlsAlpn01Certificate}. */
+export interface TlsAlpn01CertificateOptions {
+  /** RSA private key to certify; default: one key generated on first use and shared by every challenge certificate. */
+  privateKey?: KeyObject;
+  /** Current time, ms since epoch (default `Date.now()`). */
+  now?: number;
+}
+
+/**
+ * Build the TLS-ALPN-01 validation certificate for `name`: self-signed, with
+ * a SAN holding only `name` (a dNSName, or an iPAddress for an IP literal)
+ * and the critical `id-pe-acmeIdentifier` extension whose value is the DER
+ * OCTET STRING of SHA-256(`keyAuthorization`).
+ *
+ * @throws IssuanceError when `name` is not a single DNS name or IP literal, or `keyAuthorization` is empty
+ */
+export function buildTlsAlpn01Certificate(
+  name: string,
+  keyAuthorization: string,
+  options: TlsAlpn01CertificateOptions = {},
+): CertificateBundle {
+  if (typeof name !== 'string' || name.length === 0 || name.length > 253 || /[*\s/\\]/.test(name)) {
+    // Wildcards cannot be validated with TLS-ALPN-01 (RFC 8737 §3).
+    throw new IssuanceError(`tls-alpn-01: invalid identifier ${JSON.stringify(String(name).slice(0, 100))}`, {
+      code: 'ERR_INVALID_NAME',
+    });
+  }
+  if (typeof keyAuthorization !== 'string' || keyAuthorization.length === 0) {
+    throw new IssuanceError('tls-alpn-01: empty key authorization', { code: 'ERR_TLS_ALPN_01' });
+  }
+  const privateKey = options.privateKey ?? sharedKey();
+  if (privateKey.asymmetricKeyType !== 'rsa') {
+    // forge 1.4 encodes only RSA public keys.
+    throw new IssuanceError('tls-alpn-01: the private key must be RSA', { code: 'ERR_TLS_ALPN_01' });
+  }
+  const now = options.now ?? Date.now();
+  const digest = createHash('sha256').update(keyAuthorization, 'utf8').digest();
+  const ip = ipAddressBytes(name);
+
+  const cert = forge.pki.createCertificate();
+  cert.publicKey = forge.pki.publicKeyFromPem(createPublicKey(privateKey).export({ type: 'spki', format: 'pem' }) as string);
+  cert.serialNumber = `01${randomBytes(15).toString('hex')}`; // positive and minimal by construction
+  cert.validity.notBefore = new Date(now - 3_600_000);
+  cert.validity.notAfter = new Date(now + 7 * 86_400_000);
+  const subject = name.length <= 64 ? [{ name: 'commonName', value: name }] : [];
+  cert.setSubject(subject);
+  cert.setIssuer(subject);
+  cert.setExtensions([
+    {
+      name: 'subjectAltName',
+      critical: subject.length === 0,
+      altNames: [ip === undefined ? { type: 2, value: name } : { type: 7, value: ip.toString('binary') }],
+    },
+    // extnValue = DER(Authorization ::= OCTET STRING (SIZE (32))); forge wraps this in the extnValue OCTET STRING.
+    { id: ACME_IDENTIFIER_OID, critical: true, value: `\x04\x20${digest.toString('binary')}` },
+  ]);
+
+  // What forge's `cert.sign` does, with the RSA signature computed natively.
+  cert.signatureOid = cert.siginfo.algorithmOid = forge.pki.oids.sha256WithRSAEncryption;
+  cert.tbsCertificate = (forge.pki as unknown as { getTBSCertificate(c: forge.pki.Certificate): forge.asn1.Asn1 })
+    .getTBSCertificate(cert);
+  const tbs = Buffer.from(forge.asn1.toDer(cert.tbsCertificate).getBytes(), 'binary');
+  cert.signature = sign('sha256', tbs, privateKey).toString('binary');
+  const der = Buffer.from(forge.asn1.toDer(forge.pki.certificateToAsn1(cert)).getBytes(), 'binary');
+
+  return {
+    certificatePem: new X509Certificate(der).toString(),
+    privateKeyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
+  };
+}
+
+let shared: KeyObject | undefined;
+
+/**
+ * The validator only needs a handshake to complete with this certificate; the
+ * key protects nothing, so one key serves every challenge and the ~100 ms of
+ * RSA key generation is paid once per process rather than per validation.
+ */
+function sharedKey(): KeyObject {
+  shared ??= generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+  return shared;
+}
