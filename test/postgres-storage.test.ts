@@ -1,0 +1,423 @@
+/**
+ * postgresStorage against a real PostgreSQL (127.0.0.1:5432 database `test`,
+ * or CERTSTATE_TEST_DATABASE_URL): the shared conformance suite, then what only
+ * a networked backend can get wrong: paused holders, a take-over racing a
+ * fenced write, dead or silent servers, several pools, concurrent migrations.
+ *
+ * Every run uses its own tables and drops them afterwards. Without a server
+ * the file fails under CI and is skipped, loudly, on a developer machine.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
+import pg from 'pg';
+import { ConfigError, FencingError, LockLostError, StorageError } from '../src/errors.js';
+import { likePrefixPattern, migratePostgres, postgresStorage, type PostgresStorage } from '../src/adapters/storage/postgres.js';
+import type { StorageChange } from '../src/adapters/storage/notify.js';
+import { runStorageConformance } from './helpers/storage-conformance.js';
+
+const DATABASE_URL = process.env.CERTSTATE_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+/** A fresh table name for this run. */
+const freshTable = () => `certstate_test_${randomBytes(5).toString('hex')}`;
+
+/** A pool as an application would make it (with the `error` listener pg requires). */
+function newPool(max = 4): pg.Pool {
+  const pool = new pg.Pool({ connectionString: DATABASE_URL, max, connectionTimeoutMillis: 5000 });
+  pool.on('error', () => {});
+  return pool;
+}
+
+async function dropTables(pool: pg.Pool, table: string): Promise<void> {
+  await pool.query(`DROP TABLE IF EXISTS "${table}", "${table}_locks"`);
+}
+
+/** Why PostgreSQL cannot be used, or `undefined` when it answers. */
+async function unreachable(): Promise<string | undefined> {
+  const client = new pg.Client({ connectionString: DATABASE_URL, connectionTimeoutMillis: 2000 });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+    return undefined;
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+/** A TCP server that accepts connections and never says a word. */
+async function silentServer(): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    port,
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+async function elapsed(fn: () => Promise<unknown>): Promise<{ ms: number; error: unknown }> {
+  const start = performance.now();
+  try {
+    await fn();
+    return { ms: performance.now() - start, error: undefined };
+  } catch (error) {
+    return { ms: performance.now() - start, error };
+  }
+}
+
+/** Retry `op` until it succeeds (every failure a StorageError), or fail after `ms`. */
+async function recovers(op: () => Promise<unknown>, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      await op();
+      return;
+    } catch (error) {
+      assert.ok(error instanceof StorageError, `typed error while recovering, got ${String(error)}`);
+      if (Date.now() > deadline) throw error;
+      await delay(50);
+    }
+  }
+}
+
+/** Collect a watcher's changes, and wait until they satisfy a predicate. */
+function collector() {
+  const changes: StorageChange[] = [];
+  return {
+    changes,
+    onChange: (change: StorageChange) => void changes.push(change),
+    async until(predicate: (changes: StorageChange[]) => boolean, what: string, ms = 5000): Promise<void> {
+      const deadline = Date.now() + ms;
+      while (!predicate(changes)) {
+        if (Date.now() > deadline) assert.fail(`${what}: not seen within ${ms} ms; got ${JSON.stringify(changes)}`);
+        await delay(10);
+      }
+    },
+  };
+}
+
+const problem = await unreachable();
+if (problem !== undefined && process.env.CI) {
+  describe('postgresStorage', () => {
+    it('needs a PostgreSQL server', () => {
+      assert.fail(`PostgreSQL is unreachable at ${DATABASE_URL} (${problem}); CI must provide one (set CERTSTATE_TEST_DATABASE_URL)`);
+    });
+  });
+} else if (problem !== undefined) {
+  console.warn(
+    `\n!!! SKIPPING the PostgreSQL storage tests: PostgreSQL is unreachable at ${DATABASE_URL} (${problem}).\n` +
+      '!!! Start PostgreSQL or set CERTSTATE_TEST_DATABASE_URL; under CI these tests fail instead.\n',
+  );
+  describe('postgresStorage', () => {
+    it('needs a PostgreSQL server', { skip: `PostgreSQL unreachable at ${DATABASE_URL}` }, () => {});
+  });
+} else {
+  runStorageConformance('postgresStorage (caller-owned pool)', async () => {
+    const pool = newPool();
+    const table = freshTable();
+    const storage = postgresStorage({ pool, table });
+    return {
+      storage,
+      async cleanup() {
+        await storage.close();
+        await dropTables(pool, table);
+        await pool.end();
+      },
+    };
+  });
+
+  runStorageConformance('postgresStorage (connectionString, own pool)', async () => {
+    const table = freshTable();
+    const storage = postgresStorage({ connectionString: DATABASE_URL, table });
+    return {
+      storage,
+      async cleanup() {
+        await storage.close();
+        const pool = newPool(1);
+        await dropTables(pool, table);
+        await pool.end();
+      },
+    };
+  });
+
+  describe('postgresStorage: PostgreSQL specifics', () => {
+    const table = freshTable();
+    const pools: pg.Pool[] = [];
+    const storages: PostgresStorage[] = [];
+    let admin: pg.Pool;
+
+    /** A storage on its own pool, as another process would have. */
+    function processStorage(options: { table?: string } = {}): PostgresStorage {
+      const pool = newPool();
+      pools.push(pool);
+      const storage = postgresStorage({ pool, table: options.table ?? table });
+      storages.push(storage);
+      return storage;
+    }
+
+    before(() => {
+      admin = newPool();
+    });
+
+    after(async () => {
+      for (const storage of storages) await storage.close();
+      for (const pool of pools) await pool.end();
+      await dropTables(admin, table);
+      await admin.end();
+    });
+
+    it('refuses the write of a paused holder whose lease expired and was taken over', async () => {
+      const a = processStorage();
+      const b = processStorage();
+      const lockA = await a.lock('locks/issue/example.com', 150);
+      await a.store('certificates/example.com.json', 'A1', { fence: { lockKey: lockA.key, token: lockA.fencingToken } });
+
+      await delay(250); // A is "paused" (SIGSTOP) past its lease: no renewals
+      const lockB = await b.lock('locks/issue/example.com', 5000);
+      assert.ok(lockB.fencingToken > lockA.fencingToken, 'the new holder has a newer token');
+      await b.store('certificates/example.com.json', 'B1', { fence: { lockKey: lockB.key, token: lockB.fencingToken } });
+
+      await assert.rejects(
+        a.store('certificates/example.com.json', 'A2', { fence: { lockKey: lockA.key, token: lockA.fencingToken } }),
+        FencingError,
+      );
+      await assert.rejects(lockA.renew(), LockLostError);
+      await lockA.release(); // silently: it must not free B's lock
+      assert.equal(await a.load('certificates/example.com.json'), 'B1');
+      const { rows } = await admin.query(`SELECT expires_at > now() AS held FROM "${table}_locks" WHERE key = $1`, ['locks/issue/example.com']);
+      assert.equal(rows[0].held, true, "B's lease survives A's release");
+      await lockB.release();
+    });
+
+    it('keeps fencing tokens growing across release and re-acquisition (lock rows are never deleted)', async () => {
+      const s = processStorage();
+      const seen: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const lock = await s.lock('locks/reuse', 1000);
+        seen.push(lock.fencingToken);
+        await lock.release();
+      }
+      assert.deepEqual(seen, [seen[0], seen[0] + 1, seen[0] + 2, seen[0] + 3, seen[0] + 4]);
+    });
+
+    it('holds a fenced write against a take-over in flight, then refuses it', async () => {
+      const a = processStorage();
+      const lockA = await a.lock('locks/race', 100);
+      await delay(150); // lease over
+      // Another process is taking the lock over, inside a transaction not yet committed.
+      const other = await admin.connect();
+      try {
+        await other.query('BEGIN');
+        const taken = await other.query(
+          `UPDATE "${table}_locks" SET holder = 'other', fencing_token = fencing_token + 1, expires_at = now() + interval '10 s'
+           WHERE key = 'locks/race' AND expires_at <= now() RETURNING fencing_token`,
+        );
+        assert.equal(taken.rowCount, 1);
+        let settled = false;
+        const write = a.store('race', 'stale', { fence: { lockKey: lockA.key, token: lockA.fencingToken } });
+        write.then(() => (settled = true), () => (settled = true));
+        await delay(200);
+        assert.equal(settled, false, 'the fenced write waits for the take-over to commit or roll back');
+        await other.query('COMMIT');
+        await assert.rejects(write, FencingError);
+        assert.equal(await a.load('race'), undefined);
+      } finally {
+        // On failure the take-over is still open and would block dropping the tables.
+        await other.query('ROLLBACK').catch(() => {});
+        other.release();
+      }
+    });
+
+    it('lists over 1000 keys, escaping LIKE wildcards (`_` is a valid key character)', async () => {
+      const s = processStorage();
+      const wanted = Array.from({ length: 1500 }, (_, i) => `list_x/n${i}.json`);
+      for (let i = 0; i < wanted.length; i += 250) {
+        await Promise.all(wanted.slice(i, i + 250).map((key) => s.store(key, 'x')));
+      }
+      await s.store('listAx/not-me.json', 'matches list_x only if _ were a wildcard');
+      const listed = await s.list('list_x/');
+      assert.equal(listed.length, wanted.length);
+      assert.deepEqual(new Set(listed), new Set(wanted));
+      assert.equal(likePrefixPattern('a_b%c!'), 'a!_b!%c!!%');
+    });
+
+    it('fails with StorageError promptly when the server refuses connections', async () => {
+      const storage = postgresStorage({ connectionString: 'postgres://postgres@127.0.0.1:1/test', table, operationTimeoutMs: 2000 });
+      try {
+        for (const op of [() => storage.load('a'), () => storage.store('a', 'b'), () => storage.lock('l', 1000), () => storage.migrate()]) {
+          const { ms, error } = await elapsed(op);
+          assert.ok(error instanceof StorageError, `typed error, got ${String(error)}`);
+          assert.ok(ms < 3000, `answered in ${Math.round(ms)} ms`);
+        }
+      } finally {
+        await storage.close();
+      }
+    });
+
+    it('fails with StorageError within operationTimeoutMs on a server that accepts and never answers, whatever the pool settings', async () => {
+      const silent = await silentServer();
+      // pg defaults: no connection timeout, no query timeout: on its own it would wait for ever.
+      const pool = new pg.Pool({ host: '127.0.0.1', port: silent.port, user: 'postgres', database: 'test' });
+      pool.on('error', () => {});
+      const storage = postgresStorage({ pool, table, operationTimeoutMs: 500 });
+      try {
+        for (const op of [() => storage.load('a'), () => storage.lock('l', 1000)]) {
+          const { ms, error } = await elapsed(op);
+          assert.ok(error instanceof StorageError, `typed error, got ${String(error)}`);
+          assert.ok(ms >= 450 && ms < 1500, `bounded by operationTimeoutMs, took ${Math.round(ms)} ms`);
+        }
+      } finally {
+        await silent.close();
+        await pool.end().catch(() => {});
+      }
+    });
+
+    it('carries on after its connections were cut (server restart, failover)', async () => {
+      const storage = postgresStorage({ connectionString: DATABASE_URL, table, poolConfig: { application_name: `certstate-cut-${table}` } });
+      storages.push(storage);
+      await storage.store('cut', 'before');
+      const killed = await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, [
+        `certstate-cut-${table}`,
+      ]);
+      assert.ok((killed.rowCount ?? 0) >= 1);
+      await recovers(() => storage.store('cut', 'after'), 5000);
+      assert.equal(await storage.load('cut'), 'after');
+    });
+
+    it('gives two pools (two processes) one lock in turn, with growing fencing tokens and no lost update', async () => {
+      const sides = [processStorage(), processStorage()];
+      let inside = 0;
+      let maxInside = 0;
+      const tokens: number[] = [];
+      const worker = async (storage: PostgresStorage) => {
+        for (let i = 0; i < 10; i++) {
+          const lock = await storage.lock('locks/counter', 2000);
+          inside++;
+          maxInside = Math.max(maxInside, inside);
+          tokens.push(lock.fencingToken);
+          const n = Number((await storage.load('counter')) ?? '0');
+          await delay(Math.random() * 3);
+          await storage.store('counter', String(n + 1), { fence: { lockKey: lock.key, token: lock.fencingToken } });
+          inside--;
+          await lock.release();
+        }
+      };
+      await Promise.all([worker(sides[0]), worker(sides[0]), worker(sides[1]), worker(sides[1])]);
+      assert.equal(maxInside, 1, 'never two holders at once');
+      assert.equal(await sides[1].load('counter'), '40', 'no lost update');
+      for (let i = 1; i < tokens.length; i++) assert.ok(tokens[i] > tokens[i - 1], `tokens grow in acquisition order: ${tokens.join(',')}`);
+    });
+
+    it('migrates idempotently, from many processes at once', async () => {
+      const fresh = freshTable();
+      try {
+        const racing = Array.from({ length: 6 }, () => processStorage({ table: fresh }));
+        await Promise.all(racing.map((s) => s.migrate()));
+        await migratePostgres(admin, { table: fresh });
+        await racing[0].store('k', 'v');
+        assert.equal(await racing[5].load('k'), 'v');
+      } finally {
+        await dropTables(admin, fresh);
+      }
+    });
+
+    it('surfaces a missing table as StorageError when autoMigrate is off, and works after migrate()', async () => {
+      const fresh = freshTable();
+      const pool = newPool(1);
+      pools.push(pool);
+      const s = postgresStorage({ pool, table: fresh, autoMigrate: false });
+      try {
+        await assert.rejects(s.load('k'), StorageError);
+        await s.migrate();
+        await s.store('k', 'v');
+        assert.equal(await s.load('k'), 'v');
+      } finally {
+        await dropTables(admin, fresh);
+      }
+    });
+
+    it("stamps `modified` with the database clock and stores any string exactly (U+0000 included)", async () => {
+      const s = processStorage();
+      const { rows } = await admin.query(`SELECT floor(extract(epoch FROM now()) * 1000)::float8 AS now`);
+      await s.store('exact', 'a\u0000é€');
+      assert.equal(await s.load('exact'), 'a\u0000é€');
+      const stat = await s.stat('exact');
+      assert.ok(stat);
+      assert.equal(stat.size, 7);
+      assert.ok(Math.abs(stat.modified - rows[0].now) < 2000, `${stat.modified} vs database ${rows[0].now}`);
+    });
+
+    it('leaves a caller-owned pool open on close(), and refuses calls once closed', async () => {
+      const pool = newPool(1);
+      pools.push(pool);
+      const s = postgresStorage({ pool, table });
+      await s.store('k', 'v');
+      await s.close();
+      assert.equal((await pool.query('SELECT 1 AS one')).rows[0].one, 1);
+      await assert.rejects(s.load('k'), StorageError);
+    });
+
+    it('tells a watcher of every write and delete under its prefix made by another pool, and nothing else', async () => {
+      const watching = processStorage();
+      const writer = processStorage();
+      const seen = collector();
+      const unwatch = await watching.watch('certificates/', seen.onChange);
+      await writer.store('certificates/a.json', '1');
+      await writer.store('failures/a.json', 'not watched');
+      const lock = await writer.lock('locks/w', 100);
+      await delay(150);
+      await (await writer.lock('locks/w', 1000)).release();
+      await assert.rejects(writer.store('certificates/a.json', 'refused', { fence: { lockKey: lock.key, token: lock.fencingToken } }), FencingError);
+      await writer.delete('certificates/a.json');
+      await writer.delete('certificates/a.json'); // nothing deleted: nothing to announce
+      await seen.until((c) => c.length >= 2, 'store and delete');
+      await delay(100);
+      assert.deepEqual(seen.changes, [
+        { type: 'store', key: 'certificates/a.json' },
+        { type: 'delete', key: 'certificates/a.json' },
+      ]);
+      await unwatch();
+      await writer.store('certificates/b.json', 'after unwatch');
+      await delay(100);
+      assert.equal(seen.changes.length, 2, 'nothing after unwatch');
+    });
+
+    it('tells a watcher to resync after its connection was cut, then keeps watching', async () => {
+      const watching = processStorage();
+      const writer = processStorage();
+      const seen = collector();
+      await watching.watch('', seen.onChange);
+      const killed = await admin.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = $1 AND pid <> pg_backend_pid()`,
+        [`LISTEN "${table}"`],
+      );
+      assert.equal(killed.rowCount, 1, 'exactly one listening connection');
+      await seen.until((c) => c.some((change) => change.type === 'resync'), 'resync');
+      await writer.store('k2', 'v');
+      await seen.until((c) => c.some((change) => change.type === 'store' && change.key === 'k2'), 'store after reconnection');
+      await watching.close(); // stops its watchers too: the test would otherwise keep the process alive
+    });
+
+    it('refuses bad configuration, table names that are not plain identifiers above all', () => {
+      const pool = newPool(1);
+      pools.push(pool);
+      assert.throws(() => postgresStorage({} as never), ConfigError);
+      assert.throws(() => postgresStorage({ pool, connectionString: DATABASE_URL }), ConfigError);
+      for (const bad of ['', 'Certstate', 'x; DROP TABLE y', 'a"b', '1abc', 'x'.repeat(58)]) {
+        assert.throws(() => postgresStorage({ pool, table: bad }), ConfigError, bad);
+      }
+    });
+  });
+}
