@@ -235,6 +235,7 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
     states: {
       loading: {
         invoke: {
+          id: 'load',
           src: 'loadStored',
           input: ({ context }) => ({ name: context.name }),
           onDone: { target: 'routing', actions: 'adoptStored' },
@@ -253,8 +254,10 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
         ],
       },
       attempting: {
+        initial: 'obtaining',
         entry: ['countAttempt', 'emitObtaining'],
         invoke: {
+          id: 'attempt',
           src: 'attempt',
           input: ({ context }) => ({ name: context.name, current: context.certificate, reason: attemptReason(context, usable(context)) }),
           onDone: { target: 'valid', actions: ['emitIssued', 'adoptIssued'] },
@@ -265,6 +268,10 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
             on: { HANDSHAKE: { actions: 'holdHandshake' } },
           },
           renewing: {
+            // Handshakes held while loading get the still-valid certificate now, not after the renewal.
+            entry: enqueueActions(({ context, enqueue }) => {
+              enqueue({ type: 'releaseHandshakes', params: { ok: true, fingerprint: context.certificate!.fingerprint, expired: false } });
+            }),
             on: { HANDSHAKE: { actions: 'replyWithCertificate' } },
             after: { untilExpiry: { target: 'expired-renewing', actions: 'emitExpired' } },
           },
@@ -298,6 +305,7 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
           });
         }),
         invoke: {
+          id: 'persistFailure',
           src: 'persistFailure',
           input: ({ context }) => ({
             name: context.name,
@@ -307,7 +315,12 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
         after: { untilNextAttempt: { target: 'routing' } },
         on: {
           HANDSHAKE: [{ guard: 'canServeInBackoff', actions: 'replyWithCertificate' }, { actions: 'replyWithError' }],
-          FORCE_RENEW: { target: 'routing', actions: 'clearBackoff' },
+          // An operator's retry: an attempt now, whatever the backoff or the renewal time.
+          FORCE_RENEW: [
+            { guard: 'hasUsableCertificate', target: 'attempting.renewing', actions: 'clearBackoff' },
+            { guard: 'hasCertificate', target: 'attempting.expired-renewing', actions: 'clearBackoff' },
+            { target: 'attempting.obtaining', actions: 'clearBackoff' },
+          ],
           STORAGE_CHANGED: { guard: 'isNewerCertificate', target: 'valid', actions: 'adoptChanged' },
         },
       },

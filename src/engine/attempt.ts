@@ -1,0 +1,146 @@
+/**
+ * One issuance attempt for one name — the body of the statechart's
+ * `attempting` state. It runs at most once per name at a time in a process
+ * (the statechart) and across processes (the storage lock):
+ *
+ *   take the lock → re-read storage (another process may have just finished)
+ *   → try each issuer in order → store the unit with the lock's fencing token.
+ *
+ * It never touches machine state: it returns metadata (the key goes to the
+ * material cache) or throws the attempt's error.
+ */
+import { certificateCoversName, parseCertificateBundle } from '../certs.js';
+import { AllIssuersFailedError, CertstateError, FencingError, InvalidCertificateError } from '../errors.js';
+import type { AttemptInput, AttemptOutput } from '../machines/certificate.js';
+import { renewalTime, type TimingPolicy } from '../machines/policy.js';
+import { keys } from '../storage-keys.js';
+import type { CertificateBundle, CertificateMeta, Clock, Issuer, Logger, Storage } from '../types.js';
+import type { MaterialCache } from './material-cache.js';
+import { parseUnit, serializeUnit } from './unit.js';
+
+/** What an attempt needs from the engine. */
+export interface AttemptDeps {
+  storage: Storage;
+  issuers: readonly Issuer[];
+  clock: Clock;
+  logger: Logger;
+  materials: MaterialCache;
+  policy: TimingPolicy;
+  /** Lease of the per-name issuance lock; renewed at a third of it while the attempt runs. */
+  lockTtlMs: number;
+  /** Called before issuing (not before adopting): may throw to refuse (e.g. the on-demand rate limit). */
+  beforeIssue?: (input: AttemptInput) => void;
+}
+
+/** Run one attempt. Rejects with the attempt's error (for the statechart's `onError`). */
+export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal: AbortSignal): Promise<AttemptOutput> {
+  const { storage, clock } = deps;
+  const lockKey = keys.issueLock(input.name);
+  const lock = await storage.lock(lockKey, deps.lockTtlMs, { signal });
+  const lease = keepLeaseAlive(lock, deps, signal);
+  try {
+    signal.throwIfAborted();
+    // Another process may have renewed while we waited for the lock: adopt, issue nothing.
+    const fresh = await freshStoredCertificate(deps, input);
+    if (fresh) return { certificate: fresh, adopted: true };
+
+    deps.beforeIssue?.(input);
+    const { bundle, meta } = await issueWithFallback(deps, input, signal);
+    try {
+      await storage.store(keys.certificate(input.name), serializeUnit(bundle, meta, clock.now()), {
+        fence: { lockKey, token: lock.fencingToken },
+      });
+    } catch (error) {
+      // Our lease was lost (paused process) and someone newer holds the name: adopt theirs.
+      if (error instanceof FencingError) {
+        const newer = await freshStoredCertificate(deps, input);
+        if (newer) return { certificate: newer, adopted: true };
+      }
+      throw error;
+    }
+    deps.materials.put(meta.fingerprint, bundle);
+    await storage.delete(keys.failure(input.name)).catch((error: unknown) => {
+      deps.logger.warn({ name: input.name, err: error }, 'could not clear the failure record');
+    });
+    return { certificate: meta, adopted: false };
+  } finally {
+    lease.stop();
+    await lock.release().catch((error: unknown) => deps.logger.warn({ name: input.name, err: error }, 'lock release failed'));
+  }
+}
+
+/** A stored certificate newer than the one we hold and not yet due for renewal, or undefined. */
+async function freshStoredCertificate(deps: AttemptDeps, input: AttemptInput): Promise<CertificateMeta | undefined> {
+  const key = keys.certificate(input.name);
+  const raw = await deps.storage.load(key);
+  if (raw === undefined) return undefined;
+  let unit: { bundle: CertificateBundle; meta: CertificateMeta };
+  try {
+    unit = parseUnit(key, raw);
+  } catch (error) {
+    deps.logger.warn({ name: input.name, err: error }, 'ignoring corrupt stored certificate');
+    return undefined;
+  }
+  const { meta, bundle } = unit;
+  if (meta.fingerprint === input.current?.fingerprint) return undefined;
+  const now = deps.clock.now();
+  // Without jitter: "fresh" means another process has done this renewal, not that one is barely due.
+  if (now >= renewalTime(meta, 0, deps.policy) || now >= meta.notAfter) return undefined;
+  if (!certificateCoversName(meta, input.name)) return undefined;
+  deps.materials.put(meta.fingerprint, bundle);
+  return meta;
+}
+
+/** Try every issuer in order within this one attempt; keep every issuer's error. */
+async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, signal: AbortSignal) {
+  const errors: unknown[] = [];
+  for (const issuer of deps.issuers) {
+    signal.throwIfAborted();
+    const logger = deps.logger.child({ name: input.name, issuer: issuer.id });
+    try {
+      const request = { names: [input.name], ...(input.current?.ariCertId ? { replaces: input.current.ariCertId } : {}) };
+      const bundle = await issuer.issue(request, { signal, logger, storage: deps.storage, now: () => deps.clock.now() });
+      const meta = parseCertificateBundle(bundle, issuer.id);
+      if (!certificateCoversName(meta, input.name)) {
+        throw new InvalidCertificateError(`issuer ${issuer.id} returned a certificate that does not cover ${input.name}`);
+      }
+      return { bundle, meta };
+    } catch (error) {
+      if (signal.aborted) throw signal.reason ?? error;
+      logger.warn({ err: safeError(error) }, 'issuer failed');
+      errors.push(error);
+    }
+  }
+  if (errors.length === 1) throw errors[0];
+  const retryAfters = errors.map((e) => (e instanceof CertstateError ? e.retryAfter : undefined)).filter((t): t is number => t !== undefined);
+  // All issuers failed: the backoff floor is the *earliest* time any of them would take us again.
+  throw new AllIssuersFailedError(errors, retryAfters.length === errors.length ? Math.min(...retryAfters) : undefined);
+}
+
+/** Renew the lock's lease every third of its TTL while the attempt runs. */
+function keepLeaseAlive(lock: { renew(): Promise<void> }, deps: AttemptDeps, signal: AbortSignal) {
+  let timer: ReturnType<Clock['setTimeout']> | undefined;
+  let stopped = false;
+  const schedule = () => {
+    timer = deps.clock.setTimeout(() => {
+      if (stopped || signal.aborted) return;
+      lock.renew().then(schedule, (error: unknown) => deps.logger.warn({ err: error }, 'lock lease renewal failed'));
+    }, Math.max(50, Math.floor(deps.lockTtlMs / 3)));
+  };
+  schedule();
+  return {
+    stop() {
+      stopped = true;
+      if (timer !== undefined) deps.clock.clearTimeout(timer);
+    },
+  };
+}
+
+/** Errors are logged by type and message only: an issuer's error object might hold secrets in odd fields. */
+export function safeError(error: unknown): { type: string; message: string; code?: string } {
+  if (error instanceof Error) {
+    const code = (error as { code?: unknown }).code;
+    return { type: error.name, message: error.message, ...(typeof code === 'string' ? { code } : {}) };
+  }
+  return { type: 'Error', message: String(error) };
+}

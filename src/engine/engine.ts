@@ -1,0 +1,543 @@
+/**
+ * The certificate engine: a `Map<name, actor>` of independent root actors
+ * (one lifecycle statechart per name), the effects those statecharts name,
+ * and the TLS handshake path that asks them for certificates.
+ *
+ * Per-name actors are roots, not children of one parent: XState stops N
+ * children in O(N²). The machine is `provide`d once per engine (not per name);
+ * its effects find their name's record through `context.name`.
+ */
+import { EventEmitter } from 'node:events';
+import type { SecureContext } from 'node:tls';
+import { pino } from 'pino';
+import { createActor, waitFor, type Actor, type InspectionEvent, type Observer, fromPromise } from 'xstate';
+import { realClock } from '../clock.js';
+import {
+  CertificateUnavailableError,
+  ConfigError,
+  CorruptStorageError,
+  EngineStoppedError,
+  HandshakeTimeoutError,
+  NameNotAllowedError,
+  TooManyWaitersError,
+} from '../errors.js';
+import {
+  createCertificateMachine,
+  type AttemptInput,
+  type CertificateMachine,
+  type FailureRecord,
+  type HandshakeAnswer,
+  type HandshakeReply,
+  type LoadedState,
+} from '../machines/certificate.js';
+import { defaultTimingPolicy, type TimingPolicy } from '../machines/policy.js';
+import { normalizeName } from '../names.js';
+import { keys } from '../storage-keys.js';
+import type { CertificateBundle, CertificateMeta, Clock, Issuer, LifecycleState, Logger, NameStatus, Storage, TimerHandle } from '../types.js';
+import { runAttempt, safeError } from './attempt.js';
+import type { CertEngineEvent, CertEngineEventOf, CertEngineEventType } from './events.js';
+import { MaterialCache } from './material-cache.js';
+import { parseFailure, parseUnit, serializeFailure } from './unit.js';
+
+/** Options of `createCertEngine`. */
+export interface CertEngineOptions {
+  /** Where certificates, keys, failure records and locks live. Cluster identity = shared storage. */
+  storage: Storage;
+  /** Issuers tried in order within one attempt (e.g. Let's Encrypt, then ZeroSSL). At least one. */
+  issuers: Issuer[];
+  /** Managed names: obtained at start and kept renewed. `*.example.com` wildcards allowed. */
+  names?: string[];
+  /**
+   * On-demand issuance: a handshake for an unmanaged name asks `decide(name)`;
+   * if it resolves `true`, a certificate is obtained for it during the handshake.
+   */
+  onDemand?: OnDemandHook;
+  /** Longest time a handshake waits for an attempt in flight, ms (default 30,000). The attempt goes on. */
+  handshakeTimeout?: number;
+  /** Most handshakes waiting per name (default 10,000); more are refused at once with `TooManyWaitersError`. */
+  maxWaitersPerName?: number;
+  /** Most handshakes waiting in total (default 100,000). */
+  maxWaiters?: number;
+  /** During backoff with only an expired certificate, serve it instead of failing the handshake (default false). */
+  serveExpired?: boolean;
+  /** A pino logger; certstate derives children and never changes its level or redaction. Default: silent. */
+  logger?: Logger;
+  /** XState inspection observer, passed to every per-name actor (ids `cert:<name>`). */
+  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+  /** The clock for every delay (default: the real clock, safe for waits beyond 24.8 days). */
+  clock?: Clock;
+  /** Randomness for jitter, uniform in [0, 1) (default `Math.random`). */
+  random?: () => number;
+  /** Renewal and backoff tunables (defaults in `defaultTimingPolicy`). */
+  timing?: Partial<TimingPolicy>;
+  /** Lease of the per-name issuance lock, ms (default 60,000; renewed while the attempt runs). */
+  lockTtlMs?: number;
+  /** How long `stop()` waits for storage and issuer calls in flight, real-time ms (default 10,000). */
+  stopTimeoutMs?: number;
+}
+
+/** On-demand permission hook (see `OnDemandOptions` for the full configuration). */
+export interface OnDemandHook {
+  /** Allow a certificate for `name`? Called for unmanaged names at their first handshake. */
+  check(name: string, info: { servername: string; remoteAddress?: string }): Promise<void>;
+  /** Called before a new on-demand name's first issuance; throw to refuse (rate limit). */
+  beforeIssue?(name: string): void;
+}
+
+/** A certificate ready to serve. */
+export interface ServedCertificate {
+  meta: CertificateMeta;
+  /** Built once per certificate and shared by every handshake. */
+  secureContext: SecureContext;
+  certificatePem: string;
+  privateKeyPem: string;
+  /** True when an expired certificate is served (only with `serveExpired`). */
+  expired: boolean;
+}
+
+/** Details of a handshake, for on-demand decisions and logs. */
+export interface HandshakeInfo {
+  remoteAddress?: string;
+}
+
+type CertActor = Actor<CertificateMachine>;
+
+interface Domain {
+  readonly name: string;
+  readonly managed: boolean;
+  readonly actor: CertActor;
+  /** Held handshakes and their deadline timers. */
+  readonly waiters: Map<HandshakeReply, TimerHandle | undefined>;
+  state: LifecycleState | undefined;
+  fingerprint: string | undefined;
+}
+
+const DEFAULT_HANDSHAKE_TIMEOUT = 30_000;
+
+/** Create an engine. Call `start()` before serving. */
+export function createCertEngine(options: CertEngineOptions): CertEngine {
+  return new CertEngine(options);
+}
+
+/** See `createCertEngine`. */
+export class CertEngine {
+  readonly #storage: Storage;
+  readonly #issuers: readonly Issuer[];
+  readonly #clock: Clock;
+  readonly #logger: Logger;
+  readonly #policy: TimingPolicy;
+  readonly #options: CertEngineOptions;
+  readonly #handshakeTimeout: number;
+  readonly #maxWaitersPerName: number;
+  readonly #maxWaiters: number;
+  readonly #domains = new Map<string, Domain>();
+  readonly #materials = new MaterialCache();
+  readonly #events = new EventEmitter();
+  readonly #machine: CertificateMachine;
+  readonly #inflight = new Set<Promise<unknown>>();
+  readonly #managedNames: string[];
+  #waiting = 0;
+  #started = false;
+  #stopped = false;
+
+  constructor(options: CertEngineOptions) {
+    if (!options || typeof options !== 'object') throw new ConfigError('createCertEngine needs an options object');
+    if (!options.storage) throw new ConfigError('options.storage is required (e.g. fileStorage("./certstate-data"))');
+    if (!Array.isArray(options.issuers) || options.issuers.length === 0) {
+      throw new ConfigError('options.issuers needs at least one issuer (e.g. acmeIssuer({...}) or localCaIssuer())');
+    }
+    for (const issuer of options.issuers) {
+      if (!issuer || typeof issuer.id !== 'string' || typeof issuer.issue !== 'function') {
+        throw new ConfigError('every issuer needs a string `id` and an `issue()` function');
+      }
+    }
+    this.#options = options;
+    this.#storage = options.storage;
+    this.#issuers = [...options.issuers];
+    this.#clock = options.clock ?? realClock();
+    this.#logger = options.logger ?? pino({ level: 'silent' });
+    this.#policy = { ...defaultTimingPolicy, ...options.timing };
+    this.#handshakeTimeout = positive(options.handshakeTimeout, DEFAULT_HANDSHAKE_TIMEOUT, 'handshakeTimeout');
+    this.#maxWaitersPerName = positive(options.maxWaitersPerName, 10_000, 'maxWaitersPerName');
+    this.#maxWaiters = positive(options.maxWaiters, 100_000, 'maxWaiters');
+    positive(options.lockTtlMs, 60_000, 'lockTtlMs');
+    this.#managedNames = (options.names ?? []).map((n) => normalizeName(n, { allowWildcard: true, allowIp: true }));
+    this.#machine = this.#provideMachine();
+  }
+
+  // ─── Lifecycle ────────────────────────────────────────────────────────────
+
+  /** Start managing the configured names. Resolves once each has been read from storage (issuance continues in the background). */
+  async start(): Promise<void> {
+    if (this.#stopped) throw new EngineStoppedError();
+    if (this.#started) return;
+    this.#started = true;
+    const domains = this.#managedNames.map((name) => this.#ensureDomain(name, true));
+    await Promise.all(domains.map((d) => waitFor(d.actor, (s) => !s.matches('loading'))));
+  }
+
+  /** Stop every actor, answer every waiting handshake, abort attempts in flight, and wait for them to finish. */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    for (const domain of this.#domains.values()) {
+      domain.actor.send({ type: 'STOP' });
+      domain.actor.stop();
+    }
+    // Attempts see their AbortSignal; storage calls cannot be aborted, so wait for them only so long.
+    let grace: NodeJS.Timeout | undefined;
+    const settled = await Promise.race([
+      Promise.allSettled([...this.#inflight]).then(() => true),
+      new Promise<boolean>((resolve) => (grace = setTimeout(resolve, this.#options.stopTimeoutMs ?? 10_000, false))),
+    ]);
+    clearTimeout(grace);
+    if (!settled) this.#logger.warn({ pending: this.#inflight.size }, 'stop: storage or issuer calls still pending after the grace period');
+    this.#domains.clear();
+    this.#events.removeAllListeners();
+  }
+
+  /** Add managed names at run time (normalised; already-known names are left as they are). */
+  manage(names: string[]): void {
+    this.#assertRunning();
+    for (const raw of names) {
+      const name = normalizeName(raw, { allowWildcard: true, allowIp: true });
+      if (!this.#managedNames.includes(name)) this.#managedNames.push(name);
+      this.#ensureDomain(name, true);
+    }
+  }
+
+  // ─── Serving ──────────────────────────────────────────────────────────────
+
+  /**
+   * The certificate for a name, as a handshake would get it: at once when one
+   * is usable, else after the attempt in flight (bounded by `handshakeTimeout`).
+   * Rejects with a typed error: `InvalidNameError`, `NameNotAllowedError`,
+   * `CertificateUnavailableError` (the attempt's error), `HandshakeTimeoutError`, …
+   */
+  async getCertificate(servername: string, info: HandshakeInfo = {}): Promise<ServedCertificate> {
+    this.#assertRunning();
+    const name = normalizeName(servername);
+    let domain = this.#domains.get(name);
+    if (!domain) {
+      const onDemand = this.#options.onDemand;
+      if (!onDemand) throw new NameNotAllowedError(name, 'not a managed name and on-demand issuance is off');
+      await onDemand.check(name, { servername, remoteAddress: info.remoteAddress });
+      this.#assertRunning();
+      domain = this.#ensureDomain(name, false);
+    }
+    const answer = await this.#handshake(domain);
+    return this.#served(domain.name, answer);
+  }
+
+  /** Options for `tls`/`https`/`http2` servers: an `SNICallback` answered by the engine. */
+  tlsOptions(): { SNICallback: (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void } {
+    return {
+      SNICallback: (servername, cb) => {
+        this.getCertificate(servername).then(
+          (served) => cb(null, served.secureContext),
+          (error: Error) => cb(error),
+        );
+      },
+    };
+  }
+
+  // ─── Operating ────────────────────────────────────────────────────────────
+
+  /** Status of every name the engine holds. */
+  status(): NameStatus[] {
+    const now = this.#clock.now();
+    const out: NameStatus[] = [];
+    for (const domain of this.#domains.values()) out.push(this.#statusOf(domain, now));
+    return out;
+  }
+
+  /**
+   * Start one attempt now, backoff or not (an attempt already in flight is
+   * joined, not duplicated). Resolves with the certificate, or rejects with
+   * the attempt's error.
+   */
+  async forceRenew(servername: string): Promise<CertificateMeta> {
+    this.#assertRunning();
+    const name = normalizeName(servername, { allowWildcard: true, allowIp: true });
+    const domain = this.#domains.get(name);
+    if (!domain) throw new NameNotAllowedError(name, 'unknown name');
+    const { actor } = domain;
+    if (actor.getSnapshot().matches('loading')) await waitFor(actor, (s) => !s.matches('loading'));
+    const before = actor.getSnapshot();
+    if (!before.matches('attempting')) actor.send({ type: 'FORCE_RENEW' });
+    const seq = before.matches('attempting') ? before.context.attemptSeq : before.context.attemptSeq + 1;
+    const after = await waitFor(actor, (s) => s.status !== 'active' || (s.context.attemptSeq >= seq && !s.matches('attempting')), {
+      timeout: Infinity,
+    });
+    if (after.matches('valid') && after.context.certificate) return after.context.certificate;
+    if (after.status !== 'active' || after.matches('stopped')) throw new EngineStoppedError();
+    throw new CertificateUnavailableError(name, after.context.lastError ?? { type: 'Error', message: 'attempt failed', at: this.#clock.now() }, after.context.nextAttemptAt);
+  }
+
+  /**
+   * Re-read a name's stored certificate and adopt it if another process stored
+   * a newer one (the statechart's `STORAGE_CHANGED`; no order is placed).
+   * Resolves `true` when the stored certificate was newer and is now served.
+   */
+  async refreshFromStorage(servername: string): Promise<boolean> {
+    this.#assertRunning();
+    const name = normalizeName(servername, { allowWildcard: true, allowIp: true });
+    const domain = this.#domains.get(name);
+    if (!domain) return false;
+    const { certificate } = await this.#load(name);
+    if (!certificate || certificate.fingerprint === domain.fingerprint) return false;
+    domain.actor.send({ type: 'STORAGE_CHANGED', certificate });
+    const adopted = domain.fingerprint === certificate.fingerprint;
+    if (!adopted) this.#materials.delete(certificate.fingerprint);
+    return adopted;
+  }
+
+  /** Subscribe to an engine event. Returns an unsubscribe function. */
+  on<T extends CertEngineEventType>(type: T, listener: (event: CertEngineEventOf<T>) => void): () => void {
+    this.#events.on(type, listener);
+    return () => this.#events.off(type, listener);
+  }
+
+  /** The engine's clock (useful for tests and status pages). */
+  get clock(): Clock {
+    return this.#clock;
+  }
+
+  /** The storage the engine was configured with. */
+  get storage(): Storage {
+    return this.#storage;
+  }
+
+  // ─── Internals ────────────────────────────────────────────────────────────
+
+  #assertRunning(): void {
+    if (this.#stopped) throw new EngineStoppedError();
+    if (!this.#started) throw new ConfigError('call engine.start() first');
+  }
+
+  #ensureDomain(name: string, managed: boolean): Domain {
+    const existing = this.#domains.get(name);
+    if (existing) return existing;
+    const actor = createActor(this.#machine, {
+      id: `cert:${name}`,
+      input: { name, serveExpired: this.#options.serveExpired ?? false },
+      clock: this.#clock,
+      inspect: this.#options.inspect,
+    });
+    const domain: Domain = { name, managed, actor, waiters: new Map(), state: undefined, fingerprint: undefined };
+    this.#domains.set(name, domain);
+    actor.on('*', (event) => this.#publish(event as CertEngineEvent));
+    actor.subscribe({
+      next: (snapshot) => this.#observe(domain, stateOf(snapshot.value), snapshot.context.certificate?.fingerprint),
+      error: (error) => this.#logger.error({ name, err: safeError(error) }, 'certificate actor failed'),
+    });
+    actor.start();
+    return domain;
+  }
+
+  /** Track transitions: log one line each, publish `state_changed`, drop key material no longer in use. */
+  #observe(domain: Domain, state: LifecycleState, fingerprint: string | undefined): void {
+    if (fingerprint !== domain.fingerprint) {
+      if (domain.fingerprint !== undefined) this.#materials.delete(domain.fingerprint);
+      domain.fingerprint = fingerprint;
+    }
+    if (state === domain.state) return;
+    const from = domain.state;
+    domain.state = state;
+    const ctx = domain.actor.getSnapshot().context;
+    this.#logger.info(
+      { name: domain.name, state, from, attempt: ctx.attemptSeq, ...(state === 'failed-backoff' && ctx.lastError ? { error: { type: ctx.lastError.type, message: ctx.lastError.message } } : {}) },
+      'certificate state',
+    );
+    this.#publish({ type: 'state_changed', name: domain.name, from, to: state, at: this.#clock.now() });
+  }
+
+  #publish(event: CertEngineEvent): void {
+    try {
+      this.#events.emit(event.type, event);
+    } catch (error) {
+      // A listener's bug must not break the lifecycle of a certificate.
+      this.#logger.error({ err: safeError(error), event: event.type }, 'event listener threw');
+    }
+  }
+
+  /** Send a HANDSHAKE event and wait for the one answer. */
+  #handshake(domain: Domain): Promise<HandshakeAnswer> {
+    return new Promise<HandshakeAnswer>((resolve) => {
+      let answered = false;
+      const reply: HandshakeReply = (answer) => {
+        if (answered) return;
+        answered = true;
+        resolve(answer);
+      };
+      domain.actor.send({ type: 'HANDSHAKE', reply });
+      // A stopped actor ignores events: answer rather than hang.
+      if (domain.actor.getSnapshot().status !== 'active') reply({ ok: false, stopped: true });
+    });
+  }
+
+  #served(name: string, answer: HandshakeAnswer): ServedCertificate {
+    if (answer.ok) {
+      const bundle = this.#materials.bundle(answer.fingerprint);
+      const secureContext = this.#materials.secureContext(answer.fingerprint);
+      const meta = this.#domains.get(name)?.actor.getSnapshot().context.certificate;
+      if (!bundle || !secureContext || !meta) throw new EngineStoppedError();
+      return { meta, secureContext, certificatePem: bundle.certificatePem, privateKeyPem: bundle.privateKeyPem, expired: answer.expired };
+    }
+    if ('stopped' in answer) throw new EngineStoppedError();
+    switch (answer.error.type) {
+      case 'HandshakeTimeoutError':
+        throw new HandshakeTimeoutError(name, this.#handshakeTimeout);
+      case 'TooManyWaitersError':
+        throw new TooManyWaitersError(name, this.#maxWaitersPerName);
+      default:
+        throw new CertificateUnavailableError(name, answer.error, answer.nextAttemptAt);
+    }
+  }
+
+  #statusOf(domain: Domain, _now: number): NameStatus {
+    const { context } = domain.actor.getSnapshot();
+    const status: NameStatus = {
+      name: domain.name,
+      state: domain.state ?? 'loading',
+      managed: domain.managed,
+      attempts: context.attempts,
+    };
+    if (context.certificate) status.certificate = context.certificate;
+    if (context.renewAt !== undefined) status.renewAt = context.renewAt;
+    if (context.lastError) status.lastError = context.lastError;
+    if (context.nextAttemptAt !== undefined) status.nextAttemptAt = context.nextAttemptAt;
+    return status;
+  }
+
+  /** Bind the statechart's named effects to this engine. */
+  #provideMachine(): CertificateMachine {
+    const machine = createCertificateMachine({
+      now: () => this.#clock.now(),
+      random: this.#options.random ?? Math.random,
+      policy: this.#policy,
+    });
+    return machine.provide({
+      actors: {
+        loadStored: fromPromise<LoadedState, { name: string }>(({ input }) => this.#track(this.#load(input.name))),
+        attempt: fromPromise<Awaited<ReturnType<typeof runAttempt>>, AttemptInput>(({ input, signal }) =>
+          this.#track(
+            runAttempt(
+              {
+                storage: this.#storage,
+                issuers: this.#issuers,
+                clock: this.#clock,
+                logger: this.#logger,
+                materials: this.#materials,
+                policy: this.#policy,
+                lockTtlMs: this.#options.lockTtlMs ?? 60_000,
+                beforeIssue: (attempt) => {
+                  if (!this.#domains.get(attempt.name)?.managed && attempt.reason === 'obtain') this.#options.onDemand?.beforeIssue?.(attempt.name);
+                },
+              },
+              input,
+              signal,
+            ),
+          ),
+        ),
+        persistFailure: fromPromise<void, { name: string; record: FailureRecord }>(({ input }) =>
+          this.#track(
+            this.#storage.store(keys.failure(input.name), serializeFailure(input.record)).catch((error: unknown) => {
+              this.#logger.warn({ name: input.name, err: safeError(error) }, 'could not persist the failure record');
+            }),
+          ),
+        ),
+      },
+      actions: {
+        holdHandshake: ({ context, event }) => {
+          if (event.type !== 'HANDSHAKE') return;
+          this.#hold(context.name, event.reply);
+        },
+        releaseHandshakes: ({ context }, answer: HandshakeAnswer) => this.#release(context.name, answer),
+      },
+    });
+  }
+
+  /** Keep a handshake until the attempt ends, or its own deadline. */
+  #hold(name: string, reply: HandshakeReply): void {
+    const domain = this.#domains.get(name);
+    if (!domain) return reply({ ok: false, stopped: true });
+    if (domain.waiters.size >= this.#maxWaitersPerName || this.#waiting >= this.#maxWaiters) {
+      return reply({ ok: false, error: { type: 'TooManyWaitersError', message: 'too many waiting handshakes', at: this.#clock.now() } });
+    }
+    const timer = this.#clock.setTimeout(() => {
+      if (!domain.waiters.delete(reply)) return;
+      this.#waiting--;
+      reply({ ok: false, error: { type: 'HandshakeTimeoutError', message: 'handshake timeout', at: this.#clock.now() } });
+    }, this.#handshakeTimeout);
+    domain.waiters.set(reply, timer);
+    this.#waiting++;
+  }
+
+  /** Answer every held handshake of a name with the state's answer. Never sends an event: nothing can recurse. */
+  #release(name: string, answer: HandshakeAnswer): void {
+    const domain = this.#domains.get(name);
+    if (!domain || domain.waiters.size === 0) return;
+    const held = [...domain.waiters];
+    domain.waiters.clear();
+    this.#waiting -= held.length;
+    for (const [reply, timer] of held) {
+      if (timer !== undefined) this.#clock.clearTimeout(timer);
+      reply(answer);
+    }
+  }
+
+  /** Read a name's certificate unit and failure record. Corrupt values count as absent (logged). */
+  async #load(name: string): Promise<LoadedState> {
+    const [unitRaw, failureRaw] = await Promise.all([this.#storage.load(keys.certificate(name)), this.#storage.load(keys.failure(name))]);
+    const loaded: LoadedState = {};
+    if (unitRaw !== undefined) {
+      const unit = this.#parseOrWarn(name, () => parseUnit(keys.certificate(name), unitRaw));
+      if (unit) {
+        this.#materials.put(unit.meta.fingerprint, unit.bundle);
+        loaded.certificate = unit.meta;
+      }
+    }
+    if (failureRaw !== undefined) {
+      const failure = this.#parseOrWarn(name, () => parseFailure(keys.failure(name), failureRaw));
+      if (failure) loaded.failure = failure;
+    }
+    return loaded;
+  }
+
+  #parseOrWarn<T>(name: string, parse: () => T): T | undefined {
+    try {
+      return parse();
+    } catch (error) {
+      if (!(error instanceof CorruptStorageError)) throw error;
+      this.#logger.warn({ name, err: safeError(error) }, 'ignoring corrupt stored value');
+      return undefined;
+    }
+  }
+
+  /** Remember an effect in flight so `stop()` can wait for it. */
+  #track<T>(promise: Promise<T>): Promise<T> {
+    this.#inflight.add(promise);
+    const forget = () => this.#inflight.delete(promise);
+    promise.then(forget, forget);
+    return promise;
+  }
+
+  /** @internal For tests: the bundle behind a fingerprint. */
+  _bundle(fingerprint: string): CertificateBundle | undefined {
+    return this.#materials.bundle(fingerprint);
+  }
+}
+
+/** Map a snapshot value to the lifecycle state name shown to users. */
+export function stateOf(value: unknown): LifecycleState {
+  if (typeof value === 'string') return value as LifecycleState;
+  const attempting = (value as { attempting?: string }).attempting;
+  return (attempting ?? 'loading') as LifecycleState;
+}
+
+function positive(value: number | undefined, fallback: number, what: string): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) throw new ConfigError(`${what} must be a positive number of ms`);
+  return value;
+}

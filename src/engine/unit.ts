@@ -1,0 +1,91 @@
+/**
+ * The stored certificate unit and failure record: their on-storage format and
+ * strict parsing. A certificate, its key and its metadata are one JSON value,
+ * written with one atomic `store`, so a crash can never leave a certificate
+ * beside the wrong key.
+ */
+import { parseCertificateBundle } from '../certs.js';
+import { CorruptStorageError } from '../errors.js';
+import type { FailureRecord } from '../machines/certificate.js';
+import type { CertificateBundle, CertificateMeta, ErrorInfo } from '../types.js';
+
+const UNIT_VERSION = 1;
+
+interface StoredUnit {
+  version: number;
+  issuerId: string;
+  certificatePem: string;
+  privateKeyPem: string;
+  storedAt: number;
+}
+
+/** Serialise a certificate unit for storage. */
+export function serializeUnit(bundle: CertificateBundle, meta: CertificateMeta, storedAt: number): string {
+  const unit: StoredUnit = {
+    version: UNIT_VERSION,
+    issuerId: meta.issuerId,
+    certificatePem: bundle.certificatePem,
+    privateKeyPem: bundle.privateKeyPem,
+    storedAt,
+  };
+  return JSON.stringify(unit);
+}
+
+/**
+ * Parse a stored unit. Metadata is recomputed from the certificate itself
+ * (never trusted from storage), and the key is checked against it.
+ * Throws `CorruptStorageError` for anything malformed.
+ */
+export function parseUnit(key: string, raw: string): { bundle: CertificateBundle; meta: CertificateMeta } {
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch (error) {
+    throw new CorruptStorageError(key, 'not JSON (truncated?)', error);
+  }
+  if (!isRecord(value) || value.version !== UNIT_VERSION) throw new CorruptStorageError(key, 'unknown format or version');
+  const { issuerId, certificatePem, privateKeyPem } = value;
+  if (typeof certificatePem !== 'string' || typeof privateKeyPem !== 'string' || typeof issuerId !== 'string') {
+    throw new CorruptStorageError(key, 'missing certificate, key or issuer');
+  }
+  const bundle = { certificatePem, privateKeyPem };
+  try {
+    return { bundle, meta: parseCertificateBundle(bundle, issuerId) };
+  } catch (error) {
+    throw new CorruptStorageError(key, error instanceof Error ? error.message : 'unparsable certificate', error);
+  }
+}
+
+/** Serialise a failure record. */
+export function serializeFailure(record: FailureRecord): string {
+  return JSON.stringify({ version: UNIT_VERSION, ...record });
+}
+
+/** Parse a failure record; throws `CorruptStorageError` when malformed. */
+export function parseFailure(key: string, raw: string): FailureRecord {
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch (error) {
+    throw new CorruptStorageError(key, 'not JSON (truncated?)', error);
+  }
+  if (!isRecord(value) || !isCount(value.attempts)) throw new CorruptStorageError(key, 'malformed failure record');
+  const record: FailureRecord = { attempts: value.attempts };
+  if (isTime(value.nextAttemptAt)) record.nextAttemptAt = value.nextAttemptAt;
+  if (isErrorInfo(value.lastError)) record.lastError = value.lastError;
+  return record;
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+function isCount(v: unknown): v is number {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < 1e6;
+}
+function isTime(v: unknown): v is number {
+  return typeof v === 'number' && Number.isFinite(v) && v >= 0;
+}
+function isErrorInfo(v: unknown): v is ErrorInfo {
+  if (!isRecord(v)) return false;
+  return typeof v.type === 'string' && typeof v.message === 'string' && isTime(v.at) && v.type.length < 200 && v.message.length < 10_000;
+}

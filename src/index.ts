@@ -1,0 +1,40 @@
+/**
+ * certstate — automatic TLS certificates for Node.js, built as an explicit
+ * XState statechart per name.
+ *
+ * @packageDocumentation
+ */
+export { createCertEngine, CertEngine, stateOf } from './engine/engine.js';
+export type { CertEngineOptions, OnDemandHook, ServedCertificate, HandshakeInfo } from './engine/engine.js';
+export type { CertEngineEvent, CertEngineEventOf, CertEngineEventType, StateChangedEvent } from './engine/events.js';
+
+export { certificateMachine, createCertificateMachine } from './machines/certificate.js';
+export type {
+  AttemptInput,
+  AttemptOutput,
+  CertificateContext,
+  CertificateEmitted,
+  CertificateEvent,
+  CertificateInput,
+  FailureRecord,
+  HandshakeAnswer,
+  HandshakeReply,
+  LoadedState,
+  MachineDeps,
+} from './machines/certificate.js';
+export { defaultTimingPolicy, nextAttemptTime, renewalTime } from './machines/policy.js';
+export type { TimingPolicy } from './machines/policy.js';
+
+export { realClock, ManualClock, MAX_TIMER_MS } from './clock.js';
+export { normalizeName, isIpLiteral } from './names.js';
+export type { NormalizeNameOptions } from './names.js';
+export { parseCertificateBundle, certificateCoversName, ariCertId, splitPemChain } from './certs.js';
+export { keys as storageKeys } from './storage-keys.js';
+
+export { memoryStorage } from './adapters/storage/memory.js';
+export type { MemoryStorageOptions } from './adapters/storage/memory.js';
+export { localCaIssuer, localCaCertificate } from './adapters/issuers/local-ca.js';
+export type { LocalCaOptions } from './adapters/issuers/local-ca.js';
+
+export * from './errors.js';
+export type * from './types.js';

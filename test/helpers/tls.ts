@@ -1,0 +1,90 @@
+/**
+ * Real TLS on loopback for tests: a server whose SNI callback is the engine's
+ * (instrumented), and a client that reports what each handshake got.
+ */
+import type { AddressInfo } from 'node:net';
+import tls from 'node:tls';
+import type { CertEngine } from '../../src/engine/engine.js';
+import { keys } from '../../src/storage-keys.js';
+import { parseCertificateBundle } from '../../src/certs.js';
+import { serializeUnit } from '../../src/engine/unit.js';
+import type { CertificateBundle, Storage } from '../../src/types.js';
+
+/** What the server's SNI callback answered, one entry per callback call. */
+export interface SniAnswer {
+  servername: string;
+  error?: Error;
+  /** Stack depth when the answer was given (no recursion means it stays flat). */
+  depth: number;
+  /** When the SNI callback was called and when it was answered (Date.now()). */
+  askedAt: number;
+  at: number;
+}
+
+export interface TestTlsServer {
+  port: number;
+  answers: SniAnswer[];
+  close(): Promise<void>;
+}
+
+/** A TLS server on 127.0.0.1 answering SNI from the engine. */
+export async function startTlsServer(engine: CertEngine): Promise<TestTlsServer> {
+  const answers: SniAnswer[] = [];
+  const { SNICallback } = engine.tlsOptions();
+  const server = tls.createServer({
+    SNICallback: (servername, cb) => {
+      const askedAt = Date.now();
+      SNICallback(servername, (err, ctx) => {
+        answers.push({ servername, depth: stackDepth(), askedAt, at: Date.now(), ...(err ? { error: err } : {}) });
+        cb(err, ctx);
+      });
+    },
+  });
+  server.on('tlsClientError', () => {}); // refused handshakes are expected in these tests
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const sockets = new Set<import('node:net').Socket>();
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    answers,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** Outcome of one client handshake. */
+export type ClientResult = { ok: true; fingerprint: string; notAfter: number } | { ok: false; error: string };
+
+/** Connect, handshake with `servername`, report the peer certificate or the error, close. */
+export function handshake(port: number, servername: string, ca?: string): Promise<ClientResult> {
+  return new Promise((resolve) => {
+    const socket = tls.connect({ host: '127.0.0.1', port, servername, rejectUnauthorized: ca !== undefined, ...(ca ? { ca } : {}) });
+    socket.setTimeout(60_000, () => socket.destroy(new Error('client timeout')));
+    socket.once('secureConnect', () => {
+      const peer = socket.getPeerX509Certificate();
+      resolve(peer ? { ok: true, fingerprint: peer.fingerprint256, notAfter: Date.parse(peer.validTo) } : { ok: false, error: 'no peer certificate' });
+      socket.destroy();
+    });
+    socket.once('error', (error) => resolve({ ok: false, error: error.message }));
+  });
+}
+
+/** Store a certificate unit directly, as a previous run would have left it. */
+export async function seedCertificate(storage: Storage, name: string, bundle: CertificateBundle, issuerId = 'seed'): Promise<void> {
+  const meta = parseCertificateBundle(bundle, issuerId);
+  await storage.store(keys.certificate(name), serializeUnit(bundle, meta, Date.now()));
+}
+
+function stackDepth(): number {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = Infinity;
+  const depth = (new Error().stack ?? '').split('\n').length;
+  Error.stackTraceLimit = limit;
+  return depth;
+}

@@ -1,0 +1,134 @@
+/**
+ * The seed scenario (the CertMagic bug certstate exists to make impossible),
+ * through real TLS connections on loopback: an expired stored certificate,
+ * a herd of concurrent handshakes, one attempt, one outcome for all.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { pino } from 'pino';
+import { localCaIssuer } from '../src/adapters/issuers/local-ca.js';
+import { memoryStorage } from '../src/adapters/storage/memory.js';
+import { createCertEngine } from '../src/engine/engine.js';
+import type { Storage } from '../src/types.js';
+import { scriptedIssuer, testLeafKey } from './helpers/scripted-issuer.js';
+import { handshake, seedCertificate, startTlsServer } from './helpers/tls.js';
+
+const NAME = 'herd.localhost';
+const HERD = 1000;
+const DAY = 86_400_000;
+
+/** Store a certificate for NAME that expired a week ago. */
+async function seedExpired(storage: Storage): Promise<string> {
+  const ca = localCaIssuer({ leafValidityMs: DAY, leafKey: testLeafKey() });
+  const tenDaysAgo = Date.now() - 10 * DAY;
+  const bundle = await ca.issue(
+    { names: [NAME] },
+    { signal: new AbortController().signal, logger: pino({ level: 'silent' }), storage, now: () => tenDaysAgo },
+  );
+  await seedCertificate(storage, NAME, bundle);
+  return bundle.certificatePem;
+}
+
+function herd(port: number, n = HERD) {
+  return Promise.all(Array.from({ length: n }, () => handshake(port, NAME)));
+}
+
+describe('seed scenario: expired certificate, herd of handshakes', () => {
+  it('a failing renewal: one attempt, every handshake gets that attempt\'s error, next attempt only after backoff, then the new certificate', async () => {
+    const storage = memoryStorage();
+    await seedExpired(storage);
+    const issuer = scriptedIssuer({ mode: { kind: 'fail', delayMs: 2500, message: 'CA says no' } });
+    const backoffMs = 8000;
+    const engine = createCertEngine({
+      storage,
+      issuers: [issuer],
+      names: [NAME],
+      timing: { backoffInitialMs: backoffMs, backoffJitter: 0 },
+      handshakeTimeout: 30_000,
+    });
+    const attempts: number[] = [];
+    engine.on('cert_obtaining', () => attempts.push(Date.now()));
+    const failures: number[] = [];
+    engine.on('cert_failed', () => failures.push(Date.now()));
+    await engine.start();
+    const server = await startTlsServer(engine);
+    try {
+      assert.equal(engine.status()[0]?.state, 'expired-renewing');
+      const results = await herd(server.port);
+
+      // Exactly one attempt during the herd, and every handshake answered once with its error.
+      assert.equal(issuer.calls, 1, 'one issuance attempt for the whole herd');
+      assert.equal(server.answers.length, HERD, 'each handshake answered exactly once');
+      for (const answer of server.answers) {
+        assert.ok(answer.error, 'no certificate to serve');
+        assert.match(answer.error.message, /CA says no/);
+        assert.equal((answer.error as { name: string }).name, 'CertificateUnavailableError');
+      }
+      assert.ok(results.every((r) => !r.ok), 'every client saw the handshake refused');
+      // Most of the herd arrived while the attempt was in flight, waited, and was answered when it ended.
+      const waited = server.answers.filter((a) => a.askedAt < failures[0]!);
+      assert.ok(waited.length >= HERD / 2, `${waited.length} handshakes waited for the attempt`);
+      assert.ok(waited.every((a) => a.at >= failures[0]!), 'no waiter answered before the attempt ended');
+      // No recursion: answering the 1000th waiter is as shallow as answering the first.
+      const depths = server.answers.map((a) => a.depth);
+      assert.ok(Math.max(...depths) - Math.min(...depths) <= 2, `flat call depth (got ${Math.min(...depths)}..${Math.max(...depths)})`);
+      assert.equal(engine.status()[0]?.state, 'failed-backoff');
+
+      // During the backoff: answered at once with the recorded error, no new attempt.
+      server.answers.length = 0;
+      const nextAttemptAt = engine.status()[0]!.nextAttemptAt!;
+      const during = await herd(server.port, 200);
+      assert.ok(Date.now() < nextAttemptAt, 'the second herd ran inside the backoff window (machine too slow?)');
+      assert.ok(during.every((r) => !r.ok));
+      assert.equal(issuer.calls, 1, 'no attempt during backoff, whatever the load');
+      assert.ok(server.answers.every((a) => a.error && /CA says no/.test(a.error.message)));
+
+      // The CA recovers; the backoff elapses; the next attempt succeeds and handshakes get the new certificate.
+      issuer.mode = { kind: 'succeed' };
+      const renewed = new Promise<void>((resolve) => engine.on('cert_renewed', () => resolve()));
+      await renewed;
+      assert.equal(issuer.calls, 2);
+      assert.ok(attempts[1]! - failures[0]! >= backoffMs - 5, `second attempt ${attempts[1]! - failures[0]!} ms after the failure, backoff ${backoffMs} ms`);
+      const after = await herd(server.port, 50);
+      const status = engine.status()[0]!;
+      assert.equal(status.state, 'valid');
+      for (const r of after) {
+        assert.ok(r.ok, 'handshake succeeds with the new certificate');
+        assert.equal(r.fingerprint, status.certificate!.fingerprint);
+        assert.ok(r.notAfter > Date.now());
+      }
+    } finally {
+      await server.close();
+      await engine.stop();
+    }
+  });
+
+  it('a successful renewal: one attempt, every waiting handshake gets the new certificate', async () => {
+    const storage = memoryStorage();
+    await seedExpired(storage);
+    const issuer = scriptedIssuer({ mode: { kind: 'succeed', delayMs: 2500 } });
+    const engine = createCertEngine({ storage, issuers: [issuer], names: [NAME] });
+    await engine.start();
+    const server = await startTlsServer(engine);
+    try {
+      let renewedAt = 0;
+      engine.on('cert_renewed', () => (renewedAt = Date.now()));
+      const results = await herd(server.port);
+      assert.equal(issuer.calls, 1, 'one issuance attempt for the whole herd');
+      assert.equal(server.answers.length, HERD);
+      const waited = server.answers.filter((a) => a.askedAt < renewedAt);
+      assert.ok(waited.length >= HERD / 2, `${waited.length} handshakes waited for the renewal`);
+      assert.ok(waited.every((a) => a.at >= renewedAt), 'no waiter answered before the renewal ended');
+      assert.ok(server.answers.every((a) => !a.error));
+      const { certificate } = engine.status()[0]!;
+      assert.ok(certificate && certificate.notAfter > Date.now());
+      for (const r of results) {
+        assert.ok(r.ok);
+        assert.equal(r.fingerprint, certificate.fingerprint, 'every handshake got the renewed certificate');
+      }
+    } finally {
+      await server.close();
+      await engine.stop();
+    }
+  });
+});
