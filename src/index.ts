@@ -5,7 +5,8 @@
  * @packageDocumentation
  */
 export { createCertEngine, CertEngine, stateOf } from './engine/engine.js';
-export type { CertEngineOptions, OnDemandHook, ServedCertificate, HandshakeInfo } from './engine/engine.js';
+export type { CertEngineOptions, ServedCertificate, HandshakeInfo } from './engine/engine.js';
+export type { OnDemandOptions, DecisionInfo, OnDemandStats } from './engine/on-demand.js';
 export type { CertEngineEvent, CertEngineEventOf, CertEngineEventType, StateChangedEvent } from './engine/events.js';
 
 export { certificateMachine, createCertificateMachine } from './machines/certificate.js';
@@ -27,6 +28,7 @@ export type { TimingPolicy } from './machines/policy.js';
 
 export { realClock, ManualClock, MAX_TIMER_MS } from './clock.js';
 export { normalizeName, isIpLiteral } from './names.js';
+export type { InvalidNameReason } from './names.js';
 export type { NormalizeNameOptions } from './names.js';
 export { parseCertificateBundle, certificateCoversName, ariCertId, splitPemChain } from './certs.js';
 export { keys as storageKeys } from './storage-keys.js';

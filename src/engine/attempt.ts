@@ -28,8 +28,8 @@ export interface AttemptDeps {
   policy: TimingPolicy;
   /** Lease of the per-name issuance lock; renewed at a third of it while the attempt runs. */
   lockTtlMs: number;
-  /** Called before issuing (not before adopting): may throw to refuse (e.g. the on-demand rate limit). */
-  beforeIssue?: (input: AttemptInput) => void;
+  /** Called before issuing (not before adopting): may throw to refuse (on-demand permission and rate limit). */
+  beforeIssue?: (input: AttemptInput) => void | Promise<void>;
 }
 
 /** Run one attempt. Rejects with the attempt's error (for the statechart's `onError`). */
@@ -44,7 +44,7 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
     const fresh = await freshStoredCertificate(deps, input);
     if (fresh) return { certificate: fresh, adopted: true };
 
-    deps.beforeIssue?.(input);
+    await deps.beforeIssue?.(input);
     const { bundle, meta } = await issueWithFallback(deps, input, signal);
     try {
       await storage.store(keys.certificate(input.name), serializeUnit(bundle, meta, clock.now()), {

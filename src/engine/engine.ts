@@ -31,7 +31,10 @@ import {
   type LoadedState,
 } from '../machines/certificate.js';
 import { defaultTimingPolicy, type TimingPolicy } from '../machines/policy.js';
-import { normalizeName } from '../names.js';
+import { InvalidNameError, RejectionLog, normalizeName } from '../names.js';
+import { createHttpChallengeHandler, type HttpChallengeHandler, type HttpFallback } from '../adapters/challenges/http-01.js';
+import { createTlsAlpnResponder, type ALPNCallback } from '../adapters/challenges/tls-alpn-01.js';
+import { createOnDemandGate, OnDemandRefusedError, type OnDemandGate, type OnDemandOptions } from './on-demand.js';
 import { keys } from '../storage-keys.js';
 import type { CertificateBundle, CertificateMeta, Clock, Issuer, LifecycleState, Logger, NameStatus, Storage, TimerHandle } from '../types.js';
 import { runAttempt, safeError } from './attempt.js';
@@ -48,10 +51,11 @@ export interface CertEngineOptions {
   /** Managed names: obtained at start and kept renewed. `*.example.com` wildcards allowed. */
   names?: string[];
   /**
-   * On-demand issuance: a handshake for an unmanaged name asks `decide(name)`;
-   * if it resolves `true`, a certificate is obtained for it during the handshake.
+   * On-demand issuance: a handshake for an unmanaged name asks `decide` and/or
+   * the `ask` endpoint; if allowed (and within the issuance budget), a
+   * certificate is obtained during the handshake. See `OnDemandOptions`.
    */
-  onDemand?: OnDemandHook;
+  onDemand?: OnDemandOptions;
   /** Longest time a handshake waits for an attempt in flight, ms (default 30,000). The attempt goes on. */
   handshakeTimeout?: number;
   /** Most handshakes waiting per name (default 10,000); more are refused at once with `TooManyWaitersError`. */
@@ -74,14 +78,6 @@ export interface CertEngineOptions {
   lockTtlMs?: number;
   /** How long `stop()` waits for storage and issuer calls in flight, real-time ms (default 10,000). */
   stopTimeoutMs?: number;
-}
-
-/** On-demand permission hook (see `OnDemandOptions` for the full configuration). */
-export interface OnDemandHook {
-  /** Allow a certificate for `name`? Called for unmanaged names at their first handshake. */
-  check(name: string, info: { servername: string; remoteAddress?: string }): Promise<void>;
-  /** Called before a new on-demand name's first issuance; throw to refuse (rate limit). */
-  beforeIssue?(name: string): void;
 }
 
 /** A certificate ready to serve. */
@@ -136,6 +132,8 @@ export class CertEngine {
   readonly #machine: CertificateMachine;
   readonly #inflight = new Set<Promise<unknown>>();
   readonly #managedNames: string[];
+  readonly #gate: OnDemandGate | undefined;
+  readonly #rejections: RejectionLog;
   #waiting = 0;
   #started = false;
   #stopped = false;
@@ -162,6 +160,8 @@ export class CertEngine {
     this.#maxWaiters = positive(options.maxWaiters, 100_000, 'maxWaiters');
     positive(options.lockTtlMs, 60_000, 'lockTtlMs');
     this.#managedNames = (options.names ?? []).map((n) => normalizeName(n, { allowWildcard: true, allowIp: true }));
+    this.#gate = options.onDemand ? createOnDemandGate(options.onDemand, { now: () => this.#clock.now(), logger: this.#logger }) : undefined;
+    this.#rejections = new RejectionLog({ logger: this.#logger, now: () => this.#clock.now() });
     this.#machine = this.#provideMachine();
   }
 
@@ -180,6 +180,8 @@ export class CertEngine {
   async stop(): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
+    this.#rejections.flush();
+    this.#gate?.flushLog();
     for (const domain of this.#domains.values()) {
       domain.actor.send({ type: 'STOP' });
       domain.actor.stop();
@@ -216,29 +218,75 @@ export class CertEngine {
    */
   async getCertificate(servername: string, info: HandshakeInfo = {}): Promise<ServedCertificate> {
     this.#assertRunning();
-    const name = normalizeName(servername);
-    let domain = this.#domains.get(name);
-    if (!domain) {
-      const onDemand = this.#options.onDemand;
-      if (!onDemand) throw new NameNotAllowedError(name, 'not a managed name and on-demand issuance is off');
-      await onDemand.check(name, { servername, remoteAddress: info.remoteAddress });
-      this.#assertRunning();
-      domain = this.#ensureDomain(name, false);
+    let name: string;
+    try {
+      name = normalizeName(servername);
+    } catch (error) {
+      // Counted and logged once per interval: a flood of hostile SNI must not become a flood of log lines.
+      if (error instanceof InvalidNameError) this.#rejections.recordError(error);
+      throw error;
     }
+    const domain = this.#domains.get(name) ?? (await this.#admitOnDemand(name, servername, info));
     const answer = await this.#handshake(domain);
     return this.#served(domain.name, answer);
   }
 
-  /** Options for `tls`/`https`/`http2` servers: an `SNICallback` answered by the engine. */
-  tlsOptions(): { SNICallback: (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void } {
-    return {
-      SNICallback: (servername, cb) => {
-        this.getCertificate(servername).then(
-          (served) => cb(null, served.secureContext),
-          (error: Error) => cb(error),
-        );
-      },
+  /**
+   * An unknown name at a handshake: only on-demand issuance may add it, and
+   * only with permission. A refused name costs no actor and no storage write.
+   */
+  async #admitOnDemand(name: string, servername: string, info: HandshakeInfo): Promise<Domain> {
+    if (!this.#gate) throw new NameNotAllowedError(name, 'not a managed name and on-demand issuance is off');
+    try {
+      await this.#gate.check(name, { servername, remoteAddress: info.remoteAddress });
+    } catch (error) {
+      // A decision outage must not stop serving a certificate that is already stored and valid.
+      if (!(error instanceof OnDemandRefusedError && error.reason === 'decision-failed') || !(await this.#hasUsableStored(name))) throw error;
+      this.#logger.warn({ name }, 'on-demand decision failed; serving the stored certificate');
+    }
+    this.#assertRunning();
+    return this.#domains.get(name) ?? this.#ensureDomain(name, false);
+  }
+
+  async #hasUsableStored(name: string): Promise<boolean> {
+    try {
+      const raw = await this.#storage.load(keys.certificate(name));
+      return raw !== undefined && parseUnit(keys.certificate(name), raw).meta.notAfter > this.#clock.now();
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Options for `tls`/`https`/`http2` servers: an `SNICallback` answered by the
+   * engine, and an `ALPNCallback` that answers TLS-ALPN-01 challenges in the
+   * same server and picks the application protocol for everyone else (Node
+   * forbids `ALPNProtocols` beside `ALPNCallback`, so say them here).
+   *
+   * @param options.protocols application protocols in preference order
+   *   (default `['http/1.1']`; `['h2', 'http/1.1']` for `http2.createSecureServer`)
+   */
+  tlsOptions(options: { protocols?: string[] } = {}): {
+    SNICallback: (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void;
+    ALPNCallback: ALPNCallback;
+  } {
+    const alpn = createTlsAlpnResponder(this.#storage, { protocols: options.protocols, logger: this.#logger });
+    const sni = (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => {
+      this.getCertificate(servername).then(
+        (served) => cb(null, served.secureContext),
+        (error: Error) => cb(error),
+      );
     };
+    return { SNICallback: alpn.wrapSNICallback(sni), ALPNCallback: alpn.ALPNCallback };
+  }
+
+  /**
+   * An `http` request handler that answers ACME HTTP-01 challenges (from
+   * storage, so any process of a cluster can answer) and passes every other
+   * request to `next` (default: 404). Works as Express middleware too.
+   */
+  httpChallengeHandler(next?: HttpFallback): HttpChallengeHandler {
+    return createHttpChallengeHandler(this.#storage, next);
   }
 
   // ─── Operating ────────────────────────────────────────────────────────────
@@ -431,22 +479,22 @@ export class CertEngine {
                 materials: this.#materials,
                 policy: this.#policy,
                 lockTtlMs: this.#options.lockTtlMs ?? 60_000,
-                beforeIssue: (attempt) => {
-                  if (!this.#domains.get(attempt.name)?.managed && attempt.reason === 'obtain') this.#options.onDemand?.beforeIssue?.(attempt.name);
-                },
+                beforeIssue: (attempt) => this.#beforeOnDemandIssue(attempt),
               },
               input,
               signal,
             ),
           ),
         ),
-        persistFailure: fromPromise<void, { name: string; record: FailureRecord }>(({ input }) =>
-          this.#track(
+        persistFailure: fromPromise<void, { name: string; record: FailureRecord }>(async ({ input }) => {
+          // Our own refusals (permission, budget) are not the CA's verdict: keep them off disk, so a flood costs no writes.
+          if (input.record.lastError?.code === 'ERR_NAME_NOT_ALLOWED') return;
+          return this.#track(
             this.#storage.store(keys.failure(input.name), serializeFailure(input.record)).catch((error: unknown) => {
               this.#logger.warn({ name: input.name, err: safeError(error) }, 'could not persist the failure record');
             }),
-          ),
-        ),
+          );
+        }),
       },
       actions: {
         holdHandshake: ({ context, event }) => {
@@ -455,6 +503,42 @@ export class CertEngine {
         },
         releaseHandshakes: ({ context }, answer: HandshakeAnswer) => this.#release(context.name, answer),
       },
+    });
+  }
+
+  /**
+   * On-demand names need permission again before each renewal (a customer
+   * may have left) and a token from the global budget before their first order.
+   */
+  async #beforeOnDemandIssue(attempt: AttemptInput): Promise<void> {
+    const domain = this.#domains.get(attempt.name);
+    if (!this.#gate || !domain || domain.managed) return;
+    if (attempt.reason === 'obtain') {
+      if (!this.#gate.takeIssuanceToken(attempt.name)) {
+        throw new OnDemandRefusedError(attempt.name, 'rate-limited', { retryAfter: this.#gate.nextIssuanceTokenAt() });
+      }
+      return;
+    }
+    try {
+      await this.#gate.check(attempt.name, { servername: attempt.name });
+    } catch (error) {
+      if (error instanceof OnDemandRefusedError && error.reason === 'denied') this.#evictSoon(domain);
+      throw error;
+    }
+  }
+
+  /** Drop an on-demand name the decision no longer allows: after its waiters were answered, stop its actor. */
+  #evictSoon(domain: Domain): void {
+    const off = this.on('state_changed', (e) => {
+      if (e.name !== domain.name || e.to !== 'failed-backoff') return;
+      off();
+      setImmediate(() => {
+        if (this.#domains.get(domain.name) !== domain) return;
+        this.#domains.delete(domain.name);
+        domain.actor.send({ type: 'STOP' });
+        domain.actor.stop();
+        this.#logger.info({ name: domain.name }, 'on-demand name no longer allowed: evicted');
+      });
     });
   }
 
