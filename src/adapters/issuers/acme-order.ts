@@ -1,0 +1,326 @@
+/**
+ * The order part of one ACME attempt (RFC 8555 §7.4–7.5): newOrder (with
+ * `profile` and `replaces`), authorizations, challenges presented through
+ * storage or DNS and always withdrawn, fast polling that honours
+ * `Retry-After`, finalization and the chain download.
+ *
+ * Polling starts after `pollInitialMs` (20 ms by default) and doubles: with
+ * Pebble an authorization is valid ~10 ms after we respond, and a handshake
+ * may be waiting on us, so acme-client's 5 s first poll is far too slow; with
+ * Let's Encrypt (seconds) the doubling keeps us to a handful of requests.
+ */
+import net from 'node:net';
+import type { Client } from 'acme-client';
+import type { IssueContext, IssueRequest, Logger } from '../../types.js';
+import { AcmeError, ChallengeFailedError } from '../../errors.js';
+import { keys } from '../../storage-keys.js';
+import type { DnsProvider } from '../challenges/dns-01.js';
+import { dns01RecordName } from '../challenges/dns-01.js';
+import { abortError, internalsOf, type AcmeResponse } from './acme-http.js';
+import { ACME_ERROR, asProblem, errorFromResponse, isObject, objectBody, parseRetryAfter, problemDetail, type AcmeStep } from './acme-problems.js';
+import { alternateLinks, choosePreferredChain, pemToBase64Url } from './acme-certificate.js';
+
+/** Challenge types the issuer can answer. */
+export type AcmeChallengeType = 'http-01' | 'tls-alpn-01' | 'dns-01';
+
+/** What the order flow needs from the issuer's options. */
+export interface OrderFlowSettings {
+  challenges: readonly AcmeChallengeType[];
+  dnsProvider?: DnsProvider;
+  profile?: string;
+  preferredChain?: string;
+  pollInitialMs: number;
+  pollMaxMs: number;
+  pollTimeoutMs: number;
+}
+
+// ─── Wire types (the parts of RFC 8555 objects we read) ────────────────────
+
+export interface AcmeIdentifier {
+  type: string;
+  value: string;
+}
+
+export interface AcmeChallenge {
+  type: string;
+  url: string;
+  status: string;
+  token?: string;
+  error?: unknown;
+}
+
+export interface AcmeAuthorization {
+  url: string;
+  identifier: AcmeIdentifier;
+  status: string;
+  wildcard?: boolean;
+  challenges: AcmeChallenge[];
+}
+
+export interface AcmeOrder {
+  url: string;
+  status: string;
+  identifiers: AcmeIdentifier[];
+  authorizations: string[];
+  finalize: string;
+  certificate?: string;
+  error?: unknown;
+}
+
+/** The directory fields we use (RFC 8555 §7.1.1, RFC 9773 `renewalInfo`, profiles). */
+export interface AcmeDirectory {
+  newAccount?: string;
+  newNonce?: string;
+  newOrder?: string;
+  renewalInfo?: string;
+  meta?: { externalAccountRequired?: boolean; termsOfService?: string; profiles?: Record<string, unknown> };
+}
+
+// ─── Polling ───────────────────────────────────────────────────────────────
+
+/** Sleep `ms`, rejecting with the signal's reason if it aborts first. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(abortError(signal));
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(abortError(signal));
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+// ─── The flow ──────────────────────────────────────────────────────────────
+
+/**
+ * One attempt's requests after the account: order, authorizations,
+ * challenges, polling, finalization and download. Holds the account-bound
+ * acme-client `Client` of this attempt.
+ */
+export class AcmeOrderFlow {
+  constructor(
+    /** Replaced when the account had to be registered again. */
+    public client: Client,
+    private readonly context: IssueContext,
+    private readonly logger: Logger,
+    private readonly dir: AcmeDirectory,
+    private readonly settings: OrderFlowSettings,
+  ) {}
+
+  /** A signed POST (payload `null` = POST-as-GET); typed error unless the status is in `ok`. */
+  async post(url: string, payload: unknown, ok: number[], step: AcmeStep): Promise<AcmeResponse> {
+    this.context.signal.throwIfAborted();
+    const res = await internalsOf(this.client).api.apiRequest(url, payload, []);
+    if (!ok.includes(res.status)) throw errorFromResponse(res, step, this.context.now());
+    return res;
+  }
+
+  async newOrder(names: string[], request: IssueRequest): Promise<AcmeOrder> {
+    const dir = this.dir;
+    const payload: Record<string, unknown> = {
+      identifiers: names.map((value) => ({ type: net.isIP(value) ? 'ip' : 'dns', value })),
+    };
+    const profile = request.profile ?? this.settings.profile;
+    if (profile !== undefined) {
+      // Profiles are advertised in the directory; a CA without them may refuse the field.
+      if (dir.meta?.profiles && profile in dir.meta.profiles) payload.profile = profile;
+      else this.logger.warn({ profile }, 'the CA does not advertise this ACME profile; ordering without it');
+    }
+    // `replaces` (RFC 9773) only where the CA speaks ARI.
+    if (request.replaces !== undefined && dir.renewalInfo) payload.replaces = request.replaces;
+    try {
+      return await this.createOrder(payload);
+    } catch (error) {
+      if (payload.replaces !== undefined && error instanceof AcmeError && error.code === `${ACME_ERROR}alreadyReplaced`) {
+        // Another order already replaces that certificate (ours, lost in a
+        // crash, or another process's): order once more without `replaces`.
+        this.logger.warn({ replaces: payload.replaces }, 'certificate already replaced; ordering without replaces');
+        delete payload.replaces;
+        return await this.createOrder(payload);
+      }
+      throw error;
+    }
+  }
+
+  private async createOrder(payload: Record<string, unknown>): Promise<AcmeOrder> {
+    const res = await this.post(this.dir.newOrder!, payload, [201], 'order');
+    const body = objectBody(res, 'order');
+    const url = res.headers.location;
+    if (!url || !Array.isArray(body.authorizations) || typeof body.finalize !== 'string' || !Array.isArray(body.identifiers)) {
+      throw new AcmeError('ACME newOrder answer lacks location, authorizations, identifiers or finalize', { code: 'ERR_ACME_MALFORMED_RESPONSE' });
+    }
+    return { ...(body as unknown as AcmeOrder), url };
+  }
+
+  /** Get every authorization valid: present, respond, poll, and always clean up. */
+  async authorize(order: AcmeOrder): Promise<void> {
+    const authzs = await Promise.all(
+      order.authorizations.map(async (url) => ({ ...(objectBody(await this.post(url, null, [200], 'authorization'), 'authorization') as unknown as AcmeAuthorization), url })),
+    );
+    for (const a of authzs) {
+      if (!isObject(a.identifier) || typeof a.identifier.value !== 'string' || typeof a.status !== 'string' || !Array.isArray(a.challenges)) {
+        throw new AcmeError('ACME authorization lacks identifier, status or challenges', { code: 'ERR_ACME_MALFORMED_RESPONSE' });
+      }
+      if (a.status !== 'valid' && a.status !== 'pending') {
+        throw new ChallengeFailedError(a.identifier.value, undefined, `authorization for ${a.identifier.value} is ${a.status}`, { code: `ERR_ACME_AUTHORIZATION_${a.status.toUpperCase()}` });
+      }
+    }
+    const pending = authzs.filter((a) => a.status === 'pending').map((authz) => ({ authz, challenge: this.pick(authz) }));
+    if (pending.length === 0) return;
+
+    // Siblings stop polling as soon as one authorization fails.
+    const phase = new AbortController();
+    const signal = AbortSignal.any([this.context.signal, phase.signal]);
+    const cleanups: Array<() => Promise<void>> = [];
+    const presenting = pending.map((p) => this.present(p.authz, p.challenge, cleanups));
+    try {
+      await Promise.all(presenting);
+      await Promise.all(pending.map((p) => this.post(p.challenge.url, {}, [200], 'challenge')));
+      await Promise.all(
+        pending.map((p) =>
+          this.pollAuthorization(p.authz, p.challenge, signal).catch((error: unknown) => {
+            phase.abort(error);
+            throw error;
+          }),
+        ),
+      );
+    } finally {
+      // Wait for every `present` to settle first, so none writes after its cleanup ran.
+      await Promise.allSettled(presenting);
+      const results = await Promise.allSettled(cleanups.map((cleanup) => cleanup()));
+      for (const r of results) if (r.status === 'rejected') this.logger.warn({ err: r.reason }, 'removing ACME challenge material failed');
+    }
+  }
+
+  /** The preferred challenge this authorization offers; wildcards only take dns-01. */
+  private pick(authz: AcmeAuthorization): AcmeChallenge {
+    const allowed = authz.wildcard ? (['dns-01'] as const) : this.settings.challenges;
+    for (const type of allowed) {
+      if (type === 'dns-01' && !this.settings.dnsProvider) continue;
+      const challenge = authz.challenges?.find((c) => c.type === type);
+      if (!challenge) continue;
+      // The token ends up in a storage key, a DNS record and a URL path: only base64url (RFC 8555 §8.1).
+      if (typeof challenge.url !== 'string' || typeof challenge.token !== 'string' || !/^[A-Za-z0-9_-]{1,200}$/.test(challenge.token)) {
+        throw new AcmeError(`ACME ${type} challenge for ${authz.identifier.value} has no usable url or token`, { code: 'ERR_ACME_MALFORMED_RESPONSE' });
+      }
+      return challenge;
+    }
+    const offered = (authz.challenges ?? []).map((c) => c.type).join(', ');
+    throw new ChallengeFailedError(authz.identifier.value, undefined, `no usable challenge for ${authz.identifier.value}: the CA offers [${offered}], we answer [${allowed.join(', ')}]`, { code: 'ERR_ACME_NO_USABLE_CHALLENGE' });
+  }
+
+  /** Publish one challenge's response; its cleanup is registered before anything is written. */
+  private async present(authz: AcmeAuthorization, challenge: AcmeChallenge, cleanups: Array<() => Promise<void>>): Promise<void> {
+    const { storage, signal } = this.context;
+    const keyAuthorization = await this.client.getChallengeKeyAuthorization(challenge as never);
+    const name = authz.identifier.value.toLowerCase();
+    switch (challenge.type) {
+      case 'http-01': {
+        const key = keys.http01(challenge.token!);
+        cleanups.push(() => storage.delete(key));
+        await storage.store(key, keyAuthorization);
+        return;
+      }
+      case 'tls-alpn-01': {
+        const key = keys.tlsAlpn01(name);
+        cleanups.push(() => storage.delete(key));
+        await storage.store(key, keyAuthorization);
+        return;
+      }
+      case 'dns-01': {
+        const provider = this.settings.dnsProvider!;
+        const fqdn = dns01RecordName(name);
+        cleanups.push(() => provider.remove(fqdn, keyAuthorization));
+        await provider.set(fqdn, keyAuthorization, { signal });
+        await provider.waitForPropagation?.(fqdn, keyAuthorization, { signal });
+        return;
+      }
+      default:
+        throw new ChallengeFailedError(name, challenge.type, `cannot answer ${challenge.type}`, { code: 'ERR_ACME_NO_USABLE_CHALLENGE' });
+    }
+  }
+
+  private async pollAuthorization(authz: AcmeAuthorization, challenge: AcmeChallenge, signal: AbortSignal): Promise<void> {
+    const name = authz.identifier.value;
+    await this.poll(authz.url, 'authorization', signal, (body) => {
+      const status = body.status;
+      if (status === 'valid') return true;
+      if (status === 'pending') return undefined;
+      if (status === 'invalid') {
+        const chs = Array.isArray(body.challenges) ? (body.challenges as AcmeChallenge[]) : [];
+        const failed = chs.find((c) => c.url === challenge.url && c.error) ?? chs.find((c) => c.error);
+        const problem = asProblem(failed?.error);
+        const detail = problemDetail(problem);
+        throw new ChallengeFailedError(name, failed?.type ?? challenge.type, `${challenge.type} validation of ${name} failed${detail ? `: ${detail}` : ''}`, {
+          code: problem?.type ?? 'ERR_ACME_CHALLENGE_FAILED',
+          ...(detail ? { detail } : {}),
+        });
+      }
+      throw new ChallengeFailedError(name, challenge.type, `authorization for ${name} became ${String(status)}`, { code: `ERR_ACME_AUTHORIZATION_${String(status).toUpperCase()}` });
+    });
+  }
+
+  /**
+   * POST-as-GET `url` until `check` returns a value: first after
+   * `pollInitialMs`, doubling to `pollMaxMs`, never sooner than the CA's
+   * `Retry-After`, never past `pollTimeoutMs`.
+   */
+  private async poll<T>(url: string, step: AcmeStep, signal: AbortSignal, check: (body: Record<string, unknown>) => T | undefined): Promise<T> {
+    const { pollInitialMs, pollMaxMs, pollTimeoutMs } = this.settings;
+    const deadline = Date.now() + pollTimeoutMs;
+    let delay = pollInitialMs;
+    let retryAt: number | undefined;
+    for (;;) {
+      const wait = Math.max(delay, retryAt === undefined ? 0 : retryAt - Date.now());
+      if (Date.now() + wait > deadline) {
+        throw new AcmeError(`ACME ${step} still not done after ${pollTimeoutMs} ms`, {
+          code: 'ERR_ACME_POLL_TIMEOUT',
+          ...(retryAt !== undefined ? { retryAfter: this.context.now() + (retryAt - Date.now()) } : {}),
+        });
+      }
+      await sleep(wait, signal);
+      const res = await this.post(url, null, [200], step);
+      const result = check(objectBody(res, step));
+      if (result !== undefined) return result;
+      // Wall-clock time here (real sleeps), not the engine's possibly simulated clock.
+      retryAt = parseRetryAfter(res.headers['retry-after'], Date.now());
+      delay = Math.min(delay * 2, pollMaxMs);
+    }
+  }
+
+  /** Finalize, then poll the order until it is valid. */
+  async finalize(order: AcmeOrder, csrPem: string): Promise<AcmeOrder> {
+    const res = await this.post(order.finalize, { csr: pemToBase64Url(csrPem) }, [200], 'finalize');
+    const checkOrder = (body: Record<string, unknown>): AcmeOrder | undefined => {
+      if (body.status === 'valid') {
+        if (typeof body.certificate !== 'string') throw new AcmeError('ACME order is valid but has no certificate URL', { code: 'ERR_ACME_MALFORMED_RESPONSE' });
+        return { ...(body as unknown as AcmeOrder), url: order.url };
+      }
+      if (body.status === 'processing' || body.status === 'ready') return undefined;
+      const problem = asProblem(body.error);
+      const detail = problemDetail(problem);
+      throw new AcmeError(`ACME order became ${String(body.status)}${detail ? `: ${detail}` : ''}`, { code: problem?.type ?? 'ERR_ACME_ORDER_INVALID', ...(detail ? { detail } : {}) });
+    };
+    return checkOrder(objectBody(res, 'finalize')) ?? (await this.poll(order.url, 'order', this.context.signal, checkOrder));
+  }
+
+  /** Download the chain, choosing among alternates when a preferred chain is set. */
+  async download(certificateUrl: string): Promise<string> {
+    const res = await this.post(certificateUrl, null, [200], 'certificate');
+    if (typeof res.data !== 'string') throw new AcmeError('ACME certificate download did not return a PEM chain', { code: 'ERR_ACME_MALFORMED_RESPONSE' });
+    const preferred = this.settings.preferredChain;
+    if (!preferred) return res.data;
+    const alternates = alternateLinks(res.headers.link, certificateUrl);
+    if (alternates.length === 0) return res.data;
+    const chains = [res.data];
+    for (const url of alternates.slice(0, 5)) {
+      const alt = await this.post(url, null, [200], 'certificate');
+      if (typeof alt.data === 'string') chains.push(alt.data);
+    }
+    return choosePreferredChain(chains, preferred);
+  }
+}
