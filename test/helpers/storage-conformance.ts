@@ -1,0 +1,382 @@
+/**
+ * The contract every `Storage` must meet, as node:test cases. It uses only
+ * the `Storage` interface, so any backend (memory, file, Redis, PostgreSQL,
+ * a third party's) can run it:
+ *
+ *   runStorageConformance('redis', async () => ({ storage, cleanup }));
+ *
+ * `makeStorage` is called once per test and must return an empty storage;
+ * `cleanup` runs after the test, pass or fail.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { FencingError, InvalidKeyError, LockLostError } from '../../src/errors.js';
+import type { Storage, StorageLock } from '../../src/types.js';
+
+/** A fresh, empty storage and how to dispose of it. */
+export interface StorageFixture {
+  storage: Storage;
+  cleanup(): Promise<void>;
+}
+
+const TEST_TIMEOUT = 15_000;
+
+/** Resolve with the promise's value, or fail the test if it takes longer than `ms`. */
+async function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not settled within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Track whether a promise has settled, without awaiting it. */
+function track<T>(promise: Promise<T>): { promise: Promise<T>; settled: () => boolean } {
+  let done = false;
+  const tracked = promise.finally(() => {
+    done = true;
+  });
+  tracked.catch(() => {}); // observed later by the test; avoid an unhandled rejection meanwhile
+  return { promise: tracked, settled: () => done };
+}
+
+function fence(lock: StorageLock) {
+  return { fence: { lockKey: lock.key, token: lock.fencingToken } };
+}
+
+/** Keys every backend must refuse, with why. */
+export const INVALID_KEYS: ReadonlyArray<[string, string]> = [
+  ['../x', 'parent traversal'],
+  ['a/../b', 'inner parent segment'],
+  ['a//b', 'empty segment'],
+  ['/abs', 'leading slash'],
+  ['a/', 'trailing slash'],
+  ['a/./b', 'dot segment'],
+  ['.', 'dot'],
+  ['..', 'dot dot'],
+  ['a\u0000b', 'NUL'],
+  ['a\\b', 'backslash'],
+  ['', 'empty'],
+  ['a b', 'space'],
+  ['caf\u00e9', 'non-ASCII'],
+  ['a:b', 'colon'],
+  ['*.example.com', 'asterisk'],
+  ['x'.repeat(201), 'segment over 200 characters'],
+  [Array.from({ length: 6 }, () => 'x'.repeat(200)).join('/'), 'key over 1024 characters'],
+];
+
+/** Register the storage conformance tests for one backend. */
+export function runStorageConformance(label: string, makeStorage: () => Promise<StorageFixture>): void {
+  /** Run `fn` on a fresh storage, always cleaning up. */
+  const withStorage = (fn: (storage: Storage) => Promise<void>) => async () => {
+    const { storage, cleanup } = await makeStorage();
+    try {
+      await fn(storage);
+    } finally {
+      await cleanup();
+    }
+  };
+  const test = (name: string, fn: (storage: Storage) => Promise<void>) =>
+    it(name, { timeout: TEST_TIMEOUT }, withStorage(fn));
+
+  describe(`storage conformance: ${label}`, () => {
+    describe('values', () => {
+      test('load and stat of an absent key give undefined', async (s) => {
+        assert.equal(await s.load('certificates/absent.json'), undefined);
+        assert.equal(await s.stat('certificates/absent.json'), undefined);
+      });
+
+      test('store then load returns the value; stat gives its UTF-8 size and a recent time', async (s) => {
+        await s.store('certificates/example.com.json', '{"a":"é"}');
+        assert.equal(await s.load('certificates/example.com.json'), '{"a":"é"}');
+        const stat = await s.stat('certificates/example.com.json');
+        assert.ok(stat);
+        assert.equal(stat.size, 10);
+        assert.ok(Math.abs(stat.modified - Date.now()) < 5 * 60_000, `modified ${stat.modified} is not recent`);
+      });
+
+      test('an empty string is a value, not absence', async (s) => {
+        await s.store('failures/empty', '');
+        assert.equal(await s.load('failures/empty'), '');
+        assert.equal((await s.stat('failures/empty'))?.size, 0);
+        assert.deepEqual(await s.list('failures/'), ['failures/empty']);
+      });
+
+      test('store overwrites', async (s) => {
+        await s.store('k', 'first value, longer');
+        await s.store('k', 'second');
+        assert.equal(await s.load('k'), 'second');
+        assert.equal((await s.stat('k'))?.size, 6);
+      });
+
+      test('delete removes the value; deleting an absent key is fine', async (s) => {
+        await s.store('challenges/http-01/tok', 'auth');
+        await s.delete('challenges/http-01/tok');
+        assert.equal(await s.load('challenges/http-01/tok'), undefined);
+        assert.equal(await s.stat('challenges/http-01/tok'), undefined);
+        assert.deepEqual(await s.list('challenges/'), []);
+        await s.delete('challenges/http-01/tok');
+        await s.delete('never/stored');
+      });
+
+      test('list returns exactly the keys under a prefix, not siblings', async (s) => {
+        const stored = [
+          'certificates/a.example.json',
+          'certificates/b.example.json',
+          'certificates/_wildcard_.example.com.json',
+          'certificates2/c.example.json',
+          'certificatesX',
+          'failures/a.example.json',
+          'deep/er/still/key',
+        ];
+        for (const key of stored) await s.store(key, key);
+        const sorted = async (prefix: string) => (await s.list(prefix)).sort();
+        assert.deepEqual(await sorted('certificates/'), [
+          'certificates/_wildcard_.example.com.json',
+          'certificates/a.example.json',
+          'certificates/b.example.json',
+        ]);
+        assert.deepEqual(await sorted('certificates'), [
+          'certificates/_wildcard_.example.com.json',
+          'certificates/a.example.json',
+          'certificates/b.example.json',
+          'certificates2/c.example.json',
+          'certificatesX',
+        ]);
+        assert.deepEqual(await sorted('certificates/a'), ['certificates/a.example.json']);
+        assert.deepEqual(await sorted('deep/'), ['deep/er/still/key']);
+        assert.deepEqual(await sorted('deep/er/still/key'), ['deep/er/still/key']);
+        assert.deepEqual(await sorted('nothing/'), []);
+        assert.deepEqual(await sorted(''), [...stored].sort());
+      });
+
+      test('list does not show locks', async (s) => {
+        const lock = await s.lock('locks/issue/example.com', 5_000);
+        await s.store('certificates/x.json', 'x');
+        assert.deepEqual(await s.list(''), ['certificates/x.json']);
+        await lock.release();
+      });
+
+      test('large values (1.5 MB) round-trip', async (s) => {
+        const value = '0123456789abcdef'.repeat(96 * 1024) + 'é';
+        await s.store('certificates/large.json', value);
+        assert.equal(await s.load('certificates/large.json'), value);
+        assert.equal((await s.stat('certificates/large.json'))?.size, 96 * 1024 * 16 + 2);
+      });
+
+      test('unicode values round-trip exactly', async (s) => {
+        const value = '\uFEFFGrüße, 世界 🔐 עברית e\u0301 \u{1F468}\u200D\u{1F469}\u200D\u{1F467} \r\n\ttab \u{10FFFF} end';
+        await s.store('unicode', value);
+        assert.equal(await s.load('unicode'), value);
+        assert.equal((await s.stat('unicode'))?.size, Buffer.byteLength(value, 'utf8'));
+      });
+
+      test('50 concurrent writers to one key: one written value intact, readers never see a mix', async (s) => {
+        const key = 'certificates/contended.json';
+        const values = Array.from({ length: 50 }, (_, i) => `writer ${i} `.padEnd(64 * 1024, String.fromCharCode(65 + (i % 26))));
+        const valid = new Set(values);
+        let writing = true;
+        const reads: string[] = [];
+        const reader = (async () => {
+          while (writing) {
+            const value = await s.load(key);
+            if (value !== undefined) reads.push(value);
+          }
+        })();
+        try {
+          await Promise.all(values.map((value) => s.store(key, value)));
+        } finally {
+          writing = false;
+          await reader;
+        }
+        const final = await s.load(key);
+        assert.ok(final !== undefined && valid.has(final), 'final value is not one of the written values');
+        assert.ok(reads.every((value) => valid.has(value)), 'a reader saw a value nobody wrote');
+      });
+    });
+
+    describe('keys', () => {
+      test('invalid keys are rejected with InvalidKeyError by every operation, and nothing is written', async (s) => {
+        for (const [key, why] of INVALID_KEYS) {
+          const label = `${why} (${JSON.stringify(key.slice(0, 20))})`;
+          await assert.rejects(s.load(key), InvalidKeyError, `load: ${label}`);
+          await assert.rejects(s.store(key, 'x'), InvalidKeyError, `store: ${label}`);
+          await assert.rejects(s.delete(key), InvalidKeyError, `delete: ${label}`);
+          await assert.rejects(s.stat(key), InvalidKeyError, `stat: ${label}`);
+          await assert.rejects(s.lock(key, 1_000), InvalidKeyError, `lock: ${label}`);
+          await assert.rejects(
+            s.store('valid', 'x', { fence: { lockKey: key, token: 1 } }),
+            InvalidKeyError,
+            `fence lock key: ${label}`,
+          );
+        }
+        assert.deepEqual(await s.list(''), []);
+      });
+
+      test('invalid list prefixes are rejected with InvalidKeyError', async (s) => {
+        for (const prefix of ['/', '/a', '../', 'a//', 'a/../', './', 'a\\', 'a\u0000', 'é']) {
+          await assert.rejects(s.list(prefix), InvalidKeyError, `prefix ${JSON.stringify(prefix)}`);
+        }
+      });
+
+      test('keys at the limits are accepted', async (s) => {
+        const longest = Array.from({ length: 5 }, (_, i) => String(i).repeat(200)).join('/') + '/' + 'z'.repeat(19);
+        assert.equal(longest.length, 1024);
+        const keys = ['a', 'A-Z_a.z-0.9', '..x', 'x..', '.hidden', 'x'.repeat(200), longest];
+        for (const key of keys) await s.store(key, `v:${key}`);
+        for (const key of keys) assert.equal(await s.load(key), `v:${key}`, key);
+        assert.deepEqual((await s.list('')).sort(), [...keys].sort());
+      });
+    });
+
+    describe('locks', () => {
+      test('a lock is exclusive: a second lock() waits until release', async (s) => {
+        const first = await s.lock('locks/issue/example.com', 10_000);
+        assert.equal(first.key, 'locks/issue/example.com');
+        const second = track(s.lock('locks/issue/example.com', 10_000));
+        await sleep(250);
+        assert.equal(second.settled(), false, 'second lock() did not wait');
+        await first.release();
+        const got = await within(2_000, second.promise, 'second lock() after release');
+        assert.ok(got.fencingToken > first.fencingToken);
+        await got.release();
+      });
+
+      test('locks on different keys do not block each other', async (s) => {
+        const a = await s.lock('locks/issue/a.example', 10_000);
+        const b = await within(1_000, s.lock('locks/issue/b.example', 10_000), 'lock on another key');
+        await Promise.all([a.release(), b.release()]);
+      });
+
+      test('concurrent contenders hold the lock one at a time, with increasing tokens', async (s) => {
+        let inside = 0;
+        const tokens: number[] = [];
+        await Promise.all(
+          Array.from({ length: 6 }, async () => {
+            for (let round = 0; round < 3; round++) {
+              const lock = await s.lock('locks/account/acc', 10_000);
+              inside++;
+              assert.equal(inside, 1, 'two holders at once');
+              tokens.push(lock.fencingToken);
+              await sleep(2);
+              inside--;
+              await lock.release();
+            }
+          }),
+        );
+        assert.equal(tokens.length, 18);
+        for (let i = 1; i < tokens.length; i++) assert.ok(tokens[i] > tokens[i - 1], `tokens not increasing: ${tokens}`);
+      });
+
+      test('a holder that does not renew is superseded after the ttl, by a holder with a higher token', async (s) => {
+        const first = await s.lock('locks/issue/example.com', 200);
+        const start = Date.now();
+        const second = await within(3_000, s.lock('locks/issue/example.com', 10_000), 'lock after expiry');
+        assert.ok(Date.now() - start >= 150, `taken over after ${Date.now() - start} ms, before the 200 ms lease ran out`);
+        assert.ok(second.fencingToken > first.fencingToken);
+        await second.release();
+      });
+
+      test('renew keeps the lease past its ttl', async (s) => {
+        const first = await s.lock('locks/issue/example.com', 300);
+        const second = track(s.lock('locks/issue/example.com', 10_000));
+        for (let i = 0; i < 6; i++) {
+          await sleep(100);
+          await first.renew();
+        }
+        assert.equal(second.settled(), false, 'lock was taken while renewed');
+        await first.release();
+        const got = await within(2_000, second.promise, 'lock after release');
+        assert.ok(got.fencingToken > first.fencingToken);
+        await got.release();
+      });
+
+      test('renew after the lease was taken over rejects LockLostError; release then is silent', async (s) => {
+        const first = await s.lock('locks/issue/example.com', 150);
+        const second = await within(3_000, s.lock('locks/issue/example.com', 10_000), 'lock after expiry');
+        await assert.rejects(first.renew(), LockLostError);
+        await first.release();
+        await second.renew(); // the new holder is untouched by the old one's release
+        const third = track(s.lock('locks/issue/example.com', 10_000));
+        await sleep(150);
+        assert.equal(third.settled(), false, "the old holder's release freed the new holder's lock");
+        await second.release();
+        await (await within(2_000, third.promise, 'third lock')).release();
+      });
+
+      test('renew after the lease expired rejects LockLostError even if nobody took the lock', async (s) => {
+        const lock = await s.lock('locks/issue/example.com', 120);
+        await sleep(300);
+        await assert.rejects(lock.renew(), LockLostError);
+        await lock.release();
+      });
+
+      test('release is idempotent and frees the lock', async (s) => {
+        const first = await s.lock('locks/issue/example.com', 10_000);
+        await first.release();
+        await first.release();
+        await assert.rejects(first.renew(), LockLostError);
+        const second = await within(1_000, s.lock('locks/issue/example.com', 10_000), 'lock after release');
+        await second.release();
+      });
+
+      test('a write with a stale fencing token is refused and changes nothing; the current token writes', async (s) => {
+        const key = 'certificates/example.com.json';
+        const first = await s.lock('locks/issue/example.com', 150);
+        await s.store(key, 'one', fence(first));
+        const second = await within(3_000, s.lock('locks/issue/example.com', 10_000), 'lock after expiry');
+        await assert.rejects(s.store(key, 'stale', fence(first)), FencingError);
+        await assert.rejects(s.store('certificates/other.json', 'stale', fence(first)), FencingError);
+        assert.equal(await s.load(key), 'one');
+        assert.equal(await s.load('certificates/other.json'), undefined);
+        await s.store(key, 'two', fence(second));
+        assert.equal(await s.load(key), 'two');
+        await second.release();
+      });
+
+      test('a fence with a token never handed out is refused', async (s) => {
+        await assert.rejects(s.store('k', 'v', { fence: { lockKey: 'locks/never', token: 1 } }), FencingError);
+        const lock = await s.lock('locks/once', 10_000);
+        await assert.rejects(s.store('k', 'v', { fence: { lockKey: 'locks/once', token: lock.fencingToken + 1 } }), FencingError);
+        assert.equal(await s.load('k'), undefined);
+        await lock.release();
+      });
+
+      test('a released holder\'s token stays current until someone else takes the lock', async (s) => {
+        const lock = await s.lock('locks/issue/example.com', 10_000);
+        await lock.release();
+        await s.store('k', 'after release', fence(lock));
+        const next = await s.lock('locks/issue/example.com', 10_000);
+        await assert.rejects(s.store('k', 'stale', fence(lock)), FencingError);
+        assert.equal(await s.load('k'), 'after release');
+        await next.release();
+      });
+
+      test('waiting for a lock is aborted by the signal; the wait leaves no trace', async (s) => {
+        const held = await s.lock('locks/issue/example.com', 10_000);
+        const controller = new AbortController();
+        const waiting = s.lock('locks/issue/example.com', 10_000, { signal: controller.signal });
+        setTimeout(() => controller.abort(), 100);
+        await assert.rejects(within(2_000, waiting, 'aborted lock()'), { name: 'AbortError' });
+        await held.renew(); // still held by its owner
+        await held.release();
+        const next = await within(1_000, s.lock('locks/issue/example.com', 10_000), 'lock after aborted wait');
+        await next.release();
+      });
+
+      test('an already aborted signal rejects at once', async (s) => {
+        const signal = AbortSignal.abort();
+        await assert.rejects(within(1_000, s.lock('locks/issue/example.com', 10_000, { signal }), 'lock()'), {
+          name: 'AbortError',
+        });
+        const lock = await within(1_000, s.lock('locks/issue/example.com', 10_000), 'lock after refused wait');
+        await lock.release();
+      });
+    });
+  });
+}

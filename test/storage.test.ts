@@ -1,0 +1,384 @@
+/**
+ * Storage backends: the shared conformance suite on memory and file storage,
+ * then what only the file storage promises (permissions, symlinks, crashes,
+ * several processes on one directory).
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, lstat, symlink, utimes, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { assertValidKey, assertValidPrefix } from '../src/adapters/storage/key.js';
+import { DEFAULT_DATA_DIR, fileStorage, memoryStorage } from '../src/adapters/storage/index.js';
+import { CorruptStorageError, FencingError, InvalidKeyError, LockLostError, StorageError } from '../src/errors.js';
+import { keys } from '../src/storage-keys.js';
+import { INVALID_KEYS, runStorageConformance } from './helpers/storage-conformance.js';
+
+/** Every test here is bounded: a broken lock must fail a test, not hang the run. */
+const T = { timeout: 20_000 };
+
+const FILE_MODULE = pathToFileURL(fileURLToPath(new URL('../src/adapters/storage/file.ts', import.meta.url))).href;
+
+async function tempDir(): Promise<string> {
+  return mkdtemp(path.join(os.tmpdir(), 'certstate-storage-'));
+}
+
+runStorageConformance('memory', async () => ({ storage: memoryStorage(), cleanup: async () => {} }));
+
+runStorageConformance('file', async () => {
+  const dir = await tempDir();
+  return { storage: fileStorage(path.join(dir, 'data')), cleanup: () => rm(dir, { recursive: true, force: true }) };
+});
+
+describe('storage keys', () => {
+  it('accepts every key of the storage layout', () => {
+    for (const key of [
+      keys.certificate('example.com'),
+      keys.certificate('*.example.com'),
+      keys.failure('xn--bcher-kva.example'),
+      keys.issueLock('a.b.c'),
+      keys.account('0123abcdef'),
+      keys.http01('Zk9_-abc'),
+      keys.tlsAlpn01('example.com'),
+    ]) {
+      assertValidKey(key);
+    }
+  });
+
+  it('rejects each invalid key with a reason, and never echoes raw control characters', () => {
+    for (const [key, why] of INVALID_KEYS) {
+      assert.throws(() => assertValidKey(key), InvalidKeyError, why);
+    }
+    assert.throws(() => assertValidKey('a\u0000b'), (error: Error) => !error.message.includes('\u0000'));
+    assert.throws(() => assertValidKey(42), /not a string/);
+    assert.throws(() => assertValidKey('a//b'), /empty segment/);
+    assert.throws(() => assertValidKey('a/../b'), /"\.\." segment/);
+  });
+
+  it('accepts prefixes that are empty, end in a slash or a partial segment', () => {
+    for (const prefix of ['', 'certificates/', 'certificates', 'certificates/exa', 'a/b/', '.', '..x']) {
+      assertValidPrefix(prefix);
+    }
+    for (const prefix of ['/', '/a', 'a//', '../', 'a/./', 'a\\b', 'x'.repeat(1025)]) {
+      assert.throws(() => assertValidPrefix(prefix), InvalidKeyError, prefix);
+    }
+  });
+});
+
+describe('memory storage', () => {
+  it('is described as memory', () => {
+    assert.equal(memoryStorage().description, 'memory');
+  });
+
+  it('measures leases with the injected clock', T, async () => {
+    let now = 1_000_000;
+    const storage = memoryStorage({ now: () => now });
+    const first = await storage.lock('locks/x', 60_000);
+    now += 59_999;
+    await first.renew(); // lease now ends at 1_119_999
+    now += 60_000;
+    const second = await storage.lock('locks/x', 60_000);
+    assert.ok(second.fencingToken > first.fencingToken);
+    await assert.rejects(first.renew(), LockLostError);
+    await storage.store('k', 'v');
+    assert.equal((await storage.stat('k'))?.modified, now);
+  });
+
+  it('lets several engines in one process share one storage like a cluster', T, async () => {
+    const shared = memoryStorage();
+    const engineA = { storage: shared };
+    const engineB = { storage: shared };
+    const a = await engineA.storage.lock(keys.issueLock('example.com'), 10_000);
+    await engineA.storage.store(keys.certificate('example.com'), 'from A', { fence: { lockKey: a.key, token: a.fencingToken } });
+    const waiting = engineB.storage.lock(keys.issueLock('example.com'), 10_000);
+    await a.release();
+    const b = await waiting;
+    assert.equal(await engineB.storage.load(keys.certificate('example.com')), 'from A');
+    await assert.rejects(
+      engineA.storage.store(keys.certificate('example.com'), 'late A', { fence: { lockKey: a.key, token: a.fencingToken } }),
+      FencingError,
+    );
+    await b.release();
+  });
+});
+
+describe('file storage', () => {
+  let dir: string;
+  let root: string;
+  before(async () => {
+    dir = await tempDir();
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+  /** A fresh root (not yet created) in the test's temp dir. */
+  let counter = 0;
+  const freshRoot = () => (root = path.join(dir, `root-${++counter}`, 'data'));
+
+  it('is described by its absolute directory; the default directory is ./certstate-data', () => {
+    assert.equal(DEFAULT_DATA_DIR, './certstate-data');
+    assert.equal(fileStorage().description, `file:${path.resolve('certstate-data')}`);
+    assert.equal(fileStorage('rel/dir').description, `file:${path.resolve('rel/dir')}`);
+  });
+
+  for (const umask of [0o000, 0o277]) {
+    it(`creates every directory 0700 and every file 0600 under umask ${umask.toString(8).padStart(3, '0')}`, T, async () => {
+      const storage = fileStorage(freshRoot());
+      const saved = process.umask(umask);
+      try {
+        await storage.store(keys.certificate('example.com'), 'unit with a private key');
+        await storage.store('a/b/c/d', 'deep');
+        const lock = await storage.lock(keys.issueLock('example.com'), 10_000);
+        await lock.renew();
+        await lock.release();
+      } finally {
+        process.umask(saved);
+      }
+      const seen = { dirs: 0, files: 0 };
+      const check = async (p: string): Promise<void> => {
+        const stats = await lstat(p);
+        const mode = stats.mode & 0o777;
+        if (stats.isDirectory()) {
+          seen.dirs++;
+          assert.equal(mode, 0o700, `${p} has mode ${mode.toString(8)}`);
+          for (const name of await readdir(p)) await check(path.join(p, name));
+        } else {
+          seen.files++;
+          assert.equal(mode, 0o600, `${p} has mode ${mode.toString(8)}`);
+        }
+      };
+      await check(path.dirname(root)); // includes the parent that fileStorage had to create
+      // root-N, data, certificates, a, a/b, a/b/c, ~locks, ~locks/locks, ~locks/locks/issue, the lock's dir.
+      assert.deepEqual(seen, { dirs: 10, files: 3 });
+    });
+  }
+
+  it('rejects invalid keys before touching the disk', T, async () => {
+    const storage = fileStorage(freshRoot());
+    for (const [key] of INVALID_KEYS) {
+      await assert.rejects(storage.store(key, 'x'), InvalidKeyError);
+      await assert.rejects(storage.lock(key, 1_000), InvalidKeyError);
+    }
+    await assert.rejects(stat(root), { code: 'ENOENT' });
+  });
+
+  it('never reads or writes through a symlinked directory inside the root', T, async () => {
+    const storage = fileStorage(freshRoot());
+    const outside = path.join(path.dirname(root), 'outside');
+    await storage.store('x', 'creates the root');
+    await mkdir(outside);
+    await writeFile(path.join(outside, 'victim.json'), 'precious');
+    await symlink(outside, path.join(root, 'certificates'));
+    await assert.rejects(storage.store('certificates/new.json', 'evil'), StorageError);
+    await assert.rejects(storage.store('certificates/victim.json', 'evil'), StorageError);
+    await assert.rejects(storage.delete('certificates/victim.json'), StorageError);
+    await assert.rejects(storage.load('certificates/victim.json'), StorageError);
+    await assert.rejects(storage.stat('certificates/victim.json'), StorageError);
+    await assert.rejects(storage.list('certificates/'), StorageError);
+    assert.deepEqual(await storage.list(''), ['x']);
+    assert.deepEqual(await readdir(outside), ['victim.json']);
+    assert.equal(await readFile(path.join(outside, 'victim.json'), 'utf8'), 'precious');
+  });
+
+  it('never writes through (or reads) a symlink planted at the key itself', T, async () => {
+    const storage = fileStorage(freshRoot());
+    const outside = path.join(path.dirname(root), 'outside.txt');
+    await storage.store('certificates/other.json', 'creates the dir');
+    await writeFile(outside, 'precious');
+    const planted = path.join(root, 'certificates', 'example.com.json');
+    await symlink(outside, planted);
+    await assert.rejects(storage.store('certificates/example.com.json', 'evil'), StorageError);
+    await assert.rejects(storage.load('certificates/example.com.json'), StorageError);
+    await assert.rejects(storage.stat('certificates/example.com.json'), StorageError);
+    assert.equal(await readFile(outside, 'utf8'), 'precious');
+    assert.ok((await lstat(planted)).isSymbolicLink());
+    assert.deepEqual(await storage.list('certificates/'), ['certificates/other.json']);
+  });
+
+  it('never follows a symlinked lock directory', T, async () => {
+    const storage = fileStorage(freshRoot());
+    const outside = path.join(path.dirname(root), 'outside');
+    await storage.store('x', 'creates the root');
+    await mkdir(outside);
+    await symlink(outside, path.join(root, '~locks'));
+    await assert.rejects(storage.lock('locks/issue/example.com', 1_000), StorageError);
+    assert.deepEqual(await readdir(outside), []);
+  });
+
+  it('reports odd files at a key as StorageError instead of crashing or hanging', T, async () => {
+    const storage = fileStorage(freshRoot());
+    await storage.store('certificates/a/b', 'makes certificates/a a directory');
+    await assert.rejects(storage.load('certificates/a'), StorageError);
+    await assert.rejects(storage.stat('certificates/a'), StorageError);
+    await assert.rejects(storage.store('certificates/a', 'x'), StorageError);
+    await assert.rejects(storage.store('certificates/a/b/c', 'x'), StorageError); // b is a file
+    assert.equal(await storage.load('certificates/a/b/c'), undefined);
+
+    const fifo = path.join(root, 'certificates', 'fifo');
+    const made = await new Promise<number | null>((resolve) => spawn('mkfifo', [fifo]).on('exit', resolve).on('error', () => resolve(null)));
+    if (made === 0) await assert.rejects(storage.load('certificates/fifo'), StorageError);
+
+    await writeFile(path.join(root, 'certificates', 'binary'), Buffer.from([0x7b, 0xff, 0xfe, 0x00]), { mode: 0o600 });
+    await assert.rejects(storage.load('certificates/binary'), CorruptStorageError);
+
+    // Truncation is for the layer above to detect: storage returns what is there.
+    await writeFile(path.join(root, 'certificates', 'truncated.json'), '{"certificatePem":"-----BEG', { mode: 0o600 });
+    assert.equal(await storage.load('certificates/truncated.json'), '{"certificatePem":"-----BEG');
+  });
+
+  it('reports an unreadable file as StorageError with the fs error as cause', { ...T, skip: process.getuid?.() === 0 && 'root reads any file' }, async () => {
+    const storage = fileStorage(freshRoot());
+    await storage.store('k', 'secret');
+    const { chmod } = await import('node:fs/promises');
+    await chmod(path.join(root, 'k'), 0o000);
+    await assert.rejects(storage.load('k'), (error: unknown) => error instanceof StorageError && (error.cause as NodeJS.ErrnoException).code === 'EACCES');
+  });
+
+  it('a crash between temp write and rename leaves the previous value; the debris is never listed and later swept', T, async () => {
+    const dataRoot = freshRoot();
+    const storage = fileStorage(dataRoot);
+    await storage.store('certificates/example.com.json', 'previous');
+    const child = spawn(
+      process.execPath,
+      [
+        '--import', 'tsx', '--input-type=module', '-e',
+        `import { fileStorage } from ${JSON.stringify(FILE_MODULE)};
+         const storage = fileStorage(process.env.ROOT, { testHooks: { beforeRename: () => process.kill(process.pid, 'SIGKILL') } });
+         await storage.store('certificates/example.com.json', 'next');`,
+      ],
+      { env: { ...process.env, ROOT: dataRoot }, stdio: ['ignore', 'ignore', 'inherit'] },
+    );
+    const [, signal] = (await new Promise((resolve) => child.on('exit', (...args) => resolve(args)))) as [number | null, string | null];
+    assert.equal(signal, 'SIGKILL');
+
+    const certDir = path.join(dataRoot, 'certificates');
+    const debris = (await readdir(certDir)).filter((name) => name !== 'example.com.json');
+    assert.equal(debris.length, 1, 'the crashed write left its temp file');
+    assert.equal(await readFile(path.join(certDir, debris[0]), 'utf8'), 'next');
+    assert.equal(await storage.load('certificates/example.com.json'), 'previous');
+    assert.deepEqual(await storage.list(''), ['certificates/example.com.json']);
+
+    // A fresh temp file may be a write in flight elsewhere: kept. An hour-old one is debris: swept.
+    const old = new Date(Date.now() - 2 * 60 * 60 * 1000);
+    await utimes(path.join(certDir, debris[0]), old, old);
+    const inFlight = 'other.json~tmp~1-abcdef';
+    await writeFile(path.join(certDir, inFlight), 'in flight', { mode: 0o600 });
+    await fileStorage(dataRoot).store('certificates/example.com.json', 'after restart');
+    assert.deepEqual((await readdir(certDir)).sort(), ['example.com.json', inFlight].sort());
+    assert.equal(await storage.load('certificates/example.com.json'), 'after restart');
+  });
+
+  it('two storages on one directory respect each other\'s locks and fences', T, async () => {
+    const a = fileStorage(freshRoot(), { pollIntervalMs: 10 });
+    const b = fileStorage(root, { pollIntervalMs: 10 });
+    const key = keys.issueLock('example.com');
+    const held = await a.lock(key, 10_000);
+    let bGot = false;
+    const bWaiting = b.lock(key, 10_000).then((lock) => ((bGot = true), lock));
+    await sleep(200);
+    assert.equal(bGot, false, 'b took a lock that a holds');
+    await a.store('certificates/example.com.json', 'by a', { fence: { lockKey: key, token: held.fencingToken } });
+    await held.release();
+    const bLock = await bWaiting;
+    assert.equal(bLock.fencingToken, held.fencingToken + 1);
+    await assert.rejects(
+      a.store('certificates/example.com.json', 'late a', { fence: { lockKey: key, token: held.fencingToken } }),
+      FencingError,
+    );
+    await a.store('certificates/example.com.json', 'b via a', { fence: { lockKey: key, token: bLock.fencingToken } });
+    assert.equal(await b.load('certificates/example.com.json'), 'b via a');
+    await bLock.release();
+  });
+
+  it('many storages racing for one expired lock: one winner at a time, every token distinct', T, async () => {
+    const dataRoot = freshRoot();
+    const stale = await fileStorage(dataRoot).lock('locks/x', 50); // never renewed nor released
+    await sleep(80);
+    const storages = Array.from({ length: 5 }, () => fileStorage(dataRoot, { pollIntervalMs: 5 }));
+    let inside = 0;
+    const tokens: number[] = [];
+    await Promise.all(
+      storages.flatMap((storage) =>
+        [0, 1].map(async () => {
+          const lock = await storage.lock('locks/x', 5_000);
+          inside++;
+          assert.equal(inside, 1, 'two holders at once');
+          tokens.push(lock.fencingToken);
+          await sleep(5);
+          inside--;
+          await lock.release();
+        }),
+      ),
+    );
+    assert.deepEqual(tokens, Array.from({ length: 10 }, (_, i) => stale.fencingToken + 1 + i));
+    await assert.rejects(stale.renew(), LockLostError);
+    // Only the newest generation is kept on disk.
+    assert.deepEqual(await readdir(path.join(dataRoot, '~locks', 'locks', 'x~')), [String(stale.fencingToken + 10)]);
+  });
+
+  it('takes over a lock whose file is unreadable garbage once it is older than the ttl', T, async () => {
+    const dataRoot = freshRoot();
+    const storage = fileStorage(dataRoot);
+    const first = await storage.lock('locks/x', 60_000);
+    const file = path.join(dataRoot, '~locks', 'locks', `x~`, String(first.fencingToken));
+    await writeFile(file, '{"tok', { mode: 0o600 });
+    const waiting = storage.lock('locks/x', 60_000, { signal: AbortSignal.timeout(150) });
+    await assert.rejects(waiting, { name: 'TimeoutError' }); // fresh garbage: maybe a holder, wait
+    const old = new Date(Date.now() - 120_000);
+    await utimes(file, old, old);
+    const second = await storage.lock('locks/x', 60_000);
+    assert.equal(second.fencingToken, first.fencingToken + 1);
+    await second.release();
+  });
+
+  describe('with a lock held by another process', () => {
+    let child: ChildProcess | undefined;
+    after(() => {
+      child?.kill('SIGKILL');
+    });
+
+    it('excludes this process until its lease runs out after the holder is killed', T, async () => {
+      const dataRoot = freshRoot();
+      const ttl = 1_500;
+      child = spawn(
+        process.execPath,
+        [
+          '--import', 'tsx', '--input-type=module', '-e',
+          `import { fileStorage } from ${JSON.stringify(FILE_MODULE)};
+           const before = Date.now(); // the lease ends no earlier than before + ttl
+           const lock = await fileStorage(process.env.ROOT).lock('locks/issue/example.com', Number(process.env.TTL));
+           console.log(JSON.stringify({ token: lock.fencingToken, before }));
+           setInterval(() => {}, 1000); // hold without renewing until killed`,
+        ],
+        { env: { ...process.env, ROOT: dataRoot, TTL: String(ttl) }, stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      const line = await new Promise<string>((resolve, reject) => {
+        let out = '';
+        child!.stdout!.on('data', (chunk: Buffer) => {
+          out += chunk.toString();
+          if (out.includes('\n')) resolve(out.split('\n')[0]);
+        });
+        child!.on('exit', (code) => reject(new Error(`child exited early (${code})`)));
+      });
+      const held = JSON.parse(line) as { token: number; before: number };
+
+      const storage = fileStorage(dataRoot, { pollIntervalMs: 10 });
+      const controller = new AbortController();
+      setTimeout(() => controller.abort(), 200);
+      await assert.rejects(storage.lock('locks/issue/example.com', 10_000, { signal: controller.signal }), { name: 'AbortError' });
+      await assert.rejects(
+        storage.store('certificates/example.com.json', 'x', { fence: { lockKey: 'locks/issue/example.com', token: held.token + 1 } }),
+        FencingError,
+      );
+
+      child.kill('SIGKILL');
+      const lock = await storage.lock('locks/issue/example.com', 10_000);
+      assert.ok(Date.now() >= held.before + ttl, 'taken before the killed holder\'s lease ran out');
+      assert.equal(lock.fencingToken, held.token + 1);
+      await lock.release();
+    });
+  });
+});
