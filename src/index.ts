@@ -35,6 +35,25 @@ export { keys as storageKeys } from './storage-keys.js';
 
 export { memoryStorage } from './adapters/storage/memory.js';
 export type { MemoryStorageOptions } from './adapters/storage/memory.js';
+export { fileStorage, DEFAULT_DATA_DIR } from './adapters/storage/file.js';
+export type { FileStorageOptions } from './adapters/storage/file.js';
+export type { StorageChange, WatchableStorage } from './adapters/storage/notify.js';
+export { isWatchable } from './adapters/storage/notify.js';
+
+export {
+  acmeIssuer,
+  LETS_ENCRYPT_PRODUCTION,
+  LETS_ENCRYPT_STAGING,
+  ZEROSSL,
+  GOOGLE_TRUST_SERVICES,
+  GOOGLE_TRUST_SERVICES_STAGING,
+} from './adapters/issuers/acme.js';
+export type { AcmeIssuer, AcmeIssuerOptions, AcmeKeyType, AcmeChallengeType, ExternalAccountBinding } from './adapters/issuers/acme.js';
+export type { DnsProvider, DnsProviderCallOptions } from './adapters/challenges/dns-01.js';
+export { createHttpChallengeHandler } from './adapters/challenges/http-01.js';
+export type { HttpChallengeHandler, HttpFallback } from './adapters/challenges/http-01.js';
+export { createTlsAlpnResponder } from './adapters/challenges/tls-alpn-01.js';
+export type { TlsAlpnResponder, TlsAlpnResponderOptions } from './adapters/challenges/tls-alpn-01.js';
 export { localCaIssuer, localCaCertificate } from './adapters/issuers/local-ca.js';
 export type { LocalCaOptions } from './adapters/issuers/local-ca.js';
 

@@ -32,6 +32,7 @@ import {
 } from '../machines/certificate.js';
 import { defaultTimingPolicy, type TimingPolicy } from '../machines/policy.js';
 import { InvalidNameError, RejectionLog, normalizeName } from '../names.js';
+import { DEFAULT_DATA_DIR, fileStorage } from '../adapters/storage/file.js';
 import { createHttpChallengeHandler, type HttpChallengeHandler, type HttpFallback } from '../adapters/challenges/http-01.js';
 import { createTlsAlpnResponder, type ALPNCallback } from '../adapters/challenges/tls-alpn-01.js';
 import { createOnDemandGate, OnDemandRefusedError, type OnDemandGate, type OnDemandOptions } from './on-demand.js';
@@ -44,8 +45,11 @@ import { parseFailure, parseUnit, serializeFailure } from './unit.js';
 
 /** Options of `createCertEngine`. */
 export interface CertEngineOptions {
-  /** Where certificates, keys, failure records and locks live. Cluster identity = shared storage. */
-  storage: Storage;
+  /**
+   * Where certificates, keys, failure records and locks live; processes
+   * sharing a storage form one cluster. Default: `fileStorage('./certstate-data')`.
+   */
+  storage?: Storage;
   /** Issuers tried in order within one attempt (e.g. Let's Encrypt, then ZeroSSL). At least one. */
   issuers: Issuer[];
   /** Managed names: obtained at start and kept renewed. `*.example.com` wildcards allowed. */
@@ -140,7 +144,6 @@ export class CertEngine {
 
   constructor(options: CertEngineOptions) {
     if (!options || typeof options !== 'object') throw new ConfigError('createCertEngine needs an options object');
-    if (!options.storage) throw new ConfigError('options.storage is required (e.g. fileStorage("./certstate-data"))');
     if (!Array.isArray(options.issuers) || options.issuers.length === 0) {
       throw new ConfigError('options.issuers needs at least one issuer (e.g. acmeIssuer({...}) or localCaIssuer())');
     }
@@ -150,7 +153,7 @@ export class CertEngine {
       }
     }
     this.#options = options;
-    this.#storage = options.storage;
+    this.#storage = options.storage ?? fileStorage(DEFAULT_DATA_DIR);
     this.#issuers = [...options.issuers];
     this.#clock = options.clock ?? realClock();
     this.#logger = options.logger ?? pino({ level: 'silent' });
