@@ -9,6 +9,14 @@ export function nameSegment(name: string): string {
   return name.startsWith('*.') ? `_wildcard_.${name.slice(2)}` : name;
 }
 
+/** The name a certificate key belongs to, or undefined for any other key. */
+export function nameFromCertificateKey(key: string): string | undefined {
+  const match = /^certificates\/([^/]+)\.json$/.exec(key);
+  if (!match) return undefined;
+  const segment = match[1]!;
+  return segment.startsWith('_wildcard_.') ? `*.${segment.slice('_wildcard_.'.length)}` : segment;
+}
+
 export const keys = {
   /** The certificate unit: certificate, key and metadata in one atomic value. */
   certificate: (name: string) => `certificates/${nameSegment(name)}.json`,

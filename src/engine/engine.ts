@@ -36,7 +36,9 @@ import { DEFAULT_DATA_DIR, fileStorage } from '../adapters/storage/file.js';
 import { createHttpChallengeHandler, type HttpChallengeHandler, type HttpFallback } from '../adapters/challenges/http-01.js';
 import { createTlsAlpnResponder, type ALPNCallback } from '../adapters/challenges/tls-alpn-01.js';
 import { createOnDemandGate, OnDemandRefusedError, type OnDemandGate, type OnDemandOptions } from './on-demand.js';
-import { keys } from '../storage-keys.js';
+import { keys, nameFromCertificateKey } from '../storage-keys.js';
+import { isWatchable, type StorageChange } from '../adapters/storage/notify.js';
+import { ariRenewalTime, ARI_DEFAULT_RECHECK_MS, clampAriRecheck } from './ari.js';
 import type { CertificateBundle, CertificateMeta, Clock, Issuer, LifecycleState, Logger, NameStatus, Storage, TimerHandle } from '../types.js';
 import { runAttempt, safeError } from './attempt.js';
 import type { CertEngineEvent, CertEngineEventOf, CertEngineEventType } from './events.js';
@@ -110,6 +112,8 @@ interface Domain {
   readonly waiters: Map<HandshakeReply, TimerHandle | undefined>;
   state: LifecycleState | undefined;
   fingerprint: string | undefined;
+  /** Next ARI (renewal information) check, if the certificate's issuer offers ARI. */
+  ariTimer?: TimerHandle;
 }
 
 const DEFAULT_HANDSHAKE_TIMEOUT = 30_000;
@@ -139,6 +143,7 @@ export class CertEngine {
   readonly #gate: OnDemandGate | undefined;
   readonly #rejections: RejectionLog;
   #waiting = 0;
+  #unwatch: (() => Promise<void>) | undefined;
   #started = false;
   #stopped = false;
 
@@ -175,8 +180,35 @@ export class CertEngine {
     if (this.#stopped) throw new EngineStoppedError();
     if (this.#started) return;
     this.#started = true;
+    await this.#watchStorage();
     const domains = this.#managedNames.map((name) => this.#ensureDomain(name, true));
     await Promise.all(domains.map((d) => waitFor(d.actor, (s) => !s.matches('loading'))));
+  }
+
+  /**
+   * Shared storages that announce writes (Redis pub/sub, PostgreSQL NOTIFY)
+   * let a certificate renewed by another process be served here at once,
+   * with no order of our own (the statechart's STORAGE_CHANGED).
+   */
+  async #watchStorage(): Promise<void> {
+    if (!isWatchable(this.#storage)) return;
+    try {
+      this.#unwatch = await this.#storage.watch(keys.certificatesPrefix, (change) => this.#onStorageChange(change));
+    } catch (error) {
+      this.#logger.warn({ err: safeError(error) }, 'cannot watch storage for changes; renewals by other processes are picked up at our own renewal time');
+    }
+  }
+
+  #onStorageChange(change: StorageChange): void {
+    if (this.#stopped) return;
+    const names = change.type === 'resync' ? [...this.#domains.keys()] : [nameFromCertificateKey(change.key)];
+    for (const name of names) {
+      const domain = name === undefined ? undefined : this.#domains.get(name);
+      // Our own writes come back too: the fingerprint check in refreshFromStorage ignores them.
+      if (domain && change.type !== 'delete') {
+        this.refreshFromStorage(domain.name).catch((error: unknown) => this.#logger.warn({ name: domain.name, err: safeError(error) }, 'refresh from storage failed'));
+      }
+    }
   }
 
   /** Stop every actor, answer every waiting handshake, abort attempts in flight, and wait for them to finish. */
@@ -185,7 +217,9 @@ export class CertEngine {
     this.#stopped = true;
     this.#rejections.flush();
     this.#gate?.flushLog();
+    await this.#unwatch?.().catch((error: unknown) => this.#logger.warn({ err: safeError(error) }, 'unwatch failed'));
     for (const domain of this.#domains.values()) {
+      if (domain.ariTimer !== undefined) this.#clock.clearTimeout(domain.ariTimer);
       domain.actor.send({ type: 'STOP' });
       domain.actor.stop();
     }
@@ -391,6 +425,7 @@ export class CertEngine {
     if (fingerprint !== domain.fingerprint) {
       if (domain.fingerprint !== undefined) this.#materials.delete(domain.fingerprint);
       domain.fingerprint = fingerprint;
+      this.#scheduleAri(domain, 0);
     }
     if (state === domain.state) return;
     const from = domain.state;
@@ -543,6 +578,40 @@ export class CertEngine {
         this.#logger.info({ name: domain.name }, 'on-demand name no longer allowed: evicted');
       });
     });
+  }
+
+  /**
+   * ARI (RFC 9773): ask the certificate's issuer for its suggested renewal
+   * window, renew at a uniform random time inside it (RENEWAL_INFO), and ask
+   * again when the CA says (Retry-After, clamped to 1 min – 1 day).
+   */
+  #scheduleAri(domain: Domain, delayMs: number): void {
+    if (domain.ariTimer !== undefined) this.#clock.clearTimeout(domain.ariTimer);
+    domain.ariTimer = undefined;
+    const meta = domain.actor.getSnapshot().context.certificate;
+    const issuer = meta && this.#issuers.find((i) => i.id === meta.issuerId && typeof i.renewalInfo === 'function');
+    if (!meta || !issuer || this.#stopped) return;
+    const ask = () => {
+      domain.ariTimer = undefined;
+      const signal = AbortSignal.timeout(30_000);
+      const context = { signal, logger: this.#logger.child({ name: domain.name, issuer: issuer.id }), storage: this.#storage, now: () => this.#clock.now() };
+      this.#track(issuer.renewalInfo!(meta, context)).then(
+        (info) => {
+          if (this.#stopped || domain.fingerprint !== meta.fingerprint) return;
+          const now = this.#clock.now();
+          const renewAt = info ? ariRenewalTime(info, now, (this.#options.random ?? Math.random)()) : undefined;
+          if (renewAt !== undefined) domain.actor.send({ type: 'RENEWAL_INFO', renewAt });
+          this.#scheduleAri(domain, clampAriRecheck(info?.retryAfter, now));
+        },
+        (error: unknown) => {
+          this.#logger.debug({ name: domain.name, err: safeError(error) }, 'renewal information unavailable');
+          if (!this.#stopped && domain.fingerprint === meta.fingerprint) this.#scheduleAri(domain, ARI_DEFAULT_RECHECK_MS);
+        },
+      );
+    };
+    // A new certificate is asked about right away (off the transition's call stack); rechecks wait on the clock.
+    if (delayMs <= 0) setImmediate(() => domain.fingerprint === meta.fingerprint && !this.#stopped && ask());
+    else domain.ariTimer = this.#clock.setTimeout(ask, delayMs);
   }
 
   /** Keep a handshake until the attempt ends, or its own deadline. */
