@@ -114,6 +114,12 @@ interface Domain {
   fingerprint: string | undefined;
   /** Next ARI (renewal information) check, if the certificate's issuer offers ARI. */
   ariTimer?: TimerHandle;
+  /**
+   * The answer of `valid` and `renewing` ("this certificate, at once"),
+   * memoised from the latest snapshot so a handshake costs a Map lookup, not
+   * an XState macrostep. Unset in every other state: those handshakes are events.
+   */
+  ready: { fingerprint: string; notAfter: number } | undefined;
 }
 
 const DEFAULT_HANDSHAKE_TIMEOUT = 30_000;
@@ -264,8 +270,16 @@ export class CertEngine {
       throw error;
     }
     const domain = this.#domains.get(name) ?? (await this.#admitOnDemand(name, servername, info));
-    const answer = await this.#handshake(domain);
+    const ready = this.#readyContext(domain);
+    const answer = ready ? { ok: true as const, fingerprint: domain.ready!.fingerprint, expired: false } : await this.#handshake(domain);
     return this.#served(domain.name, answer);
+  }
+
+  /** The memoised `valid`/`renewing` answer, if the certificate has not expired meanwhile. */
+  #readyContext(domain: Domain | undefined): SecureContext | undefined {
+    const ready = domain?.ready;
+    if (ready === undefined || this.#clock.now() >= ready.notAfter) return undefined;
+    return this.#materials.secureContext(ready.fingerprint);
   }
 
   /**
@@ -309,6 +323,9 @@ export class CertEngine {
   } {
     const alpn = createTlsAlpnResponder(this.#storage, { protocols: options.protocols, logger: this.#logger });
     const sni = (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => {
+      // Hot path: a normalised name (the common SNI) is its own Map key; no promise, no allocation.
+      const ready = this.#stopped ? undefined : this.#readyContext(this.#domains.get(servername));
+      if (ready) return cb(null, ready);
       this.getCertificate(servername).then(
         (served) => cb(null, served.secureContext),
         (error: Error) => cb(error),
@@ -409,7 +426,7 @@ export class CertEngine {
       clock: this.#clock,
       inspect: this.#options.inspect,
     });
-    const domain: Domain = { name, managed, actor, waiters: new Map(), state: undefined, fingerprint: undefined };
+    const domain: Domain = { name, managed, actor, waiters: new Map(), state: undefined, fingerprint: undefined, ready: undefined };
     this.#domains.set(name, domain);
     actor.on('*', (event) => this.#publish(event as CertEngineEvent));
     actor.subscribe({
@@ -422,6 +439,8 @@ export class CertEngine {
 
   /** Track transitions: log one line each, publish `state_changed`, drop key material no longer in use. */
   #observe(domain: Domain, state: LifecycleState, fingerprint: string | undefined): void {
+    const certificate = domain.actor.getSnapshot().context.certificate;
+    domain.ready = (state === 'valid' || state === 'renewing') && certificate ? { fingerprint: certificate.fingerprint, notAfter: certificate.notAfter } : undefined;
     if (fingerprint !== domain.fingerprint) {
       if (domain.fingerprint !== undefined) this.#materials.delete(domain.fingerprint);
       domain.fingerprint = fingerprint;

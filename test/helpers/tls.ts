@@ -24,16 +24,20 @@ export interface SniAnswer {
 export interface TestTlsServer {
   port: number;
   answers: SniAnswer[];
+  /** SNI callbacks called so far (answered or still waiting). */
+  readonly asked: number;
   close(): Promise<void>;
 }
 
 /** A TLS server on 127.0.0.1 answering SNI from the engine. */
 export async function startTlsServer(engine: CertEngine): Promise<TestTlsServer> {
   const answers: SniAnswer[] = [];
+  let asked = 0;
   const { SNICallback } = engine.tlsOptions();
   const server = tls.createServer({
     SNICallback: (servername, cb) => {
       const askedAt = Date.now();
+      asked++;
       SNICallback(servername, (err, ctx) => {
         answers.push({ servername, depth: stackDepth(), askedAt, at: Date.now(), ...(err ? { error: err } : {}) });
         cb(err, ctx);
@@ -50,6 +54,9 @@ export async function startTlsServer(engine: CertEngine): Promise<TestTlsServer>
   return {
     port: (server.address() as AddressInfo).port,
     answers,
+    get asked() {
+      return asked;
+    },
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();
