@@ -169,6 +169,7 @@ describe('property-based: random interleavings keep the invariants', () => {
         // After stop, every held handshake was answered.
         assert.ok(world.probes.every((p) => p.settled), 'stop answered every waiting handshake');
         assert.ok(world.issuer.inflight === 0, 'no attempt left running after stop');
+        assert.equal(world.clock.pending, 0, 'stop leaves no timer behind');
       }),
       { numRuns: 300 },
     );
