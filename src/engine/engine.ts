@@ -269,10 +269,23 @@ export class CertEngine {
       if (error instanceof InvalidNameError) this.#rejections.recordError(error);
       throw error;
     }
-    const domain = this.#domains.get(name) ?? (await this.#admitOnDemand(name, servername, info));
-    const ready = this.#readyContext(domain);
-    const answer = ready ? { ok: true as const, fingerprint: domain.ready!.fingerprint, expired: false } : await this.#handshake(domain);
-    return this.#served(domain.name, answer);
+    const startedAt = this.#clock.now();
+    try {
+      const domain = this.#domains.get(name) ?? (await this.#admitOnDemand(name, servername, info));
+      const ready = this.#readyContext(domain);
+      const answer = ready ? { ok: true as const, fingerprint: domain.ready!.fingerprint, expired: false } : await this.#handshake(domain);
+      const served = this.#served(domain.name, answer);
+      if (this.#events.listenerCount('handshake') > 0) {
+        const waitedMs = this.#clock.now() - startedAt;
+        this.#publish({ type: 'handshake', name, outcome: ready || waitedMs === 0 ? 'immediate' : 'waited', waitedMs });
+      }
+      return served;
+    } catch (error) {
+      if (this.#events.listenerCount('handshake') > 0) {
+        this.#publish({ type: 'handshake', name, outcome: 'failed', waitedMs: this.#clock.now() - startedAt, errorType: (error as Error).name });
+      }
+      throw error;
+    }
   }
 
   /** The memoised `valid`/`renewing` answer, if the certificate has not expired meanwhile. */
@@ -325,7 +338,10 @@ export class CertEngine {
     const sni = (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => {
       // Hot path: a normalised name (the common SNI) is its own Map key; no promise, no allocation.
       const ready = this.#stopped ? undefined : this.#readyContext(this.#domains.get(servername));
-      if (ready) return cb(null, ready);
+      if (ready) {
+        if (this.#events.listenerCount('handshake') > 0) this.#publish({ type: 'handshake', name: servername, outcome: 'immediate', waitedMs: 0 });
+        return cb(null, ready);
+      }
       this.getCertificate(servername).then(
         (served) => cb(null, served.secureContext),
         (error: Error) => cb(error),

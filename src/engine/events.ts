@@ -14,8 +14,23 @@ export interface StateChangedEvent {
   at: number;
 }
 
+/**
+ * One answered handshake (emitted only while someone listens, so the hot path
+ * stays free): `immediate` = served at once from memory, `waited` = settled by
+ * the attempt in flight, `failed` = refused or errored (with the error type).
+ */
+export interface HandshakeEvent {
+  type: 'handshake';
+  name: string;
+  outcome: 'immediate' | 'waited' | 'failed';
+  /** Engine clock time the handshake spent waiting, ms (0 when immediate). */
+  waitedMs: number;
+  /** Error class name when `failed`. */
+  errorType?: string;
+}
+
 /** Every event the engine publishes, by type. */
-export type CertEngineEvent = CertificateEmitted | StateChangedEvent;
+export type CertEngineEvent = CertificateEmitted | StateChangedEvent | HandshakeEvent;
 
 /** Event type names. */
 export type CertEngineEventType = CertEngineEvent['type'];
