@@ -6,7 +6,8 @@
  * Built with node-forge and signed by node:crypto (forge's JavaScript RSA
  * costs ~50 ms per signature; this runs while a handshake may be waiting).
  */
-import { X509Certificate, createHash, createPublicKey, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
+import { X509Certificate, createHash, createPublicKey, generateKeyPair, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
+import { promisify } from 'node:util';
 import forge from 'node-forge';
 import { ipAddressBytes } from '../../certs.js';
 import { IssuanceError } from '../../errors.js';
@@ -90,13 +91,35 @@ export function buildTlsAlpn01Certificate(
 }
 
 let shared: KeyObject | undefined;
+let preparing: Promise<KeyObject> | undefined;
+const generateKeyPairAsync = promisify(generateKeyPair);
 
 /**
  * The validator only needs a handshake to complete with this certificate; the
- * key protects nothing, so one key serves every challenge and the ~100 ms of
- * RSA key generation is paid once per process rather than per validation.
+ * key protects nothing, so one key serves every challenge and the RSA key
+ * generation (~100 ms idle, several hundred under load) is paid once per
+ * process rather than per validation.
  */
 function sharedKey(): KeyObject {
+  // Only when nobody called prepareTlsAlpn01Key(): generating here blocks the event loop.
   shared ??= generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
   return shared;
+}
+
+/**
+ * Generate the shared challenge key on libuv's thread pool, off the event
+ * loop (idempotent). `createTlsAlpnResponder` starts it, and answers a
+ * validation only once it is ready, so no handshake of the server is stalled
+ * by a synchronous RSA key generation on the first TLS-ALPN-01 challenge.
+ */
+export function prepareTlsAlpn01Key(): Promise<void> {
+  if (shared) return Promise.resolve();
+  preparing ??= generateKeyPairAsync('rsa', { modulusLength: 2048 }).then(
+    ({ privateKey }) => (shared ??= privateKey),
+    (error: unknown) => {
+      preparing = undefined;
+      throw error;
+    },
+  );
+  return preparing.then(() => undefined);
 }

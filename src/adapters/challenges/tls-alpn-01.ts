@@ -35,7 +35,7 @@ import tls from 'node:tls';
 import type { Logger, Storage } from '../../types.js';
 import { keys } from '../../storage-keys.js';
 import { normalizeName } from '../../names.js';
-import { buildTlsAlpn01Certificate, ACME_TLS_ALPN_PROTOCOL } from './tls-alpn-01-cert.js';
+import { buildTlsAlpn01Certificate, prepareTlsAlpn01Key, ACME_TLS_ALPN_PROTOCOL } from './tls-alpn-01-cert.js';
 
 /** Node's SNI callback shape. */
 export type SNICallback = (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) => void;
@@ -89,6 +89,8 @@ export function createTlsAlpnResponder(storage: Storage, options: TlsAlpnRespond
   const sniDone = new WeakSet<object>();
   /** `name \n keyAuthorization` → context; insertion-ordered Map as a small LRU. */
   const contexts = new Map<string, tls.SecureContext>();
+  // The challenge certificate's RSA key, generated off the event loop before the first validation needs it.
+  prepareTlsAlpn01Key().catch((error: unknown) => options.logger?.warn({ err: error }, 'generating the tls-alpn-01 key failed; will retry on the first challenge'));
 
   function ALPNCallback(this: tls.TLSSocket | undefined, info: { servername: string | false; protocols: string[] }): string | undefined {
     if (info.protocols.includes(ACME_TLS_ALPN_PROTOCOL)) {
@@ -123,8 +125,8 @@ export function createTlsAlpnResponder(storage: Storage, options: TlsAlpnRespond
     } catch (error) {
       return cb(error as Error);
     }
-    storage.load(keys.tlsAlpn01(name)).then(
-      (keyAuthorization) => {
+    Promise.all([storage.load(keys.tlsAlpn01(name)), prepareTlsAlpn01Key()]).then(
+      ([keyAuthorization]) => {
         if (keyAuthorization === undefined) {
           options.logger?.debug({ name }, 'tls-alpn-01 handshake for a name with no pending challenge');
           return cb(new Error(`no pending tls-alpn-01 challenge for ${name}`));
@@ -139,7 +141,7 @@ export function createTlsAlpnResponder(storage: Storage, options: TlsAlpnRespond
         cb(null, context);
       },
       (error: unknown) => {
-        options.logger?.warn({ name, err: error }, 'loading the tls-alpn-01 challenge failed');
+        options.logger?.warn({ name, err: error }, 'loading the tls-alpn-01 challenge or its key failed');
         cb(error instanceof Error ? error : new Error(String(error)));
       },
     );
