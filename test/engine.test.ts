@@ -1,0 +1,120 @@
+/**
+ * The engine's public surface: configuration errors, the handshake path
+ * (no I/O, one SecureContext per certificate), deadlines and waiter bounds,
+ * forceRenew, status, manage, lifecycle misuse.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { memoryStorage } from '../src/adapters/storage/memory.js';
+import { ManualClock } from '../src/clock.js';
+import { createCertEngine } from '../src/engine/engine.js';
+import { CertificateUnavailableError, ConfigError, EngineStoppedError, HandshakeTimeoutError, NameNotAllowedError, TooManyWaitersError } from '../src/errors.js';
+import type { Storage } from '../src/types.js';
+import { installTestCa, scriptedIssuer } from './helpers/scripted-issuer.js';
+
+async function testStorage(): Promise<Storage> {
+  const storage = memoryStorage();
+  await installTestCa(storage);
+  return storage;
+}
+
+const sni = (engine: ReturnType<typeof createCertEngine>, name: string) =>
+  new Promise<import('node:tls').SecureContext>((resolve, reject) => engine.tlsOptions().SNICallback(name, (err, ctx) => (err ? reject(err) : resolve(ctx!))));
+
+describe('engine configuration', () => {
+  it('refuses bad options with ConfigError', () => {
+    assert.throws(() => createCertEngine({ issuers: [] }), ConfigError);
+    assert.throws(() => createCertEngine({ storage: memoryStorage(), issuers: [{ id: 'x' } as never] }), ConfigError);
+    assert.throws(() => createCertEngine({ storage: memoryStorage(), issuers: [scriptedIssuer()], handshakeTimeout: -1 }), ConfigError);
+    assert.throws(() => createCertEngine({ storage: memoryStorage(), issuers: [scriptedIssuer()], names: ['a/../b'] }), /invalid|not allowed|character/i);
+  });
+
+  it('must be started before use, and refuses use after stop', async () => {
+    const engine = createCertEngine({ storage: memoryStorage(), issuers: [scriptedIssuer()] });
+    await assert.rejects(engine.getCertificate('a.localhost'), ConfigError);
+    await engine.start();
+    await engine.stop();
+    await assert.rejects(engine.getCertificate('a.localhost'), EngineStoppedError);
+    await assert.rejects(engine.start(), EngineStoppedError);
+  });
+
+  it('refuses unmanaged names when on-demand is off', async () => {
+    const engine = createCertEngine({ storage: memoryStorage(), issuers: [scriptedIssuer()], names: ['a.localhost'] });
+    await engine.start();
+    await assert.rejects(engine.getCertificate('b.localhost'), NameNotAllowedError);
+    await engine.stop();
+  });
+});
+
+describe('the handshake path', () => {
+  it('serves from memory: no storage call, one SecureContext per certificate, reused', async () => {
+    const inner = await testStorage();
+    let calls = 0;
+    const storage: Storage = { ...inner, description: 'counting', load: (k) => (calls++, inner.load(k)), store: (k, v, o) => (calls++, inner.store(k, v, o)), delete: (k) => inner.delete(k), list: (p) => inner.list(p), stat: (k) => inner.stat(k), lock: (k, t, o) => inner.lock(k, t, o) };
+    const engine = createCertEngine({ storage, issuers: [scriptedIssuer({ mode: { kind: 'succeed' } })], names: ['a.localhost'] });
+    await engine.start();
+    await engine.getCertificate('a.localhost');
+    const before = calls;
+    const first = await sni(engine, 'a.localhost');
+    for (let i = 0; i < 100; i++) assert.equal(await sni(engine, 'a.localhost'), first, 'the same SecureContext object');
+    assert.equal(await sni(engine, 'A.LOCALHOST.'), first, 'normalised names reach the same context');
+    assert.equal(calls, before, 'no storage I/O on the handshake path');
+    await engine.stop();
+  });
+
+  it('a waiting handshake gives up after handshakeTimeout while the attempt goes on for the others', async () => {
+    const clock = new ManualClock();
+    const issuer = scriptedIssuer();
+    const engine = createCertEngine({ storage: await testStorage(), issuers: [issuer], names: ['slow.localhost'], clock, handshakeTimeout: 5000 });
+    await engine.start();
+    await issuer.untilPending();
+    const early = engine.getCertificate('slow.localhost');
+    clock.advance(3000);
+    const late = engine.getCertificate('slow.localhost');
+    await new Promise((r) => setImmediate(r));
+    clock.advance(2000); // the first waiter's deadline
+    await assert.rejects(early, HandshakeTimeoutError);
+    await issuer.succeed();
+    const served = await late;
+    assert.equal(served.meta.names[0], 'slow.localhost');
+    assert.equal(issuer.calls, 1, 'the timeout did not start or cancel an attempt');
+    await engine.stop();
+  });
+
+  it('bounds the waiting handshakes per name', async () => {
+    const issuer = scriptedIssuer();
+    const engine = createCertEngine({ storage: await testStorage(), issuers: [issuer], names: ['busy.localhost'], maxWaitersPerName: 3 });
+    await engine.start();
+    await issuer.untilPending();
+    const waiting = [1, 2, 3].map(() => engine.getCertificate('busy.localhost'));
+    await assert.rejects(engine.getCertificate('busy.localhost'), TooManyWaitersError);
+    await issuer.succeed();
+    await Promise.all(waiting);
+    await engine.stop();
+  });
+});
+
+describe('operating', () => {
+  it('forceRenew resolves with the new certificate, or rejects with that attempt\'s error; status reports it', async () => {
+    const clock = new ManualClock();
+    const issuer = scriptedIssuer({ mode: { kind: 'succeed' } });
+    const engine = createCertEngine({ storage: await testStorage(), issuers: [issuer], names: ['op.localhost'], clock });
+    await engine.start();
+    const first = await engine.getCertificate('op.localhost');
+    const renewed = await engine.forceRenew('op.localhost');
+    assert.notEqual(renewed.fingerprint, first.meta.fingerprint);
+    issuer.mode = { kind: 'fail', message: 'CA maintenance' };
+    await assert.rejects(engine.forceRenew('op.localhost'), (e: unknown) => e instanceof CertificateUnavailableError && /CA maintenance/.test(e.message));
+    const status = engine.status()[0]!;
+    assert.equal(status.state, 'failed-backoff');
+    assert.equal(status.attempts, 1);
+    assert.equal(status.lastError?.message, 'CA maintenance');
+    assert.ok(status.nextAttemptAt! > clock.now());
+    assert.equal(status.certificate?.fingerprint, renewed.fingerprint, 'the still-valid certificate is kept');
+    assert.equal((await engine.getCertificate('op.localhost')).meta.fingerprint, renewed.fingerprint, 'and served during backoff');
+    assert.equal(issuer.calls, 3);
+    engine.manage(['late.localhost']);
+    assert.deepEqual(engine.status().map((s) => s.name).sort(), ['late.localhost', 'op.localhost']);
+    await engine.stop();
+  });
+});
