@@ -59,3 +59,47 @@ export type { LocalCaOptions } from './adapters/issuers/local-ca.js';
 
 export * from './errors.js';
 export type * from './types.js';
+
+// ─── Admin surface: status page, metrics, diagrams, events, inspector (src/admin) ───
+export {
+  createAdminHandler,
+  serveAdmin,
+  MIN_TOKEN_LENGTH,
+  toMermaid,
+  toSvg,
+  lifecycleStates,
+  readChart,
+  TransitionHistory,
+  MetricsCollector,
+  renderMetrics,
+  LIFECYCLE_STATES,
+  DEFAULT_WAIT_BUCKETS,
+  PrometheusWriter,
+  PROMETHEUS_CONTENT_TYPE,
+  engineEvents,
+  ENGINE_EVENT_TYPES,
+  createLocalInspector,
+  serializeInspectionEvent,
+  actorIdOf,
+} from './admin/index.js';
+export type {
+  AdminEngine,
+  AdminHandler,
+  AdminHandlerOptions,
+  NameView,
+  AdminServer,
+  ServeAdminOptions,
+  SvgOptions,
+  Chart,
+  ChartState,
+  ChartTransition,
+  TransitionRecord,
+  TransitionHistoryOptions,
+  HandshakeAnswerKind,
+  MetricsCollectorOptions,
+  EngineEventsOptions,
+  EngineEventIterator,
+  LocalInspector,
+  LocalInspectorOptions,
+  InspectionRecord,
+} from './admin/index.js';

@@ -1,0 +1,301 @@
+/**
+ * The admin HTTP handler: status page, live updates (SSE), JSON status,
+ * Prometheus metrics, the statechart, and the renew/retry action. Mount it on
+ * any `http` server (`http.createServer(handler)`), or use `serveAdmin`.
+ *
+ * Routes (below `basePath`):
+ *   GET  /                  the status page
+ *   GET  /status.json       every name's status and recent transitions
+ *   GET  /events            Server-Sent Events: `snapshot` on connect, then `update`
+ *   GET  /metrics           Prometheus text format
+ *   GET  /diagram.svg       the statechart (`?state=valid` highlights one)
+ *   GET  /diagram.mmd       the statechart as Mermaid
+ *   POST /names/:name/renew start one attempt now (`?wait=1`: answer with its outcome)
+ */
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AnyStateMachine } from 'xstate';
+import type { CertEngineEventOf, CertEngineEventType } from '../engine/events.js';
+import { ConfigError } from '../errors.js';
+import { certificateMachine } from '../machines/certificate.js';
+import { normalizeName } from '../names.js';
+import type { CertificateMeta, NameStatus } from '../types.js';
+import { checkAccess, checkAction } from './access.js';
+import { readChart } from './chart.js';
+import { toMermaid, toSvg } from './diagram.js';
+import { briefError, TransitionHistory, type TransitionRecord } from './history.js';
+import { MetricsCollector, renderMetrics } from './metrics.js';
+import { renderPage } from './page.js';
+import { PROMETHEUS_CONTENT_TYPE } from './prometheus.js';
+
+/** What the admin handler needs from an engine (`CertEngine` has all of it). */
+export interface AdminEngine {
+  status(): NameStatus[];
+  on<T extends CertEngineEventType>(type: T, listener: (event: CertEngineEventOf<T>) => void): () => void;
+  forceRenew(name: string): Promise<CertificateMeta>;
+  readonly clock: { now(): number };
+}
+
+/** Options of {@link createAdminHandler}. */
+export interface AdminHandlerOptions {
+  /** Require this bearer token (header `Authorization: Bearer …` or `?token=`) on every request. */
+  token?: string;
+  /** Path prefix the handler is mounted under, e.g. `/admin` (default: the root). */
+  basePath?: string;
+  /** Without a token, extra `Host` names accepted besides loopback ones. */
+  allowedHosts?: string[];
+  /** Transitions kept per name (default 20). */
+  historySize?: number;
+  /** Share a metrics collector, attached to the engine by its owner; default: a new one, attached here. */
+  metrics?: MetricsCollector;
+  /** The engine's issuer ids, for labelling failed attempts (see `MetricsCollectorOptions`). */
+  issuerIds?: string[];
+  /** Count handshakes for `/metrics` (default true; see `MetricsCollectorOptions.handshakes`). */
+  handshakeMetrics?: boolean;
+  /** Page title (default `certstate`). */
+  title?: string;
+  /** SSE: coalesce updates for this long, ms (default 100); bounds `status()` calls to one per window. */
+  updateIntervalMs?: number;
+  /** SSE: comment line interval that keeps proxies from closing idle streams, ms (default 20,000). */
+  heartbeatMs?: number;
+  /** SSE: most concurrent streams (default 100). */
+  maxStreams?: number;
+  /** The chart to draw (default `certificateMachine`). */
+  machine?: AnyStateMachine;
+}
+
+/** A request handler with its resources. Call `close()` when done: it ends live streams and unsubscribes. */
+export interface AdminHandler {
+  (req: IncomingMessage, res: ServerResponse): void;
+  /** The transition history it keeps. */
+  readonly history: TransitionHistory;
+  /** The metrics collector it exposes. */
+  readonly metrics: MetricsCollector;
+  /** End every SSE stream, stop timers and unsubscribe from the engine. Idempotent. */
+  close(): void;
+}
+
+/** One name as the page and `status.json` show it. */
+export interface NameView extends NameStatus {
+  history: TransitionRecord[];
+}
+
+const SECURITY_HEADERS = {
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'cache-control': 'no-store',
+  'x-frame-options': 'DENY',
+} as const;
+
+/**
+ * Create the admin handler. Create it before `engine.start()` to record the
+ * start-up transitions in the history.
+ *
+ * @example http.createServer(createAdminHandler(engine, { token })).listen(9090, '127.0.0.1')
+ */
+export function createAdminHandler(engine: AdminEngine, options: AdminHandlerOptions = {}): AdminHandler {
+  const base = normalizeBase(options.basePath);
+  const machine = options.machine ?? certificateMachine;
+  const history = new TransitionHistory({ perName: options.historySize ?? 20 });
+  const metrics = options.metrics ?? new MetricsCollector({ issuerIds: options.issuerIds, handshakes: options.handshakeMetrics ?? true });
+  const updateIntervalMs = options.updateIntervalMs ?? 100;
+  const heartbeatMs = options.heartbeatMs ?? 20_000;
+  const maxStreams = options.maxStreams ?? 100;
+  const chart = readChart(machine);
+  const parents = Object.fromEntries(
+    chart.states.filter((s) => s.parent !== '').map((s) => [s.key, chart.states.find((p) => p.id === s.parent)!.key]),
+  );
+  const paths = { events: `${base}/events`, status: `${base}/status.json`, renew: `${base}/names/{name}/renew`, metrics: `${base}/metrics` };
+
+  const streams = new Set<ServerResponse>();
+  const changed = new Set<string>();
+  let flushTimer: NodeJS.Timeout | undefined;
+  let heartbeat: NodeJS.Timeout | undefined;
+  let closed = false;
+
+  const views = (status: NameStatus[]): NameView[] => status.map((s) => ({ ...s, history: history.of(s.name) }));
+  const snapshot = () => ({ now: engine.clock.now(), names: views(engine.status()) });
+
+  // Order matters: the history records a transition before the SSE batch that reports it.
+  const offs = [history.attach(engine), ...(options.metrics ? [] : [metrics.attach(engine)])];
+  for (const type of ['state_changed', 'cert_obtaining', 'cert_obtained', 'cert_renewed', 'cert_failed', 'cert_expired'] as const) {
+    offs.push(engine.on(type, (e: { name: string }) => markChanged(e.name)));
+  }
+
+  function markChanged(name: string): void {
+    if (streams.size === 0) return;
+    changed.add(name);
+    // One status() per window, however many transitions: status() is O(names).
+    flushTimer ??= setTimeout(flush, updateIntervalMs).unref();
+  }
+
+  function flush(): void {
+    flushTimer = undefined;
+    if (changed.size === 0 || streams.size === 0) return changed.clear();
+    const byName = new Map(engine.status().map((s) => [s.name, s]));
+    const names: NameView[] = [];
+    const removed: string[] = [];
+    for (const name of changed) {
+      const s = byName.get(name);
+      if (s) names.push({ ...s, history: history.of(name) });
+      else removed.push(name);
+    }
+    changed.clear();
+    broadcast('update', { now: engine.clock.now(), names, removed });
+  }
+
+  function broadcast(event: string, data: unknown): void {
+    const frame = sseFrame(event, data);
+    for (const res of streams) res.write(frame);
+  }
+
+  function openStream(req: IncomingMessage, res: ServerResponse): void {
+    if (streams.size >= maxStreams) return sendJson(res, 503, { error: 'too many live streams' });
+    res.writeHead(200, { ...SECURITY_HEADERS, 'content-type': 'text/event-stream; charset=utf-8', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    res.write(`retry: 2000\n${sseFrame('snapshot', snapshot())}`);
+    streams.add(res);
+    heartbeat ??= setInterval(() => {
+      for (const s of streams) s.write(': keep-alive\n\n');
+    }, heartbeatMs).unref();
+    const done = () => {
+      streams.delete(res);
+      if (streams.size === 0 && heartbeat) {
+        clearInterval(heartbeat);
+        heartbeat = undefined;
+      }
+    };
+    req.on('close', done);
+    res.on('close', done);
+  }
+
+  async function renew(res: ServerResponse, rawName: string, wait: boolean): Promise<void> {
+    let name: string;
+    try {
+      name = normalizeName(decodeURIComponent(rawName), { allowWildcard: true, allowIp: true });
+    } catch {
+      return sendJson(res, 400, { error: 'invalid name' });
+    }
+    const current = engine.status().find((s) => s.name === name);
+    if (!current) return sendJson(res, 404, { error: 'unknown name', name });
+    const outcome = engine.forceRenew(name);
+    if (!wait) {
+      // The outcome arrives over SSE; never leave the rejection unhandled.
+      outcome.catch(() => undefined);
+      return sendJson(res, 202, { accepted: true, name, state: current.state });
+    }
+    try {
+      const certificate = await outcome;
+      sendJson(res, 200, { ok: true, name, certificate });
+    } catch (error) {
+      const info = error instanceof Error ? { type: error.name, message: error.message, detail: (error as { detail?: string }).detail } : { type: 'Error', message: String(error) };
+      sendJson(res, 502, { ok: false, name, error: briefError({ ...info, at: engine.clock.now() }) });
+    }
+  }
+
+  const handler = ((req: IncomingMessage, res: ServerResponse) => {
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://admin.invalid');
+    } catch {
+      return sendJson(res, 400, { error: 'bad request' });
+    }
+    if (closed) return sendJson(res, 503, { error: 'admin handler closed' });
+    const refused = checkAccess(req, url, options);
+    if (refused) {
+      const headers: Record<string, string> = refused.status === 401 ? { 'www-authenticate': 'Bearer realm="certstate"' } : {};
+      return sendJson(res, refused.status, { error: refused.reason }, headers);
+    }
+    if (base !== '' && url.pathname === base) return redirect(res, `${base}/`);
+    const path = url.pathname.startsWith(`${base}/`) ? url.pathname.slice(base.length) : undefined;
+    if (path === undefined) return sendJson(res, 404, { error: 'not found' });
+    const method = req.method ?? 'GET';
+
+    const renewMatch = /^\/names\/([^/]+)\/renew$/.exec(path);
+    if (renewMatch) {
+      if (method !== 'POST') return sendJson(res, 405, { error: 'use POST' }, { allow: 'POST' });
+      const refusedAction = checkAction(req);
+      if (refusedAction) return sendJson(res, refusedAction.status, { error: refusedAction.reason });
+      req.resume(); // no body expected; drain whatever came
+      renew(res, renewMatch[1]!, url.searchParams.get('wait') === '1').catch((error: unknown) => {
+        if (!res.headersSent) sendJson(res, 500, { error: error instanceof Error ? error.message : 'error' });
+      });
+      return;
+    }
+    if (method !== 'GET' && method !== 'HEAD') return sendJson(res, 405, { error: 'method not allowed' }, { allow: 'GET, HEAD' });
+
+    switch (path) {
+      case '/': {
+        const nonce = randomBytes(16).toString('base64');
+        const html = renderPage({
+          config: { paths, parents, title: options.title ?? 'certstate' },
+          initial: snapshot(),
+          svg: toSvg(machine, { styleNonce: nonce }),
+          nonce,
+        });
+        return send(res, 200, 'text/html; charset=utf-8', html, {
+          'content-security-policy': `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+        });
+      }
+      case '/status.json':
+        return sendJson(res, 200, snapshot());
+      case '/events':
+        return openStream(req, res);
+      case '/metrics':
+        return send(res, 200, PROMETHEUS_CONTENT_TYPE, renderMetrics(engine.status(), engine.clock.now(), metrics));
+      case '/diagram.svg': {
+        const state = url.searchParams.get('state') ?? undefined;
+        return send(res, 200, 'image/svg+xml; charset=utf-8', toSvg(machine, state ? { highlight: state } : {}), {
+          'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'",
+        });
+      }
+      case '/diagram.mmd':
+        return send(res, 200, 'text/plain; charset=utf-8', toMermaid(machine));
+      default:
+        return sendJson(res, 404, { error: 'not found' });
+    }
+  }) as AdminHandler;
+
+  Object.defineProperties(handler, {
+    history: { value: history, enumerable: true },
+    metrics: { value: metrics, enumerable: true },
+    close: {
+      value: () => {
+        if (closed) return;
+        closed = true;
+        offs.forEach((off) => off());
+        if (flushTimer) clearTimeout(flushTimer);
+        if (heartbeat) clearInterval(heartbeat);
+        flushTimer = heartbeat = undefined;
+        for (const res of streams) res.end();
+        streams.clear();
+      },
+    },
+  });
+  return handler;
+}
+
+/** One SSE frame. JSON never contains a raw line break, so one `data:` line suffices. */
+function sseFrame(event: string, data: unknown): string {
+  return `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+}
+
+function normalizeBase(basePath: string | undefined): string {
+  if (!basePath || basePath === '/') return '';
+  const trimmed = `/${basePath.replace(/^\/+|\/+$/g, '')}`;
+  if (!/^(\/[A-Za-z0-9._~-]+)+$/.test(trimmed)) throw new ConfigError(`basePath ${JSON.stringify(basePath)} must be a plain URL path`);
+  return trimmed;
+}
+
+function send(res: ServerResponse, status: number, type: string, body: string, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { ...SECURITY_HEADERS, 'content-type': type, 'content-length': Buffer.byteLength(body), ...headers });
+  res.end(res.req?.method === 'HEAD' ? undefined : body);
+}
+
+function sendJson(res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {
+  send(res, status, 'application/json; charset=utf-8', JSON.stringify(value), headers);
+}
+
+function redirect(res: ServerResponse, location: string): void {
+  res.writeHead(308, { ...SECURITY_HEADERS, location });
+  res.end();
+}

@@ -1,0 +1,96 @@
+/**
+ * `certstate serve`: run an engine with the admin page (and optionally an
+ * HTTPS server answering with its certificates) until SIGINT/SIGTERM.
+ */
+import { randomBytes } from 'node:crypto';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { serveAdmin } from '../../admin/serve.js';
+import { createCertEngine } from '../../engine/engine.js';
+import { ConfigError } from '../../errors.js';
+import { keys } from '../../storage-keys.js';
+import type { Storage } from '../../types.js';
+import { parse, parseHostPort } from '../args.js';
+import { DEMO_NAMES, demoIssuer } from '../demo.js';
+import { CliError, ExitCode, usageError } from '../exit-codes.js';
+import type { CliIo } from '../io.js';
+import { ISSUER_OPTIONS, ISSUER_USAGE, issuerFromFlags, startChallengeServer, type IssuerFlags } from '../issuer-flags.js';
+import { nameArg } from '../names-arg.js';
+import { progressLogger, progressPrinter } from '../progress.js';
+import { storedNames } from '../stored-status.js';
+import { STORAGE_OPTION, STORAGE_USAGE, withStorage } from './shared.js';
+
+export const USAGE = `Usage: certstate serve [--admin HOST:PORT] [--name NAME]... [--https HOST:PORT] [--demo] [issuer options] [--storage SPEC]
+
+Runs an engine and its admin status page until interrupted (SIGINT/SIGTERM).
+
+  --admin HOST:PORT       admin page address (default 127.0.0.1:9090; port 0 picks a free one).
+                          Beyond loopback it needs a token.
+  --token-env VAR         read the admin token from environment variable VAR
+                          (default CERTSTATE_ADMIN_TOKEN); "--token-env -" generates one
+  --name NAME             a name to manage (repeatable; default: every name in the storage)
+  --https HOST:PORT       also serve HTTPS there with the engine's certificates
+  --demo                  demo names and a local CA issuing 3-minute certificates, one name
+                          failing on purpose; in-memory storage unless --storage is given
+${STORAGE_USAGE}
+
+${ISSUER_USAGE}`;
+
+export async function run(argv: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(
+    argv,
+    { ...STORAGE_OPTION, ...ISSUER_OPTIONS, admin: { type: 'string' }, 'token-env': { type: 'string' }, name: { type: 'string', multiple: true }, https: { type: 'string' }, demo: { type: 'boolean' } },
+    USAGE,
+  );
+  if (positionals.length) throw usageError(`serve takes no arguments (use --name)\n${USAGE}`);
+  const admin = parseHostPort(values.admin ?? '127.0.0.1:9090', '--admin');
+  const tlsAt = values.https ? parseHostPort(values.https, '--https') : undefined;
+  const tokenVar = values['token-env'] ?? 'CERTSTATE_ADMIN_TOKEN';
+  const token = tokenVar === '-' ? randomBytes(24).toString('base64url') : io.env[tokenVar] || undefined;
+  const spec = values.storage ?? (values.demo ? 'memory:' : undefined);
+
+  return withStorage(io, spec, async (storage) => {
+    const names = values.demo ? [...DEMO_NAMES, ...(values.name ?? []).map(nameArg)] : await managedNames(values.name, storage);
+    const issuer = values.demo ? demoIssuer() : await issuerFromFlags(values as IssuerFlags, io.cwd);
+    const report = progressPrinter(io.stderr);
+    const engine = createCertEngine({ storage, issuers: [issuer], names, logger: progressLogger(report, 'engine') });
+    const challenges = await startChallengeServer(values as IssuerFlags, storage);
+    let adminServer: Awaited<ReturnType<typeof serveAdmin>> | undefined;
+    let tlsServer: https.Server | undefined;
+    try {
+      try {
+        // Before start(): the page's history then shows the start-up transitions.
+        adminServer = await serveAdmin(engine, { host: admin.host, port: admin.port, ...(token ? { token } : {}), issuerIds: [issuer.id], title: values.demo ? 'certstate demo' : 'certstate' });
+      } catch (error) {
+        if (error instanceof ConfigError) throw usageError(`${error.message} (set $${tokenVar})`);
+        throw new CliError(ExitCode.FAILURE, `cannot serve the admin page on ${values.admin ?? '127.0.0.1:9090'}: ${(error as Error).message}`);
+      }
+      const off = engine.on('state_changed', (e) => report(e.name, `${e.from ?? 'start'} → ${e.to}`));
+      await engine.start();
+      io.stdout.write(`admin: ${adminServer.url}${token ? `?token=${tokenVar === '-' ? encodeURIComponent(token) : `<$${tokenVar}>`}` : ''}\n`);
+      if (tlsAt) {
+        tlsServer = https.createServer({ ...engine.tlsOptions() }, (_req, res) => res.end('hello from certstate\n'));
+        tlsServer.on('tlsClientError', () => {}); // refused handshakes are logged by the engine
+        await new Promise<void>((resolve, reject) => tlsServer!.once('error', reject).listen(tlsAt.port, tlsAt.host, () => resolve()));
+        io.stdout.write(`https: https://${tlsAt.host}:${(tlsServer.address() as AddressInfo).port}/\n`);
+      }
+      const signal = await io.stopRequested();
+      io.stderr.write(`${signal}: stopping\n`);
+      off();
+      return ExitCode.OK;
+    } finally {
+      await adminServer?.close();
+      if (tlsServer) await new Promise<void>((resolve) => (tlsServer!.close(() => resolve()), tlsServer!.closeAllConnections()));
+      await engine.stop();
+      await challenges.close();
+    }
+  });
+}
+
+/** `--name` flags, else every name with a certificate in the storage. */
+async function managedNames(flags: string[] | undefined, storage: Storage): Promise<string[]> {
+  if (flags?.length) return [...new Set(flags.map(nameArg))];
+  const stored = await storedNames(storage, keys.certificatesPrefix);
+  if (stored.length === 0) throw usageError(`no names to serve: ${storage.description} holds no certificates; pass --name NAME (or --demo)`);
+  return stored;
+}
