@@ -7,7 +7,7 @@
 export { createCertEngine, CertEngine, stateOf } from './engine/engine.js';
 export type { CertEngineOptions, ServedCertificate, HandshakeInfo } from './engine/engine.js';
 export type { OnDemandOptions, DecisionInfo, OnDemandStats } from './engine/on-demand.js';
-export type { CertEngineEvent, CertEngineEventOf, CertEngineEventType, StateChangedEvent } from './engine/events.js';
+export type { CertEngineEvent, CertEngineEventOf, CertEngineEventType, StateChangedEvent, HandshakeEvent, IssuerAttemptEvent } from './engine/events.js';
 
 export { certificateMachine, createCertificateMachine } from './machines/certificate.js';
 export type {

@@ -118,3 +118,25 @@ describe('operating', () => {
     await engine.stop();
   });
 });
+
+describe('issuer fallback', () => {
+  it('tries issuers in order within one attempt and reports each one; all failing keeps every error', async () => {
+    const broken = scriptedIssuer({ id: 'broken-ca', mode: { kind: 'fail', message: 'first CA down', retryAfter: Date.now() + 60_000 } });
+    const working = scriptedIssuer({ id: 'backup-ca', mode: { kind: 'succeed' } });
+    const engine = createCertEngine({ storage: await testStorage(), issuers: [broken, working], names: ['fb.localhost'] });
+    const reports: Array<{ issuer: string; result: string; errorType?: string }> = [];
+    engine.on('issuer_attempt', (e) => reports.push({ issuer: e.issuer, result: e.result, ...(e.errorType ? { errorType: e.errorType } : {}) }));
+    await engine.start();
+    const served = await engine.getCertificate('fb.localhost');
+    assert.equal(served.meta.issuerId, 'backup-ca');
+    assert.deepEqual(reports, [{ issuer: 'broken-ca', result: 'failure', errorType: 'IssuanceError' }, { issuer: 'backup-ca', result: 'success' }]);
+    assert.deepEqual(engine.issuerIds, ['broken-ca', 'backup-ca']);
+    assert.equal(engine.statusOf('FB.localhost')?.certificate?.issuerId, 'backup-ca');
+    assert.equal(engine.statusOf('unknown.localhost'), undefined);
+
+    working.mode = { kind: 'fail', message: 'second CA down too' };
+    await assert.rejects(engine.forceRenew('fb.localhost'), (e: unknown) => e instanceof CertificateUnavailableError && /first CA down/.test(e.message) && /second CA down too/.test(e.message));
+    assert.equal(engine.statusOf('fb.localhost')?.lastError?.type, 'AllIssuersFailedError');
+    await engine.stop();
+  });
+});

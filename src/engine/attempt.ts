@@ -28,6 +28,8 @@ export interface AttemptDeps {
   policy: TimingPolicy;
   /** Lease of the per-name issuance lock; renewed at a third of it while the attempt runs. */
   lockTtlMs: number;
+  /** Told each issuer's outcome within the attempt (for events and metrics). */
+  onIssuerResult?: (result: { name: string; issuer: string; ok: boolean; error?: unknown; durationMs: number }) => void;
   /** Called before issuing (not before adopting): may throw to refuse (on-demand permission and rate limit). */
   beforeIssue?: (input: AttemptInput) => void | Promise<void>;
 }
@@ -97,6 +99,9 @@ async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, signal:
   for (const issuer of deps.issuers) {
     signal.throwIfAborted();
     const logger = deps.logger.child({ name: input.name, issuer: issuer.id });
+    const startedAt = deps.clock.now();
+    const report = (ok: boolean, error?: unknown) =>
+      deps.onIssuerResult?.({ name: input.name, issuer: issuer.id, ok, error, durationMs: deps.clock.now() - startedAt });
     try {
       const request = { names: [input.name], ...(input.current?.ariCertId ? { replaces: input.current.ariCertId } : {}) };
       const bundle = await issuer.issue(request, { signal, logger, storage: deps.storage, now: () => deps.clock.now() });
@@ -104,9 +109,11 @@ async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, signal:
       if (!certificateCoversName(meta, input.name)) {
         throw new InvalidCertificateError(`issuer ${issuer.id} returned a certificate that does not cover ${input.name}`);
       }
+      report(true);
       return { bundle, meta };
     } catch (error) {
       if (signal.aborted) throw signal.reason ?? error;
+      report(false, error);
       logger.warn({ err: safeError(error) }, 'issuer failed');
       errors.push(error);
     }

@@ -35,6 +35,7 @@ import { InvalidNameError, RejectionLog, normalizeName } from '../names.js';
 import { DEFAULT_DATA_DIR, fileStorage } from '../adapters/storage/file.js';
 import { createHttpChallengeHandler, type HttpChallengeHandler, type HttpFallback } from '../adapters/challenges/http-01.js';
 import { createTlsAlpnResponder, type ALPNCallback } from '../adapters/challenges/tls-alpn-01.js';
+import { createAdminHandler, type AdminHandler, type AdminHandlerOptions } from '../admin/handler.js';
 import { createOnDemandGate, OnDemandRefusedError, type OnDemandGate, type OnDemandOptions } from './on-demand.js';
 import { keys, nameFromCertificateKey } from '../storage-keys.js';
 import { isWatchable, type StorageChange } from '../adapters/storage/notify.js';
@@ -369,6 +370,32 @@ export class CertEngine {
     return out;
   }
 
+  /** Status of one name (O(1)), or undefined when the engine does not hold it. */
+  statusOf(servername: string): NameStatus | undefined {
+    let name: string;
+    try {
+      name = normalizeName(servername, { allowWildcard: true, allowIp: true });
+    } catch {
+      return undefined;
+    }
+    const domain = this.#domains.get(name);
+    return domain && this.#statusOf(domain, this.#clock.now());
+  }
+
+  /** Ids of the configured issuers, in the order they are tried. */
+  get issuerIds(): string[] {
+    return this.#issuers.map((i) => i.id);
+  }
+
+  /**
+   * The admin handler (status page, SSE, `/metrics`, actions) for any `http`
+   * server. Create it before `start()` to see the start-up transitions.
+   * See `createAdminHandler` for options (token, basePath, …).
+   */
+  adminHandler(options: AdminHandlerOptions = {}): AdminHandler {
+    return createAdminHandler(this, { issuerIds: this.issuerIds, ...options });
+  }
+
   /**
    * Start one attempt now, backoff or not (an attempt already in flight is
    * joined, not duplicated). Resolves with the certificate, or rejects with
@@ -467,7 +494,7 @@ export class CertEngine {
     domain.state = state;
     const ctx = domain.actor.getSnapshot().context;
     this.#logger.info(
-      { name: domain.name, state, from, attempt: ctx.attemptSeq, ...(state === 'failed-backoff' && ctx.lastError ? { error: { type: ctx.lastError.type, message: ctx.lastError.message } } : {}) },
+      { name: domain.name, state, from, attempt: ctx.attemptSeq, ...(ctx.certificate ? { issuer: ctx.certificate.issuerId } : {}), ...(state === 'failed-backoff' && ctx.lastError ? { error: { type: ctx.lastError.type, message: ctx.lastError.message } } : {}) },
       'certificate state',
     );
     this.#publish({ type: 'state_changed', name: domain.name, from, to: state, at: this.#clock.now() });
@@ -553,6 +580,15 @@ export class CertEngine {
                 policy: this.#policy,
                 lockTtlMs: this.#options.lockTtlMs ?? 60_000,
                 beforeIssue: (attempt) => this.#beforeOnDemandIssue(attempt),
+                onIssuerResult: (r) =>
+                  this.#publish({
+                    type: 'issuer_attempt',
+                    name: r.name,
+                    issuer: r.issuer,
+                    result: r.ok ? 'success' : 'failure',
+                    durationMs: r.durationMs,
+                    ...(r.ok ? {} : { errorType: r.error instanceof Error ? r.error.name : 'Error' }),
+                  }),
               },
               input,
               signal,

@@ -29,8 +29,21 @@ export interface HandshakeEvent {
   errorType?: string;
 }
 
+/** One issuer's part of an attempt (an attempt tries issuers in order). */
+export interface IssuerAttemptEvent {
+  type: 'issuer_attempt';
+  name: string;
+  /** The issuer's `id`. */
+  issuer: string;
+  result: 'success' | 'failure';
+  /** Error class name on failure. */
+  errorType?: string;
+  /** Engine clock time the issuer took, ms. */
+  durationMs: number;
+}
+
 /** Every event the engine publishes, by type. */
-export type CertEngineEvent = CertificateEmitted | StateChangedEvent | HandshakeEvent;
+export type CertEngineEvent = CertificateEmitted | StateChangedEvent | HandshakeEvent | IssuerAttemptEvent;
 
 /** Event type names. */
 export type CertEngineEventType = CertEngineEvent['type'];
