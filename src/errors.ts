@@ -75,10 +75,20 @@ export class IssuanceError extends CertstateError {
 /** Every issuer of an attempt failed; `errors` holds each one's error in order. */
 export class AllIssuersFailedError extends IssuanceError {
   readonly errors: readonly unknown[];
-  constructor(errors: readonly unknown[], retryAfter?: number) {
+  /** Per issuer id: the CA's Retry-After still in force (epoch ms). Later attempts skip that issuer until then. */
+  readonly issuerRetryAfter: Readonly<Record<string, number>>;
+  constructor(errors: readonly unknown[], retryAfter?: number, issuerRetryAfter: Record<string, number> = {}) {
     const parts = errors.map((e) => (e instanceof Error ? `${e.name}: ${e.message}` : String(e)));
     super(`all issuers failed: ${parts.join('; ')}`, { code: 'ERR_ALL_ISSUERS_FAILED', retryAfter });
     this.errors = errors;
+    this.issuerRetryAfter = { ...issuerRetryAfter };
+  }
+}
+
+/** An issuer was not asked in this attempt: its CA's Retry-After has not passed yet (another issuer was tried). */
+export class IssuerOnHoldError extends IssuanceError {
+  constructor(issuerId: string, until: number) {
+    super(`issuer ${issuerId} not asked: its CA asked us to wait until ${new Date(until).toISOString()}`, { code: 'ERR_ISSUER_ON_HOLD', retryAfter: until });
   }
 }
 
@@ -138,9 +148,18 @@ export function toErrorInfo(error: unknown, at: number): ErrorInfo {
     if (typeof e.detail === 'string') info.detail = e.detail;
     const retryAfter = retryAfterToEpoch(e.retryAfter, at);
     if (retryAfter !== undefined) info.retryAfter = retryAfter;
+    const holds = (e as { issuerRetryAfter?: unknown }).issuerRetryAfter;
+    if (isRetryAfterRecord(holds) && Object.keys(holds).length > 0) info.issuerRetryAfter = { ...holds };
     return info;
   }
   return { type: 'Error', message: String(error), at };
+}
+
+/** A `Record<issuerId, epoch ms>` (as stored in a failure record). */
+export function isRetryAfterRecord(value: unknown): value is Record<string, number> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const entries = Object.entries(value);
+  return entries.length <= 100 && entries.every(([k, v]) => k.length < 2000 && typeof v === 'number' && Number.isFinite(v) && v >= 0);
 }
 
 /**

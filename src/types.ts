@@ -204,6 +204,11 @@ export interface ErrorInfo {
   detail?: string;
   /** The earliest time the CA allows another attempt, ms since epoch. */
   retryAfter?: number;
+  /**
+   * With several issuers: per issuer id, the CA's Retry-After still in force
+   * (ms since epoch). Later attempts skip that issuer until then and try the others.
+   */
+  issuerRetryAfter?: Record<string, number>;
   /** When the error happened, ms since epoch. */
   at: number;
 }

@@ -10,7 +10,7 @@
  * material cache) or throws the attempt's error.
  */
 import { certificateCoversName, parseCertificateBundle } from '../certs.js';
-import { AllIssuersFailedError, CertstateError, FencingError, InvalidCertificateError } from '../errors.js';
+import { AllIssuersFailedError, CertstateError, FencingError, InvalidCertificateError, IssuerOnHoldError } from '../errors.js';
 import type { AttemptInput, AttemptOutput } from '../machines/certificate.js';
 import { renewalTime, type TimingPolicy } from '../machines/policy.js';
 import { keys } from '../storage-keys.js';
@@ -93,12 +93,32 @@ async function freshStoredCertificate(deps: AttemptDeps, input: AttemptInput): P
   return meta;
 }
 
-/** Try every issuer in order within this one attempt; keep every issuer's error. */
+/**
+ * Try every issuer in order within this one attempt; keep every issuer's error.
+ * An issuer whose CA's Retry-After (from an earlier attempt) has not passed is
+ * skipped while another issuer may still be asked: our backoff may be shorter
+ * than one CA's Retry-After, never a reason to ask that CA early.
+ */
 async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, signal: AbortSignal) {
+  const now = deps.clock.now();
+  const held = input.issuerRetryAfter ?? {};
+  const onHold = (issuer: Issuer) => (held[issuer.id] ?? 0) > now;
+  // All on hold only happens on an operator's FORCE_RENEW: then ask, as told.
+  const skipHeld = deps.issuers.some((issuer) => !onHold(issuer));
   const errors: unknown[] = [];
+  /** Per issuer: no order before this time (its CA's Retry-After). */
+  const floors: Record<string, number> = {};
   for (const issuer of deps.issuers) {
     signal.throwIfAborted();
     const logger = deps.logger.child({ name: input.name, issuer: issuer.id });
+    if (skipHeld && onHold(issuer)) {
+      const hold = new IssuerOnHoldError(issuer.id, held[issuer.id]!);
+      logger.debug({ until: held[issuer.id] }, 'issuer skipped: its CA asked us to wait (Retry-After)');
+      deps.onIssuerResult?.({ name: input.name, issuer: issuer.id, ok: false, error: hold, durationMs: 0 });
+      errors.push(hold);
+      floors[issuer.id] = held[issuer.id]!;
+      continue;
+    }
     const startedAt = deps.clock.now();
     const report = (ok: boolean, error?: unknown) =>
       deps.onIssuerResult?.({ name: input.name, issuer: issuer.id, ok, error, durationMs: deps.clock.now() - startedAt });
@@ -116,12 +136,15 @@ async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, signal:
       report(false, error);
       logger.warn({ err: safeError(error) }, 'issuer failed');
       errors.push(error);
+      const retryAfter = error instanceof CertstateError ? error.retryAfter : undefined;
+      if (retryAfter !== undefined && retryAfter > now) floors[issuer.id] = retryAfter;
     }
   }
   if (errors.length === 1) throw errors[0];
-  const retryAfters = errors.map((e) => (e instanceof CertstateError ? e.retryAfter : undefined)).filter((t): t is number => t !== undefined);
-  // All issuers failed: the backoff floor is the *earliest* time any of them would take us again.
-  throw new AllIssuersFailedError(errors, retryAfters.length === errors.length ? Math.min(...retryAfters) : undefined);
+  const times = Object.values(floors);
+  // All issuers failed: the backoff floor is the *earliest* time any of them would take us again;
+  // each one's own floor travels in the error (and the failure record) for the next attempt to skip it.
+  throw new AllIssuersFailedError(errors, times.length === deps.issuers.length ? Math.min(...times) : undefined, floors);
 }
 
 /** Renew the lock's lease every third of its TTL while the attempt runs. */

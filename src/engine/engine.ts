@@ -31,7 +31,7 @@ import {
   type LoadedState,
 } from '../machines/certificate.js';
 import { defaultTimingPolicy, type TimingPolicy } from '../machines/policy.js';
-import { InvalidNameError, RejectionLog, normalizeName } from '../names.js';
+import { InvalidNameError, RejectionLog, isIpLiteral, normalizeName } from '../names.js';
 import { DEFAULT_DATA_DIR, fileStorage } from '../adapters/storage/file.js';
 import { createHttpChallengeHandler, type HttpChallengeHandler, type HttpFallback } from '../adapters/challenges/http-01.js';
 import { createTlsAlpnResponder, type ALPNCallback } from '../adapters/challenges/tls-alpn-01.js';
@@ -272,7 +272,7 @@ export class CertEngine {
     }
     const startedAt = this.#clock.now();
     try {
-      const domain = this.#domains.get(name) ?? (await this.#admitOnDemand(name, servername, info));
+      const domain = this.#domains.get(name) ?? this.#managedWildcardFor(name) ?? (await this.#admitOnDemand(name, servername, info));
       const ready = this.#readyContext(domain);
       const answer = ready ? { ok: true as const, fingerprint: domain.ready!.fingerprint, expired: false } : await this.#handshake(domain);
       const served = this.#served(domain.name, answer);
@@ -294,6 +294,18 @@ export class CertEngine {
     const ready = domain?.ready;
     if (ready === undefined || this.#clock.now() >= ready.notAfter) return undefined;
     return this.#materials.secureContext(ready.fingerprint);
+  }
+
+  /**
+   * The managed wildcard covering `name`, if any: `*.example.com` covers
+   * `a.example.com` (exactly one label, RFC 6125 §6.4.3), never `example.com`
+   * or `a.b.example.com`. An exact managed or on-demand name wins over it.
+   */
+  #managedWildcardFor(name: string): Domain | undefined {
+    const dot = name.indexOf('.');
+    if (dot <= 0 || isIpLiteral(name)) return undefined;
+    const wildcard = this.#domains.get(`*${name.slice(dot)}`);
+    return wildcard?.managed ? wildcard : undefined;
   }
 
   /**
@@ -338,7 +350,7 @@ export class CertEngine {
     const alpn = createTlsAlpnResponder(this.#storage, { protocols: options.protocols, logger: this.#logger });
     const sni = (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => {
       // Hot path: a normalised name (the common SNI) is its own Map key; no promise, no allocation.
-      const ready = this.#stopped ? undefined : this.#readyContext(this.#domains.get(servername));
+      const ready = this.#stopped ? undefined : this.#readyContext(this.#domains.get(servername) ?? this.#managedWildcardFor(servername));
       if (ready) {
         if (this.#events.listenerCount('handshake') > 0) this.#publish({ type: 'handshake', name: servername, outcome: 'immediate', waitedMs: 0 });
         return cb(null, ready);

@@ -5,7 +5,7 @@
  * beside the wrong key.
  */
 import { parseCertificateBundle } from '../certs.js';
-import { CorruptStorageError } from '../errors.js';
+import { CorruptStorageError, isRetryAfterRecord } from '../errors.js';
 import type { FailureRecord } from '../machines/certificate.js';
 import type { CertificateBundle, CertificateMeta, ErrorInfo } from '../types.js';
 
@@ -72,7 +72,10 @@ export function parseFailure(key: string, raw: string): FailureRecord {
   if (!isRecord(value) || !isCount(value.attempts)) throw new CorruptStorageError(key, 'malformed failure record');
   const record: FailureRecord = { attempts: value.attempts };
   if (isTime(value.nextAttemptAt)) record.nextAttemptAt = value.nextAttemptAt;
-  if (isErrorInfo(value.lastError)) record.lastError = value.lastError;
+  if (isErrorInfo(value.lastError)) {
+    const { issuerRetryAfter, ...lastError } = value.lastError;
+    record.lastError = isRetryAfterRecord(issuerRetryAfter) ? { ...lastError, issuerRetryAfter } : lastError;
+  }
   return record;
 }
 

@@ -74,6 +74,8 @@ export interface AttemptInput {
   current?: CertificateMeta;
   /** Why this attempt runs. */
   reason: 'obtain' | 'renew' | 'expired';
+  /** Issuers whose CA's Retry-After (from the last failure) has not passed: issuer id → ms since epoch. */
+  issuerRetryAfter?: Record<string, number>;
 }
 
 /** Output of the `attempt` actor: the certificate now in storage (issued, or found fresh after locking). */
@@ -259,7 +261,12 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
         invoke: {
           id: 'attempt',
           src: 'attempt',
-          input: ({ context }) => ({ name: context.name, current: context.certificate, reason: attemptReason(context, usable(context)) }),
+          input: ({ context }) => ({
+            name: context.name,
+            current: context.certificate,
+            reason: attemptReason(context, usable(context)),
+            ...(context.lastError?.issuerRetryAfter ? { issuerRetryAfter: context.lastError.issuerRetryAfter } : {}),
+          }),
           onDone: { target: 'valid', actions: ['emitIssued', 'adoptIssued'] },
           onError: { target: 'failed-backoff', actions: ['recordFailure', 'emitFailed'] },
         },
