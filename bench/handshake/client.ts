@@ -1,0 +1,122 @@
+/**
+ * Worker thread: a TLS load client. Keeps `concurrency` full handshakes in
+ * flight against `port` for `seconds`, each a new connection with a random
+ * SNI from `names` and no session to resume, then reports and exits.
+ *
+ * Bounded: no new connection starts after the deadline, and each connection
+ * has its own timeout, so the worker always ends.
+ */
+import tls from 'node:tls';
+import { parentPort, workerData } from 'node:worker_threads';
+
+export interface ClientJob {
+  port: number;
+  names: string[];
+  seconds: number;
+  concurrency: number;
+  seed: number;
+  /** Offer ALPN like a browser would (`http/1.1`). */
+  alpn: boolean;
+  /**
+   * Instead of random names for `seconds`: one handshake for each of
+   * `names[i]` with `i % stride === offset`, then stop (a warm-up pass that
+   * touches every name once).
+   */
+  each?: { offset: number; stride: number };
+}
+
+export interface ClientReport {
+  handshakes: number;
+  errors: number;
+  firstError?: string;
+  /** From the first connection to the last completion (ms). */
+  activeMs: number;
+  /** Client-observed handshake latency (ms): median and 99th percentile. */
+  p50Ms: number;
+  p99Ms: number;
+}
+
+const job = workerData as ClientJob;
+const CONNECT_TIMEOUT_MS = 10_000;
+
+/** mulberry32: a seeded PRNG, so runs differ by seed but are reproducible. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const random = prng(job.seed);
+const latencies: number[] = [];
+let errors = 0;
+let firstError: string | undefined;
+const started = performance.now();
+const deadline = started + job.seconds * 1000;
+let lastDone = started;
+
+let cursor = job.each?.offset ?? 0;
+/** The next name to connect for, or undefined when an `each` pass is complete. */
+function nextName(): string | undefined {
+  if (!job.each) return job.names[Math.floor(random() * job.names.length)]!;
+  const name = job.names[cursor];
+  cursor += job.each.stride;
+  return name;
+}
+
+function once(servername: string): Promise<void> {
+  return new Promise((resolve) => {
+    const t0 = performance.now();
+    const socket = tls.connect({
+      host: '127.0.0.1',
+      port: job.port,
+      servername,
+      rejectUnauthorized: false, // the server's CPU is measured, not the client's chain check
+      ...(job.alpn ? { ALPNProtocols: ['http/1.1'] } : {}),
+    });
+    const finish = (error?: Error) => {
+      socket.removeAllListeners();
+      socket.setTimeout(0);
+      socket.on('error', () => {});
+      // end(), not destroy(): in TLS 1.3 our Finished may still sit in the write
+      // buffer when 'secureConnect' fires, and the server only counts (and pays
+      // for) a handshake once it has read it.
+      if (error) socket.destroy();
+      else socket.end();
+      lastDone = performance.now();
+      if (error) {
+        errors++;
+        firstError ??= error.message;
+      } else latencies.push(lastDone - t0);
+      resolve();
+    };
+    socket.setTimeout(CONNECT_TIMEOUT_MS, () => finish(new Error('timeout')));
+    socket.once('secureConnect', () => finish());
+    socket.once('error', finish);
+  });
+}
+
+async function lane(): Promise<void> {
+  while (performance.now() < deadline) {
+    const name = nextName();
+    if (name === undefined) return;
+    await once(name);
+  }
+}
+
+await Promise.all(Array.from({ length: job.concurrency }, lane));
+latencies.sort((a, b) => a - b);
+const at = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? NaN;
+const report: ClientReport = {
+  handshakes: latencies.length,
+  errors,
+  ...(firstError ? { firstError } : {}),
+  activeMs: lastDone - started,
+  p50Ms: at(0.5),
+  p99Ms: at(0.99),
+};
+parentPort!.postMessage(report);

@@ -1,0 +1,136 @@
+/**
+ * Child process: one TLS server in one of three modes, measuring its own CPU.
+ *
+ *   static     plain `tls.createServer` with one certificate (SNI ignored)
+ *   map        a bare `Map<name, SecureContext>` in `SNICallback`
+ *   certstate  `engine.tlsOptions()` of an engine managing every name
+ *
+ * Run in its own process so that `process.cpuUsage()` between `begin` and
+ * `end` is the server's work only (every thread of it: OpenSSL, GC), never
+ * the load client's.
+ */
+import { readFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
+import tls from 'node:tls';
+import { memoryStorage } from '../../src/adapters/storage/memory.js';
+import type { CertEngine } from '../../src/engine/engine.js';
+import type { Issuer } from '../../src/types.js';
+import { serveRpc } from '../lib/children.js';
+import { engineModule } from '../lib/engine-module.js';
+import { ensureDataset, seedStorage, type Dataset } from '../lib/dataset.js';
+import { memoryAfterGc } from '../lib/memory.js';
+
+export type Mode = 'static' | 'map' | 'certstate';
+
+export interface SetupReply {
+  port: number;
+  /** Time to load the names into this server (ms). */
+  loadMs: number;
+  /** Time of the first `getCertificate` of every name (builds each SecureContext), certstate only (ms). */
+  warmMs: number;
+  memory: ReturnType<typeof memoryAfterGc>;
+}
+
+export interface EndReply {
+  cpuUserUs: number;
+  cpuSystemUs: number;
+  handshakes: number;
+  clientErrors: number;
+  elapsedMs: number;
+  /** Time spent in garbage collection (pauses, main thread) during the run, ms, and how much of it was full (mark-compact) GC. */
+  gcMs: number;
+  majorGcMs: number;
+}
+
+const ALPN = ['http/1.1'];
+
+/** An issuer that must never be called here: every name has a valid certificate. */
+const refusingIssuer: Issuer = {
+  id: 'bench:none',
+  async issue() {
+    throw new Error('bench: no issuance expected in the handshake bench');
+  },
+};
+
+let server: tls.Server | undefined;
+let engine: CertEngine | undefined;
+let handshakes = 0;
+let clientErrors = 0;
+let cpuStart = process.cpuUsage();
+let gcMs = 0;
+let majorGcMs = 0;
+// A bigger heap (one actor per name) makes every full GC longer: count GC time so a difference can be explained.
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    gcMs += entry.duration;
+    if (((entry as PerformanceEntry & { detail?: { kind?: number } }).detail)?.kind === 4 /* NODE_PERFORMANCE_GC_MAJOR */) majorGcMs += entry.duration;
+  }
+}).observe({ entryTypes: ['gc'] });
+let timeStart = performance.now();
+
+async function unitOf(dataset: Dataset, name: string): Promise<{ certificatePem: string; privateKeyPem: string }> {
+  return JSON.parse(await readFile(dataset.unitPath(name), 'utf8')) as { certificatePem: string; privateKeyPem: string };
+}
+
+async function serverOptions(mode: Mode, dataset: Dataset): Promise<{ options: tls.TlsOptions; warmMs: number }> {
+  if (mode === 'static') {
+    const unit = await unitOf(dataset, dataset.names[0]!);
+    return { options: { cert: unit.certificatePem, key: unit.privateKeyPem, ALPNProtocols: ALPN }, warmMs: 0 };
+  }
+  if (mode === 'map') {
+    const contexts = new Map<string, tls.SecureContext>();
+    for (const name of dataset.names) {
+      const unit = await unitOf(dataset, name);
+      contexts.set(name, tls.createSecureContext({ cert: unit.certificatePem, key: unit.privateKeyPem }));
+    }
+    return { options: { SNICallback: (name, cb) => cb(null, contexts.get(name)), ALPNProtocols: ALPN }, warmMs: 0 };
+  }
+  const storage = memoryStorage();
+  await seedStorage(dataset, storage);
+  const { createCertEngine } = await engineModule();
+  engine = createCertEngine({ storage, issuers: [refusingIssuer], names: dataset.names });
+  await engine.start();
+  // Steady state is what the bar measures: build every SecureContext now (the
+  // engine builds one lazily at a name's first handshake) and time it apart.
+  const warmStart = performance.now();
+  for (const name of dataset.names) await engine.getCertificate(name);
+  const warmMs = performance.now() - warmStart;
+  // tlsOptions() may or may not bring its own ALPNCallback (TLS-ALPN-01); Node refuses both it and ALPNProtocols.
+  const options = engine.tlsOptions() as tls.TlsOptions & { ALPNCallback?: unknown };
+  return { options: options.ALPNCallback ? options : { ...options, ALPNProtocols: ALPN }, warmMs };
+}
+
+serveRpc({
+  async setup({ mode, names }: { mode: Mode; names: number }): Promise<SetupReply> {
+    const dataset = await ensureDataset(names);
+    const loadStart = performance.now();
+    const { options, warmMs } = await serverOptions(mode, dataset);
+    const loadMs = performance.now() - loadStart - warmMs;
+    server = tls.createServer(options);
+    server.on('secureConnection', (socket) => {
+      handshakes++;
+      socket.on('error', () => {}); // clients hang up right after the handshake
+      socket.destroy();
+    });
+    server.on('tlsClientError', () => clientErrors++);
+    await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', 1024, resolve));
+    return { port: (server.address() as AddressInfo).port, loadMs, warmMs, memory: memoryAfterGc() };
+  },
+  begin(): void {
+    handshakes = 0;
+    clientErrors = 0;
+    gcMs = 0;
+    majorGcMs = 0;
+    timeStart = performance.now();
+    cpuStart = process.cpuUsage();
+  },
+  end(): EndReply {
+    const cpu = process.cpuUsage(cpuStart);
+    return { cpuUserUs: cpu.user, cpuSystemUs: cpu.system, handshakes, clientErrors, elapsedMs: performance.now() - timeStart, gcMs, majorGcMs };
+  },
+  async stop(): Promise<void> {
+    await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+    await engine?.stop();
+  },
+});

@@ -1,0 +1,25 @@
+/**
+ * Which engine the benches measure: `src/engine/engine.ts` by default, or a
+ * private copy named by `CERTSTATE_BENCH_ENGINE` (a path relative to the
+ * repository root, e.g. `bench/tmp/exp/engine.ts`). That is how an engine
+ * change is measured before and after with the very same bench, without
+ * touching src/. Child processes and workers inherit the variable.
+ */
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { REPO_DIR } from './paths.js';
+
+type EngineModule = typeof import('../../src/engine/engine.js');
+
+let loaded: Promise<EngineModule> | undefined;
+
+export function engineModulePath(): string {
+  const chosen = process.env.CERTSTATE_BENCH_ENGINE;
+  return chosen ? path.resolve(REPO_DIR, chosen) : path.join(REPO_DIR, 'src', 'engine', 'engine.ts');
+}
+
+/** The engine module under test (loaded once). */
+export function engineModule(): Promise<EngineModule> {
+  loaded ??= import(pathToFileURL(engineModulePath()).href) as Promise<EngineModule>;
+  return loaded;
+}

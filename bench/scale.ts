@@ -1,0 +1,204 @@
+/**
+ * bench:scale — N managed names with certificates in file storage: how long
+ * until the engine serves the first and the last name, memory per name, CPU
+ * while idle, and the cost of `status()`. Baseline, in the same run: the
+ * same files read with plain fs (64 in flight) and JSON.parse'd into a Map.
+ *
+ * Each side runs in its own process (memory and CPU are then its own). The
+ * storage directory is a fresh temp dir of hard links into the cached
+ * dataset (bench/.cache/dataset), minted on first use.
+ *
+ *   node --import tsx bench/scale.ts [--names 10000] [--idle-seconds 60] [--runs 1]
+ */
+import { parseFlags } from './lib/args.js';
+import { forkTs } from './lib/children.js';
+import { ensureDataset, fileStorageDir } from './lib/dataset.js';
+import { commandLine, fmt, profileFlags, machineFacts, printBars, printTable, spread, writeResult, type BarVerdict } from './lib/report.js';
+import { pairedRatios, summarize, type Summary } from './lib/stats.js';
+import type { IdleReply, LoadReply } from './scale/child.js';
+
+const flags = parseFlags('bench/scale.ts', {
+  names: { default: 10_000, help: 'managed names (100000 for the bar)' },
+  'idle-seconds': { default: 60, help: 'length of the idle period whose CPU is measured' },
+  runs: { default: 1, help: 'repetitions (each loads both sides afresh)' },
+  'status-calls': { default: 5, help: 'status() calls timed per run' },
+  'heap-mb': { default: 8192, help: '--max-old-space-size of the child processes' },
+  profile: { default: false, help: 'write a CPU profile of the engine process to bench/results/profiles/' },
+  json: { default: '', help: 'write the JSON result here instead of bench/results/scale.json' },
+});
+
+const BAR_START_S = 10;
+const BAR_RSS_MB = 1024;
+
+interface Run {
+  baseline: LoadReply;
+  engine: LoadReply;
+  baselineIdle: IdleReply;
+  engineIdle: IdleReply;
+  baselineStatus: Summary;
+  engineStatus: Summary;
+}
+
+async function oneRun(dir: string, count: number): Promise<Run> {
+  const nodeFlags = [`--max-old-space-size=${flags['heap-mb']}`];
+  const base = forkTs(new URL('./scale/child.ts', import.meta.url), [], nodeFlags);
+  const eng = forkTs(new URL('./scale/child.ts', import.meta.url), [], [...nodeFlags, ...profileFlags(flags.profile, 'scale-engine')]);
+  try {
+    // Loads run one after the other (each wants both cores' worth of disk and CPU),
+    // after one unmeasured pass over the files so that neither side pays for a cold page cache.
+    await base.call('warm', { dir, count }, 30 * 60_000);
+    const baseline = await base.call<LoadReply>('baseline', { dir, count }, 30 * 60_000);
+    console.error(`  baseline: all ${count} files in a Map after ${(baseline.allMs / 1000).toFixed(2)} s`);
+    const engine = await eng.call<LoadReply>('engine', { dir, count }, 60 * 60_000);
+    console.error(`  engine: first name served after ${(engine.firstMs / 1000).toFixed(2)} s, last after ${(engine.lastMs / 1000).toFixed(2)} s`);
+    // Idle side by side: neither does anything, so they do not disturb each other.
+    const idleMs = flags['idle-seconds'] * 1000 + 60_000;
+    const [baselineIdle, engineIdle] = await Promise.all([
+      base.call<IdleReply>('idle', { seconds: flags['idle-seconds'] }, idleMs),
+      eng.call<IdleReply>('idle', { seconds: flags['idle-seconds'] }, idleMs),
+    ]);
+    const baselineStatus = await base.call<Summary>('status', { calls: flags['status-calls'] });
+    const engineStatus = await eng.call<Summary>('status', { calls: flags['status-calls'] });
+    await eng.call('stop', undefined, 120_000).catch(() => undefined);
+    return { baseline, engine, baselineIdle, engineIdle, baselineStatus, engineStatus };
+  } finally {
+    await Promise.all([base.close(), eng.close()]);
+  }
+}
+
+const perName = (r: LoadReply, field: 'rssMb' | 'heapUsedMb') => ((r.after[field] - r.before[field]) * 2 ** 20) / flags.names;
+
+async function main(): Promise<void> {
+  const startedAt = new Date();
+  const dataset = await ensureDataset(flags.names);
+  const storageDir = await fileStorageDir(dataset);
+  const runs: Run[] = [];
+  try {
+    for (let r = 0; r < flags.runs; r++) {
+      console.error(`scale: run ${r + 1}/${flags.runs} with ${flags.names} names (idle ${flags['idle-seconds']} s)…`);
+      runs.push(await oneRun(storageDir.dir, flags.names));
+    }
+  } finally {
+    await storageDir.dispose();
+  }
+
+  const results = buildResults(runs);
+  report(results);
+  const verdicts = bars(results);
+  printBars(verdicts);
+  const file = await writeResult(
+    {
+      bench: 'scale',
+      schema: 1,
+      command: commandLine(),
+      startedAt: startedAt.toISOString(),
+      durationMs: Date.now() - startedAt.getTime(),
+      machine: machineFacts(),
+      options: { ...flags },
+      results,
+      bars: verdicts,
+    },
+    flags.json || undefined,
+  );
+  console.error(`\nwrote ${file}`);
+}
+
+function buildResults(runs: Run[]) {
+  const s = (f: (r: Run) => number) => summarize(runs.map(f));
+  return {
+    engine: {
+      firstServedMs: s((r) => r.engine.firstMs),
+      lastServedMs: s((r) => r.engine.lastMs),
+      startResolvedMs: s((r) => r.engine.allMs),
+      rssMb: s((r) => r.engine.after.rssMb),
+      heapUsedMb: s((r) => r.engine.after.heapUsedMb),
+      rssPerNameBytes: s((r) => perName(r.engine, 'rssMb')),
+      heapPerNameBytes: s((r) => perName(r.engine, 'heapUsedMb')),
+      idleCpuMsPerMinute: s((r) => (r.engineIdle.cpuMs / r.engineIdle.seconds) * 60),
+      statusMs: s((r) => r.engineStatus.median),
+      notServing: s((r) => r.engine.notServing ?? 0),
+      states: runs.map((r) => r.engine.states),
+      errors: runs.flatMap((r) => r.engine.errors ?? []).slice(0, 5),
+    },
+    baseline: {
+      firstReadMs: s((r) => r.baseline.firstMs),
+      lastReadMs: s((r) => r.baseline.lastMs),
+      allReadMs: s((r) => r.baseline.allMs),
+      rssMb: s((r) => r.baseline.after.rssMb),
+      heapUsedMb: s((r) => r.baseline.after.heapUsedMb),
+      rssPerNameBytes: s((r) => perName(r.baseline, 'rssMb')),
+      heapPerNameBytes: s((r) => perName(r.baseline, 'heapUsedMb')),
+      idleCpuMsPerMinute: s((r) => (r.baselineIdle.cpuMs / r.baselineIdle.seconds) * 60),
+      statusMs: s((r) => r.baselineStatus.median),
+    },
+    ratios: {
+      lastServed: pairedRatios(runs.map((r) => r.engine.lastMs), runs.map((r) => r.baseline.allMs)),
+      firstServed: pairedRatios(runs.map((r) => r.engine.firstMs), runs.map((r) => r.baseline.firstMs)),
+      heapPerName: pairedRatios(runs.map((r) => perName(r.engine, 'heapUsedMb')), runs.map((r) => perName(r.baseline, 'heapUsedMb'))),
+      status: pairedRatios(runs.map((r) => r.engineStatus.median), runs.map((r) => r.baselineStatus.median)),
+    },
+    runs,
+  };
+}
+
+type Results = ReturnType<typeof buildResults>;
+
+function report(r: Results): void {
+  const e = r.engine;
+  const b = r.baseline;
+  const sec = (x: Summary) => spread(x, 1e-3);
+  printTable(
+    `${flags.names.toLocaleString('en-US')} managed names in file storage (median (min–max) of ${flags.runs} run(s))`,
+    ['measure', 'certstate', 'baseline: plain fs → Map', 'certstate ÷ baseline'],
+    [
+      ['first name served / read, s', sec(e.firstServedMs), sec(b.firstReadMs), spread(r.ratios.firstServed)],
+      ['last name served (or refused) / all read, s', sec(e.lastServedMs), sec(b.allReadMs), spread(r.ratios.lastServed)],
+      ['start() resolved, s', sec(e.startResolvedMs), '—', '—'],
+      ['names not serving after start', spread(e.notServing, 1, 1), '0', '—'],
+      ['RSS after start (after GC), MB', spread(e.rssMb), spread(b.rssMb), '—'],
+      ['heap used (after GC), MB', spread(e.heapUsedMb), spread(b.heapUsedMb), '—'],
+      ['heap per name, bytes', spread(e.heapPerNameBytes, 1, 4), spread(b.heapPerNameBytes, 1, 4), spread(r.ratios.heapPerName)],
+      ['RSS per name, bytes', spread(e.rssPerNameBytes, 1, 4), spread(b.rssPerNameBytes, 1, 4), '—'],
+      [`CPU while idle, ms per minute (${flags['idle-seconds']} s measured)`, spread(e.idleCpuMsPerMinute), spread(b.idleCpuMsPerMinute), '—'],
+      ['status() of every name, ms', spread(e.statusMs), spread(b.statusMs), spread(r.ratios.status)],
+    ],
+  );
+  console.log(`\nstates after start: ${JSON.stringify(e.states)}`);
+  if (e.errors.length) console.log(`while loading: ${e.errors.join('\n  ')}`);
+}
+
+function bars(r: Results): BarVerdict[] {
+  const e = r.engine;
+  const n = flags.names.toLocaleString('en-US');
+  const startS = e.lastServedMs.median / 1000;
+  const rss = e.rssMb.median;
+  const idle = e.idleCpuMsPerMinute.median;
+  const base = r.baseline.idleCpuMsPerMinute.median;
+  return [
+    {
+      what: `${n} managed names: serving (last name served)`,
+      bar: `≤ ${BAR_START_S} s`,
+      measured: `${startS.toFixed(1)} s (${r.ratios.lastServed.median.toFixed(1)} × plain fs → Map)${e.notServing.max > 0 ? `; ${e.notServing.max} names NOT serving: ${e.errors[0] ?? ''}` : ''}`,
+      met: startS <= BAR_START_S && e.notServing.max === 0,
+      ...(startS <= BAR_START_S && e.notServing.max === 0
+        ? {}
+        : { note: [startS > BAR_START_S ? `${(startS - BAR_START_S).toFixed(1)} s over` : '', e.notServing.max > 0 ? `${e.notServing.max} names failed to load` : ''].filter(Boolean).join('; ') }),
+    },
+    {
+      what: `${n} managed names: memory`,
+      bar: `≤ ${BAR_RSS_MB} MB RSS`,
+      measured: `${rss.toFixed(0)} MB RSS (${fmt(e.heapPerNameBytes.median, 4)} B heap per name)`,
+      met: rss <= BAR_RSS_MB,
+      ...(rss <= BAR_RSS_MB ? {} : { note: `${(rss - BAR_RSS_MB).toFixed(0)} MB over` }),
+    },
+    {
+      what: `idle engine with ${n} names`,
+      bar: '~0 CPU (timers, not scans)',
+      measured: `${idle.toFixed(1)} ms CPU per minute (baseline process ${base.toFixed(1)})`,
+      // "~0": within 10 ms a minute of an idle process doing nothing.
+      met: idle <= base + 10,
+    },
+  ];
+}
+
+await main();

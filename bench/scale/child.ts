@@ -1,0 +1,148 @@
+/**
+ * Child process for bench:scale: holds either the baseline (the names'
+ * files read with plain fs into a Map) or an engine managing every name in
+ * file storage, so its RSS, heap and CPU are measured alone.
+ */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileStorage } from '../../src/adapters/storage/file.js';
+import type { CertEngine } from '../../src/engine/engine.js';
+import { keys } from '../../src/storage-keys.js';
+import type { Issuer } from '../../src/types.js';
+import { serveRpc } from '../lib/children.js';
+import { engineModule } from '../lib/engine-module.js';
+import { nameOf } from '../lib/dataset.js';
+import { memoryAfterGc, type MemoryReading } from '../lib/memory.js';
+import { summarize, type Summary } from '../lib/stats.js';
+
+export interface LoadReply {
+  /** Time until the first name is served (engine) / read (baseline), ms. */
+  firstMs: number;
+  /** Time until the last name is served / read, ms. */
+  lastMs: number;
+  /** Time until everything is loaded (`start()` resolved / all files read), ms. */
+  allMs: number;
+  before: MemoryReading;
+  after: MemoryReading;
+  /** Engine only: names not in a serving state after start (e.g. load errors). */
+  notServing?: number;
+  states?: Record<string, number>;
+  /** Engine only: why names were not served (first few). */
+  errors?: string[];
+}
+
+export interface IdleReply {
+  seconds: number;
+  cpuMs: number;
+}
+
+const refusingIssuer: Issuer = {
+  id: 'bench:none',
+  async issue() {
+    throw new Error('bench: no issuance expected in the scale bench');
+  },
+};
+
+let engine: CertEngine | undefined;
+let baseline: Map<string, unknown> | undefined;
+
+const names = (count: number) => Array.from({ length: count }, (_, i) => nameOf(i));
+
+serveRpc({
+  /** Read every file once and drop it: both sides then start from an equally warm page cache. */
+  async warm({ dir, count }: { dir: string; count: number }): Promise<void> {
+    const list = names(count);
+    let next = 0;
+    const worker = async () => {
+      while (next < list.length) await readFile(path.join(dir, keys.certificate(list[next++]!)));
+    };
+    await Promise.all(Array.from({ length: 64 }, worker));
+  },
+
+  async baseline({ dir, count }: { dir: string; count: number }): Promise<LoadReply> {
+    const list = names(count);
+    const before = memoryAfterGc();
+    const map = new Map<string, unknown>();
+    const t0 = performance.now();
+    let firstMs = 0;
+    let lastMs = 0;
+    // A well-written loader: 64 reads in flight (unbounded would run out of file descriptors at 100k).
+    let next = 0;
+    const worker = async () => {
+      while (next < list.length) {
+        const i = next++;
+        const name = list[i]!;
+        map.set(name, JSON.parse(await readFile(path.join(dir, keys.certificate(name)), 'utf8')));
+        if (i === 0) firstMs = performance.now() - t0;
+        if (i === list.length - 1) lastMs = performance.now() - t0;
+      }
+    };
+    await Promise.all(Array.from({ length: 64 }, worker));
+    const allMs = performance.now() - t0;
+    baseline = map;
+    return { firstMs, lastMs, allMs, before, after: memoryAfterGc() };
+  },
+
+  async engine({ dir, count }: { dir: string; count: number }): Promise<LoadReply> {
+    const list = names(count);
+    const before = memoryAfterGc();
+    const { createCertEngine } = await engineModule();
+    const e = createCertEngine({ storage: fileStorage(dir), issuers: [refusingIssuer], names: list });
+    engine = e;
+    const t0 = performance.now();
+    const started = e.start().then(() => performance.now() - t0);
+    const errors: string[] = [];
+    // getCertificate waits for the name's actor to leave `loading`, then serves it (building its SecureContext).
+    // - Until start() has created a name's actor the name is refused as unknown: ask again on the next turn.
+    // - A handshake gives up after handshakeTimeout (30 s) while its name is still loading: noted, and asked again
+    //   (the question is when the name is served).
+    // - A name that fails to load (e.g. EMFILE) is answered with its error: that ends the wait.
+    const served = async (name: string): Promise<number> => {
+      for (;;) {
+        try {
+          await e.getCertificate(name);
+          return performance.now() - t0;
+        } catch (error) {
+          const kind = (error as Error).name;
+          if (performance.now() - t0 < 60 * 60_000 && (kind === 'NameNotAllowedError' || kind === 'HandshakeTimeoutError')) {
+            if (kind === 'HandshakeTimeoutError') errors.push(`${name}: ${(error as Error).message} (after ${((performance.now() - t0) / 1000).toFixed(0)} s; asked again)`);
+            await new Promise((resolve) => setImmediate(resolve));
+            continue;
+          }
+          errors.push(`${name}: ${(error as Error).message}`);
+          return performance.now() - t0;
+        }
+      }
+    };
+    const [firstMs, lastMs, allMs] = await Promise.all([served(list[0]!), served(list[list.length - 1]!), started]);
+    const states: Record<string, number> = {};
+    for (const s of e.status()) states[s.state] = (states[s.state] ?? 0) + 1;
+    const notServing = count - (states.valid ?? 0) - (states.renewing ?? 0);
+    const firstFailure = e.status().find((s) => s.state !== 'valid' && s.state !== 'renewing')?.lastError?.message;
+    if (firstFailure) errors.push(firstFailure);
+    return { firstMs, lastMs, allMs, before, after: memoryAfterGc(), notServing, states, errors };
+  },
+
+  async idle({ seconds }: { seconds: number }): Promise<IdleReply> {
+    const cpu0 = process.cpuUsage();
+    await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+    const cpu = process.cpuUsage(cpu0);
+    return { seconds, cpuMs: (cpu.user + cpu.system) / 1000 };
+  },
+
+  /** Cost of one status listing: `engine.status()`, or for the baseline a plain object per Map entry. */
+  status({ calls }: { calls: number }): Summary {
+    const times: number[] = [];
+    for (let i = 0; i < calls; i++) {
+      const t0 = performance.now();
+      const list = engine ? engine.status() : Array.from(baseline!, ([name, unit]) => ({ name, state: 'valid', unit }));
+      times.push(performance.now() - t0);
+      if (list.length === 0) throw new Error('status listed nothing');
+    }
+    return summarize(times);
+  },
+
+  async stop(): Promise<void> {
+    await engine?.stop();
+  },
+});

@@ -1,0 +1,116 @@
+/**
+ * The benches never rot: each runs here at a small size, as the child
+ * process `npm run bench:*` would start, and must finish with a JSON result
+ * of the expected shape. Timings are not asserted (this machine is shared
+ * and noisy; BENCHMARKS.md holds the numbers from full-size runs) — but
+ * the correctness facts each bench checks are: one issuance attempt for
+ * a herd, every waiter answered, every name loaded.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)));
+const out = mkdtempSync(path.join(tmpdir(), 'certstate-bench-test-'));
+after(() => rmSync(out, { recursive: true, force: true }));
+
+interface Summary {
+  runs: number;
+  min: number;
+  median: number;
+  max: number;
+}
+
+/** Run `bench/<name>.ts` with `args`; resolves with its JSON result. Killed (by its pid) after `timeoutMs`. */
+async function runBench(name: string, args: string[], timeoutMs: number): Promise<Record<string, any>> {
+  const json = path.join(out, `${name}.json`);
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'bench', `${name}.ts`), ...args, '--json', json], {
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  clearTimeout(timer);
+  assert.equal(code, 0, `bench/${name}.ts exited with ${code}:\n${output}`);
+  const result = JSON.parse(readFileSync(json, 'utf8')) as Record<string, any>;
+  assertCommonShape(result, name);
+  return result;
+}
+
+function assertSummary(s: unknown, what: string): asserts s is Summary {
+  const v = s as Summary;
+  assert.ok(v && typeof v === 'object', `${what} is a summary`);
+  for (const k of ['runs', 'min', 'median', 'max'] as const) assert.equal(typeof v[k], 'number', `${what}.${k} is a number`);
+  assert.ok(v.runs >= 1, `${what} has at least one run`);
+  assert.ok(v.min <= v.median && v.median <= v.max, `${what}: min ≤ median ≤ max`);
+}
+
+function assertCommonShape(result: Record<string, any>, name: string): void {
+  assert.equal(result.bench, name);
+  assert.equal(result.schema, 1);
+  assert.match(result.command, new RegExp(`bench/${name}\\.ts`));
+  assert.ok(result.machine.nproc >= 1 && typeof result.machine.cpuModel === 'string' && result.machine.node === process.version);
+  assert.ok(Array.isArray(result.bars) && result.bars.length >= 1, 'judges at least one bar row');
+  for (const bar of result.bars) {
+    assert.equal(typeof bar.what, 'string');
+    assert.equal(typeof bar.bar, 'string');
+    assert.equal(typeof bar.measured, 'string');
+    assert.ok(bar.met === true || bar.met === false || bar.met === 'n/a');
+  }
+}
+
+describe('benches run at a small size and report what BENCHMARKS.md quotes', { concurrency: 1 }, () => {
+  it('bench:handshake', async () => {
+    const r = await runBench('handshake', ['--names', '1000', '--seconds', '1', '--runs', '1', '--warmup-seconds', '0', '--clients', '1', '--concurrency', '4'], 120_000);
+    for (const mode of ['static', 'map', 'certstate']) {
+      assertSummary(r.results.modes[mode].cpuPerHandshakeUs, `${mode} CPU per handshake`);
+      assertSummary(r.results.modes[mode].handshakesPerSecond, `${mode} handshakes/s`);
+    }
+    assertSummary(r.results.ratios.certstateVsStatic, 'certstate ÷ static');
+    assertSummary(r.results.ratios.certstateVsMap, 'certstate ÷ map');
+    assert.equal(r.results.modes.certstate.errors, 0, 'every certstate handshake succeeded');
+  });
+
+  it('bench:herd', async () => {
+    const r = await runBench('herd', ['--handshakes', '1000', '--runs', '1', '--delay-ms', '100', '--tls-connections', '20'], 120_000);
+    for (const outcome of ['fail', 'succeed']) {
+      const s = r.results.inProcess[outcome];
+      assertSummary(s.lastAnswerAfterEndMs, `${outcome}: last answer after the attempt's end`);
+      assertSummary(s.ratioToPlainPromises, `${outcome}: ratio to plain promises`);
+      assertSummary(s.heapPerWaiterBytes, `${outcome}: heap per waiter`);
+      assert.equal(s.attempts.max, 1, `${outcome}: one issuance attempt for the herd`);
+      assert.equal(s.correct.min, 1000, `${outcome}: every handshake got the attempt's outcome`);
+      assert.equal(typeof s.depth.maxDepth, 'number');
+      assert.equal(r.results.tls[outcome].answered.min, 20, `${outcome}: every TLS handshake answered`);
+    }
+    assert.equal(r.results.inProcess.fail.backoffAttempts.max, 1, 'no attempt during the backoff');
+  });
+
+  it('bench:scale', async () => {
+    const r = await runBench('scale', ['--names', '1000', '--idle-seconds', '1', '--status-calls', '2'], 120_000);
+    for (const k of ['firstServedMs', 'lastServedMs', 'rssMb', 'heapPerNameBytes', 'idleCpuMsPerMinute', 'statusMs']) assertSummary(r.results.engine[k], `engine ${k}`);
+    for (const k of ['allReadMs', 'heapPerNameBytes']) assertSummary(r.results.baseline[k], `baseline ${k}`);
+    assertSummary(r.results.ratios.lastServed, 'last served ÷ baseline');
+    assert.equal(r.results.engine.notServing.max, 0, 'every name is served after start');
+  });
+
+  it('bench:issue (Pebble; reports a skip when Pebble or the ACME issuer is missing)', async () => {
+    const r = await runBench('issue', ['--sequential', '2', '--concurrent', '5'], 120_000);
+    if (r.skipped) {
+      assert.ok(r.skipped.length > 0 && r.bars[0].met === 'n/a', `skipped with a reason: ${r.skipped}`);
+      return;
+    }
+    assertSummary(r.results.engine.sequentialMs, 'engine first-handshake latency');
+    assertSummary(r.results.auto.sequentialMs, 'auto() latency');
+    assertSummary(r.results.ratios.sequentialMedian, 'engine ÷ auto()');
+    assert.equal(r.results.engine.failures, 0, `engine failures: ${r.results.engine.firstFailure}`);
+    assert.equal(r.results.engineOrders, 1 + 2 + 5, 'one order per new name');
+  });
+});
