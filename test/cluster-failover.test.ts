@@ -20,7 +20,6 @@ import { startPebble, type PebbleHandle } from './helpers/pebble.js';
 import {
   backendSkip,
   dropStorage,
-  pendingFixes,
   runId,
   startNode,
   startRoundRobinProxy,
@@ -104,7 +103,7 @@ for (const kind of ['redis', 'postgres'] as const) {
       await dropStorage(storage);
     });
 
-    it('SIGKILL of the holder mid-issuance: another process takes over after the lease and completes; two orders in all; nothing hangs', { todo: pendingFixes('materialRace') }, () =>
+    it('SIGKILL of the holder mid-issuance: another process takes over after the lease and completes; two orders in all; nothing hangs', () =>
       withNodeLogs(() => everyNode, async () => {
         const name = `killed${suffix}`;
         const started = Date.now();
@@ -159,7 +158,7 @@ for (const kind of ['redis', 'postgres'] as const) {
         assert.equal(pebble!.orderCount() - ordersBefore, 2);
       }));
 
-    it('SIGSTOP of the holder past its lease, then SIGCONT: its write is refused by fencing and it adopts the stored certificate', { todo: pendingFixes('materialRace') }, () =>
+    it('SIGSTOP of the holder past its lease, then SIGCONT: its write is refused by fencing and it adopts the stored certificate', () =>
       withNodeLogs(() => everyNode, async () => {
         const name = `paused${suffix}`;
         const ordersBefore = pebble!.orderCount();

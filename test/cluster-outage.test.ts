@@ -24,7 +24,6 @@ import {
   backendSkip,
   dropStorage,
   eventually,
-  pendingFixes,
   runId,
   startNode,
   startRoundRobinProxy,
@@ -127,7 +126,7 @@ for (const kind of ['redis', 'postgres'] as const) {
       if (storage) await dropStorage(storageFor(kind, run));
     });
 
-    it(`storage cut for ${OUTAGE_MS / 1000} s: valid names keep being served, storage work fails fast and typed, logs stay bounded, everything resumes after`, { todo: pendingFixes('materialRace', 'typedLogs') }, () =>
+    it(`storage cut for ${OUTAGE_MS / 1000} s: valid names keep being served, storage work fails fast and typed, logs stay bounded, everything resumes after`, () =>
       withNodeLogs(() => nodes, async () => {
         // Three names, served by all three processes.
         const names = ['a', 'b', 'c'].map((x) => `${x}${suffix}`);
@@ -244,7 +243,7 @@ for (const kind of ['redis', 'postgres'] as const) {
         );
       }));
 
-    it('a name first asked for during the outage is served by that same process soon after the storage is back', { todo: pendingFixes('materialRace', 'storageBackoff') }, () =>
+    it('a name first asked for during the outage is served by that same process soon after the storage is back', () =>
       withNodeLogs(() => nodes, async () => {
         // `during.<suffix>` was refused on n0 while the storage was down (the previous test).
         const r = await eventually(

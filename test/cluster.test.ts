@@ -24,7 +24,6 @@ import {
   backendSkip,
   dropStorage,
   eventually,
-  pendingFixes,
   runId,
   startNode,
   startRoundRobinProxy,
@@ -95,7 +94,7 @@ for (const kind of ['redis', 'postgres'] as const) {
 
     const names = Array.from({ length: 10 }, (_, i) => `site${i}${suffix}`);
 
-    it('300 concurrent handshakes over 3 processes for 10 new on-demand names → exactly 10 orders, all certificates verify', { todo: pendingFixes('materialRace') }, () => withNodeLogs(() => nodes, async () => {
+    it('300 concurrent handshakes over 3 processes for 10 new on-demand names → exactly 10 orders, all certificates verify', () => withNodeLogs(() => nodes, async () => {
       const ordersBefore = pebble!.orderCount();
       const accountsBefore = pebble!.accountCount();
       const proxiedBefore = proxy.requests.length;
@@ -144,7 +143,7 @@ for (const kind of ['redis', 'postgres'] as const) {
       );
     }));
 
-    it('a renewal by one process is served by the other two within a bounded time, with exactly one order', { todo: pendingFixes('materialRace') }, () => withNodeLogs(() => nodes, async () => {
+    it('a renewal by one process is served by the other two within a bounded time, with exactly one order', () => withNodeLogs(() => nodes, async () => {
       const name = names[0]!;
       const before = await Promise.all(nodes.map((n) => n.request<ServedInfo>({ op: 'get', name })));
       assert.equal(new Set(before.map((b) => b.fingerprint)).size, 1, 'all three serve one certificate before');
@@ -183,7 +182,7 @@ for (const kind of ['redis', 'postgres'] as const) {
       console.log(`# ${kind}: renewal by n0 served by n1, n2 after ${seenAfter.join(', ')} ms`);
     }));
 
-    it('a failed validation is not repeated by the other processes: one order, one backoff for the cluster', { todo: pendingFixes('sharedBackoff') }, () => withNodeLogs(() => nodes, async () => {
+    it('a failed validation is not repeated by the other processes: one order, one backoff for the cluster', () => withNodeLogs(() => nodes, async () => {
       const name = `broken${suffix}`;
       proxy.broken.add(name);
       try {

@@ -10,13 +10,13 @@
  * material cache) or throws the attempt's error.
  */
 import { certificateCoversName, parseCertificateBundle } from '../certs.js';
-import { AllIssuersFailedError, CertstateError, FencingError, InvalidCertificateError, IssuerOnHoldError } from '../errors.js';
-import type { AttemptInput, AttemptOutput } from '../machines/certificate.js';
-import { renewalTime, type TimingPolicy } from '../machines/policy.js';
+import { AllIssuersFailedError, CertstateError, FencingError, InvalidCertificateError, IssuerOnHoldError, toErrorInfo } from '../errors.js';
+import type { AttemptInput, AttemptOutput, FailureRecord } from '../machines/certificate.js';
+import { nextAttemptTime, renewalTime, type TimingPolicy } from '../machines/policy.js';
 import { keys } from '../storage-keys.js';
 import type { CertificateBundle, CertificateMeta, Clock, Issuer, Logger, Storage } from '../types.js';
 import type { MaterialCache } from './material-cache.js';
-import { parseUnit, serializeUnit } from './unit.js';
+import { parseFailure, parseUnit, serializeFailure, serializeUnit } from './unit.js';
 
 /** What an attempt needs from the engine. */
 export interface AttemptDeps {
@@ -38,6 +38,8 @@ export interface AttemptDeps {
 export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal: AbortSignal): Promise<AttemptOutput> {
   const { storage, clock } = deps;
   const lockKey = keys.issueLock(input.name);
+  // The failure record as it was before we queued for the lock (see sharedBackoff).
+  const failureBefore = await storage.load(keys.failure(input.name));
   const lock = await storage.lock(lockKey, deps.lockTtlMs, { signal });
   const lease = keepLeaseAlive(lock, deps, signal);
   try {
@@ -45,9 +47,20 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
     // Another process may have renewed while we waited for the lock: adopt, issue nothing.
     const fresh = await freshStoredCertificate(deps, input);
     if (fresh) return { certificate: fresh, adopted: true };
+    // Or it may have failed while we waited: its backoff is the cluster's; spend no second order.
+    await sharedBackoff(deps, input, failureBefore);
 
     await deps.beforeIssue?.(input);
-    const { bundle, meta } = await issueWithFallback(deps, input, signal);
+    let issued: Awaited<ReturnType<typeof issueWithFallback>>;
+    try {
+      issued = await issueWithFallback(deps, input, signal);
+    } catch (error) {
+      // Recorded while we still hold the lock, so the next holder sees it (the
+      // statechart's persistFailure lands only after the release).
+      if (!signal.aborted) await recordSharedFailure(deps, input, error, { lockKey, token: lock.fencingToken });
+      throw error;
+    }
+    const { bundle, meta } = issued;
     try {
       await storage.store(keys.certificate(input.name), serializeUnit(bundle, meta, clock.now()), {
         fence: { lockKey, token: lock.fencingToken },
@@ -69,6 +82,55 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
     lease.stop();
     await lock.release().catch((error: unknown) => deps.logger.warn({ name: input.name, err: error }, 'lock release failed'));
   }
+}
+
+/**
+ * If another process recorded a failure while we queued for the lock (the
+ * record changed) and its backoff has not elapsed, fail with that failure
+ * (its next attempt time as `retryAfter`, the floor of our own backoff).
+ * Comparing records rather than clocks stays right under clock skew.
+ */
+async function sharedBackoff(deps: AttemptDeps, input: AttemptInput, before: string | undefined): Promise<void> {
+  const key = keys.failure(input.name);
+  const raw = await deps.storage.load(key);
+  if (raw === undefined || raw === before) return;
+  let record: FailureRecord;
+  try {
+    record = parseFailure(key, raw);
+  } catch {
+    return;
+  }
+  if (!record.lastError || record.nextAttemptAt === undefined || record.nextAttemptAt <= deps.clock.now()) return;
+  const { type, message, code, detail } = record.lastError;
+  const error = new CertstateError(`${message} (in another process of the cluster; its backoff is shared)`, {
+    code: code ?? 'ERR_SHARED_BACKOFF',
+    retryAfter: record.nextAttemptAt,
+    ...(detail ? { detail } : {}),
+  });
+  error.name = type;
+  throw error;
+}
+
+/** Write the cluster's failure record under our lock (fenced). Best effort: the statechart persists its own right after. */
+async function recordSharedFailure(deps: AttemptDeps, input: AttemptInput, error: unknown, fence: { lockKey: string; token: number }): Promise<void> {
+  const key = keys.failure(input.name);
+  try {
+    const now = deps.clock.now();
+    const lastError = toErrorInfo(error, now);
+    if (isStorageOutage(lastError.code)) return;
+    const raw = await deps.storage.load(key);
+    const attempts = (raw === undefined ? 0 : parseFailure(key, raw).attempts) + 1;
+    // The middle of the jitter range: the statechart's record, with its own jitter, follows.
+    const record: FailureRecord = { attempts, lastError, nextAttemptAt: nextAttemptTime(now, attempts, 0.5, lastError.retryAfter, deps.policy) };
+    await deps.storage.store(key, serializeFailure(record), { fence });
+  } catch (storeError) {
+    deps.logger.warn({ name: input.name, err: safeError(storeError) }, 'could not record the failure for the cluster');
+  }
+}
+
+/** The storage itself is unreachable or timing out (not a corrupt value, not fencing). */
+export function isStorageOutage(code: string | undefined): boolean {
+  return code === 'ERR_STORAGE' || code === 'ERR_STORAGE_TIMEOUT';
 }
 
 /** A stored certificate newer than the one we hold and not yet due for renewal, or undefined. */
@@ -168,9 +230,15 @@ function keepLeaseAlive(lock: { renew(): Promise<void> }, deps: AttemptDeps, sig
 
 /** Errors are logged by type and message only: an issuer's error object might hold secrets in odd fields. */
 export function safeError(error: unknown): { type: string; message: string; code?: string } {
-  if (error instanceof Error) {
-    const code = (error as { code?: unknown }).code;
-    return { type: error.name, message: error.message, ...(typeof code === 'string' ? { code } : {}) };
-  }
-  return { type: 'Error', message: String(error) };
+  const type = error instanceof Error ? error.name : 'Error';
+  const code = error instanceof Error ? (error as { code?: unknown }).code : undefined;
+  // No prototype, and a `name`: pino's `err` serializer types an error after
+  // its constructor ("Object" for a plain object) and falls back to `name`
+  // only when there is none. Logged under `err`, this keeps `"type":"StorageError"`.
+  const safe = Object.create(null) as { type: string; message: string; code?: string; name: string };
+  safe.name = type;
+  safe.type = type;
+  safe.message = error instanceof Error ? error.message : String(error);
+  if (typeof code === 'string') safe.code = code;
+  return safe;
 }

@@ -41,7 +41,7 @@ import { keys, nameFromCertificateKey } from '../storage-keys.js';
 import { isWatchable, type StorageChange } from '../adapters/storage/notify.js';
 import { ariRenewalTime, ARI_DEFAULT_RECHECK_MS, clampAriRecheck } from './ari.js';
 import type { CertificateBundle, CertificateMeta, Clock, Issuer, LifecycleState, Logger, NameStatus, Storage, TimerHandle } from '../types.js';
-import { runAttempt, safeError } from './attempt.js';
+import { isStorageOutage, runAttempt, safeError } from './attempt.js';
 import type { CertEngineEvent, CertEngineEventOf, CertEngineEventType } from './events.js';
 import { MaterialCache } from './material-cache.js';
 import { parseFailure, parseUnit, serializeFailure } from './unit.js';
@@ -445,7 +445,12 @@ export class CertEngine {
     if (!certificate || certificate.fingerprint === domain.fingerprint) return false;
     domain.actor.send({ type: 'STORAGE_CHANGED', certificate });
     const adopted = domain.fingerprint === certificate.fingerprint;
-    if (!adopted) this.#materials.delete(certificate.fingerprint);
+    // Drop the material only if nothing can be about to use it: an attempt in
+    // flight (STORAGE_CHANGED is ignored while attempting) may have just
+    // adopted or stored this very certificate, and another name may share it.
+    if (!adopted && !domain.actor.getSnapshot().matches('attempting') && ![...this.#domains.values()].some((d) => d.fingerprint === certificate.fingerprint)) {
+      this.#materials.delete(certificate.fingerprint);
+    }
     return adopted;
   }
 
@@ -610,6 +615,8 @@ export class CertEngine {
         persistFailure: fromPromise<void, { name: string; record: FailureRecord }>(async ({ input }) => {
           // Our own refusals (permission, budget) are not the CA's verdict: keep them off disk, so a flood costs no writes.
           if (input.record.lastError?.code === 'ERR_NAME_NOT_ALLOWED') return;
+          // Nor our storage being down: the write would fail, or outlive the outage as a cluster-wide backoff.
+          if (isStorageOutage(input.record.lastError?.code)) return;
           return this.#track(
             this.#storage.store(keys.failure(input.name), serializeFailure(input.record)).catch((error: unknown) => {
               this.#logger.warn({ name: input.name, err: safeError(error) }, 'could not persist the failure record');

@@ -184,6 +184,11 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
       recordFailure: assign(({ context, event }) => {
         const at = now();
         const error = toErrorInfo((event as unknown as { error: unknown }).error, at);
+        // Our storage being unreachable is not the CA's verdict: retry in about
+        // 5 s (jittered), without counting an attempt or growing the CA backoff.
+        if (error.code === 'ERR_STORAGE' || error.code === 'ERR_STORAGE_TIMEOUT') {
+          return { lastError: error, nextAttemptAt: at + Math.round(policy.storageRetryMs * (0.8 + 0.4 * random())) };
+        }
         const attempts = context.attempts + 1;
         return { attempts, lastError: error, nextAttemptAt: nextAttemptTime(at, attempts, random(), error.retryAfter, policy) };
       }),

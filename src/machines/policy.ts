@@ -27,6 +27,8 @@ export interface TimingPolicy {
   shortLivedBelowMs: number;
   /** Renewal jitter as a fraction of the lifetime, subtracted at random (default 0.05): renew a bit early, never late. */
   renewJitter: number;
+  /** Retry after our own storage failed (unreachable, timeout), ±20 % (default 5 s); not counted as a CA failure. */
+  storageRetryMs: number;
 }
 
 export const defaultTimingPolicy: TimingPolicy = {
@@ -38,6 +40,7 @@ export const defaultTimingPolicy: TimingPolicy = {
   shortLivedRenewRatio: 1 / 2,
   shortLivedBelowMs: 10 * DAY,
   renewJitter: 0.05,
+  storageRetryMs: 5_000,
 };
 
 /** When to renew a certificate without ARI: at 2/3 of its lifetime (1/2 when short-lived), a little earlier at random. */

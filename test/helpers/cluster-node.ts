@@ -108,49 +108,6 @@ export interface ServedInfo {
   notAfter: number;
 }
 
-// ─── Engine fixes the cluster tests are waiting for ───────────────────────
-
-/**
- * Engine bugs (outside the storage adapters) that these tests expose, each
- * with its fix written up for the engine's owners. A test that needs a
- * pending fix runs as `todo`: it still runs and prints its failure, but does
- * not fail the suite. When a fix lands, set its entry to `false` and the
- * tests that needed it become ordinary, failing-if-broken tests again.
- */
-export const PENDING_ENGINE_FIXES = {
-  /**
-   * engine.ts `refreshFromStorage` deletes the key material of a stored
-   * certificate when the actor ignores STORAGE_CHANGED (it is `attempting`),
-   * but the attempt in flight has just adopted (or stored) that very
-   * certificate: the name then answers every handshake with
-   * EngineStoppedError. Hit by every process of a cluster that obtains a name.
-   */
-  materialRace: 'engine: refreshFromStorage deletes key material an attempt in flight just adopted (handshakes get EngineStoppedError)' as string | false,
-  /**
-   * attempt.ts: a process that waited for the lock while the holder's order
-   * failed takes the lock and orders again; the failure record is written only
-   * after the lock is released. N processes spend N failed validations.
-   */
-  sharedBackoff: 'engine: a failure is not shared with processes waiting on the lock (one failed order per process)' as string | false,
-  /**
-   * attempt.ts `safeError` returns a plain object that is logged under `err`:
-   * pino's err serializer types it after its constructor, so every such log
-   * line says `"type":"Object"` instead of `StorageError`, `ChallengeFailedError`, ….
-   */
-  typedLogs: 'engine: errors logged through safeError() show type "Object" (pino err serializer)' as string | false,
-  /**
-   * machines/certificate.ts: a storage outage is backed off like a CA failure
-   * (1 min, 10 min, …) and persisted as the cluster's failure record.
-   */
-  storageBackoff: 'engine: a storage outage is backed off like a CA failure (1 min, 10 min, …)' as string | false,
-};
-
-/** The `todo` option for a test needing these fixes: their reasons while any is pending, else `false`. */
-export function pendingFixes(...fixes: (keyof typeof PENDING_ENGINE_FIXES)[]): string | false {
-  const reasons = fixes.map((f) => PENDING_ENGINE_FIXES[f]).filter((r): r is string => typeof r === 'string');
-  return reasons.length === 0 ? false : reasons.join('; ');
-}
-
 // ═══ Child side ═════════════════════════════════════════════════════════════
 
 async function runChild(config: NodeConfig): Promise<void> {
