@@ -149,3 +149,30 @@ describe('on-demand issuance under abuse', () => {
     }
   });
 });
+
+describe('on-demand names a later decision refuses', () => {
+  it('get no renewal and are evicted', async () => {
+    const clock = new ManualClock();
+    const storage = memoryStorage();
+    await installTestCa(storage);
+    const issuer = scriptedIssuer({ mode: { kind: 'succeed' }, validityMs: 30 * 86_400_000 });
+    let allow = true;
+    const engine = createCertEngine({ storage, issuers: [issuer], clock, onDemand: { decide: () => allow } });
+    await engine.start();
+    try {
+      await engine.getCertificate('customer.example.com');
+      assert.equal(issuer.calls, 1);
+      allow = false; // the customer left
+      const renewAt = engine.statusOf('customer.example.com')!.renewAt!;
+      const failed = new Promise((r) => engine.on('cert_failed', r));
+      clock.advanceTo(renewAt);
+      await failed;
+      for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+      assert.equal(issuer.calls, 1, 'no renewal order for a refused name');
+      assert.equal(engine.statusOf('customer.example.com'), undefined, 'evicted');
+      await assert.rejects(engine.getCertificate('customer.example.com'), NameNotAllowedError);
+    } finally {
+      await engine.stop();
+    }
+  });
+});

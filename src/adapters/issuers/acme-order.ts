@@ -201,6 +201,8 @@ export class AcmeOrderFlow {
     const allowed = authz.wildcard ? (['dns-01'] as const) : this.settings.challenges;
     for (const type of allowed) {
       if (type === 'dns-01' && !this.settings.dnsProvider) continue;
+      // An IP identifier has no DNS name to put a TXT record under (RFC 8738): never DNS-01.
+      if (type === 'dns-01' && authz.identifier.type === 'ip') continue;
       const challenge = authz.challenges?.find((c) => c.type === type);
       if (!challenge) continue;
       // The token ends up in a storage key, a DNS record and a URL path: only base64url (RFC 8555 §8.1).
