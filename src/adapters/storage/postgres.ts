@@ -20,6 +20,7 @@
  * row would restart its fencing counter at 1, and a paused former holder with
  * token 1 could then write again.
  */
+import { withDeadline } from './deadline.js';
 import { randomUUID } from 'node:crypto';
 import type { Notification, Pool, PoolClient, PoolConfig, QueryResultRow } from 'pg';
 import { CertstateError, ConfigError, FencingError, LockLostError, StorageError } from '../../errors.js';
@@ -171,26 +172,6 @@ export function likePrefixPattern(prefix: string): string {
 
 // ─── bounded calls ──────────────────────────────────────────────────────────
 
-/**
- * Reject after `ms` with a `StorageError`. `pg` waits for a pool connection
- * for ever unless the pool sets `connectionTimeoutMillis`, and a caller's pool
- * may not; this bound holds whatever the pool's settings.
- */
-function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new StorageError(`${what}: no answer within ${ms} ms`, { code: 'ERR_STORAGE_TIMEOUT' })), ms);
-    promise.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        reject(error);
-      },
-    );
-  });
-}
 
 function toStorageError(error: unknown, what: string): unknown {
   if (error instanceof CertstateError) return error;

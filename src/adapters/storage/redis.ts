@@ -29,6 +29,7 @@
  * (which places all of certstate on one shard). Only a standalone or
  * Sentinel-managed `Redis` client is accepted.
  */
+import { withDeadline } from './deadline.js';
 import { randomUUID, createHash } from 'node:crypto';
 import type { Redis, RedisOptions } from 'ioredis';
 import { ConfigError, FencingError, LockLostError, StorageError, CertstateError } from '../../errors.js';
@@ -171,25 +172,6 @@ export function escapeRedisGlob(text: string): string {
   return text.replace(/[\\*?[\]^]/g, (c) => `\\${c}`);
 }
 
-/**
- * Reject after `ms` with a `StorageError`, so no storage call can hang on a
- * client that queues commands while disconnected (ioredis' default).
- */
-function withDeadline<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new StorageError(`${what}: no answer within ${ms} ms`, { code: 'ERR_STORAGE_TIMEOUT' })), ms);
-    promise.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        reject(error);
-      },
-    );
-  });
-}
 
 /** Any failure as a typed error: certstate's own errors pass through, the rest become `StorageError`. */
 function toStorageError(error: unknown, what: string): CertstateError {
