@@ -34,10 +34,14 @@ const flags = parseFlags('bench/handshake.ts', {
   'warm-every-name': { default: true, help: 'before the runs, one real handshake per name on the map and certstate servers (first-use costs are not steady state)' },
   alpn: { default: true, help: 'clients offer ALPN http/1.1, as browsers do' },
   profile: { default: false, help: 'write a CPU profile of the certstate server to bench/results/profiles/' },
+  servers: { default: 'static,map,certstate', help: 'servers to compare (static and map are the baselines; map-alpn-callback adds a JS ALPNCallback to map)' },
   json: { default: '', help: 'write the JSON result here instead of bench/results/handshake.json' },
 });
 
-const MODES: Mode[] = ['static', 'map', 'certstate'];
+const KNOWN: Mode[] = ['static', 'map', 'map-alpn-callback', 'certstate'];
+const MODES = flags.servers.split(',').map((m) => m.trim()) as Mode[];
+for (const m of ['static', 'map', 'certstate'] as const) if (!MODES.includes(m)) throw new Error(`--servers must include ${m}`);
+for (const m of MODES) if (!KNOWN.includes(m)) throw new Error(`--servers: unknown server ${m} (known: ${KNOWN.join(', ')})`);
 const BAR_RATIO = 1.15;
 
 interface Run {
@@ -162,6 +166,9 @@ function ratios(runs: Run[]) {
     certstateVsStatic: pairedRatios(cpu('certstate'), cpu('static')),
     certstateVsMap: pairedRatios(cpu('certstate'), cpu('map')),
     mapVsStatic: pairedRatios(cpu('map'), cpu('static')),
+    // Every server against both baselines, for the table (and for optional servers).
+    vsStatic: Object.fromEntries(MODES.map((m) => [m, pairedRatios(cpu(m), cpu('static'))])) as Record<Mode, ReturnType<typeof pairedRatios>>,
+    vsMap: Object.fromEntries(MODES.map((m) => [m, pairedRatios(cpu(m), cpu('map'))])) as Record<Mode, ReturnType<typeof pairedRatios>>,
   };
 }
 
@@ -183,8 +190,8 @@ function report(runs: Run[], servers: Map<Mode, { setup: SetupReply }>): void {
   const rows = MODES.map((mode) => {
     const cpu = summarize(byMode(runs, mode, 'cpuPerHandshakeUs'));
     const hs = summarize(byMode(runs, mode, 'handshakesPerSecond'));
-    const vsStatic = mode === 'static' ? '1' : spread(mode === 'map' ? rel.mapVsStatic : rel.certstateVsStatic);
-    const vsMap = mode === 'certstate' ? spread(rel.certstateVsMap) : mode === 'map' ? '1' : '—';
+    const vsStatic = mode === 'static' ? '1' : spread(rel.vsStatic[mode]);
+    const vsMap = mode === 'map' ? '1' : mode === 'static' ? '—' : spread(rel.vsMap[mode]);
     const setup = servers.get(mode)!.setup;
     const gc = summarize(byMode(runs, mode, 'gcPerHandshakeUs'));
     return [mode, String(cpu.runs), spread(cpu, 1e-3), vsStatic, vsMap, spread(gc, 1e-3), spread(hs, 1, 4), setup.memory.rssMb.toFixed(0), setup.memory.heapUsedMb.toFixed(0)];

@@ -3,6 +3,9 @@
  *
  *   static     plain `tls.createServer` with one certificate (SNI ignored)
  *   map        a bare `Map<name, SecureContext>` in `SNICallback`
+ *   map-alpn-callback  the same Map, with protocol selection in a JS
+ *              `ALPNCallback` as certstate's TLS-ALPN-01 support requires
+ *              (optional: separates that cost from the engine's)
  *   certstate  `engine.tlsOptions()` of an engine managing every name
  *
  * Run in its own process so that `process.cpuUsage()` between `begin` and
@@ -21,7 +24,7 @@ import { engineModule } from '../lib/engine-module.js';
 import { ensureDataset, seedStorage, type Dataset } from '../lib/dataset.js';
 import { memoryAfterGc } from '../lib/memory.js';
 
-export type Mode = 'static' | 'map' | 'certstate';
+export type Mode = 'static' | 'map' | 'map-alpn-callback' | 'certstate';
 
 export interface SetupReply {
   port: number;
@@ -78,13 +81,16 @@ async function serverOptions(mode: Mode, dataset: Dataset): Promise<{ options: t
     const unit = await unitOf(dataset, dataset.names[0]!);
     return { options: { cert: unit.certificatePem, key: unit.privateKeyPem, ALPNProtocols: ALPN }, warmMs: 0 };
   }
-  if (mode === 'map') {
+  if (mode === 'map' || mode === 'map-alpn-callback') {
     const contexts = new Map<string, tls.SecureContext>();
     for (const name of dataset.names) {
       const unit = await unitOf(dataset, name);
       contexts.set(name, tls.createSecureContext({ cert: unit.certificatePem, key: unit.privateKeyPem }));
     }
-    return { options: { SNICallback: (name, cb) => cb(null, contexts.get(name)), ALPNProtocols: ALPN }, warmMs: 0 };
+    const SNICallback = (name: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) => cb(null, contexts.get(name));
+    if (mode === 'map') return { options: { SNICallback, ALPNProtocols: ALPN }, warmMs: 0 };
+    const ALPNCallback = ({ protocols }: { protocols: string[] }) => (protocols.includes(ALPN[0]!) ? ALPN[0] : undefined);
+    return { options: { SNICallback, ALPNCallback } as tls.TlsOptions, warmMs: 0 };
   }
   const storage = memoryStorage();
   await seedStorage(dataset, storage);

@@ -13,6 +13,9 @@ import { REPO_DIR, RESULTS_DIR } from './paths.js';
 import type { Summary } from './stats.js';
 
 
+/** The 1-minute load average when this bench started (module load time). */
+const LOAD_AT_START = os.loadavg()[0]!;
+
 export interface MachineFacts {
   nproc: number;
   cpuModel: string;
@@ -37,7 +40,7 @@ export function machineFacts(): MachineFacts {
     node: process.version,
     platform: `${os.platform()} ${os.release()}`,
     totalMemoryMb: Math.round(os.totalmem() / 2 ** 20),
-    loadAverage: [os.loadavg()[0]!],
+    loadAverage: [LOAD_AT_START],
   };
 }
 

@@ -32,8 +32,12 @@ export interface LoadReply {
 }
 
 export interface IdleReply {
+  /** Wall time the idle period actually took (longer than asked when the engine is busy). */
   seconds: number;
   cpuMs: number;
+  /** CPU per window of `seconds / 6`, ms: the first windows carry V8's post-load GCs, the rest show the steady state. */
+  windowsCpuMs: number[];
+  windowSeconds: number;
 }
 
 const refusingIssuer: Issuer = {
@@ -124,10 +128,20 @@ serveRpc({
   },
 
   async idle({ seconds }: { seconds: number }): Promise<IdleReply> {
+    const windowsCpuMs: number[] = [];
     const cpu0 = process.cpuUsage();
-    await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+    const t0 = performance.now();
+    for (let w = 0; w < 6; w++) {
+      const c0 = process.cpuUsage();
+      const w0 = performance.now();
+      await new Promise((resolve) => setTimeout(resolve, (seconds / 6) * 1000));
+      const c = process.cpuUsage(c0);
+      // Per second of wall time actually elapsed: a busy engine stretches the window.
+      windowsCpuMs.push(((c.user + c.system) / 1000) * ((seconds / 6) * 1000 / (performance.now() - w0)));
+    }
     const cpu = process.cpuUsage(cpu0);
-    return { seconds, cpuMs: (cpu.user + cpu.system) / 1000 };
+    const elapsedSeconds = (performance.now() - t0) / 1000;
+    return { seconds: elapsedSeconds, cpuMs: (cpu.user + cpu.system) / 1000, windowsCpuMs, windowSeconds: seconds / 6 };
   },
 
   /** Cost of one status listing: `engine.status()`, or for the baseline a plain object per Map entry. */
