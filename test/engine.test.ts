@@ -140,3 +140,60 @@ describe('issuer fallback', () => {
     await engine.stop();
   });
 });
+
+describe('loading at scale and under storage trouble', () => {
+  it('bounds concurrent storage reads at start, and a failed read is retried by reading, never by ordering', async () => {
+    const inner = await testStorage();
+    const issuer = scriptedIssuer({ mode: { kind: 'succeed' } });
+    // A certificate for "stored.localhost" exists; the first read of it fails (storage blip).
+    const seeder = createCertEngine({ storage: inner, issuers: [issuer], names: ['stored.localhost'] });
+    await seeder.start();
+    await seeder.getCertificate('stored.localhost');
+    await seeder.stop();
+    const ordersBefore = issuer.calls;
+
+    let active = 0;
+    let maxActive = 0;
+    let failFirst = true;
+    const storage: Storage = {
+      ...inner,
+      description: 'slow',
+      load: async (key) => {
+        active++;
+        maxActive = Math.max(maxActive, active);
+        try {
+          await new Promise((r) => setTimeout(r, 2));
+          if (key.includes('stored.localhost') && failFirst) {
+            failFirst = false;
+            throw new (await import('../src/errors.js')).StorageError('storage blip');
+          }
+          return await inner.load(key);
+        } finally {
+          active--;
+        }
+      },
+      store: (k, v, o) => inner.store(k, v, o),
+      delete: (k) => inner.delete(k),
+      list: (p) => inner.list(p),
+      stat: (k) => inner.stat(k),
+      lock: (k, t, o) => inner.lock(k, t, o),
+    };
+    const clock = new ManualClock();
+    const names = ['stored.localhost', ...Array.from({ length: 400 }, (_, i) => `n${i}.localhost`)];
+    const engine = createCertEngine({ storage, issuers: [scriptedIssuer()], names, clock });
+    await engine.start();
+    try {
+      // 64 loads (2 reads each) plus 32 attempts (2 reads each) at most, not one per name (401 here).
+      assert.ok(maxActive <= 192, `storage reads at once bounded, saw ${maxActive}`);
+      const blip = engine.statusOf('stored.localhost')!;
+      assert.equal(blip.state, 'failed-backoff');
+      assert.equal(blip.attempts, 0, 'a storage blip is not counted as a CA failure');
+      clock.advanceTo(blip.nextAttemptAt!);
+      for (let i = 0; i < 50 && engine.statusOf('stored.localhost')!.state !== 'valid'; i++) await new Promise((r) => setTimeout(r, 5));
+      assert.equal(engine.statusOf('stored.localhost')!.state, 'valid', 're-read the stored certificate');
+      assert.equal(issuer.calls, ordersBefore, 'no order for a certificate that was in storage all along');
+    } finally {
+      await engine.stop();
+    }
+  });
+});

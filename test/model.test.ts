@@ -26,21 +26,27 @@ import { modelPaths, replayEvents, NAME, DAY, T0, type CertKind, type LoadVarian
 
 // ─── Replay on the real engine ─────────────────────────────────────────────
 
-/** A storage whose first load of the name's certificate waits for the test (so `loading` can be probed) or fails. */
+/**
+ * A storage whose loads wait for the test's go (so `loading` can be probed and
+ * storage seeded first), or fail while the test says so; `rearm` makes the
+ * next loads wait again (a load retried after a failure).
+ */
 function gatedStorage(inner: Storage) {
-  let release!: (fail: boolean) => void;
-  const gate = new Promise<boolean>((resolve) => (release = resolve));
-  let first = true;
+  let mode: 'wait' | 'fail' | 'pass' = 'wait';
+  const waiting: Array<() => void> = [];
+  const release = (fail: boolean) => {
+    mode = fail ? 'fail' : 'pass';
+    for (const wake of waiting.splice(0)) wake();
+  };
+  const rearm = () => {
+    mode = 'wait';
+  };
   const storage: Storage = {
     ...inner,
     description: 'gated',
     load: async (key) => {
-      // Every load waits for the test's go (the step that seeds storage comes first); the first may fail.
-      const fail = await gate;
-      if (fail && first) {
-        first = false;
-        throw new StorageError('storage down');
-      }
+      while (mode === 'wait') await new Promise<void>((resolve) => waiting.push(resolve));
+      if (mode === 'fail') throw new StorageError('storage down');
       return inner.load(key);
     },
     store: (k, v, o) => inner.store(k, v, o),
@@ -49,7 +55,7 @@ function gatedStorage(inner: Storage) {
     stat: (k) => inner.stat(k),
     lock: (k, t, o) => inner.lock(k, t, o),
   };
-  return { storage, release };
+  return { storage, release, rearm };
 }
 
 interface Probe {
@@ -89,7 +95,7 @@ async function replay(steps: Array<{ event: ModelEvent; state: { value: unknown 
   const clock = new ManualClock(T0);
   const inner = memoryStorage();
   await installTestCa(inner);
-  const { storage, release } = gatedStorage(inner);
+  const { storage, release, rearm } = gatedStorage(inner);
   const issuer: ScriptedIssuer = scriptedIssuer({ validityMs: 90 * DAY });
   const engine = createCertEngine({ storage, issuers: [issuer], names: [NAME], clock, random: () => 0.5, handshakeTimeout: 30_000 });
   let current: LifecycleState | undefined;
@@ -181,6 +187,7 @@ async function replay(steps: Array<{ event: ModelEvent; state: { value: unknown 
           await started;
           lastFailure = 'storage down';
           await settleHeld('failure');
+          rearm(); // the retry after the backoff loads again, when the path says so
           break;
         case 'xstate.done.actor.attempt':
           await issuer.untilPending();

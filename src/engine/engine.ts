@@ -43,6 +43,8 @@ import { ariRenewalTime, ARI_DEFAULT_RECHECK_MS, clampAriRecheck } from './ari.j
 import type { CertificateBundle, CertificateMeta, Clock, Issuer, LifecycleState, Logger, NameStatus, Storage, TimerHandle } from '../types.js';
 import { isStorageOutage, runAttempt, safeError } from './attempt.js';
 import type { CertEngineEvent, CertEngineEventOf, CertEngineEventType } from './events.js';
+import { Limiter } from './limiter.js';
+import { certificateCoversName } from '../certs.js';
 import { MaterialCache } from './material-cache.js';
 import { parseFailure, parseUnit, serializeFailure } from './unit.js';
 
@@ -146,6 +148,10 @@ export class CertEngine {
   readonly #events = new EventEmitter();
   readonly #machine: CertificateMachine;
   readonly #inflight = new Set<Promise<unknown>>();
+  /** Loads from storage in flight at once: 100k names at start must not open 100k files (EMFILE). */
+  readonly #loads = new Limiter(64);
+  /** Attempts doing storage and CA work at once (a mass first start must not open a file or an order per name at once). */
+  readonly #attempts = new Limiter(32);
   readonly #managedNames: string[];
   readonly #gate: OnDemandGate | undefined;
   readonly #rejections: RejectionLog;
@@ -187,8 +193,9 @@ export class CertEngine {
     if (this.#stopped) throw new EngineStoppedError();
     if (this.#started) return;
     this.#started = true;
-    await this.#watchStorage();
+    // Actors first: a handshake arriving while the watch connects must find its name.
     const domains = this.#managedNames.map((name) => this.#ensureDomain(name, true));
+    await this.#watchStorage();
     await Promise.all(domains.map((d) => waitFor(d.actor, (s) => !s.matches('loading'))));
   }
 
@@ -584,10 +591,10 @@ export class CertEngine {
     });
     return machine.provide({
       actors: {
-        loadStored: fromPromise<LoadedState, { name: string }>(({ input }) => this.#track(this.#load(input.name))),
+        loadStored: fromPromise<LoadedState, { name: string }>(({ input }) => this.#track(this.#loads.run(() => this.#load(input.name)))),
         attempt: fromPromise<Awaited<ReturnType<typeof runAttempt>>, AttemptInput>(({ input, signal }) =>
           this.#track(
-            runAttempt(
+            this.#attempts.run(() => runAttempt(
               {
                 storage: this.#storage,
                 issuers: this.#issuers,
@@ -609,7 +616,7 @@ export class CertEngine {
               },
               input,
               signal,
-            ),
+            )),
           ),
         ),
         persistFailure: fromPromise<void, { name: string; record: FailureRecord }>(async ({ input }) => {
@@ -739,7 +746,10 @@ export class CertEngine {
     const loaded: LoadedState = {};
     if (unitRaw !== undefined) {
       const unit = this.#parseOrWarn(name, () => parseUnit(keys.certificate(name), unitRaw));
-      if (unit) {
+      // A unit stored under the wrong name is not this name's certificate.
+      if (unit && !certificateCoversName(unit.meta, name)) {
+        this.#logger.warn({ name }, 'ignoring a stored certificate that does not cover its name');
+      } else if (unit) {
         this.#materials.put(unit.meta.fingerprint, unit.bundle);
         loaded.certificate = unit.meta;
       }

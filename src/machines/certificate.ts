@@ -43,6 +43,8 @@ export interface CertificateContext {
   attemptSeq: number;
   /** Serve an expired certificate during backoff instead of failing the handshake. */
   serveExpired: boolean;
+  /** Storage has been read at least once: until then, a retry re-reads instead of ordering. */
+  loaded: boolean;
 }
 
 /** What a handshake is answered with. */
@@ -160,6 +162,7 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
         return {
           certificate: cert,
           renewAt: cert ? renewalTime(cert, random(), policy) : undefined,
+          loaded: true,
           attempts: loaded.failure?.attempts ?? context.attempts,
           lastError: loaded.failure?.lastError,
           nextAttemptAt: loaded.failure?.nextAttemptAt,
@@ -217,6 +220,8 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
     guards: {
       /** A certificate is in memory and has not expired. */
       hasUsableCertificate: ({ context }) => usable(context),
+      /** Storage has not been read successfully yet. */
+      notLoaded: ({ context }) => !context.loaded,
       /** A certificate is in memory (maybe expired). */
       hasCertificate: ({ context }) => context.certificate !== undefined,
       /** A certificate can be served during backoff: unexpired, or expired and the user opted in. */
@@ -236,7 +241,7 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
     },
   }).createMachine({
     id: 'certificate',
-    context: ({ input }) => ({ name: input.name, attempts: 0, attemptSeq: 0, serveExpired: input.serveExpired ?? false }),
+    context: ({ input }) => ({ name: input.name, attempts: 0, attemptSeq: 0, serveExpired: input.serveExpired ?? false, loaded: false }),
     initial: 'loading',
     on: { STOP: '.stopped' },
     states: {
@@ -324,11 +329,13 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
             record: { attempts: context.attempts, lastError: context.lastError, nextAttemptAt: context.nextAttemptAt },
           }),
         },
-        after: { untilNextAttempt: { target: 'routing' } },
+        // A failed *load* is retried by loading again: an unread storage is never a reason to order.
+        after: { untilNextAttempt: [{ guard: 'notLoaded', target: 'loading' }, { target: 'routing' }] },
         on: {
           HANDSHAKE: [{ guard: 'canServeInBackoff', actions: 'replyWithCertificate' }, { actions: 'replyWithError' }],
           // An operator's retry: an attempt now, whatever the backoff or the renewal time.
           FORCE_RENEW: [
+            { guard: 'notLoaded', target: 'loading', actions: 'clearBackoff' },
             { guard: 'hasUsableCertificate', target: 'attempting.renewing', actions: 'clearBackoff' },
             { guard: 'hasCertificate', target: 'attempting.expired-renewing', actions: 'clearBackoff' },
             { target: 'attempting.obtaining', actions: 'clearBackoff' },
