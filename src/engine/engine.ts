@@ -24,6 +24,7 @@ import {
 import {
   createCertificateMachine,
   type AttemptInput,
+  type CertificateContext,
   type CertificateMachine,
   type FailureRecord,
   type HandshakeAnswer,
@@ -383,9 +384,8 @@ export class CertEngine {
 
   /** Status of every name the engine holds. */
   status(): NameStatus[] {
-    const now = this.#clock.now();
     const out: NameStatus[] = [];
-    for (const domain of this.#domains.values()) out.push(this.#statusOf(domain, now));
+    for (const domain of this.#domains.values()) out.push(this.#statusOf(domain));
     return out;
   }
 
@@ -398,7 +398,7 @@ export class CertEngine {
       return undefined;
     }
     const domain = this.#domains.get(name);
-    return domain && this.#statusOf(domain, this.#clock.now());
+    return domain && this.#statusOf(domain);
   }
 
   /** Ids of the configured issuers, in the order they are tried. */
@@ -497,7 +497,7 @@ export class CertEngine {
     this.#domains.set(name, domain);
     actor.on('*', (event) => this.#publish(event as CertEngineEvent));
     actor.subscribe({
-      next: (snapshot) => this.#observe(domain, stateOf(snapshot.value), snapshot.context.certificate?.fingerprint),
+      next: (snapshot) => this.#observe(domain, stateOf(snapshot.value), snapshot.context),
       error: (error) => this.#logger.error({ name, err: safeError(error) }, 'certificate actor failed'),
     });
     actor.start();
@@ -505,8 +505,9 @@ export class CertEngine {
   }
 
   /** Track transitions: log one line each, publish `state_changed`, drop key material no longer in use. */
-  #observe(domain: Domain, state: LifecycleState, fingerprint: string | undefined): void {
-    const certificate = domain.actor.getSnapshot().context.certificate;
+  #observe(domain: Domain, state: LifecycleState, ctx: CertificateContext): void {
+    const { certificate } = ctx;
+    const fingerprint = certificate?.fingerprint;
     domain.ready = (state === 'valid' || state === 'renewing') && certificate ? { fingerprint: certificate.fingerprint, notAfter: certificate.notAfter } : undefined;
     if (fingerprint !== domain.fingerprint) {
       if (domain.fingerprint !== undefined) this.#materials.delete(domain.fingerprint);
@@ -516,7 +517,6 @@ export class CertEngine {
     if (state === domain.state) return;
     const from = domain.state;
     domain.state = state;
-    const ctx = domain.actor.getSnapshot().context;
     this.#logger.info(
       { name: domain.name, state, from, attempt: ctx.attemptSeq, ...(ctx.certificate ? { issuer: ctx.certificate.issuerId } : {}), ...(state === 'failed-backoff' && ctx.lastError ? { error: { type: ctx.lastError.type, message: ctx.lastError.message } } : {}) },
       'certificate state',
@@ -567,7 +567,7 @@ export class CertEngine {
     }
   }
 
-  #statusOf(domain: Domain, _now: number): NameStatus {
+  #statusOf(domain: Domain): NameStatus {
     const { context } = domain.actor.getSnapshot();
     const status: NameStatus = {
       name: domain.name,
