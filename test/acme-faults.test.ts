@@ -359,8 +359,9 @@ describe('fault proxy: order stuck in processing', { skip }, () => {
       assert.match(e.message, /still not done after 1000 ms/);
       return true;
     });
+    // The issuer times its polling on Date.now(), this test on performance.now(): allow for the two clocks' skew.
     const waited = performance.now() - started;
-    assert.ok(waited >= 1000 && waited < 3000, `the first handshake waited for the attempt's end (${waited.toFixed(0)} ms)`);
+    assert.ok(waited >= 950 && waited < 3000, `the first handshake waited for the attempt's end (${waited.toFixed(0)} ms)`);
     const failed = statusOf(engine, name);
     assert.equal(failed.state, 'failed-backoff');
     assert.equal(failed.lastError?.type, 'AcmeError');
