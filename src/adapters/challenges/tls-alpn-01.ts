@@ -7,8 +7,8 @@
  * - Both are called as methods of the server-side `TLSSocket`
  *   (`socket[kALPNCallback]({ servername, protocols })`, then
  *   `owner._SNICallback(servername, cb)`), so `this` is the same socket in
- *   both. That socket is the handle we pass state through: a `WeakSet` of
- *   sockets that negotiated `acme-tls/1` (no leak: entries die with sockets).
+ *   both. That socket is the handle we pass state through: a symbol-keyed
+ *   mark on sockets that negotiated `acme-tls/1` (it dies with the socket).
  * - With TLS 1.3 (Go's crypto/tls, under Pebble's and Boulder's validators,
  *   offers it; Pebble's VA is exercised in the tests) OpenSSL selects ALPN *before* the certificate callback that runs
  *   `SNICallback`, so by the time SNI runs we know whether this is a
@@ -83,10 +83,13 @@ const CACHE_LIMIT = 256;
 export function createTlsAlpnResponder(storage: Storage, options: TlsAlpnResponderOptions = {}): TlsAlpnResponder {
   const protocols = [...(options.protocols ?? ['http/1.1'])];
   if (protocols.includes(ACME_TLS_ALPN_PROTOCOL)) throw new TypeError(`protocols must not include ${ACME_TLS_ALPN_PROTOCOL}`);
-  /** Sockets whose ALPN callback chose acme-tls/1: their SNI answer is the challenge certificate. */
-  const validating = new WeakSet<object>();
-  /** Sockets whose SNI already ran (TLS 1.2 order): too late to present a challenge certificate. */
-  const sniDone = new WeakSet<object>();
+  // Per-socket marks are symbol-keyed properties, not WeakSets: every handshake
+  // sets one, and weak collections cost the GC work per entry (ephemerons).
+  /** On a socket whose ALPN callback chose acme-tls/1: its SNI answer is the challenge certificate. */
+  const validating = Symbol('certstate.tlsAlpn01.validating');
+  /** On a socket whose SNI already ran (TLS 1.2 order): too late to present a challenge certificate. */
+  const sniDone = Symbol('certstate.tlsAlpn01.sniDone');
+  type Marked = tls.TLSSocket & { [validating]?: boolean; [sniDone]?: boolean };
   /** `name \n keyAuthorization` → context; insertion-ordered Map as a small LRU. */
   const contexts = new Map<string, tls.SecureContext>();
   // The challenge certificate's RSA key, generated off the event loop before the first validation needs it.
@@ -96,8 +99,8 @@ export function createTlsAlpnResponder(storage: Storage, options: TlsAlpnRespond
     if (info.protocols.includes(ACME_TLS_ALPN_PROTOCOL)) {
       // Without SNI, or after SNI already picked a certificate, we could only
       // present a wrong certificate: refuse the handshake instead.
-      if (!this || !info.servername || sniDone.has(this)) return undefined;
-      validating.add(this);
+      if (!this || !info.servername || (this as Marked)[sniDone]) return undefined;
+      (this as Marked)[validating] = true;
       return ACME_TLS_ALPN_PROTOCOL;
     }
     for (const protocol of protocols) if (info.protocols.includes(protocol)) return protocol;
@@ -164,12 +167,12 @@ export function createTlsAlpnResponder(storage: Storage, options: TlsAlpnRespond
 
   function wrapSNICallback(sni?: SNICallback): SNICallback {
     return function certstateSNICallback(this: tls.TLSSocket | undefined, servername, cb) {
-      if (this && validating.has(this)) {
-        validating.delete(this);
+      if (this && (this as Marked)[validating]) {
+        (this as Marked)[validating] = false;
         warnIfDefaultCertificate(this);
         return answerChallenge(servername, cb);
       }
-      if (this) sniDone.add(this);
+      if (this) (this as Marked)[sniDone] = true;
       if (sni) return sni.call(this, servername, cb);
       cb(null, undefined);
     };
