@@ -5,7 +5,7 @@
  * @packageDocumentation
  */
 export { createCertEngine, CertEngine, stateOf } from './engine/engine.js';
-export type { CertEngineOptions, ServedCertificate, HandshakeInfo } from './engine/engine.js';
+export type { CertEngineOptions, StartOptions, EngineStats, ServedCertificate, HandshakeInfo } from './engine/engine.js';
 export type { OnDemandOptions, DecisionInfo, OnDemandStats } from './engine/on-demand.js';
 export type { CertEngineEvent, CertEngineEventOf, CertEngineEventType, StateChangedEvent, HandshakeEvent, IssuerAttemptEvent } from './engine/events.js';
 
@@ -31,6 +31,7 @@ export { normalizeName, isIpLiteral } from './names.js';
 export type { InvalidNameReason } from './names.js';
 export type { NormalizeNameOptions } from './names.js';
 export { parseCertificateBundle, certificateCoversName, ariCertId, splitPemChain } from './certs.js';
+export type { ParseCertificateOptions } from './certs.js';
 export { keys as storageKeys } from './storage-keys.js';
 
 export { memoryStorage } from './adapters/storage/memory.js';

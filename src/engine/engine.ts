@@ -10,7 +10,7 @@
 import { EventEmitter } from 'node:events';
 import type { SecureContext } from 'node:tls';
 import { pino } from 'pino';
-import { createActor, waitFor, type Actor, type InspectionEvent, type Observer, fromPromise } from 'xstate';
+import { createActor, waitFor, type Actor, type InspectionEvent, type Observer, type Subscription, fromPromise } from 'xstate';
 import { realClock } from '../clock.js';
 import {
   CertificateUnavailableError,
@@ -23,6 +23,7 @@ import {
 } from '../errors.js';
 import {
   createCertificateMachine,
+  errorAnswer,
   type AttemptInput,
   type CertificateContext,
   type CertificateMachine,
@@ -31,7 +32,7 @@ import {
   type HandshakeReply,
   type LoadedState,
 } from '../machines/certificate.js';
-import { defaultTimingPolicy, type TimingPolicy } from '../machines/policy.js';
+import { defaultTimingPolicy, renewalTime, type TimingPolicy } from '../machines/policy.js';
 import { InvalidNameError, RejectionLog, isIpLiteral, normalizeName } from '../names.js';
 import { DEFAULT_DATA_DIR, fileStorage } from '../adapters/storage/file.js';
 import { createHttpChallengeHandler, type HttpChallengeHandler, type HttpFallback } from '../adapters/challenges/http-01.js';
@@ -47,6 +48,7 @@ import type { CertEngineEvent, CertEngineEventOf, CertEngineEventType } from './
 import { Limiter } from './limiter.js';
 import { certificateCoversName } from '../certs.js';
 import { MaterialCache } from './material-cache.js';
+import { WakeQueue } from './wake-queue.js';
 import { parseFailure, parseUnit, serializeFailure } from './unit.js';
 
 /** Options of `createCertEngine`. */
@@ -88,6 +90,34 @@ export interface CertEngineOptions {
   lockTtlMs?: number;
   /** How long `stop()` waits for storage and issuer calls in flight, real-time ms (default 10,000). */
   stopTimeoutMs?: number;
+  /**
+   * Most certificates whose key material (PEMs and the built `SecureContext`:
+   * ~40 KB of OpenSSL memory each) stays in memory (default 10,000). Beyond it
+   * the least recently served is dropped, and read from storage again at its
+   * next handshake (one read per name, however many handshakes wait for it).
+   */
+  cacheCapacity?: number;
+  /**
+   * Most names kept as running statechart actors (~7 KB each; default 1,000).
+   * Beyond it, names that are `valid` with nothing in flight sleep as a
+   * ~0.5 KB record, least recently active first: they are served exactly like
+   * live names, and wake (their actor is restored from the record) at their
+   * renewal time, on an ARI hint, a storage change, or an operator's action.
+   * Names still loading, in an attempt or in backoff are never put to sleep.
+   */
+  maxLiveActors?: number;
+}
+
+/** Options of `CertEngine.start()`. */
+export interface StartOptions {
+  /**
+   * Resolve only once every managed name has been read from storage (default
+   * true). With `false`, `start()` resolves as soon as handshakes can be
+   * served; names are read in the background, and a handshake for a name not
+   * read yet reads it first (ahead of the background reads). At 100,000 names
+   * the background read takes ~20–30 s on file storage.
+   */
+  waitForStorage?: boolean;
 }
 
 /** A certificate ready to serve. */
@@ -101,6 +131,20 @@ export interface ServedCertificate {
   expired: boolean;
 }
 
+/** What the engine holds in memory (`engine.stats`): for capacity planning and metrics. */
+export interface EngineStats {
+  /** Names known: managed, and on-demand names admitted. */
+  names: number;
+  /** Names with a running statechart actor. */
+  liveActors: number;
+  /** Names sleeping as a record (`valid`, nothing in flight), waking at their renewal time. */
+  sleeping: number;
+  /** Certificates whose key material is in memory (bounded by `cacheCapacity`). */
+  cachedCertificates: number;
+  /** Handshakes waiting for an attempt in flight. */
+  waitingHandshakes: number;
+}
+
 /** Details of a handshake, for on-demand decisions and logs. */
 export interface HandshakeInfo {
   remoteAddress?: string;
@@ -108,13 +152,35 @@ export interface HandshakeInfo {
 
 type CertActor = Actor<CertificateMachine>;
 
+/** A sleeping name: its `valid` certificate and renewal time, with no actor running. */
+type Dormant = LoadedState & { certificate: CertificateMeta; renewAt: number };
+
 interface Domain {
   readonly name: string;
   readonly managed: boolean;
-  readonly actor: CertActor;
-  /** Held handshakes and their deadline timers. */
-  readonly waiters: Map<HandshakeReply, TimerHandle | undefined>;
+  /** The running statechart; undefined while the name sleeps (`dormant`) or has not been read yet. */
+  actor: CertActor | undefined;
+  subscription: Subscription | undefined;
+  /** Set while the name sleeps. */
+  dormant: Dormant | undefined;
+  /** What a storage read already found, handed to the actor's first load (so it reads nothing). */
+  preloaded: LoadedState | undefined;
+  /** The actor was woken by a handshake or an operator: its load goes ahead of background reads. */
+  urgent: boolean;
+  /** Woken from sleep: its reload of the known record is not shown as a state change. */
+  waking: boolean;
+  /** A read of the certificate's key material in flight (after cache eviction). */
+  reloading: Promise<void> | undefined;
+  /**
+   * Held handshakes and their deadlines (ms since epoch). Every waiter gets
+   * the same `handshakeTimeout`, so insertion order is deadline order and one
+   * timer per name (`deadlineTimer`, armed for the oldest) serves them all.
+   */
+  readonly waiters: Map<HandshakeReply, number>;
+  deadlineTimer: TimerHandle | undefined;
   state: LifecycleState | undefined;
+  /** The certificate in use (metadata only). */
+  certificate: CertificateMeta | undefined;
   fingerprint: string | undefined;
   /** Next ARI (renewal information) check, if the certificate's issuer offers ARI. */
   ariTimer?: TimerHandle;
@@ -124,9 +190,16 @@ interface Domain {
    * an XState macrostep. Unset in every other state: those handshakes are events.
    */
   ready: { fingerprint: string; notAfter: number } | undefined;
+  /**
+   * The answer of `failed-backoff` with nothing to serve, memoised the same
+   * way: a flood of handshakes during backoff costs no XState event each.
+   */
+  refusal: HandshakeAnswer | undefined;
 }
 
 const DEFAULT_HANDSHAKE_TIMEOUT = 30_000;
+/** Storage reads in flight during the start-up scan of managed names. */
+const SCAN_CONCURRENCY = 64;
 
 /** Create an engine. Call `start()` before serving. */
 export function createCertEngine(options: CertEngineOptions): CertEngine {
@@ -145,7 +218,18 @@ export class CertEngine {
   readonly #maxWaitersPerName: number;
   readonly #maxWaiters: number;
   readonly #domains = new Map<string, Domain>();
-  readonly #materials = new MaterialCache();
+  readonly #materials: MaterialCache;
+  /** One error or served certificate per answer, shared by every handshake it answers (a herd costs one, not 10,000). */
+  readonly #sharedAnswers = new WeakMap<object, { nextAttemptAt?: number; result: ServedCertificate | Error }>();
+  /** Due times of sleeping names (renewal, expiry): one heap, one timer. */
+  readonly #wakes: WakeQueue;
+  /** Live actors in `valid`, least recently active first: the candidates for sleep. */
+  readonly #liveValid = new Map<string, Domain>();
+  readonly #maxLiveActors: number;
+  /** Certificates OpenSSL refused, already being replaced. */
+  readonly #repairing = new Set<string>();
+  #liveActors = 0;
+  #sleepPending = false;
   readonly #events = new EventEmitter();
   readonly #machine: CertificateMachine;
   readonly #inflight = new Set<Promise<unknown>>();
@@ -153,7 +237,7 @@ export class CertEngine {
   readonly #loads = new Limiter(64);
   /** Attempts doing storage and CA work at once (a mass first start must not open a file or an order per name at once). */
   readonly #attempts = new Limiter(32);
-  readonly #managedNames: string[];
+  readonly #managedNames: Set<string>;
   readonly #gate: OnDemandGate | undefined;
   readonly #rejections: RejectionLog;
   #waiting = 0;
@@ -181,23 +265,79 @@ export class CertEngine {
     this.#maxWaitersPerName = positive(options.maxWaitersPerName, 10_000, 'maxWaitersPerName');
     this.#maxWaiters = positive(options.maxWaiters, 100_000, 'maxWaiters');
     positive(options.lockTtlMs, 60_000, 'lockTtlMs');
-    this.#managedNames = (options.names ?? []).map((n) => normalizeName(n, { allowWildcard: true, allowIp: true }));
+    this.#managedNames = new Set((options.names ?? []).map((n) => normalizeName(n, { allowWildcard: true, allowIp: true })));
     this.#gate = options.onDemand ? createOnDemandGate(options.onDemand, { now: () => this.#clock.now(), logger: this.#logger }) : undefined;
     this.#rejections = new RejectionLog({ logger: this.#logger, now: () => this.#clock.now() });
+    this.#materials = new MaterialCache(count(options.cacheCapacity, 10_000, 'cacheCapacity'));
+    this.#maxLiveActors = count(options.maxLiveActors, 1_000, 'maxLiveActors');
+    this.#wakes = new WakeQueue(this.#clock, (name) => this.#wakeDue(name));
     this.#machine = this.#provideMachine();
   }
 
   // ─── Lifecycle ────────────────────────────────────────────────────────────
 
-  /** Start managing the configured names. Resolves once each has been read from storage (issuance continues in the background). */
-  async start(): Promise<void> {
+  /**
+   * Start managing the configured names. Handshakes are served from the
+   * moment it is called (a name not read yet is read first). Resolves once
+   * each name has been read from storage, or sooner with
+   * `{ waitForStorage: false }`; issuance continues in the background.
+   */
+  async start(options: StartOptions = {}): Promise<void> {
     if (this.#stopped) throw new EngineStoppedError();
     if (this.#started) return;
     this.#started = true;
-    // Actors first: a handshake arriving while the watch connects must find its name.
-    const domains = this.#managedNames.map((name) => this.#ensureDomain(name, true));
+    // Records first: a handshake arriving while the watch connects must find its name.
+    const domains = [...this.#managedNames].map((name) => this.#addDomain(name, true));
     await this.#watchStorage();
-    await Promise.all(domains.map((d) => waitFor(d.actor, (s) => !s.matches('loading'))));
+    const scanned = this.#scan(domains);
+    if (options.waitForStorage === false) {
+      scanned.catch((error: unknown) => this.#logger.error({ err: safeError(error) }, 'reading the managed names from storage failed'));
+      return;
+    }
+    await scanned;
+  }
+
+  /**
+   * Bring every managed name to life once. Below `maxLiveActors` a name gets
+   * its actor (which reads storage through the bounded loads). Beyond it the
+   * scan reads the name itself, 64 at a time: a good certificate not yet due
+   * becomes a sleeping record; any other name gets its actor, handed what was
+   * read. Names a handshake or an operator woke meanwhile are skipped.
+   */
+  async #scan(domains: Domain[]): Promise<void> {
+    let next = 0;
+    const worker = async () => {
+      while (next < domains.length && !this.#stopped) {
+        const domain = domains[next++]!;
+        if (domain.actor || domain.dormant) continue;
+        // Below the limit every name gets its actor, which reads storage itself.
+        if (this.#liveActors < this.#maxLiveActors) {
+          this.#wake(domain);
+          continue;
+        }
+        let loaded: LoadedState | undefined;
+        try {
+          // The same slots as the actors' loads: a handshake's urgent read still goes first.
+          loaded = await this.#track(this.#loads.run(() => this.#read(domain.name, { background: true })));
+        } catch {
+          loaded = undefined; // the actor reads again, with the statechart's retry
+        }
+        if (this.#stopped || this.#domains.get(domain.name) !== domain || domain.actor || domain.dormant) continue;
+        if (!loaded || !this.#sleepIfIdle(domain, loaded)) {
+          domain.preloaded = loaded;
+          this.#wake(domain);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: SCAN_CONCURRENCY }, worker));
+    // Resolve once no name is still loading (a preloaded load settles in a few microtasks).
+    await Promise.all(
+      domains.map((d) => {
+        const actor = d.actor;
+        if (!actor || !actor.getSnapshot().matches('loading')) return undefined;
+        return waitFor(actor, (s) => s.status !== 'active' || !s.matches('loading'), { timeout: Infinity }).catch(() => undefined);
+      }),
+    );
   }
 
   /**
@@ -220,7 +360,8 @@ export class CertEngine {
     for (const name of names) {
       const domain = name === undefined ? undefined : this.#domains.get(name);
       // Our own writes come back too: the fingerprint check in refreshFromStorage ignores them.
-      if (domain && change.type !== 'delete') {
+      // A name not read yet will read the change anyway.
+      if (domain && (domain.actor || domain.dormant) && change.type !== 'delete') {
         this.refreshFromStorage(domain.name).catch((error: unknown) => this.#logger.warn({ name: domain.name, err: safeError(error) }, 'refresh from storage failed'));
       }
     }
@@ -233,10 +374,11 @@ export class CertEngine {
     this.#rejections.flush();
     this.#gate?.flushLog();
     await this.#unwatch?.().catch((error: unknown) => this.#logger.warn({ err: safeError(error) }, 'unwatch failed'));
+    this.#wakes.clear();
     for (const domain of this.#domains.values()) {
       if (domain.ariTimer !== undefined) this.#clock.clearTimeout(domain.ariTimer);
-      domain.actor.send({ type: 'STOP' });
-      domain.actor.stop();
+      domain.actor?.send({ type: 'STOP' });
+      domain.actor?.stop();
     }
     // Attempts see their AbortSignal; storage calls cannot be aborted, so wait for them only so long.
     let grace: NodeJS.Timeout | undefined;
@@ -253,11 +395,15 @@ export class CertEngine {
   /** Add managed names at run time (normalised; already-known names are left as they are). */
   manage(names: string[]): void {
     this.#assertRunning();
+    const added: Domain[] = [];
     for (const raw of names) {
       const name = normalizeName(raw, { allowWildcard: true, allowIp: true });
-      if (!this.#managedNames.includes(name)) this.#managedNames.push(name);
-      this.#ensureDomain(name, true);
+      if (this.#managedNames.has(name)) continue;
+      this.#managedNames.add(name);
+      if (!this.#domains.has(name)) added.push(this.#addDomain(name, true));
     }
+    // Like start-up: actors up to the limit, then read in the background and sleep when valid.
+    this.#scan(added).catch((error: unknown) => this.#logger.error({ err: safeError(error) }, 'reading managed names from storage failed'));
   }
 
   // ─── Serving ──────────────────────────────────────────────────────────────
@@ -281,9 +427,15 @@ export class CertEngine {
     const startedAt = this.#clock.now();
     try {
       const domain = this.#domains.get(name) ?? this.#managedWildcardFor(name) ?? (await this.#admitOnDemand(name, servername, info));
-      const ready = this.#readyContext(domain);
-      const answer = ready ? { ok: true as const, fingerprint: domain.ready!.fingerprint, expired: false } : await this.#handshake(domain);
-      const served = this.#served(domain.name, answer);
+      let ready = this.#readyContext(domain);
+      // A memoised answer whose key material was evicted (or never read): one shared read, then serve.
+      if (!ready && this.#readyButNotInMemory(domain)) {
+        await this.#reloadMaterial(domain);
+        ready = this.#readyContext(domain);
+      }
+      const answer = ready ? { ok: true as const, fingerprint: domain.ready!.fingerprint, expired: false } : (domain.refusal ?? (await this.#handshake(domain)));
+      if (answer.ok && !this.#materials.has(answer.fingerprint)) await this.#reloadMaterial(domain);
+      const served = this.#served(domain, answer);
       if (this.#events.listenerCount('handshake') > 0) {
         const waitedMs = this.#clock.now() - startedAt;
         this.#publish({ type: 'handshake', name, outcome: ready || waitedMs === 0 ? 'immediate' : 'waited', waitedMs });
@@ -297,11 +449,51 @@ export class CertEngine {
     }
   }
 
-  /** The memoised `valid`/`renewing` answer, if the certificate has not expired meanwhile. */
+  /** The memoised `valid`/`renewing` answer, if the certificate has not expired meanwhile and its material is in memory. */
   #readyContext(domain: Domain | undefined): SecureContext | undefined {
     const ready = domain?.ready;
     if (ready === undefined || this.#clock.now() >= ready.notAfter) return undefined;
     return this.#materials.secureContext(ready.fingerprint);
+  }
+
+  #readyButNotInMemory(domain: Domain): boolean {
+    const ready = domain.ready;
+    return ready !== undefined && this.#clock.now() < ready.notAfter && !this.#materials.has(ready.fingerprint);
+  }
+
+  /**
+   * Read a name's stored certificate back into memory (after LRU eviction, or
+   * for a name woken from sleep): one read per name however many handshakes
+   * ask, ahead of background reads. If storage holds a different certificate
+   * (another process renewed it), it is adopted as a storage change.
+   */
+  #reloadMaterial(domain: Domain): Promise<void> {
+    domain.reloading ??= this.#track(this.#loads.run(() => this.#read(domain.name), true))
+      .then(
+        (loaded) => {
+          if (loaded.certificate && loaded.certificate.fingerprint !== domain.fingerprint) this.#adopt(domain, loaded);
+        },
+        (error: unknown) => this.#logger.warn({ name: domain.name, err: safeError(error) }, 'cannot read the certificate from storage'),
+      )
+      .finally(() => {
+        domain.reloading = undefined;
+      });
+    return domain.reloading;
+  }
+
+  /** Storage holds another certificate than the one served: adopt it if newer (STORAGE_CHANGED, or a sleeping name's record). */
+  #adopt(domain: Domain, loaded: LoadedState): void {
+    const incoming = loaded.certificate;
+    if (!incoming) return;
+    if (domain.actor) {
+      domain.actor.send({ type: 'STORAGE_CHANGED', certificate: incoming });
+      return;
+    }
+    const current = domain.dormant?.certificate;
+    if (!current || incoming.notAfter <= current.notAfter || this.#clock.now() >= incoming.notAfter) return;
+    // A sleeping name wakes with the newer certificate, as if read at start.
+    domain.preloaded = { certificate: incoming, ...(loaded.failure ? { failure: loaded.failure } : {}) };
+    this.#wake(domain);
   }
 
   /**
@@ -330,7 +522,7 @@ export class CertEngine {
       this.#logger.warn({ name }, 'on-demand decision failed; serving the stored certificate');
     }
     this.#assertRunning();
-    return this.#domains.get(name) ?? this.#ensureDomain(name, false);
+    return this.#domains.get(name) ?? this.#addDomain(name, false);
   }
 
   async #hasUsableStored(name: string): Promise<boolean> {
@@ -401,6 +593,17 @@ export class CertEngine {
     return domain && this.#statusOf(domain);
   }
 
+  /** What the engine holds in memory right now. */
+  get stats(): EngineStats {
+    return {
+      names: this.#domains.size,
+      liveActors: this.#liveActors,
+      sleeping: this.#wakes.size,
+      cachedCertificates: this.#materials.size,
+      waitingHandshakes: this.#waiting,
+    };
+  }
+
   /** Ids of the configured issuers, in the order they are tried. */
   get issuerIds(): string[] {
     return this.#issuers.map((i) => i.id);
@@ -425,7 +628,7 @@ export class CertEngine {
     const name = normalizeName(servername, { allowWildcard: true, allowIp: true });
     const domain = this.#domains.get(name);
     if (!domain) throw new NameNotAllowedError(name, 'unknown name');
-    const { actor } = domain;
+    const actor = this.#wake(domain, true);
     if (actor.getSnapshot().matches('loading')) await waitFor(actor, (s) => !s.matches('loading'));
     const before = actor.getSnapshot();
     if (!before.matches('attempting')) actor.send({ type: 'FORCE_RENEW' });
@@ -447,18 +650,18 @@ export class CertEngine {
     this.#assertRunning();
     const name = normalizeName(servername, { allowWildcard: true, allowIp: true });
     const domain = this.#domains.get(name);
-    if (!domain) return false;
-    const { certificate } = await this.#load(name);
+    // A name not read yet reads storage when it is: nothing to refresh.
+    if (!domain || (!domain.actor && !domain.dormant)) return false;
+    const loaded = await this.#read(name);
+    const { certificate } = loaded;
     if (!certificate || certificate.fingerprint === domain.fingerprint) return false;
-    domain.actor.send({ type: 'STORAGE_CHANGED', certificate });
-    const adopted = domain.fingerprint === certificate.fingerprint;
-    // Drop the material only if nothing can be about to use it: an attempt in
-    // flight (STORAGE_CHANGED is ignored while attempting) may have just
-    // adopted or stored this very certificate, and another name may share it.
-    if (!adopted && !domain.actor.getSnapshot().matches('attempting') && ![...this.#domains.values()].some((d) => d.fingerprint === certificate.fingerprint)) {
-      this.#materials.delete(certificate.fingerprint);
+    this.#adopt(domain, loaded);
+    const actor = domain.actor;
+    if (actor?.getSnapshot().matches('loading')) {
+      await waitFor(actor, (s) => s.status !== 'active' || !s.matches('loading'), { timeout: Infinity }).catch(() => undefined);
     }
-    return adopted;
+    // A certificate not adopted stays in the material cache until the LRU drops it.
+    return domain.fingerprint === certificate.fingerprint;
   }
 
   /** Subscribe to an engine event. Returns an unsubscribe function. */
@@ -484,31 +687,141 @@ export class CertEngine {
     if (!this.#started) throw new ConfigError('call engine.start() first');
   }
 
-  #ensureDomain(name: string, managed: boolean): Domain {
+  /** A name's record, without an actor yet (the scan, a handshake or an operator wakes it). */
+  #addDomain(name: string, managed: boolean): Domain {
     const existing = this.#domains.get(name);
     if (existing) return existing;
+    const domain: Domain = {
+      name,
+      managed,
+      actor: undefined,
+      subscription: undefined,
+      dormant: undefined,
+      preloaded: undefined,
+      urgent: false,
+      waking: false,
+      reloading: undefined,
+      waiters: new Map(),
+      deadlineTimer: undefined,
+      state: undefined,
+      certificate: undefined,
+      fingerprint: undefined,
+      ready: undefined,
+      refusal: undefined,
+    };
+    this.#domains.set(name, domain);
+    return domain;
+  }
+
+  /**
+   * The name's running actor, created if the name sleeps or was never read.
+   * A sleeping name's actor starts from its record (no storage read) and
+   * routes on: to `valid`, or to `renewing` when it woke because renewal is due.
+   */
+  #wake(domain: Domain, urgent = false): CertActor {
+    if (domain.actor) return domain.actor;
+    if (domain.dormant) {
+      domain.preloaded ??= domain.dormant;
+      domain.dormant = undefined;
+      domain.waking = true;
+      this.#wakes.cancel(domain.name);
+    }
+    domain.urgent = urgent;
     const actor = createActor(this.#machine, {
-      id: `cert:${name}`,
-      input: { name, serveExpired: this.#options.serveExpired ?? false },
+      id: `cert:${domain.name}`,
+      input: { name: domain.name, serveExpired: this.#options.serveExpired ?? false },
       clock: this.#clock,
       inspect: this.#options.inspect,
     });
-    const domain: Domain = { name, managed, actor, waiters: new Map(), state: undefined, fingerprint: undefined, ready: undefined };
-    this.#domains.set(name, domain);
+    domain.actor = actor;
+    this.#liveActors++;
     actor.on('*', (event) => this.#publish(event as CertEngineEvent));
-    actor.subscribe({
+    domain.subscription = actor.subscribe({
       next: (snapshot) => this.#observe(domain, stateOf(snapshot.value), snapshot.context),
-      error: (error) => this.#logger.error({ name, err: safeError(error) }, 'certificate actor failed'),
+      error: (error) => this.#logger.error({ name: domain.name, err: safeError(error) }, 'certificate actor failed'),
     });
     actor.start();
-    return domain;
+    return actor;
+  }
+
+  /**
+   * Put a name to sleep instead of creating its actor, when the live actors
+   * are at their limit and what was read is a good certificate not yet due.
+   */
+  #sleepIfIdle(domain: Domain, loaded: LoadedState): boolean {
+    const certificate = loaded.certificate;
+    if (!certificate || this.#liveActors < this.#maxLiveActors) return false;
+    const now = this.#clock.now();
+    if (now >= certificate.notAfter || (loaded.failure?.nextAttemptAt ?? 0) > now) return false;
+    const renewAt = renewalTime(certificate, (this.#options.random ?? Math.random)(), this.#policy);
+    if (now >= renewAt) return false;
+    this.#setDormant(domain, { ...loaded, certificate, renewAt });
+    this.#show(domain, 'valid', { name: domain.name, certificate, renewAt, attempts: loaded.failure?.attempts ?? 0, attemptSeq: 0, serveExpired: false, loaded: true });
+    return true;
+  }
+
+  #setDormant(domain: Domain, dormant: Dormant): void {
+    domain.dormant = dormant;
+    this.#wakes.schedule(domain.name, Math.min(dormant.renewAt, dormant.certificate.notAfter));
+  }
+
+  /** Sleep the least recently active `valid` actors beyond `maxLiveActors` (after the transition that asked, never inside it). */
+  #sleepExcess(): void {
+    if (this.#sleepPending || this.#liveActors <= this.#maxLiveActors) return;
+    this.#sleepPending = true;
+    setImmediate(() => {
+      this.#sleepPending = false;
+      for (const domain of this.#liveValid.values()) {
+        if (this.#stopped || this.#liveActors <= this.#maxLiveActors) break;
+        this.#sleep(domain);
+      }
+    });
+  }
+
+  /** Replace a `valid` actor with nothing in flight by its record. */
+  #sleep(domain: Domain): void {
+    const actor = domain.actor;
+    if (!actor || domain.waiters.size > 0 || domain.reloading) return;
+    const snapshot = actor.getSnapshot();
+    const { certificate, renewAt, attempts, lastError } = snapshot.context;
+    if (snapshot.status !== 'active' || !snapshot.matches('valid') || !certificate || renewAt === undefined) return;
+    domain.subscription?.unsubscribe();
+    domain.subscription = undefined;
+    domain.actor = undefined;
+    this.#liveActors--;
+    this.#liveValid.delete(domain.name);
+    actor.stop();
+    this.#setDormant(domain, { certificate, renewAt, ...(attempts > 0 ? { failure: { attempts, lastError } } : {}) });
+  }
+
+  /** A sleeping name's renewal (or expiry) time has come: wake its actor, which routes to the attempt. */
+  #wakeDue(name: string): void {
+    const domain = this.#domains.get(name);
+    if (domain?.dormant && !this.#stopped) this.#wake(domain);
   }
 
   /** Track transitions: log one line each, publish `state_changed`, drop key material no longer in use. */
   #observe(domain: Domain, state: LifecycleState, ctx: CertificateContext): void {
+    // A name woken from sleep reloads its known record: to the outside it stays `valid`.
+    if (domain.waking && state === 'loading') return;
+    domain.waking = false;
+    if (state === 'valid') {
+      this.#liveValid.delete(domain.name);
+      this.#liveValid.set(domain.name, domain);
+      this.#sleepExcess();
+    } else {
+      this.#liveValid.delete(domain.name);
+    }
+    this.#show(domain, state, ctx);
+  }
+
+  /** Record a name's state and certificate (from its actor, or from a sleeping record), log and publish the change. */
+  #show(domain: Domain, state: LifecycleState, ctx: CertificateContext): void {
     const { certificate } = ctx;
     const fingerprint = certificate?.fingerprint;
+    domain.certificate = certificate;
     domain.ready = (state === 'valid' || state === 'renewing') && certificate ? { fingerprint: certificate.fingerprint, notAfter: certificate.notAfter } : undefined;
+    domain.refusal = state === 'failed-backoff' && !certificate ? errorAnswer(ctx) : undefined;
     if (fingerprint !== domain.fingerprint) {
       if (domain.fingerprint !== undefined) this.#materials.delete(domain.fingerprint);
       domain.fingerprint = fingerprint;
@@ -533,7 +846,7 @@ export class CertEngine {
     }
   }
 
-  /** Send a HANDSHAKE event and wait for the one answer. */
+  /** Send a HANDSHAKE event (waking the name's actor) and wait for the one answer. */
   #handshake(domain: Domain): Promise<HandshakeAnswer> {
     return new Promise<HandshakeAnswer>((resolve) => {
       let answered = false;
@@ -542,36 +855,90 @@ export class CertEngine {
         answered = true;
         resolve(answer);
       };
-      domain.actor.send({ type: 'HANDSHAKE', reply });
+      const actor = this.#wake(domain, true);
+      actor.send({ type: 'HANDSHAKE', reply });
       // A stopped actor ignores events: answer rather than hang.
-      if (domain.actor.getSnapshot().status !== 'active') reply({ ok: false, stopped: true });
+      if (actor.getSnapshot().status !== 'active') reply({ ok: false, stopped: true });
     });
   }
 
-  #served(name: string, answer: HandshakeAnswer): ServedCertificate {
+  /**
+   * Turn an answer into what a handshake gets. One answer object is given to
+   * every handshake a release (or a memoised state) answers, so the result is
+   * built once per answer and shared: 10,000 waiters get one error object,
+   * not 10,000 stack captures.
+   */
+  #served(domain: Domain, answer: HandshakeAnswer): ServedCertificate {
+    if ('stopped' in answer) throw new EngineStoppedError();
+    // An error answer is keyed by its recorded error (the same object for a whole backoff), an ok answer by itself.
+    const key: object = answer.ok ? answer : answer.error;
+    const shared = this.#sharedAnswers.get(key);
+    if (shared !== undefined && (answer.ok || shared.nextAttemptAt === answer.nextAttemptAt)) {
+      if (shared.result instanceof Error) throw shared.result;
+      return shared.result;
+    }
+    const result = this.#result(domain, answer);
+    this.#sharedAnswers.set(key, { ...(answer.ok ? {} : { nextAttemptAt: answer.nextAttemptAt }), result });
+    if (result instanceof Error) throw result;
+    return result;
+  }
+
+  #result(domain: Domain, answer: Exclude<HandshakeAnswer, { stopped: true }>): ServedCertificate | Error {
+    const { name } = domain;
     if (answer.ok) {
       const bundle = this.#materials.bundle(answer.fingerprint);
       const secureContext = this.#materials.secureContext(answer.fingerprint);
-      const meta = this.#domains.get(name)?.actor.getSnapshot().context.certificate;
-      if (!bundle || !secureContext || !meta) throw new EngineStoppedError();
+      const meta = domain.certificate;
+      if (!bundle || !secureContext || !meta) {
+        // Not readable from storage, or refused by OpenSSL (e.g. a key that does not match): not servable.
+        if (bundle && !secureContext) this.#repair(domain);
+        return new CertificateUnavailableError(name, { type: 'CertificateUnavailableError', message: 'the stored certificate could not be read or used', at: this.#clock.now() });
+      }
       return { meta, secureContext, certificatePem: bundle.certificatePem, privateKeyPem: bundle.privateKeyPem, expired: answer.expired };
     }
-    if ('stopped' in answer) throw new EngineStoppedError();
     switch (answer.error.type) {
       case 'HandshakeTimeoutError':
-        throw new HandshakeTimeoutError(name, this.#handshakeTimeout);
+        return new HandshakeTimeoutError(name, this.#handshakeTimeout);
       case 'TooManyWaitersError':
-        throw new TooManyWaitersError(name, this.#maxWaitersPerName);
+        return new TooManyWaitersError(name, this.#maxWaitersPerName);
       default:
-        throw new CertificateUnavailableError(name, answer.error, answer.nextAttemptAt);
+        return new CertificateUnavailableError(name, answer.error, answer.nextAttemptAt);
     }
   }
 
+  /**
+   * A stored certificate OpenSSL refuses (its key does not match: stored
+   * metadata is read without parsing the key, which OpenSSL checks when the
+   * context is built): replace it with a new one, once per certificate.
+   */
+  #repair(domain: Domain): void {
+    const fingerprint = domain.fingerprint;
+    if (fingerprint === undefined || this.#repairing.has(fingerprint) || this.#stopped) return;
+    this.#repairing.add(fingerprint);
+    this.#logger.warn({ name: domain.name }, 'the stored certificate cannot be served (its key does not match it?): obtaining a new one');
+    this.#materials.delete(fingerprint);
+    const actor = this.#wake(domain, true);
+    const force = () => actor.send({ type: 'FORCE_RENEW' });
+    if (!actor.getSnapshot().matches('loading')) force();
+    else void waitFor(actor, (s) => s.status !== 'active' || !s.matches('loading'), { timeout: Infinity }).then(force, () => undefined);
+  }
+
   #statusOf(domain: Domain): NameStatus {
+    const state = domain.state ?? 'loading';
+    if (!domain.actor) {
+      // Sleeping (valid), or not read yet (loading).
+      const status: NameStatus = { name: domain.name, state, managed: domain.managed, attempts: domain.dormant?.failure?.attempts ?? 0 };
+      if (domain.dormant) {
+        status.certificate = domain.dormant.certificate;
+        status.renewAt = domain.dormant.renewAt;
+        if (domain.dormant.failure?.lastError) status.lastError = domain.dormant.failure.lastError;
+      }
+      return status;
+    }
     const { context } = domain.actor.getSnapshot();
     const status: NameStatus = {
       name: domain.name,
-      state: domain.state ?? 'loading',
+      state,
       managed: domain.managed,
       attempts: context.attempts,
     };
@@ -591,7 +958,7 @@ export class CertEngine {
     });
     return machine.provide({
       actors: {
-        loadStored: fromPromise<LoadedState, { name: string }>(({ input }) => this.#track(this.#loads.run(() => this.#load(input.name)))),
+        loadStored: fromPromise<LoadedState, { name: string }>(({ input }) => this.#load(input.name)),
         attempt: fromPromise<Awaited<ReturnType<typeof runAttempt>>, AttemptInput>(({ input, signal }) =>
           this.#track(
             this.#attempts.run(() => runAttempt(
@@ -670,8 +1037,14 @@ export class CertEngine {
       setImmediate(() => {
         if (this.#domains.get(domain.name) !== domain) return;
         this.#domains.delete(domain.name);
-        domain.actor.send({ type: 'STOP' });
-        domain.actor.stop();
+        this.#liveValid.delete(domain.name);
+        this.#wakes.cancel(domain.name);
+        if (domain.ariTimer !== undefined) this.#clock.clearTimeout(domain.ariTimer);
+        if (domain.actor) {
+          this.#liveActors--;
+          domain.actor.send({ type: 'STOP' });
+          domain.actor.stop();
+        }
         this.#logger.info({ name: domain.name }, 'on-demand name no longer allowed: evicted');
       });
     });
@@ -685,7 +1058,7 @@ export class CertEngine {
   #scheduleAri(domain: Domain, delayMs: number): void {
     if (domain.ariTimer !== undefined) this.#clock.clearTimeout(domain.ariTimer);
     domain.ariTimer = undefined;
-    const meta = domain.actor.getSnapshot().context.certificate;
+    const meta = domain.certificate;
     const issuer = meta && this.#issuers.find((i) => i.id === meta.issuerId && typeof i.renewalInfo === 'function');
     if (!meta || !issuer || this.#stopped) return;
     const ask = () => {
@@ -697,7 +1070,7 @@ export class CertEngine {
           if (this.#stopped || domain.fingerprint !== meta.fingerprint) return;
           const now = this.#clock.now();
           const renewAt = info ? ariRenewalTime(info, now, (this.#options.random ?? Math.random)()) : undefined;
-          if (renewAt !== undefined) domain.actor.send({ type: 'RENEWAL_INFO', renewAt });
+          if (renewAt !== undefined) this.#renewalInfo(domain, renewAt);
           this.#scheduleAri(domain, clampAriRecheck(info?.retryAfter, now));
         },
         (error: unknown) => {
@@ -711,6 +1084,17 @@ export class CertEngine {
     else domain.ariTimer = this.#clock.setTimeout(ask, delayMs);
   }
 
+  /** The CA suggests renewing at `renewAt`: tell the actor, or move a sleeping name's wake-up. */
+  #renewalInfo(domain: Domain, renewAt: number): void {
+    if (domain.actor) {
+      domain.actor.send({ type: 'RENEWAL_INFO', renewAt });
+    } else if (domain.dormant) {
+      domain.dormant.renewAt = renewAt;
+      if (renewAt <= this.#clock.now()) this.#wake(domain);
+      else this.#wakes.schedule(domain.name, Math.min(renewAt, domain.dormant.certificate.notAfter));
+    }
+  }
+
   /** Keep a handshake until the attempt ends, or its own deadline. */
   #hold(name: string, reply: HandshakeReply): void {
     const domain = this.#domains.get(name);
@@ -718,39 +1102,75 @@ export class CertEngine {
     if (domain.waiters.size >= this.#maxWaitersPerName || this.#waiting >= this.#maxWaiters) {
       return reply({ ok: false, error: { type: 'TooManyWaitersError', message: 'too many waiting handshakes', at: this.#clock.now() } });
     }
-    const timer = this.#clock.setTimeout(() => {
-      if (!domain.waiters.delete(reply)) return;
-      this.#waiting--;
-      reply({ ok: false, error: { type: 'HandshakeTimeoutError', message: 'handshake timeout', at: this.#clock.now() } });
-    }, this.#handshakeTimeout);
-    domain.waiters.set(reply, timer);
+    domain.waiters.set(reply, this.#clock.now() + this.#handshakeTimeout);
     this.#waiting++;
+    if (domain.deadlineTimer === undefined) this.#armDeadline(domain);
+  }
+
+  /** One timer per name, for its oldest waiter's deadline (not one per waiter: a herd of 10,000 costs one). */
+  #armDeadline(domain: Domain): void {
+    const oldest = domain.waiters.values().next();
+    if (oldest.done) return;
+    domain.deadlineTimer = this.#clock.setTimeout(() => this.#expireWaiters(domain), Math.max(0, oldest.value - this.#clock.now()));
+  }
+
+  /** Answer the waiters whose deadline has passed with a timeout (one shared answer); the attempt goes on for the rest. */
+  #expireWaiters(domain: Domain): void {
+    domain.deadlineTimer = undefined;
+    const now = this.#clock.now();
+    const timeout: HandshakeAnswer = { ok: false, error: { type: 'HandshakeTimeoutError', message: 'handshake timeout', at: now } };
+    const expired: HandshakeReply[] = [];
+    for (const [reply, deadline] of domain.waiters) {
+      if (deadline > now) break;
+      expired.push(reply);
+    }
+    for (const reply of expired) domain.waiters.delete(reply);
+    this.#waiting -= expired.length;
+    this.#armDeadline(domain);
+    for (const reply of expired) reply(timeout);
   }
 
   /** Answer every held handshake of a name with the state's answer. Never sends an event: nothing can recurse. */
   #release(name: string, answer: HandshakeAnswer): void {
     const domain = this.#domains.get(name);
     if (!domain || domain.waiters.size === 0) return;
-    const held = [...domain.waiters];
+    const held = [...domain.waiters.keys()];
     domain.waiters.clear();
+    if (domain.deadlineTimer !== undefined) this.#clock.clearTimeout(domain.deadlineTimer);
+    domain.deadlineTimer = undefined;
     this.#waiting -= held.length;
-    for (const [reply, timer] of held) {
-      if (timer !== undefined) this.#clock.clearTimeout(timer);
-      reply(answer);
-    }
+    for (const reply of held) reply(answer);
   }
 
-  /** Read a name's certificate unit and failure record. Corrupt values count as absent (logged). */
-  async #load(name: string): Promise<LoadedState> {
+  /** The actor's load: what a storage read already found (scan, wake from sleep), else a read, bounded (urgent ones first). */
+  #load(name: string): Promise<LoadedState> {
+    const domain = this.#domains.get(name);
+    const preloaded = domain?.preloaded;
+    if (domain && preloaded) {
+      domain.preloaded = undefined;
+      return Promise.resolve(preloaded);
+    }
+    return this.#track(this.#loads.run(() => this.#read(name), domain?.urgent ?? false));
+  }
+
+  /**
+   * Read a name's certificate unit and failure record (`background`: for the
+   * start-up scan). Corrupt values count as absent (logged). The key is not parsed here (10× cheaper: 100,000
+   * names are read at start); OpenSSL checks it when the context is built,
+   * and a refused pair is replaced (`#repair`).
+   */
+  async #read(name: string, { background = false } = {}): Promise<LoadedState> {
     const [unitRaw, failureRaw] = await Promise.all([this.#storage.load(keys.certificate(name)), this.#storage.load(keys.failure(name))]);
     const loaded: LoadedState = {};
     if (unitRaw !== undefined) {
-      const unit = this.#parseOrWarn(name, () => parseUnit(keys.certificate(name), unitRaw));
+      const unit = this.#parseOrWarn(name, () => parseUnit(keys.certificate(name), unitRaw, { checkKey: false }));
       // A unit stored under the wrong name is not this name's certificate.
       if (unit && !certificateCoversName(unit.meta, name)) {
         this.#logger.warn({ name }, 'ignoring a stored certificate that does not cover its name');
       } else if (unit) {
-        this.#materials.put(unit.meta.fingerprint, unit.bundle);
+        // A background read keeps the PEMs only while the cache has room: it must not evict what handshakes use.
+        if (background) this.#materials.putIfRoom(unit.meta.fingerprint, unit.bundle);
+        else this.#materials.put(unit.meta.fingerprint, unit.bundle);
         loaded.certificate = unit.meta;
       }
     }
@@ -790,6 +1210,12 @@ export function stateOf(value: unknown): LifecycleState {
   if (typeof value === 'string') return value as LifecycleState;
   const attempting = (value as { attempting?: string }).attempting;
   return (attempting ?? 'loading') as LifecycleState;
+}
+
+function count(value: number | undefined, fallback: number, what: string): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) throw new ConfigError(`${what} must be a positive whole number`);
+  return value;
 }
 
 function positive(value: number | undefined, fallback: number, what: string): number {

@@ -3,6 +3,10 @@
  * from them. The statechart's context only ever holds the fingerprint, so the
  * inspector, events and logs never see a key. The `SecureContext` is built
  * once per certificate, on first use, and reused by every handshake.
+ *
+ * Bounded: beyond `capacity` certificates the least recently used is
+ * forgotten (a `Map` keeps insertion order; a hit re-inserts its entry). An
+ * evicted certificate is read from storage again at its next handshake.
  */
 import type { SecureContext } from 'node:tls';
 import { buildSecureContext } from '../certs.js';
@@ -14,27 +18,66 @@ interface Material {
 }
 
 export class MaterialCache {
-  #byFingerprint = new Map<string, Material>();
+  readonly #byFingerprint = new Map<string, Material>();
+  readonly #capacity: number;
+  readonly #onBuildError: (fingerprint: string, error: unknown) => void;
 
-  /** Remember a certificate's PEMs (idempotent). */
+  /**
+   * @param capacity most certificates kept (least recently used evicted first)
+   * @param onBuildError told when OpenSSL refuses a stored pair (e.g. a key that
+   *   does not match its certificate); the entry is dropped
+   */
+  constructor(capacity = Infinity, onBuildError: (fingerprint: string, error: unknown) => void = () => {}) {
+    this.#capacity = capacity;
+    this.#onBuildError = onBuildError;
+  }
+
+  /** Remember a certificate's PEMs (idempotent; refreshes its recency). */
   put(fingerprint: string, bundle: CertificateBundle): void {
-    if (!this.#byFingerprint.has(fingerprint)) this.#byFingerprint.set(fingerprint, { bundle });
+    const existing = this.#byFingerprint.get(fingerprint);
+    this.#byFingerprint.delete(fingerprint);
+    this.#byFingerprint.set(fingerprint, existing ?? { bundle });
+    if (this.#byFingerprint.size > this.#capacity) {
+      const oldest = this.#byFingerprint.keys().next().value;
+      if (oldest !== undefined && oldest !== fingerprint) this.#byFingerprint.delete(oldest);
+    }
+  }
+
+  /**
+   * Remember a certificate only if there is room (never evicting): a
+   * background read must not push out what handshakes are using.
+   */
+  putIfRoom(fingerprint: string, bundle: CertificateBundle): void {
+    if (this.#byFingerprint.size < this.#capacity && !this.#byFingerprint.has(fingerprint)) this.#byFingerprint.set(fingerprint, { bundle });
   }
 
   has(fingerprint: string): boolean {
     return this.#byFingerprint.has(fingerprint);
   }
 
-  /** The PEMs of a certificate, if known. */
+  /** The PEMs of a certificate, if in memory. */
   bundle(fingerprint: string): CertificateBundle | undefined {
     return this.#byFingerprint.get(fingerprint)?.bundle;
   }
 
-  /** The `SecureContext` of a certificate, built on first use. */
+  /**
+   * The `SecureContext` of a certificate, built on first use; undefined when
+   * the certificate is not in memory or OpenSSL refuses it. A hit makes the
+   * entry the most recently used (the handshake hot path: one Map delete + set).
+   */
   secureContext(fingerprint: string): SecureContext | undefined {
     const material = this.#byFingerprint.get(fingerprint);
-    if (!material) return undefined;
-    return (material.secureContext ??= buildSecureContext(material.bundle));
+    if (material === undefined) return undefined;
+    this.#byFingerprint.delete(fingerprint);
+    this.#byFingerprint.set(fingerprint, material);
+    if (material.secureContext !== undefined) return material.secureContext;
+    try {
+      return (material.secureContext = buildSecureContext(material.bundle));
+    } catch (error) {
+      this.#byFingerprint.delete(fingerprint);
+      this.#onBuildError(fingerprint, error);
+      return undefined;
+    }
   }
 
   /** Forget a certificate that no name uses any more. */
@@ -44,5 +87,9 @@ export class MaterialCache {
 
   get size(): number {
     return this.#byFingerprint.size;
+  }
+
+  get capacity(): number {
+    return this.#capacity;
   }
 }

@@ -67,6 +67,8 @@ export interface FailureRecord {
 export interface LoadedState {
   certificate?: CertificateMeta;
   failure?: FailureRecord;
+  /** The renewal time already drawn for `certificate` (a name woken from dormancy keeps its jitter). */
+  renewAt?: number;
 }
 
 /** Input of the `attempt` actor. */
@@ -161,7 +163,7 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
         const cert = loaded.certificate;
         return {
           certificate: cert,
-          renewAt: cert ? renewalTime(cert, random(), policy) : undefined,
+          renewAt: cert ? (loaded.renewAt ?? renewalTime(cert, random(), policy)) : undefined,
           loaded: true,
           attempts: loaded.failure?.attempts ?? context.attempts,
           lastError: loaded.failure?.lastError,
@@ -356,7 +358,8 @@ function attemptReason(context: CertificateContext, isUsable: boolean): AttemptI
   return isUsable ? 'renew' : 'expired';
 }
 
-function errorAnswer(context: CertificateContext): HandshakeAnswer {
+/** The answer of a state with nothing to serve: the recorded error and when the next attempt may start. */
+export function errorAnswer(context: CertificateContext): HandshakeAnswer {
   return {
     ok: false,
     error: context.lastError ?? { type: 'CertificateUnavailableError', message: 'no certificate', at: 0 },

@@ -1,0 +1,334 @@
+/**
+ * Many names in one process: names beyond `maxLiveActors` sleep as records
+ * (served like live ones, woken by their renewal time), key material beyond
+ * `cacheCapacity` is evicted least-recently-used and read back once, start-up
+ * can serve before every name is read, and a herd shares one answer.
+ */
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { describe, it } from 'node:test';
+import type { SecureContext } from 'node:tls';
+import { pino } from 'pino';
+import { memoryStorage } from '../src/adapters/storage/memory.js';
+import { ManualClock } from '../src/clock.js';
+import { createCertEngine, type CertEngine } from '../src/engine/engine.js';
+import { WakeQueue } from '../src/engine/wake-queue.js';
+import { CertificateUnavailableError } from '../src/errors.js';
+import { keys } from '../src/storage-keys.js';
+import type { Storage } from '../src/types.js';
+import { installTestCa, scriptedIssuer } from './helpers/scripted-issuer.js';
+
+const DAY = 86_400_000;
+const T0 = Math.floor(Date.now() / 1000) * 1000;
+const namesOf = (n: number) => Array.from({ length: n }, (_, i) => `n${i}.localhost`);
+const tick = () => new Promise<void>((r) => setImmediate(r));
+
+/** Storage holding a valid certificate for each name (issued at `clock.now()`). */
+async function seeded(names: string[], clock: ManualClock): Promise<Storage> {
+  const storage = memoryStorage();
+  await installTestCa(storage);
+  const seeder = createCertEngine({ storage, issuers: [scriptedIssuer({ mode: { kind: 'succeed' } })], names, clock });
+  await seeder.start();
+  await Promise.all(names.map((n) => seeder.getCertificate(n)));
+  await seeder.stop();
+  return storage;
+}
+
+/** Wraps a storage and counts `load` calls per key; `delayMs` slows every load. */
+function counting(inner: Storage, delayMs = 0): Storage & { loads: Map<string, number> } {
+  const loads = new Map<string, number>();
+  return {
+    description: 'counting',
+    loads,
+    load: async (key) => {
+      loads.set(key, (loads.get(key) ?? 0) + 1);
+      if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+      return inner.load(key);
+    },
+    store: (k, v, o) => inner.store(k, v, o),
+    delete: (k) => inner.delete(k),
+    list: (p) => inner.list(p),
+    stat: (k) => inner.stat(k),
+    lock: (k, t, o) => inner.lock(k, t, o),
+  };
+}
+
+const certLoads = (storage: { loads: Map<string, number> }) => [...storage.loads].filter(([k]) => k.startsWith('certificates/')).reduce((a, [, n]) => a + n, 0);
+
+/** Call the SNICallback; `sync` says whether it answered before returning. */
+function sniNow(engine: CertEngine, name: string): { sync: boolean; result: Promise<SecureContext> } {
+  let settled = false;
+  const result = new Promise<SecureContext>((resolve, reject) =>
+    engine.tlsOptions().SNICallback(name, (err, ctx) => {
+      settled = true;
+      return err ? reject(err) : resolve(ctx!);
+    }),
+  );
+  return { sync: settled, result };
+}
+
+describe('names beyond maxLiveActors sleep', () => {
+  it('serves sleeping names like live ones, from memory, without waking them', async () => {
+    const clock = new ManualClock(T0);
+    const names = namesOf(30);
+    const storage = counting(await seeded(names, clock));
+    const engine = createCertEngine({ storage, issuers: [scriptedIssuer()], names, clock, maxLiveActors: 5 });
+    await engine.start();
+    try {
+      assert.deepEqual({ ...engine.stats, cachedCertificates: undefined }, { names: 30, liveActors: 5, sleeping: 25, cachedCertificates: undefined, waitingHandshakes: 0 });
+      assert.ok(engine.status().every((s) => s.state === 'valid' && s.certificate && s.renewAt! > clock.now()), 'every name is valid, with its renewal time');
+      const readsAfterStart = certLoads(storage);
+      assert.equal(readsAfterStart, 30, 'each name read once at start');
+      for (const name of names) {
+        const served = await engine.getCertificate(name);
+        assert.equal(served.meta.fingerprint, engine.statusOf(name)!.certificate!.fingerprint);
+        assert.ok(served.meta.names.includes(name));
+        const sni = sniNow(engine, name);
+        assert.equal(sni.sync, true, `${name}: SNICallback answered synchronously`);
+        assert.equal(await sni.result, served.secureContext);
+      }
+      assert.equal(engine.stats.liveActors, 5, 'handshakes do not wake sleeping names');
+      assert.equal(certLoads(storage), readsAfterStart, 'no storage read on the handshake path');
+    } finally {
+      await engine.stop();
+    }
+  });
+
+  it('wakes a sleeping name at its renewal time, renews it once, and puts it back to sleep', async () => {
+    const clock = new ManualClock(T0);
+    const names = namesOf(12);
+    const storage = await seeded(names, clock);
+    const issuer = scriptedIssuer({ mode: { kind: 'succeed' } });
+    const engine = createCertEngine({ storage, issuers: [issuer], names, clock, maxLiveActors: 3, random: () => 0.5 });
+    await engine.start();
+    try {
+      assert.equal(engine.stats.sleeping, 9);
+      const before = new Map(engine.status().map((s) => [s.name, s.certificate!.fingerprint]));
+      const renewAt = Math.max(...engine.status().map((s) => s.renewAt!));
+      clock.advanceTo(renewAt);
+      for (let i = 0; i < 500 && engine.status().some((s) => s.certificate!.fingerprint === before.get(s.name) || s.state !== 'valid'); i++) {
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      assert.equal(issuer.calls, 12, 'exactly one order per name');
+      for (const s of engine.status()) {
+        assert.equal(s.state, 'valid', s.name);
+        assert.notEqual(s.certificate!.fingerprint, before.get(s.name), `${s.name} renewed`);
+        assert.equal((await engine.getCertificate(s.name)).meta.fingerprint, s.certificate!.fingerprint);
+      }
+      await tick();
+      assert.ok(engine.stats.liveActors <= 3, `back under the limit: ${engine.stats.liveActors} live`);
+      assert.equal(engine.stats.sleeping + engine.stats.liveActors, 12);
+    } finally {
+      await engine.stop();
+    }
+  });
+
+  it('adopts a newer certificate another process stored for a sleeping name', async () => {
+    const clock = new ManualClock(T0);
+    const names = namesOf(4);
+    const storage = await seeded(names, clock);
+    const engine = createCertEngine({ storage, issuers: [scriptedIssuer()], names, clock, maxLiveActors: 1 });
+    await engine.start();
+    try {
+      const sleeper = names[3]!;
+      const old = engine.statusOf(sleeper)!.certificate!;
+      clock.advance(DAY);
+      const other = createCertEngine({ storage: memoryStorage(), issuers: [scriptedIssuer({ mode: { kind: 'succeed' } })], names: [sleeper], clock });
+      await installTestCa(other.storage);
+      await other.start();
+      const fresh = await other.getCertificate(sleeper);
+      await other.stop();
+      const { serializeUnit } = await import('../src/engine/unit.js');
+      await storage.store(keys.certificate(sleeper), serializeUnit(fresh, fresh.meta, clock.now()));
+      assert.equal(await engine.refreshFromStorage(sleeper), true);
+      assert.equal(engine.statusOf(sleeper)!.certificate!.fingerprint, fresh.meta.fingerprint);
+      assert.notEqual(fresh.meta.fingerprint, old.fingerprint);
+      assert.equal((await engine.getCertificate(sleeper)).meta.fingerprint, fresh.meta.fingerprint);
+    } finally {
+      await engine.stop();
+    }
+  });
+});
+
+describe('key material beyond cacheCapacity', () => {
+  it('keeps at most cacheCapacity certificates and reads an evicted one back once for a herd', async () => {
+    const clock = new ManualClock(T0);
+    const names = namesOf(10);
+    const storage = counting(await seeded(names, clock));
+    const engine = createCertEngine({ storage, issuers: [scriptedIssuer()], names, clock, maxLiveActors: 2, cacheCapacity: 3 });
+    await engine.start();
+    try {
+      assert.ok(engine.stats.cachedCertificates <= 3, `cache bounded after start: ${engine.stats.cachedCertificates}`);
+      for (const name of names) {
+        const key = keys.certificate(name);
+        const readsBefore = storage.loads.get(key) ?? 0;
+        const herd = await Promise.all(Array.from({ length: 50 }, () => engine.getCertificate(name)));
+        assert.equal(new Set(herd.map((s) => s.meta.fingerprint)).size, 1);
+        assert.equal(herd[0]!.meta.fingerprint, engine.statusOf(name)!.certificate!.fingerprint);
+        assert.ok((storage.loads.get(key) ?? 0) - readsBefore <= 1, `${name}: at most one read for 50 handshakes`);
+        assert.ok(engine.stats.cachedCertificates <= 3);
+      }
+      // The most recently served stays; the least recently used went first.
+      const last = names.at(-1)!;
+      const reads = storage.loads.get(keys.certificate(last));
+      await engine.getCertificate(last);
+      assert.equal(storage.loads.get(keys.certificate(last)), reads, 'the most recent certificate is still in memory');
+      const first = names[0]!;
+      const firstReads = storage.loads.get(keys.certificate(first))!;
+      await engine.getCertificate(first);
+      assert.equal(storage.loads.get(keys.certificate(first)), firstReads + 1, 'the least recent one was evicted and read back');
+    } finally {
+      await engine.stop();
+    }
+  });
+});
+
+describe('start-up at scale', () => {
+  it('with waitForStorage: false, serves a name read ahead of the background scan', async () => {
+    const clock = new ManualClock(T0);
+    const names = namesOf(300);
+    const storage = counting(await seeded(names, clock), 5);
+    const engine = createCertEngine({ storage, issuers: [scriptedIssuer()], names, clock, maxLiveActors: 10 });
+    await engine.start({ waitForStorage: false });
+    try {
+      const last = names.at(-1)!;
+      const served = await engine.getCertificate(last);
+      assert.ok(served.meta.names.includes(last));
+      const unread = engine.status().filter((s) => s.state === 'loading').length;
+      assert.ok(unread > 100, `served before the scan read most names (${unread} still unread)`);
+      for (let i = 0; i < 1000 && engine.status().some((s) => s.state === 'loading'); i++) await new Promise((r) => setTimeout(r, 5));
+      assert.ok(engine.status().every((s) => s.state === 'valid'), 'the scan reads every name');
+      assert.equal(certLoads(storage), 300 + 0, 'each name read once (the handshake read was not repeated by the scan)');
+    } finally {
+      await engine.stop();
+    }
+  });
+
+  it('reads at most 64 names at once, even for 400 names beyond the actor limit', async () => {
+    const clock = new ManualClock(T0);
+    const names = namesOf(400);
+    const inner = await seeded(names.slice(0, 50), clock);
+    let active = 0;
+    let maxActive = 0;
+    const base = counting(inner);
+    const storage: Storage = {
+      ...base,
+      load: async (key) => {
+        active++;
+        maxActive = Math.max(maxActive, active);
+        try {
+          await new Promise((r) => setTimeout(r, 1));
+          return await base.load(key);
+        } finally {
+          active--;
+        }
+      },
+    };
+    const engine = createCertEngine({ storage, issuers: [scriptedIssuer({ mode: 'manual' })], names, clock, maxLiveActors: 20 });
+    await engine.start();
+    try {
+      // 64 names (2 reads each) plus 32 attempts' re-reads at most.
+      assert.ok(maxActive <= 192, `storage reads at once: ${maxActive}`);
+      const states = engine.status().reduce<Record<string, number>>((a, s) => ((a[s.state] = (a[s.state] ?? 0) + 1), a), {});
+      assert.equal(states.valid, 50, 'every stored certificate is served');
+      assert.equal(states.obtaining, 350, 'names with nothing stored are obtaining');
+      assert.ok(engine.stats.liveActors >= 350, 'names in an attempt never sleep');
+    } finally {
+      await engine.stop();
+    }
+  });
+});
+
+describe('herds share one answer', () => {
+  it('a failed attempt answers every waiter with one error object, and backoff refuses without an event per handshake', async () => {
+    const storage = memoryStorage();
+    await installTestCa(storage);
+    const issuer = scriptedIssuer({ mode: 'manual' });
+    const handshakeEvents: string[] = [];
+    const engine = createCertEngine({
+      storage,
+      issuers: [issuer],
+      names: ['herd.localhost'],
+      inspect: (e) => {
+        if (e.type === '@xstate.event' && (e.event as { type: string }).type === 'HANDSHAKE') handshakeEvents.push(engine.statusOf('herd.localhost')?.state ?? '?');
+      },
+    });
+    await engine.start();
+    try {
+      await issuer.untilPending();
+      const herd = Array.from({ length: 500 }, () => engine.getCertificate('herd.localhost').then(() => undefined, (e: Error) => e));
+      await tick();
+      issuer.fail('CA says no');
+      const errors = await Promise.all(herd);
+      assert.ok(errors.every((e) => e instanceof CertificateUnavailableError && e.message.includes('CA says no')));
+      assert.equal(new Set(errors).size, 1, 'one error object for the whole herd');
+      assert.equal(engine.statusOf('herd.localhost')!.state, 'failed-backoff');
+      const eventsBefore = handshakeEvents.length;
+      const flood = await Promise.all(Array.from({ length: 200 }, () => engine.getCertificate('herd.localhost').then(() => undefined, (e: Error) => e)));
+      assert.equal(new Set(flood).size, 1);
+      assert.equal(flood[0], errors[0], 'the backoff refusal is the recorded error, shared');
+      assert.equal(handshakeEvents.length, eventsBefore, 'no XState event per handshake during backoff');
+      assert.equal(issuer.calls, 1, 'one attempt');
+    } finally {
+      await engine.stop();
+    }
+  });
+});
+
+describe('a stored key that does not match its certificate', () => {
+  it('is refused by OpenSSL at first use, reported as unavailable, and replaced by a new certificate', async () => {
+    const clock = new ManualClock(T0);
+    const name = 'mismatch.localhost';
+    const storage = await seeded([name], clock);
+    const raw = JSON.parse((await storage.load(keys.certificate(name)))!) as { privateKeyPem: string };
+    raw.privateKeyPem = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs1', format: 'pem' }) as string;
+    await storage.store(keys.certificate(name), JSON.stringify(raw));
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    const issuer = scriptedIssuer({ mode: { kind: 'succeed' } });
+    const engine = createCertEngine({ storage, issuers: [issuer], names: [name], clock, logger });
+    await engine.start();
+    try {
+      const bad = engine.statusOf(name)!.certificate!.fingerprint;
+      await assert.rejects(engine.getCertificate(name), CertificateUnavailableError);
+      for (let i = 0; i < 500 && engine.statusOf(name)!.certificate!.fingerprint === bad; i++) await new Promise((r) => setTimeout(r, 2));
+      assert.equal(issuer.calls, 1, 'one new certificate');
+      const served = await engine.getCertificate(name);
+      assert.notEqual(served.meta.fingerprint, bad);
+      assert.ok(!lines.join('').includes('PRIVATE KEY'), 'no key in the logs');
+      assert.ok(lines.some((l) => l.includes('cannot be served')), 'the problem is logged');
+    } finally {
+      await engine.stop();
+    }
+  });
+});
+
+describe('WakeQueue', () => {
+  it('fires each name once, in time order, at its latest schedule, with one timer', () => {
+    const clock = new ManualClock(T0);
+    const fired: Array<{ name: string; at: number }> = [];
+    const queue = new WakeQueue(clock, (name) => fired.push({ name, at: clock.now() }));
+    let seed = 7;
+    const rnd = () => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31);
+    const expected = new Map<string, number>();
+    for (let i = 0; i < 3000; i++) {
+      const name = `n${i % 1000}`;
+      const at = T0 + Math.floor(rnd() * DAY);
+      queue.schedule(name, at);
+      expected.set(name, at);
+      assert.ok(clock.pending <= 1, 'one clock timer');
+    }
+    for (let i = 0; i < 1000; i += 7) {
+      queue.cancel(`n${i}`);
+      expected.delete(`n${i}`);
+    }
+    assert.equal(queue.size, expected.size);
+    for (let t = T0; t <= T0 + DAY; t += DAY / 97) clock.advanceTo(Math.floor(t));
+    clock.advanceTo(T0 + DAY);
+    assert.equal(fired.length, expected.size, 'each scheduled name fired once');
+    for (const f of fired) assert.equal(f.at, expected.get(f.name), `${f.name} fired at its latest time`);
+    for (let i = 1; i < fired.length; i++) assert.ok(fired[i]!.at >= fired[i - 1]!.at, 'in time order');
+    assert.equal(queue.size, 0);
+    assert.equal(clock.pending, 0);
+  });
+});
