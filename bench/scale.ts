@@ -22,6 +22,7 @@ const flags = parseFlags('bench/scale.ts', {
   'idle-seconds': { default: 60, help: 'length of the idle period whose CPU is measured' },
   runs: { default: 1, help: 'repetitions (each loads both sides afresh)' },
   'status-calls': { default: 5, help: 'status() calls timed per run' },
+  sample: { default: 1000, help: 'names (evenly spread) whose first handshake is asked for at start, besides the first and the last' },
   'heap-mb': { default: 8192, help: '--max-old-space-size of the child processes' },
   profile: { default: false, help: 'write a CPU profile of the engine process to bench/results/profiles/' },
   json: { default: '', help: 'write the JSON result here instead of bench/results/scale.json' },
@@ -50,8 +51,11 @@ async function oneRun(dir: string, count: number): Promise<Run> {
     await base.call('warm', { dir, count }, 30 * 60_000);
     const baseline = await base.call<LoadReply>('baseline', { dir, count }, 30 * 60_000);
     console.error(`  baseline: all ${count} files in a Map after ${(baseline.allMs / 1000).toFixed(2)} s`);
-    const engine = await eng.call<LoadReply>('engine', { dir, count }, 60 * 60_000);
-    console.error(`  engine: first name served after ${(engine.firstMs / 1000).toFixed(2)} s, last after ${(engine.lastMs / 1000).toFixed(2)} s`);
+    const engine = await eng.call<LoadReply>('engine', { dir, count, sample: flags.sample }, 60 * 60_000);
+    console.error(
+      `  engine: first name served after ${(engine.firstMs / 1000).toFixed(2)} s, last after ${(engine.lastMs / 1000).toFixed(2)} s, ` +
+        `all ${engine.sample?.count} sampled after ${((engine.sampleMs ?? 0) / 1000).toFixed(2)} s; start() resolved after ${(engine.allMs / 1000).toFixed(2)} s`,
+    );
     // Idle side by side: neither does anything, so they do not disturb each other.
     // Generous: an engine that is not idle at all (e.g. retrying names that failed to load) stretches the period.
     const idleMs = flags['idle-seconds'] * 3000 + 300_000;
@@ -69,6 +73,8 @@ async function oneRun(dir: string, count: number): Promise<Run> {
 }
 
 const perName = (r: LoadReply, field: 'rssMb' | 'heapUsedMb') => ((r.after[field] - r.before[field]) * 2 ** 20) / flags.names;
+/** When the engine served: the last of the first name, the last name and the whole sample. */
+const servingMs = (r: LoadReply) => Math.max(r.firstMs, r.lastMs, r.sampleMs ?? 0);
 /** Idle CPU in ms per minute: over the whole period, or steady (the median window, past V8's post-load GCs). */
 const idlePerMinute = (r: IdleReply) => (r.cpuMs / r.seconds) * 60;
 const steadyIdlePerMinute = (r: IdleReply) => (summarize(r.windowsCpuMs).median / r.windowSeconds) * 60;
@@ -114,6 +120,11 @@ function buildResults(runs: Run[]) {
     engine: {
       firstServedMs: s((r) => r.engine.firstMs),
       lastServedMs: s((r) => r.engine.lastMs),
+      sampleServedMs: s((r) => r.engine.sampleMs ?? 0),
+      sampleP50Ms: s((r) => r.engine.sample?.p50Ms ?? 0),
+      sampleP95Ms: s((r) => r.engine.sample?.p95Ms ?? 0),
+      servingMs: s((r) => servingMs(r.engine)),
+      stats: runs.map((r) => r.engine.stats),
       startResolvedMs: s((r) => r.engine.allMs),
       rssMb: s((r) => r.engine.after.rssMb),
       heapUsedMb: s((r) => r.engine.after.heapUsedMb),
@@ -140,6 +151,7 @@ function buildResults(runs: Run[]) {
     },
     ratios: {
       lastServed: pairedRatios(runs.map((r) => r.engine.lastMs), runs.map((r) => r.baseline.allMs)),
+      startResolved: pairedRatios(runs.map((r) => r.engine.allMs), runs.map((r) => r.baseline.allMs)),
       firstServed: pairedRatios(runs.map((r) => r.engine.firstMs), runs.map((r) => r.baseline.firstMs)),
       heapPerName: pairedRatios(runs.map((r) => perName(r.engine, 'heapUsedMb')), runs.map((r) => perName(r.baseline, 'heapUsedMb'))),
       status: pairedRatios(runs.map((r) => r.engineStatus.median), runs.map((r) => r.baselineStatus.median)),
@@ -160,7 +172,9 @@ function report(r: Results): void {
     [
       ['first name served / read, s', sec(e.firstServedMs), sec(b.firstReadMs), spread(r.ratios.firstServed)],
       ['last name served (or refused) / all read, s', sec(e.lastServedMs), sec(b.allReadMs), spread(r.ratios.lastServed)],
-      ['start() resolved, s', sec(e.startResolvedMs), '—', '—'],
+      [`sample of ${flags.sample} names (asked at start): all served, s`, sec(e.sampleServedMs), '—', '—'],
+      ['…each name\'s first answer: median / p95, ms', `${spread(e.sampleP50Ms)} / ${spread(e.sampleP95Ms)}`, '—', '—'],
+      ['start() resolved (every name read), s', sec(e.startResolvedMs), sec(b.allReadMs), '—'],
       ['names not serving after start', spread(e.notServing, 1, 1), '0', '—'],
       ['RSS after start (after GC), MB', spread(e.rssMb), spread(b.rssMb), '—'],
       ['heap used (after GC), MB', spread(e.heapUsedMb), spread(b.heapUsedMb), '—'],
@@ -172,21 +186,22 @@ function report(r: Results): void {
     ],
   );
   console.log(`\nstates after start: ${JSON.stringify(e.states)}`);
+  console.log(`engine.stats after start: ${JSON.stringify(e.stats)}`);
   if (e.errors.length) console.log(`while loading: ${e.errors.join('\n  ')}`);
 }
 
 function bars(r: Results): BarVerdict[] {
   const e = r.engine;
   const n = flags.names.toLocaleString('en-US');
-  const startS = e.lastServedMs.median / 1000;
+  const startS = e.servingMs.median / 1000;
   const rss = e.rssMb.median;
   const idle = e.steadyIdleCpuMsPerMinute.median;
   const base = r.baseline.steadyIdleCpuMsPerMinute.median;
   return [
     {
-      what: `${n} managed names: serving (last name served)`,
+      what: `${n} managed names: serving (first, last and ${flags.sample} sampled names served)`,
       bar: `≤ ${BAR_START_S} s`,
-      measured: `${startS.toFixed(1)} s (${r.ratios.lastServed.median.toFixed(1)} × plain fs → Map)${e.notServing.max > 0 ? `; ${e.notServing.max} names NOT serving (${shortReason(e.errors)})` : ''}`,
+      measured: `${startS.toFixed(1)} s (every name read: ${(e.startResolvedMs.median / 1000).toFixed(1)} s, ${r.ratios.startResolved.median.toFixed(1)} × plain fs → Map)${e.notServing.max > 0 ? `; ${e.notServing.max} names NOT serving (${shortReason(e.errors)})` : ''}`,
       met: startS <= BAR_START_S && e.notServing.max === 0,
       ...(startS <= BAR_START_S && e.notServing.max === 0
         ? {}

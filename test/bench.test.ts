@@ -94,11 +94,12 @@ describe('benches run at a small size and report what BENCHMARKS.md quotes', { c
   });
 
   it('bench:scale', async () => {
-    const r = await runBench('scale', ['--names', '1000', '--idle-seconds', '1', '--status-calls', '2'], 120_000);
-    for (const k of ['firstServedMs', 'lastServedMs', 'rssMb', 'heapPerNameBytes', 'idleCpuMsPerMinute', 'steadyIdleCpuMsPerMinute', 'statusMs']) assertSummary(r.results.engine[k], `engine ${k}`);
+    const r = await runBench('scale', ['--names', '1000', '--idle-seconds', '1', '--status-calls', '2', '--sample', '100'], 120_000);
+    for (const k of ['firstServedMs', 'lastServedMs', 'sampleServedMs', 'servingMs', 'startResolvedMs', 'rssMb', 'heapPerNameBytes', 'idleCpuMsPerMinute', 'steadyIdleCpuMsPerMinute', 'statusMs']) assertSummary(r.results.engine[k], `engine ${k}`);
     for (const k of ['allReadMs', 'heapPerNameBytes']) assertSummary(r.results.baseline[k], `baseline ${k}`);
     assertSummary(r.results.ratios.lastServed, 'last served ÷ baseline');
     assert.equal(r.results.engine.notServing.max, 0, 'every name is served after start');
+    assert.equal(r.results.engine.stats[0].names, 1000, 'engine.stats reported');
   });
 
   it('bench:issue (Pebble; reports a skip when Pebble or the ACME issuer is missing)', async () => {
