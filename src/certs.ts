@@ -141,12 +141,22 @@ function leafMetaFromDer(leafPem: string, issuerId: string): CertificateMeta {
     names: [...leaf.fields.dnsNames, ...leaf.fields.ipAddresses],
     notBefore: leaf.notBefore,
     notAfter: leaf.notAfter,
-    issuer: leaf.issuer,
-    issuerId,
+    // 100,000 certificates from a handful of CAs: one copy of each issuer text, not one per certificate.
+    issuer: intern(leaf.issuer),
+    issuerId: intern(issuerId),
   };
   const id = ariCertIdOf(leaf.fields);
   if (id !== undefined) meta.ariCertId = id;
   return meta;
+}
+
+/** Issuer texts and ids seen, bounded (a hostile store could hold many distinct ones). */
+const interned = new Map<string, string>();
+function intern(text: string): string {
+  const known = interned.get(text);
+  if (known !== undefined) return known;
+  if (interned.size < 1024) interned.set(text, text);
+  return text;
 }
 
 /** The DER inside one PEM block as `splitPemChain` returns it; only base64 and whitespace are allowed. */
@@ -165,9 +175,8 @@ function pemBody(pem: string): Buffer {
 /** SHA-256 of the DER as `X509Certificate#fingerprint256` prints it (upper-case hex, colons). */
 function fingerprint256(der: Uint8Array): string {
   const hex = createHash('sha256').update(der).digest('hex').toUpperCase();
-  let text = hex.slice(0, 2);
-  for (let i = 2; i < hex.length; i += 2) text += `:${hex.slice(i, i + 2)}`;
-  return text;
+  // join() yields one flat string; `+=` would keep a tree of 63 pieces (~2 KB) alive per certificate.
+  return hex.match(/../g)!.join(':');
 }
 
 /**
@@ -321,7 +330,8 @@ export function ariCertId(certificate: X509Certificate | Uint8Array): string | u
 
 function ariCertIdOf(fields: CertificateFields): string | undefined {
   if (fields.authorityKeyId === undefined) return undefined;
-  return `${base64url(fields.authorityKeyId)}.${base64url(fields.serial)}`;
+  // join(): one flat string, not a concatenation tree kept alive per certificate.
+  return [base64url(fields.authorityKeyId), base64url(fields.serial)].join('.');
 }
 
 function base64url(bytes: Uint8Array): string {
