@@ -239,6 +239,63 @@ describe('start-up at scale', () => {
   });
 });
 
+describe('a reconnected change feed', () => {
+  it('logs the resync, re-reads every held name at most 64 at a time, and adopts what changed', async () => {
+    const clock = new ManualClock(T0);
+    const names = namesOf(300);
+    const inner = await seeded(names, clock);
+    let active = 0;
+    let maxActive = 0;
+    let onChange: ((change: import('../src/adapters/storage/notify.js').StorageChange) => void) | undefined;
+    const storage: Storage & { watch: NonNullable<Storage['watch']> } = {
+      ...inner,
+      description: 'watchable',
+      load: async (key) => {
+        active++;
+        maxActive = Math.max(maxActive, active);
+        try {
+          await new Promise((r) => setTimeout(r, 1));
+          return await inner.load(key);
+        } finally {
+          active--;
+        }
+      },
+      store: (k, v, o) => inner.store(k, v, o),
+      watch: async (_prefix, listener) => {
+        onChange = listener;
+        return async () => {
+          onChange = undefined;
+        };
+      },
+    };
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    const engine = createCertEngine({ storage, issuers: [scriptedIssuer()], names, clock, maxLiveActors: 50, logger });
+    await engine.start();
+    try {
+      // Another process renewed one name while our feed was down.
+      const changed = names[123]!;
+      clock.advance(DAY);
+      const other = createCertEngine({ storage: memoryStorage(), issuers: [scriptedIssuer({ mode: { kind: 'succeed' } })], names: [changed], clock });
+      await installTestCa(other.storage);
+      await other.start();
+      const fresh = await other.getCertificate(changed);
+      await other.stop();
+      const { serializeUnit } = await import('../src/engine/unit.js');
+      await inner.store(keys.certificate(changed), serializeUnit(fresh, fresh.meta, clock.now()));
+      maxActive = 0;
+      assert.ok(onChange, 'the engine watches storage');
+      onChange({ type: 'resync' });
+      assert.ok(lines.some((l) => l.includes('change feed reconnected')), 'the reconnection is logged');
+      for (let i = 0; i < 500 && engine.statusOf(changed)!.certificate!.fingerprint !== fresh.meta.fingerprint; i++) await new Promise((r) => setTimeout(r, 5));
+      assert.equal(engine.statusOf(changed)!.certificate!.fingerprint, fresh.meta.fingerprint, 'the renewed certificate is adopted');
+      assert.ok(maxActive > 0 && maxActive <= 128, `re-reads bounded (64 names, 2 keys each): ${maxActive} at once`);
+    } finally {
+      await engine.stop();
+    }
+  });
+});
+
 describe('herds share one answer', () => {
   it('a failed attempt answers every waiter with one error object, and backoff refuses without an event per handshake', async () => {
     const storage = memoryStorage();

@@ -357,6 +357,8 @@ export class CertEngine {
 
   #onStorageChange(change: StorageChange): void {
     if (this.#stopped) return;
+    // After the change feed was down (reconnected), anything may have changed: re-read every name we hold.
+    if (change.type === 'resync') this.#logger.info({ names: this.#domains.size }, 'storage change feed reconnected: re-reading the stored certificates');
     const names = change.type === 'resync' ? [...this.#domains.keys()] : [nameFromCertificateKey(change.key)];
     for (const name of names) {
       const domain = name === undefined ? undefined : this.#domains.get(name);
@@ -653,7 +655,8 @@ export class CertEngine {
     const domain = this.#domains.get(name);
     // A name not read yet reads storage when it is: nothing to refresh.
     if (!domain || (!domain.actor && !domain.dormant)) return false;
-    const loaded = await this.#read(name);
+    // Bounded like every other read: a resync of 100,000 names must not issue 100,000 reads at once.
+    const loaded = await this.#track(this.#loads.run(() => this.#read(name)));
     const { certificate } = loaded;
     if (!certificate || certificate.fingerprint === domain.fingerprint) return false;
     this.#adopt(domain, loaded);
