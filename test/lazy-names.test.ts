@@ -239,6 +239,45 @@ describe('start-up at scale', () => {
   });
 });
 
+describe('ARI at scale', () => {
+  it('names read by the background scan ask for their renewal window spread over the recheck interval, not all at once', async () => {
+    const clock = new ManualClock(T0);
+    const names = namesOf(40);
+    const storage = await seeded(names, clock);
+    const asked: string[] = [];
+    const issuer = {
+      ...scriptedIssuer(),
+      id: 'seed-ari',
+      async renewalInfo(certificate: import('../src/types.js').CertificateMeta) {
+        asked.push(certificate.names[0]!);
+        return undefined;
+      },
+    };
+    // ARI is asked of the issuer that obtained the certificate: take the stored unit's issuer id.
+    const issuerId = engineIssuerId(await storage.load(keys.certificate(names[0]!)));
+    issuer.id = issuerId;
+    const { ARI_DEFAULT_RECHECK_MS } = await import('../src/engine/ari.js');
+    const engine = createCertEngine({ storage, issuers: [issuer], names, clock, maxLiveActors: 5 });
+    await engine.start();
+    try {
+      for (let i = 0; i < 5; i++) await tick();
+      assert.equal(asked.length, 5, 'the live names ask at once; the 35 sleeping ones wait');
+      clock.advance(ARI_DEFAULT_RECHECK_MS / 2);
+      for (let i = 0; i < 5; i++) await tick();
+      assert.ok(asked.length > 5 && asked.length < 40, `about half asked by half the interval (${asked.length})`);
+      clock.advance(ARI_DEFAULT_RECHECK_MS / 2);
+      for (let i = 0; i < 5; i++) await tick();
+      assert.equal(new Set(asked).size, 40, 'every name asked within one recheck interval');
+    } finally {
+      await engine.stop();
+    }
+  });
+});
+
+function engineIssuerId(raw: string | undefined): string {
+  return (JSON.parse(raw!) as { issuerId: string }).issuerId;
+}
+
 describe('a reconnected change feed', () => {
   it('logs the resync, re-reads every held name at most 64 at a time, and adopts what changed', async () => {
     const clock = new ManualClock(T0);
@@ -247,7 +286,7 @@ describe('a reconnected change feed', () => {
     let active = 0;
     let maxActive = 0;
     let onChange: ((change: import('../src/adapters/storage/notify.js').StorageChange) => void) | undefined;
-    const storage: Storage & { watch: NonNullable<Storage['watch']> } = {
+    const storage: import('../src/adapters/storage/notify.js').WatchableStorage = {
       ...inner,
       description: 'watchable',
       load: async (key) => {
@@ -261,7 +300,7 @@ describe('a reconnected change feed', () => {
         }
       },
       store: (k, v, o) => inner.store(k, v, o),
-      watch: async (_prefix, listener) => {
+      watch: async (_prefix: string, listener: (change: import('../src/adapters/storage/notify.js').StorageChange) => void) => {
         onChange = listener;
         return async () => {
           onChange = undefined;

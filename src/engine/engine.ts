@@ -760,7 +760,10 @@ export class CertEngine {
     const renewAt = renewalTime(certificate, (this.#options.random ?? Math.random)(), this.#policy);
     if (now >= renewAt) return false;
     this.#setDormant(domain, { ...loaded, certificate, renewAt });
-    this.#show(domain, 'valid', { name: domain.name, certificate, renewAt, attempts: loaded.failure?.attempts ?? 0, attemptSeq: 0, serveExpired: false, loaded: true });
+    // Its first ARI question waits a random part of the usual recheck interval: 100,000 names read at
+    // start must not become 100,000 requests to the CA within seconds (a new certificate still asks at once).
+    const ariDelayMs = Math.max(1, Math.round((this.#options.random ?? Math.random)() * ARI_DEFAULT_RECHECK_MS));
+    this.#show(domain, 'valid', { name: domain.name, certificate, renewAt, attempts: loaded.failure?.attempts ?? 0, attemptSeq: 0, serveExpired: false, loaded: true }, ariDelayMs);
     return true;
   }
 
@@ -820,7 +823,7 @@ export class CertEngine {
   }
 
   /** Record a name's state and certificate (from its actor, or from a sleeping record), log and publish the change. */
-  #show(domain: Domain, state: LifecycleState, ctx: CertificateContext): void {
+  #show(domain: Domain, state: LifecycleState, ctx: CertificateContext, ariDelayMs = 0): void {
     const { certificate } = ctx;
     const fingerprint = certificate?.fingerprint;
     domain.certificate = certificate;
@@ -829,7 +832,7 @@ export class CertEngine {
     if (fingerprint !== domain.fingerprint) {
       if (domain.fingerprint !== undefined) this.#materials.delete(domain.fingerprint);
       domain.fingerprint = fingerprint;
-      this.#scheduleAri(domain, 0);
+      this.#scheduleAri(domain, ariDelayMs);
     }
     if (state === domain.state) return;
     const from = domain.state;
