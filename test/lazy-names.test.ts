@@ -13,6 +13,7 @@ import { memoryStorage } from '../src/adapters/storage/memory.js';
 import { ManualClock } from '../src/clock.js';
 import { createCertEngine, type CertEngine } from '../src/engine/engine.js';
 import { WakeQueue } from '../src/engine/wake-queue.js';
+import { renderMetrics } from '../src/admin/metrics.js';
 import { CertificateUnavailableError } from '../src/errors.js';
 import { keys } from '../src/storage-keys.js';
 import type { Storage } from '../src/types.js';
@@ -89,6 +90,10 @@ describe('names beyond maxLiveActors sleep', () => {
       }
       assert.equal(engine.stats.liveActors, 5, 'handshakes do not wake sleeping names');
       assert.equal(certLoads(storage), readsAfterStart, 'no storage read on the handshake path');
+      const metrics = renderMetrics(engine.status(), clock.now(), undefined, engine.stats);
+      assert.match(metrics, /^certstate_live_actors 5$/m);
+      assert.match(metrics, /^certstate_sleeping_names 25$/m);
+      assert.match(metrics, /^certstate_names\{state="valid"\} 30$/m);
     } finally {
       await engine.stop();
     }

@@ -12,6 +12,7 @@
  *   GET  /diagram.mmd       the statechart as Mermaid
  *   POST /names/:name/renew start one attempt now (`?wait=1`: answer with its outcome)
  */
+import type { EngineStats } from '../engine/engine.js';
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AnyStateMachine } from 'xstate';
@@ -34,6 +35,8 @@ export interface AdminEngine {
   on<T extends CertEngineEventType>(type: T, listener: (event: CertEngineEventOf<T>) => void): () => void;
   forceRenew(name: string): Promise<CertificateMeta>;
   readonly clock: { now(): number };
+  /** Memory figures for `/metrics` (optional: an engine without them omits those gauges). */
+  readonly stats?: EngineStats;
 }
 
 /** Options of {@link createAdminHandler}. */
@@ -241,7 +244,7 @@ export function createAdminHandler(engine: AdminEngine, options: AdminHandlerOpt
       case '/events':
         return openStream(req, res);
       case '/metrics':
-        return send(res, 200, PROMETHEUS_CONTENT_TYPE, renderMetrics(engine.status(), engine.clock.now(), metrics));
+        return send(res, 200, PROMETHEUS_CONTENT_TYPE, renderMetrics(engine.status(), engine.clock.now(), metrics, engine.stats));
       case '/diagram.svg': {
         const state = url.searchParams.get('state') ?? undefined;
         return send(res, 200, 'image/svg+xml; charset=utf-8', toSvg(machine, state ? { highlight: state } : {}), {

@@ -18,7 +18,10 @@
  * - `certstate_handshakes_total{answer="immediate"|"waited"|"failed"}`: handshakes by how they
  *   were answered (the engine's `handshake` event); `certstate_handshake_wait_seconds`: histogram
  *   of the time handshakes that waited (held for an attempt, successful or not) spent waiting.
+ * - `certstate_live_actors`, `certstate_sleeping_names`, `certstate_cached_certificates`,
+ *   `certstate_waiting_handshakes`: what the engine holds in memory (`engine.stats`).
  */
+import type { EngineStats } from '../engine/engine.js';
 import type { CertEngineEventOf, CertEngineEventType, HandshakeEvent } from '../engine/events.js';
 import type { LifecycleState, NameStatus } from '../types.js';
 import { Histogram, PrometheusWriter } from './prometheus.js';
@@ -138,9 +141,9 @@ export class MetricsCollector {
 
 /**
  * The full exposition: status-derived gauges computed from `status` at `now`,
- * then the collector's families (when given).
+ * the engine's memory figures (when given), then the collector's families (when given).
  */
-export function renderMetrics(status: readonly NameStatus[], now: number, collector?: MetricsCollector): string {
+export function renderMetrics(status: readonly NameStatus[], now: number, collector?: MetricsCollector, stats?: EngineStats): string {
   const writer = new PrometheusWriter();
   const perState = new Map<LifecycleState, number>(LIFECYCLE_STATES.map((s) => [s, 0]));
   let within7 = 0;
@@ -167,6 +170,12 @@ export function renderMetrics(status: readonly NameStatus[], now: number, collec
     'Earliest notAfter among all certificates, seconds since epoch.',
     Number.isFinite(nextExpiry) ? [{ value: nextExpiry / 1000 }] : [],
   );
+  if (stats) {
+    writer.gauge('certstate_live_actors', 'Names with a running statechart actor.', [{ value: stats.liveActors }]);
+    writer.gauge('certstate_sleeping_names', 'Valid names kept as a record instead of an actor (beyond maxLiveActors).', [{ value: stats.sleeping }]);
+    writer.gauge('certstate_cached_certificates', 'Certificates whose key material is in memory (bounded by cacheCapacity).', [{ value: stats.cachedCertificates }]);
+    writer.gauge('certstate_waiting_handshakes', 'Handshakes held for an attempt in flight.', [{ value: stats.waitingHandshakes }]);
+  }
   collector?.write(writer);
   return writer.toString();
 }
