@@ -68,6 +68,16 @@ function sniNow(engine: CertEngine, name: string): { sync: boolean; result: Prom
   return { sync: settled, result };
 }
 
+describe('capacity options', () => {
+  it('refuses bad values with ConfigError', async () => {
+    const { ConfigError } = await import('../src/errors.js');
+    const base = { storage: memoryStorage(), issuers: [scriptedIssuer()] };
+    for (const maxLiveActors of [-1, 1.5, Number.NaN]) assert.throws(() => createCertEngine({ ...base, maxLiveActors }), ConfigError);
+    for (const cacheCapacity of [0, -3, 2.5]) assert.throws(() => createCertEngine({ ...base, cacheCapacity }), ConfigError);
+    assert.doesNotThrow(() => createCertEngine({ ...base, maxLiveActors: 0, cacheCapacity: 1 }));
+  });
+});
+
 describe('names beyond maxLiveActors sleep', () => {
   it('serves sleeping names like live ones, from memory, without waking them', async () => {
     const clock = new ManualClock(T0);

@@ -64,6 +64,9 @@ class World {
   forced = false;
   violations: string[] = [];
 
+  /** `maxLiveActors: 0` puts the name to sleep on every entry to `valid` (and wakes it for each renewal). */
+  constructor(readonly maxLiveActors?: number) {}
+
   async start(): Promise<void> {
     const engine = createCertEngine({
       storage: this.storage,
@@ -73,6 +76,7 @@ class World {
       random: () => 0.5,
       handshakeTimeout: HANDSHAKE_TIMEOUT,
       lockTtlMs: 10 * 365 * DAY, // the memory lock runs on real time; an aborted attempt releases it
+      ...(this.maxLiveActors === undefined ? {} : { maxLiveActors: this.maxLiveActors }),
     });
     engine.on('cert_failed', (e) => {
       this.notBefore = e.nextAttemptAt;
@@ -106,7 +110,11 @@ class World {
     );
   }
 
+  /** Commands that found the name asleep. */
+  slept = 0;
+
   async run(command: Command): Promise<void> {
+    this.slept += this.engine.stats.sleeping;
     switch (command.kind) {
       case 'handshake':
         for (let i = 0; i < command.count; i++) this.handshake();
@@ -154,10 +162,15 @@ class World {
 }
 
 describe('property-based: random interleavings keep the invariants', () => {
-  it('single flight, backoff, answers at once when usable, bounded waits, no leftover timers', async () => {
+  for (const [label, maxLiveActors, numRuns] of [
+    ['a live actor', undefined, 300],
+    ['a name that sleeps whenever valid (maxLiveActors: 0)', 0, 150],
+  ] as const) {
+  it(`single flight, backoff, answers at once when usable, bounded waits, no leftover timers: ${label}`, async () => {
+    let slept = 0;
     await fc.assert(
       fc.asyncProperty(fc.array(commandArb, { minLength: 1, maxLength: 25 }), async (commands) => {
-        const world = new World();
+        const world = new World(maxLiveActors);
         await installTestCa(world.storage);
         await world.start();
         try {
@@ -170,8 +183,12 @@ describe('property-based: random interleavings keep the invariants', () => {
         assert.ok(world.probes.every((p) => p.settled), 'stop answered every waiting handshake');
         assert.ok(world.issuer.inflight === 0, 'no attempt left running after stop');
         assert.equal(world.clock.pending, 0, 'stop leaves no timer behind');
+        slept += world.slept;
       }),
-      { numRuns: 300 },
+      { numRuns },
     );
+    // The sleeping variant must really have slept (and so woken) names, or it tests nothing new.
+    if (maxLiveActors === 0) assert.ok(slept > 50, `names slept ${slept} times over the runs`);
   });
+  }
 });

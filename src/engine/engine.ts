@@ -104,6 +104,7 @@ export interface CertEngineOptions {
    * live names, and wake (their actor is restored from the record) at their
    * renewal time, on an ARI hint, a storage change, or an operator's action.
    * Names still loading, in an attempt or in backoff are never put to sleep.
+   * `0`: every `valid` name sleeps (least memory; no actors to inspect at rest).
    */
   maxLiveActors?: number;
 }
@@ -270,7 +271,7 @@ export class CertEngine {
     this.#gate = options.onDemand ? createOnDemandGate(options.onDemand, { now: () => this.#clock.now(), logger: this.#logger }) : undefined;
     this.#rejections = new RejectionLog({ logger: this.#logger, now: () => this.#clock.now() });
     this.#materials = new MaterialCache(count(options.cacheCapacity, 10_000, 'cacheCapacity'));
-    this.#maxLiveActors = count(options.maxLiveActors, 1_000, 'maxLiveActors');
+    this.#maxLiveActors = count(options.maxLiveActors, 1_000, 'maxLiveActors', 0);
     this.#wakes = new WakeQueue(this.#clock, (name) => this.#wakeDue(name));
     this.#machine = this.#provideMachine();
   }
@@ -1221,9 +1222,9 @@ export function stateOf(value: unknown): LifecycleState {
   return (attempting ?? 'loading') as LifecycleState;
 }
 
-function count(value: number | undefined, fallback: number, what: string): number {
+function count(value: number | undefined, fallback: number, what: string, min = 1): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) throw new ConfigError(`${what} must be a positive whole number`);
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) throw new ConfigError(`${what} must be a whole number ≥ ${min}`);
   return value;
 }
 
