@@ -100,7 +100,7 @@ export interface CertEngineOptions {
   /**
    * Most names kept as running statechart actors (~7 KB each; default 1,000).
    * Beyond it, names that are `valid` with nothing in flight sleep as a
-   * ~0.5 KB record, least recently active first: they are served exactly like
+   * ~1.3 KB record, least recently active first: they are served exactly like
    * live names, and wake (their actor is restored from the record) at their
    * renewal time, on an ARI hint, a storage change, or an operator's action.
    * Names still loading, in an attempt or in backoff are never put to sleep.
