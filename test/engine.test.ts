@@ -11,6 +11,7 @@ import { createCertEngine } from '../src/engine/engine.js';
 import { CertificateUnavailableError, ConfigError, EngineStoppedError, HandshakeTimeoutError, NameNotAllowedError, TooManyWaitersError } from '../src/errors.js';
 import type { Storage } from '../src/types.js';
 import { installTestCa, scriptedIssuer } from './helpers/scripted-issuer.js';
+import { countingStorage, interceptStorage } from './helpers/storage-wrap.js';
 
 async function testStorage(): Promise<Storage> {
   const storage = memoryStorage();
@@ -50,7 +51,7 @@ describe('the handshake path', () => {
   it('serves from memory: no storage call, one SecureContext per certificate, reused', async () => {
     const inner = await testStorage();
     let calls = 0;
-    const storage: Storage = { ...inner, description: 'counting', load: (k) => (calls++, inner.load(k)), store: (k, v, o) => (calls++, inner.store(k, v, o)), delete: (k) => inner.delete(k), list: (p) => inner.list(p), stat: (k) => inner.stat(k), lock: (k, t, o) => inner.lock(k, t, o) };
+    const storage = interceptStorage(inner, { load: (k, next) => (calls++, next(k)), store: (k, v, o) => (calls++, inner.store(k, v, o)) });
     const engine = createCertEngine({ storage, issuers: [scriptedIssuer({ mode: { kind: 'succeed' } })], names: ['a.localhost'] });
     await engine.start();
     await engine.getCertificate('a.localhost');
@@ -152,39 +153,24 @@ describe('loading at scale and under storage trouble', () => {
     await seeder.stop();
     const ordersBefore = issuer.calls;
 
-    let active = 0;
-    let maxActive = 0;
     let failFirst = true;
-    const storage: Storage = {
-      ...inner,
-      description: 'slow',
-      load: async (key) => {
-        active++;
-        maxActive = Math.max(maxActive, active);
-        try {
-          await new Promise((r) => setTimeout(r, 2));
-          if (key.includes('stored.localhost') && failFirst) {
-            failFirst = false;
-            throw new (await import('../src/errors.js')).StorageError('storage blip');
-          }
-          return await inner.load(key);
-        } finally {
-          active--;
+    const blipping = interceptStorage(inner, {
+      load: async (key, next) => {
+        if (key.includes('stored.localhost') && failFirst) {
+          failFirst = false;
+          throw new (await import('../src/errors.js')).StorageError('storage blip');
         }
+        return next(key);
       },
-      store: (k, v, o) => inner.store(k, v, o),
-      delete: (k) => inner.delete(k),
-      list: (p) => inner.list(p),
-      stat: (k) => inner.stat(k),
-      lock: (k, t, o) => inner.lock(k, t, o),
-    };
+    });
+    const storage = countingStorage(blipping, { delayMs: 2 });
     const clock = new ManualClock();
     const names = ['stored.localhost', ...Array.from({ length: 400 }, (_, i) => `n${i}.localhost`)];
     const engine = createCertEngine({ storage, issuers: [scriptedIssuer()], names, clock });
     await engine.start();
     try {
       // 64 loads (2 reads each) plus 32 attempts (2 reads each) at most, not one per name (401 here).
-      assert.ok(maxActive <= 192, `storage reads at once bounded, saw ${maxActive}`);
+      assert.ok(storage.maxActive <= 192, `storage reads at once bounded, saw ${storage.maxActive}`);
       const blip = engine.statusOf('stored.localhost')!;
       assert.equal(blip.state, 'failed-backoff');
       assert.equal(blip.attempts, 0, 'a storage blip is not counted as a CA failure');

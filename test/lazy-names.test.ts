@@ -16,8 +16,10 @@ import { WakeQueue } from '../src/engine/wake-queue.js';
 import { renderMetrics } from '../src/admin/metrics.js';
 import { CertificateUnavailableError } from '../src/errors.js';
 import { keys } from '../src/storage-keys.js';
+import type { StorageChange } from '../src/adapters/storage/notify.js';
 import type { Storage } from '../src/types.js';
 import { installTestCa, scriptedIssuer } from './helpers/scripted-issuer.js';
+import { countingStorage } from './helpers/storage-wrap.js';
 
 const DAY = 86_400_000;
 const T0 = Math.floor(Date.now() / 1000) * 1000;
@@ -33,25 +35,6 @@ async function seeded(names: string[], clock: ManualClock): Promise<Storage> {
   await Promise.all(names.map((n) => seeder.getCertificate(n)));
   await seeder.stop();
   return storage;
-}
-
-/** Wraps a storage and counts `load` calls per key; `delayMs` slows every load. */
-function counting(inner: Storage, delayMs = 0): Storage & { loads: Map<string, number> } {
-  const loads = new Map<string, number>();
-  return {
-    description: 'counting',
-    loads,
-    load: async (key) => {
-      loads.set(key, (loads.get(key) ?? 0) + 1);
-      if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
-      return inner.load(key);
-    },
-    store: (k, v, o) => inner.store(k, v, o),
-    delete: (k) => inner.delete(k),
-    list: (p) => inner.list(p),
-    stat: (k) => inner.stat(k),
-    lock: (k, t, o) => inner.lock(k, t, o),
-  };
 }
 
 const certLoads = (storage: { loads: Map<string, number> }) => [...storage.loads].filter(([k]) => k.startsWith('certificates/')).reduce((a, [, n]) => a + n, 0);
@@ -82,7 +65,7 @@ describe('names beyond maxLiveActors sleep', () => {
   it('serves sleeping names like live ones, from memory, without waking them', async () => {
     const clock = new ManualClock(T0);
     const names = namesOf(30);
-    const storage = counting(await seeded(names, clock));
+    const storage = countingStorage(await seeded(names, clock));
     const engine = createCertEngine({ storage, issuers: [scriptedIssuer()], names, clock, maxLiveActors: 5 });
     await engine.start();
     try {
@@ -169,7 +152,7 @@ describe('key material beyond cacheCapacity', () => {
   it('keeps at most cacheCapacity certificates and reads an evicted one back once for a herd', async () => {
     const clock = new ManualClock(T0);
     const names = namesOf(10);
-    const storage = counting(await seeded(names, clock));
+    const storage = countingStorage(await seeded(names, clock));
     const engine = createCertEngine({ storage, issuers: [scriptedIssuer()], names, clock, maxLiveActors: 2, cacheCapacity: 3 });
     await engine.start();
     try {
@@ -202,7 +185,7 @@ describe('start-up at scale', () => {
   it('with waitForStorage: false, serves a name read ahead of the background scan', async () => {
     const clock = new ManualClock(T0);
     const names = namesOf(300);
-    const storage = counting(await seeded(names, clock), 5);
+    const storage = countingStorage(await seeded(names, clock), { delayMs: 5 });
     const engine = createCertEngine({ storage, issuers: [scriptedIssuer()], names, clock, maxLiveActors: 10 });
     await engine.start({ waitForStorage: false });
     try {
@@ -222,28 +205,12 @@ describe('start-up at scale', () => {
   it('reads at most 64 names at once, even for 400 names beyond the actor limit', async () => {
     const clock = new ManualClock(T0);
     const names = namesOf(400);
-    const inner = await seeded(names.slice(0, 50), clock);
-    let active = 0;
-    let maxActive = 0;
-    const base = counting(inner);
-    const storage: Storage = {
-      ...base,
-      load: async (key) => {
-        active++;
-        maxActive = Math.max(maxActive, active);
-        try {
-          await new Promise((r) => setTimeout(r, 1));
-          return await base.load(key);
-        } finally {
-          active--;
-        }
-      },
-    };
+    const storage = countingStorage(await seeded(names.slice(0, 50), clock), { delayMs: 1 });
     const engine = createCertEngine({ storage, issuers: [scriptedIssuer({ mode: 'manual' })], names, clock, maxLiveActors: 20 });
     await engine.start();
     try {
       // 64 names (2 reads each) plus 32 attempts' re-reads at most.
-      assert.ok(maxActive <= 192, `storage reads at once: ${maxActive}`);
+      assert.ok(storage.maxActive <= 192, `storage reads at once: ${storage.maxActive}`);
       const states = engine.status().reduce<Record<string, number>>((a, s) => ((a[s.state] = (a[s.state] ?? 0) + 1), a), {});
       assert.equal(states.valid, 50, 'every stored certificate is served');
       assert.equal(states.obtaining, 350, 'names with nothing stored are obtaining');
@@ -298,30 +265,15 @@ describe('a reconnected change feed', () => {
     const clock = new ManualClock(T0);
     const names = namesOf(300);
     const inner = await seeded(names, clock);
-    let active = 0;
-    let maxActive = 0;
-    let onChange: ((change: import('../src/adapters/storage/notify.js').StorageChange) => void) | undefined;
-    const storage: import('../src/adapters/storage/notify.js').WatchableStorage = {
-      ...inner,
-      description: 'watchable',
-      load: async (key) => {
-        active++;
-        maxActive = Math.max(maxActive, active);
-        try {
-          await new Promise((r) => setTimeout(r, 1));
-          return await inner.load(key);
-        } finally {
-          active--;
-        }
-      },
-      store: (k, v, o) => inner.store(k, v, o),
-      watch: async (_prefix: string, listener: (change: import('../src/adapters/storage/notify.js').StorageChange) => void) => {
+    let onChange: ((change: StorageChange) => void) | undefined;
+    const storage = Object.assign(countingStorage(inner, { delayMs: 1 }), {
+      watch: async (_prefix: string, listener: (change: StorageChange) => void) => {
         onChange = listener;
         return async () => {
           onChange = undefined;
         };
       },
-    };
+    });
     const lines: string[] = [];
     const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
     const engine = createCertEngine({ storage, issuers: [scriptedIssuer()], names, clock, maxLiveActors: 50, logger });
@@ -337,13 +289,13 @@ describe('a reconnected change feed', () => {
       await other.stop();
       const { serializeUnit } = await import('../src/engine/unit.js');
       await inner.store(keys.certificate(changed), serializeUnit(fresh, fresh.meta, clock.now()));
-      maxActive = 0;
+      storage.resetMaxActive();
       assert.ok(onChange, 'the engine watches storage');
       onChange({ type: 'resync' });
       assert.ok(lines.some((l) => l.includes('change feed reconnected')), 'the reconnection is logged');
       for (let i = 0; i < 500 && engine.statusOf(changed)!.certificate!.fingerprint !== fresh.meta.fingerprint; i++) await new Promise((r) => setTimeout(r, 5));
       assert.equal(engine.statusOf(changed)!.certificate!.fingerprint, fresh.meta.fingerprint, 'the renewed certificate is adopted');
-      assert.ok(maxActive > 0 && maxActive <= 128, `re-reads bounded (64 names, 2 keys each): ${maxActive} at once`);
+      assert.ok(storage.maxActive > 0 && storage.maxActive <= 128, `re-reads bounded (64 names, 2 keys each): ${storage.maxActive} at once`);
     } finally {
       await engine.stop();
     }

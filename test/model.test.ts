@@ -22,6 +22,7 @@ import type { CertificateMeta, LifecycleState, Storage } from '../src/types.js';
 import { installTestCa, scriptedIssuer, testLeafKey, type ScriptedIssuer } from './helpers/scripted-issuer.js';
 import { seedCertificate } from './helpers/tls.js';
 
+import { interceptStorage } from './helpers/storage-wrap.js';
 import { modelPaths, replayEvents, NAME, DAY, T0, type CertKind, type LoadVariant, type ModelEvent } from './helpers/model-paths.js';
 
 // ─── Replay on the real engine ─────────────────────────────────────────────
@@ -41,20 +42,14 @@ function gatedStorage(inner: Storage) {
   const rearm = () => {
     mode = 'wait';
   };
-  const storage: Storage = {
-    ...inner,
+  const storage = interceptStorage(inner, {
     description: 'gated',
-    load: async (key) => {
+    load: async (key, next) => {
       while (mode === 'wait') await new Promise<void>((resolve) => waiting.push(resolve));
       if (mode === 'fail') throw new StorageError('storage down');
-      return inner.load(key);
+      return next(key);
     },
-    store: (k, v, o) => inner.store(k, v, o),
-    delete: (k) => inner.delete(k),
-    list: (p) => inner.list(p),
-    stat: (k) => inner.stat(k),
-    lock: (k, t, o) => inner.lock(k, t, o),
-  };
+  });
   return { storage, release, rearm };
 }
 
