@@ -23,6 +23,7 @@ export const keys = {
   certificatesPrefix: 'certificates/',
   /** The failure record (attempts, last error, next attempt time) of a name. */
   failure: (name: string) => `failures/${nameSegment(name)}.json`,
+  failuresPrefix: 'failures/',
   /** The lock held while issuing for a name. */
   issueLock: (name: string) => `locks/issue/${nameSegment(name)}`,
   /** ACME account of an issuer (key + URL), keyed by a digest of its directory and email. */

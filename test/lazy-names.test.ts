@@ -92,6 +92,29 @@ describe('names beyond maxLiveActors sleep', () => {
     }
   });
 
+  it('lists failure records once instead of looking for one per name, and keeps a name with one awake', async () => {
+    const clock = new ManualClock(T0);
+    const names = namesOf(20);
+    const inner = await seeded(names, clock);
+    const { serializeFailure } = await import('../src/engine/unit.js');
+    const record = { attempts: 3, lastError: { type: 'IssuanceError', message: 'earlier failure', at: clock.now() - 1000 }, nextAttemptAt: clock.now() + 3_600_000 };
+    await inner.store(keys.failure(names[10]!), serializeFailure(record));
+    const storage = countingStorage(inner);
+    const engine = createCertEngine({ storage, issuers: [scriptedIssuer()], names, clock, maxLiveActors: 2 });
+    await engine.start();
+    try {
+      const failureReads = [...storage.loads].filter(([k]) => k.startsWith('failures/')).reduce((a, [, n]) => a + n, 0);
+      assert.equal(failureReads, 3, 'only the two live names (which read for themselves) and the listed one read a failure record, not all 20');
+      const withRecord = engine.statusOf(names[10]!)!;
+      assert.equal(withRecord.attempts, 3, 'the listed record was read and applied');
+      assert.equal(withRecord.lastError?.message, 'earlier failure');
+      assert.equal(engine.stats.liveActors, 3, 'a name with a pending backoff is not put to sleep');
+      assert.equal(engine.stats.sleeping, 17);
+    } finally {
+      await engine.stop();
+    }
+  });
+
   it('wakes a sleeping name at its renewal time, renews it once, and puts it back to sleep', async () => {
     const clock = new ManualClock(T0);
     const names = namesOf(12);
