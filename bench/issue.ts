@@ -27,6 +27,7 @@ const flags = parseFlags('bench/issue.ts', {
   concurrent: { default: 100, help: 'new names issued at once' },
   runs: { default: 1, help: 'repetitions of the concurrent round' },
   json: { default: '', help: 'write the JSON result here instead of bench/results/issue.json' },
+  'poll-initial-ms': { default: 20, help: "first poll delay of both sides: acmeIssuer's pollInitialMs (default 20) and auto()'s backoffMin" },
 });
 
 const BAR_MS = 150;
@@ -41,9 +42,11 @@ interface Side {
   concurrentP95Ms: number[];
   failures: number;
   firstFailure?: string;
+  /** Engine only: of each sequential first handshake, the time inside the issuer (the ACME order itself), ms. */
+  issuerMs: number[];
 }
 
-const emptySide = (): Side => ({ sequentialMs: [], concurrentTotalMs: [], concurrentMedianMs: [], concurrentP95Ms: [], failures: 0 });
+const emptySide = (): Side => ({ sequentialMs: [], concurrentTotalMs: [], concurrentMedianMs: [], concurrentP95Ms: [], failures: 0, issuerMs: [] });
 
 /** What the engine needs for this bench, checked at run time: parts may still be under construction. */
 function missingEngineParts(engine: CertEngine): string[] {
@@ -70,7 +73,7 @@ async function measureEngine(pebble: PebbleHandle, va: VaServers, side: Side): P
   const { createCertEngine } = await engineModule();
   const engine = createCertEngine({
     storage: memoryStorage(),
-    issuers: [acmeIssuer({ directoryUrl: pebble.directoryUrl, email: 'bench@example.com', agreeToTerms: true, caBundle: pebble.caBundlePem, challenges: ['http-01'] })],
+    issuers: [acmeIssuer({ directoryUrl: pebble.directoryUrl, email: 'bench@example.com', agreeToTerms: true, caBundle: pebble.caBundlePem, challenges: ['http-01'], pollInitialMs: flags['poll-initial-ms'] })],
     // Every name allowed, and a budget this bench never reaches (the default is 20 then 100/h).
     onDemand: { decide: () => true, rateLimit: { burst: 100_000, refillPerSecond: 1000 } },
     handshakeTimeout: 60_000,
@@ -84,14 +87,20 @@ async function measureEngine(pebble: PebbleHandle, va: VaServers, side: Side): P
     // The first order of a process registers the account and opens connections: not a first handshake of interest.
     const warm = await timedHandshake(va.tlsPort, 'warm.engine.bench.test');
     if (!warm.ok) throw new Error(`engine warm-up handshake failed: ${warm.error}`);
+    // Split each first handshake into the order (the issuer's own time) and what the engine adds around it.
+    const issuerMs = new Map<string, number>();
+    const off = engine.on('issuer_attempt', (e) => issuerMs.set(e.name, e.durationMs));
     for (let i = 0; i < flags.sequential; i++) {
       const r = await timedHandshake(va.tlsPort, `s${i}.engine.bench.test`);
+      const ms = issuerMs.get(`s${i}.engine.bench.test`);
+      if (ms !== undefined) side.issuerMs.push(ms);
       if (r.ok && /Pebble/i.test(issuerOf(r))) side.sequentialMs.push(r.ms);
       else {
         side.failures++;
         side.firstFailure ??= r.error ?? `not a Pebble certificate (${issuerOf(r)})`;
       }
     }
+    off();
     for (let round = 0; round < flags.runs; round++) {
       await concurrentRound(flags.concurrent, `engine${round}`, (name) => timedHandshake(va.tlsPort, name), side);
     }
@@ -102,7 +111,7 @@ async function measureEngine(pebble: PebbleHandle, va: VaServers, side: Side): P
 }
 
 async function measureAuto(pebble: PebbleHandle, va: VaServers, side: Side): Promise<void> {
-  const auto = await autoRunner(pebble.directoryUrl, pebble.caBundlePem, va.autoTokens);
+  const auto = await autoRunner(pebble.directoryUrl, pebble.caBundlePem, va.autoTokens, flags['poll-initial-ms']);
   const one = async (name: string) => {
     try {
       return { ok: true, ms: await auto.order(name) };
@@ -134,6 +143,7 @@ function summaries(side: Side) {
     concurrentMedianMs: summarize(side.concurrentMedianMs),
     concurrentP95Ms: summarize(side.concurrentP95Ms),
     failures: side.failures,
+    issuerMs: summarize(side.issuerMs),
     ...(side.firstFailure ? { firstFailure: side.firstFailure } : {}),
   };
 }
@@ -203,6 +213,7 @@ function report(r: Results): void {
     ['measure', 'certstate: first TLS handshake', 'acme-client auto()', 'certstate ÷ auto()'],
     [
       [`one new name at a time, ms (${flags.sequential} names)`, spread(r.engine.sequentialMs), spread(r.auto.sequentialMs), spread(r.ratios.sequentialMedian!)],
+      ['…of which the ACME order inside the issuer, ms', spread(r.engine.issuerMs), '—', '—'],
       [`${flags.concurrent} new names at once: all served, ms`, spread(r.engine.concurrentTotalMs), spread(r.auto.concurrentTotalMs), spread(r.ratios.concurrentTotal!)],
       [`${flags.concurrent} at once: median per name, ms`, spread(r.engine.concurrentMedianMs), spread(r.auto.concurrentMedianMs), '—'],
       [`${flags.concurrent} at once: p95 per name, ms`, spread(r.engine.concurrentP95Ms), spread(r.auto.concurrentP95Ms), '—'],

@@ -3,8 +3,8 @@
  * against Pebble, with no engine, no storage, no TLS server in the way:
  * key + CSR, order, HTTP-01 (served from a Map), finalize, download.
  *
- * Its polling is set to what `acmeIssuer` uses (first poll after 20 ms,
- * doubling, capped at 5 s) so that the comparison is of the code, not of
+ * Its polling is set to what `acmeIssuer` uses (first poll after `pollInitialMs`,
+ * 20 ms by default, doubling, capped at 5 s) so that the comparison is of the code, not of
  * acme-client's 5-second default backoff.
  */
 import https from 'node:https';
@@ -16,7 +16,7 @@ export interface AutoRunner {
   close(): void;
 }
 
-export async function autoRunner(directoryUrl: string, caBundlePem: string, tokens: Map<string, string>): Promise<AutoRunner> {
+export async function autoRunner(directoryUrl: string, caBundlePem: string, tokens: Map<string, string>, pollInitialMs = 20): Promise<AutoRunner> {
   // acme-client's axios instance is module-global (DESIGN.md §7): this bench is its only user in this process.
   const agent = new https.Agent({ ca: caBundlePem, keepAlive: true, maxSockets: 16 });
   acme.axios.defaults.httpsAgent = agent;
@@ -24,7 +24,7 @@ export async function autoRunner(directoryUrl: string, caBundlePem: string, toke
     directoryUrl,
     accountKey: await acme.crypto.createPrivateEcdsaKey(),
     backoffAttempts: 12,
-    backoffMin: 20,
+    backoffMin: pollInitialMs,
     backoffMax: 5000,
   });
   return {

@@ -87,7 +87,13 @@ export interface AcmeIssuerOptions {
   caBundle?: string | string[];
   /** Preferred chain: the issuer common name of the chain's top certificate (e.g. `ISRG Root X1`). */
   preferredChain?: string;
-  /** First poll after telling the CA, ms. Default 20; then doubling up to `pollMaxMs`. */
+  /**
+   * First poll after telling the CA, ms. Default 20; then doubling up to `pollMaxMs`.
+   * An order polls twice (authorization, then order after finalizing), so against a
+   * fast CA this floor is most of the on-demand latency: 5 took Pebble's first
+   * handshake from ~62 to ~35 ms (BENCHMARKS.md), at the price of about four more
+   * requests per order to a slow one.
+   */
   pollInitialMs?: number;
   /** Longest interval between polls, ms (a CA's `Retry-After` can ask for longer). Default 5000. */
   pollMaxMs?: number;
