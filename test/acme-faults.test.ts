@@ -343,6 +343,30 @@ describe('fault proxy: ARI renewalInfo windows', { skip }, () => {
 // ─── An order that never finishes ─────────────────────────────────────────
 
 describe('fault proxy: order stuck in processing', { skip }, () => {
+  it('after finalize the order is looked at at once, then polled with the usual backoff (never sooner than pollInitialMs)', async () => {
+    const name = 'poll-schedule.example.com';
+    proxy!.stuckInProcessing();
+    const from = proxy!.requests.length;
+    const engine = await engineWith({
+      issuers: [proxyIssuer({ pollInitialMs: 300, pollMaxMs: 600, pollTimeoutMs: 1500 })],
+      onDemand: { decide: () => true },
+    });
+    try {
+      await assert.rejects(engine.getCertificate(name), (e: unknown) => e instanceof CertificateUnavailableError && e.code === 'ERR_ACME_POLL_TIMEOUT');
+      // Every order object answered `processing`: the finalize answer first, then each poll of the order.
+      const looks = proxy!.requests.slice(from).filter((r) => r.fault === 'processing').map((r) => r.at);
+      const gaps = looks.slice(1).map((at, i) => at - looks[i]!);
+      console.log(`# finalize → polls, gaps ms: [${gaps.join(', ')}]`);
+      assert.ok(gaps.length >= 3, `polled several times (${gaps.length})`);
+      assert.ok(gaps[0]! < 250, `first look right after finalize, not after pollInitialMs (${gaps[0]} ms)`);
+      // Date.now() granularity on both sides: allow a couple of ms.
+      assert.ok(gaps[1]! >= 298, `then pollInitialMs (${gaps[1]} ms)`);
+      assert.ok(gaps[2]! >= 598, `then doubling, capped at pollMaxMs (${gaps[2]} ms)`);
+    } finally {
+      proxy!.clear();
+    }
+  });
+
   it('the attempt ends with a typed poll-timeout error, the handshake gets it, backoff follows, then issued', async () => {
     const name = 'stuck.example.com';
     proxy!.stuckInProcessing();

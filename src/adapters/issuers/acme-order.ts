@@ -268,13 +268,16 @@ export class AcmeOrderFlow {
 
   /**
    * POST-as-GET `url` until `check` returns a value: first after
-   * `pollInitialMs`, doubling to `pollMaxMs`, never sooner than the CA's
-   * `Retry-After`, never past `pollTimeoutMs`.
+   * `firstWaitMs` (default `pollInitialMs`), then from `pollInitialMs`
+   * doubling to `pollMaxMs`, never sooner than the CA's `Retry-After`,
+   * never past `pollTimeoutMs`.
    */
-  private async poll<T>(url: string, step: AcmeStep, signal: AbortSignal, check: (body: Record<string, unknown>) => T | undefined): Promise<T> {
+  private async poll<T>(url: string, step: AcmeStep, signal: AbortSignal, check: (body: Record<string, unknown>) => T | undefined, firstWaitMs?: number): Promise<T> {
     const { pollInitialMs, pollMaxMs, pollTimeoutMs } = this.settings;
     const deadline = Date.now() + pollTimeoutMs;
-    let delay = pollInitialMs;
+    let delay = firstWaitMs ?? pollInitialMs;
+    // After an immediate first look the backoff starts at pollInitialMs; otherwise it doubles on from there.
+    let next = firstWaitMs === undefined ? pollInitialMs * 2 : pollInitialMs;
     let retryAt: number | undefined;
     for (;;) {
       const wait = Math.max(delay, retryAt === undefined ? 0 : retryAt - Date.now());
@@ -290,7 +293,8 @@ export class AcmeOrderFlow {
       if (result !== undefined) return result;
       // Wall-clock time here (real sleeps), not the engine's possibly simulated clock.
       retryAt = parseRetryAfter(res.headers['retry-after'], Date.now());
-      delay = Math.min(delay * 2, pollMaxMs);
+      delay = Math.min(next, pollMaxMs);
+      next = Math.min(next * 2, pollMaxMs);
     }
   }
 
@@ -307,7 +311,9 @@ export class AcmeOrderFlow {
       const detail = problemDetail(problem);
       throw new AcmeError(`ACME order became ${String(body.status)}${detail ? `: ${detail}` : ''}`, { code: problem?.type ?? 'ERR_ACME_ORDER_INVALID', ...(detail ? { detail } : {}) });
     };
-    return checkOrder(objectBody(res, 'finalize')) ?? (await this.poll(order.url, 'order', this.context.signal, checkOrder));
+    // A CA that answers `processing` usually issues within milliseconds (and LE within a second):
+    // look once at once, as acme-client does, before the usual backoff.
+    return checkOrder(objectBody(res, 'finalize')) ?? (await this.poll(order.url, 'order', this.context.signal, checkOrder, 0));
   }
 
   /** Download the chain, choosing among alternates when a preferred chain is set. */
