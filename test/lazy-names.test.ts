@@ -144,6 +144,28 @@ describe('names beyond maxLiveActors sleep', () => {
     }
   });
 
+  it("an operator's forceRenew wakes a sleeping name and renews it once", async () => {
+    const clock = new ManualClock(T0);
+    const names = namesOf(6);
+    const storage = await seeded(names, clock);
+    const issuer = scriptedIssuer({ mode: { kind: 'succeed' } });
+    const engine = createCertEngine({ storage, issuers: [issuer], names, clock, maxLiveActors: 1 });
+    await engine.start();
+    try {
+      const sleeper = names[4]!;
+      const before = engine.statusOf(sleeper)!.certificate!.fingerprint;
+      assert.equal(engine.stats.sleeping, 5);
+      const renewed = await engine.forceRenew(sleeper);
+      assert.notEqual(renewed.fingerprint, before);
+      assert.equal(issuer.calls, 1);
+      assert.equal((await engine.getCertificate(sleeper)).meta.fingerprint, renewed.fingerprint);
+      await tick();
+      assert.equal(engine.stats.liveActors, 1, 'back to sleep once valid again');
+    } finally {
+      await engine.stop();
+    }
+  });
+
   it('adopts a newer certificate another process stored for a sleeping name', async () => {
     const clock = new ManualClock(T0);
     const names = namesOf(4);
