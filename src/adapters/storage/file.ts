@@ -106,6 +106,19 @@ async function lstatOrUndefined(p: string): Promise<Stats | undefined> {
   }
 }
 
+/** Read a file of known size from its start; a short read (it shrank) keeps what is there, a longer file is read to its end. */
+async function readExactly(handle: fs.FileHandle, size: number): Promise<Uint8Array> {
+  if (size === 0) return handle.readFile();
+  const buffer = Buffer.allocUnsafe(size);
+  let filled = 0;
+  while (filled < size) {
+    const { bytesRead } = await handle.read(buffer, filled, size - filled, filled);
+    if (bytesRead === 0) return buffer.subarray(0, filled);
+    filled += bytesRead;
+  }
+  return buffer;
+}
+
 /** fsync a directory so a rename or link in it survives a power cut. */
 async function syncDir(dir: string): Promise<void> {
   const handle = await fs.open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
@@ -443,8 +456,12 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
         wrap('read', file, error);
       }
       try {
-        if (!(await handle.stat()).isFile()) throw new StorageError(`file storage: ${file} is not a regular file`);
-        const bytes = await handle.readFile();
+        const stats = await handle.stat();
+        if (!stats.isFile()) throw new StorageError(`file storage: ${file} is not a regular file`);
+        // Values are replaced by rename, never rewritten in place: the size just read is the
+        // file's. One read of that size, not readFile's own fstat and read loop (start-up
+        // reads every stored certificate: each thread-pool round trip counts).
+        const bytes = await readExactly(handle, stats.size);
         try {
           return utf8.decode(bytes);
         } catch (error) {
