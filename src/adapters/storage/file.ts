@@ -106,7 +106,7 @@ async function lstatOrUndefined(p: string): Promise<Stats | undefined> {
   }
 }
 
-/** Read a file of known size from its start; a short read (it shrank) keeps what is there, a longer file is read to its end. */
+/** Read the `size` bytes `fstat` reported (values are replaced by rename, so that is the file); stop early at end of file. */
 async function readExactly(handle: fs.FileHandle, size: number): Promise<Uint8Array> {
   if (size === 0) return handle.readFile();
   const buffer = Buffer.allocUnsafe(size);
