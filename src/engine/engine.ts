@@ -116,7 +116,7 @@ export interface StartOptions {
    * true). With `false`, `start()` resolves as soon as handshakes can be
    * served; names are read in the background, and a handshake for a name not
    * read yet reads it first (ahead of the background reads). At 100,000 names
-   * the background read takes ~20–30 s on file storage.
+   * the background read takes ~17 s on file storage (BENCHMARKS.md).
    */
   waitForStorage?: boolean;
 }
