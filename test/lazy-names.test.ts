@@ -387,10 +387,11 @@ describe('a stored key that does not match its certificate', () => {
   it('is refused by OpenSSL at first use, reported as unavailable, and replaced by a new certificate', async () => {
     const clock = new ManualClock(T0);
     const name = 'mismatch.localhost';
-    const storage = await seeded([name], clock);
-    const raw = JSON.parse((await storage.load(keys.certificate(name)))!) as { privateKeyPem: string };
+    const inner = await seeded([name], clock);
+    const raw = JSON.parse((await inner.load(keys.certificate(name)))!) as { privateKeyPem: string };
     raw.privateKeyPem = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs1', format: 'pem' }) as string;
-    await storage.store(keys.certificate(name), JSON.stringify(raw));
+    await inner.store(keys.certificate(name), JSON.stringify(raw));
+    const storage = countingStorage(inner);
     const lines: string[] = [];
     const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
     const issuer = scriptedIssuer({ mode: { kind: 'succeed' } });
@@ -398,7 +399,15 @@ describe('a stored key that does not match its certificate', () => {
     await engine.start();
     try {
       const bad = engine.statusOf(name)!.certificate!.fingerprint;
+      issuer.mode = 'manual'; // hold the replacement while handshakes keep coming
       await assert.rejects(engine.getCertificate(name), CertificateUnavailableError);
+      const readsBefore = storage.loads.get(keys.certificate(name)) ?? 0;
+      const during = await Promise.all(Array.from({ length: 20 }, () => engine.getCertificate(name).then(() => undefined, (e: Error) => e)));
+      assert.ok(during.every((e) => e instanceof CertificateUnavailableError), 'refused while the replacement is under way');
+      const reads = (storage.loads.get(keys.certificate(name)) ?? 0) - readsBefore;
+      assert.ok(reads <= 1, `a refused pair is not read again for every handshake (${reads} reads for 20: at most the attempt's own re-read)`);
+      await issuer.untilPending();
+      await issuer.succeed();
       for (let i = 0; i < 500 && engine.statusOf(name)!.certificate!.fingerprint === bad; i++) await new Promise((r) => setTimeout(r, 2));
       assert.equal(issuer.calls, 1, 'one new certificate');
       const served = await engine.getCertificate(name);

@@ -438,12 +438,13 @@ export class CertEngine {
       const domain = this.#domains.get(name) ?? this.#managedWildcardFor(name) ?? (await this.#admitOnDemand(name, servername, info));
       let ready = this.#readyContext(domain);
       // A memoised answer whose key material was evicted (or never read): one shared read, then serve.
-      if (!ready && this.#readyButNotInMemory(domain)) {
+      if (!ready && this.#readyButNotInMemory(domain) && !this.#repairing.has(domain.ready!.fingerprint)) {
         await this.#reloadMaterial(domain);
         ready = this.#readyContext(domain);
       }
       const answer = ready ? { ok: true as const, fingerprint: domain.ready!.fingerprint, expired: false } : (domain.refusal ?? (await this.#handshake(domain)));
-      if (answer.ok && !this.#materials.has(answer.fingerprint)) await this.#reloadMaterial(domain);
+      // (A certificate OpenSSL refused is being replaced: reading it again would not help.)
+      if (answer.ok && !this.#materials.has(answer.fingerprint) && !this.#repairing.has(answer.fingerprint)) await this.#reloadMaterial(domain);
       const served = this.#served(domain, answer);
       if (this.#events.listenerCount('handshake') > 0) {
         const waitedMs = this.#clock.now() - startedAt;
