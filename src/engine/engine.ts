@@ -10,7 +10,7 @@
 import { EventEmitter } from 'node:events';
 import type { SecureContext } from 'node:tls';
 import { pino } from 'pino';
-import { createActor, waitFor, type Actor, type InspectionEvent, type Observer, type Subscription, fromPromise } from 'xstate';
+import { createActor, waitFor, fromPromise } from 'xstate';
 import { realClock } from '../clock.js';
 import {
   CertificateUnavailableError,
@@ -38,166 +38,22 @@ import { DEFAULT_DATA_DIR, fileStorage } from '../adapters/storage/file.js';
 import { createHttpChallengeHandler, type HttpChallengeHandler, type HttpFallback } from '../adapters/challenges/http-01.js';
 import { createTlsAlpnResponder, type ALPNCallback } from '../adapters/challenges/tls-alpn-01.js';
 import { createAdminHandler, type AdminHandler, type AdminHandlerOptions } from '../admin/handler.js';
-import { createOnDemandGate, OnDemandRefusedError, type OnDemandGate, type OnDemandOptions } from './on-demand.js';
+import { createOnDemandGate, OnDemandRefusedError, type OnDemandGate } from './on-demand.js';
 import { keys, nameFromCertificateKey } from '../storage-keys.js';
 import { isWatchable, type StorageChange } from '../adapters/storage/notify.js';
 import { ariRenewalTime, ARI_DEFAULT_RECHECK_MS, clampAriRecheck } from './ari.js';
-import type { CertificateBundle, CertificateMeta, Clock, Issuer, LifecycleState, Logger, NameStatus, Storage, TimerHandle } from '../types.js';
+import type { CertificateBundle, CertificateMeta, Clock, Issuer, LifecycleState, Logger, NameStatus, Storage } from '../types.js';
 import { isStorageOutage, runAttempt, safeError } from './attempt.js';
 import type { CertEngineEvent, CertEngineEventOf, CertEngineEventType } from './events.js';
 import { Limiter } from './limiter.js';
 import { certificateCoversName } from '../certs.js';
 import { MaterialCache } from './material-cache.js';
 import { WakeQueue } from './wake-queue.js';
+import { newDomain, type CertActor, type Domain, type Dormant } from './domain.js';
+import type { CertEngineOptions, EngineStats, ServedCertificate, HandshakeInfo, StartOptions } from './options.js';
+
+export type { CertEngineOptions, EngineStats, ServedCertificate, HandshakeInfo, StartOptions } from './options.js';
 import { parseFailure, parseUnit, serializeFailure } from './unit.js';
-
-/** Options of `createCertEngine`. */
-export interface CertEngineOptions {
-  /**
-   * Where certificates, keys, failure records and locks live; processes
-   * sharing a storage form one cluster. Default: `fileStorage('./certstate-data')`.
-   */
-  storage?: Storage;
-  /** Issuers tried in order within one attempt (e.g. Let's Encrypt, then ZeroSSL). At least one. */
-  issuers: Issuer[];
-  /** Managed names: obtained at start and kept renewed. `*.example.com` wildcards allowed. */
-  names?: string[];
-  /**
-   * On-demand issuance: a handshake for an unmanaged name asks `decide` and/or
-   * the `ask` endpoint; if allowed (and within the issuance budget), a
-   * certificate is obtained during the handshake. See `OnDemandOptions`.
-   */
-  onDemand?: OnDemandOptions;
-  /** Longest time a handshake waits for an attempt in flight, ms (default 30,000). The attempt goes on. */
-  handshakeTimeout?: number;
-  /** Most handshakes waiting per name (default 10,000); more are refused at once with `TooManyWaitersError`. */
-  maxWaitersPerName?: number;
-  /** Most handshakes waiting in total (default 100,000). */
-  maxWaiters?: number;
-  /** During backoff with only an expired certificate, serve it instead of failing the handshake (default false). */
-  serveExpired?: boolean;
-  /** A pino logger; certstate derives children and never changes its level or redaction. Default: silent. */
-  logger?: Logger;
-  /** XState inspection observer, passed to every per-name actor (ids `cert:<name>`). */
-  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
-  /** The clock for every delay (default: the real clock, safe for waits beyond 24.8 days). */
-  clock?: Clock;
-  /** Randomness for jitter, uniform in [0, 1) (default `Math.random`). */
-  random?: () => number;
-  /** Renewal and backoff tunables (defaults in `defaultTimingPolicy`). */
-  timing?: Partial<TimingPolicy>;
-  /** Lease of the per-name issuance lock, ms (default 60,000; renewed while the attempt runs). */
-  lockTtlMs?: number;
-  /** How long `stop()` waits for storage and issuer calls in flight, real-time ms (default 10,000). */
-  stopTimeoutMs?: number;
-  /**
-   * Most certificates whose key material (PEMs and the built `SecureContext`:
-   * ~40 KB of OpenSSL memory each) stays in memory (default 10,000). Beyond it
-   * the least recently served is dropped, and read from storage again at its
-   * next handshake (one read per name, however many handshakes wait for it).
-   */
-  cacheCapacity?: number;
-  /**
-   * Most names kept as running statechart actors (~7 KB each; default 1,000).
-   * Beyond it, names that are `valid` with nothing in flight sleep as a
-   * ~1.3 KB record, least recently active first: they are served exactly like
-   * live names, and wake (their actor is restored from the record) at their
-   * renewal time, on an ARI hint, a storage change, or an operator's action.
-   * Names still loading, in an attempt or in backoff are never put to sleep.
-   * `0`: every `valid` name sleeps (least memory; no actors to inspect at rest).
-   */
-  maxLiveActors?: number;
-}
-
-/** Options of `CertEngine.start()`. */
-export interface StartOptions {
-  /**
-   * Resolve only once every managed name has been read from storage (default
-   * true). With `false`, `start()` resolves as soon as handshakes can be
-   * served; names are read in the background, and a handshake for a name not
-   * read yet reads it first (ahead of the background reads). At 100,000 names
-   * the background read takes ~17 s on file storage (BENCHMARKS.md).
-   */
-  waitForStorage?: boolean;
-}
-
-/** A certificate ready to serve. */
-export interface ServedCertificate {
-  meta: CertificateMeta;
-  /** Built once per certificate and shared by every handshake. */
-  secureContext: SecureContext;
-  certificatePem: string;
-  privateKeyPem: string;
-  /** True when an expired certificate is served (only with `serveExpired`). */
-  expired: boolean;
-}
-
-/** What the engine holds in memory (`engine.stats`): for capacity planning and metrics. */
-export interface EngineStats {
-  /** Names known: managed, and on-demand names admitted. */
-  names: number;
-  /** Names with a running statechart actor. */
-  liveActors: number;
-  /** Names sleeping as a record (`valid`, nothing in flight), waking at their renewal time. */
-  sleeping: number;
-  /** Certificates whose key material is in memory (bounded by `cacheCapacity`). */
-  cachedCertificates: number;
-  /** Handshakes waiting for an attempt in flight. */
-  waitingHandshakes: number;
-}
-
-/** Details of a handshake, for on-demand decisions and logs. */
-export interface HandshakeInfo {
-  remoteAddress?: string;
-}
-
-type CertActor = Actor<CertificateMachine>;
-
-/** A sleeping name: its `valid` certificate and renewal time, with no actor running. */
-type Dormant = LoadedState & { certificate: CertificateMeta; renewAt: number };
-
-interface Domain {
-  readonly name: string;
-  readonly managed: boolean;
-  /** The running statechart; undefined while the name sleeps (`dormant`) or has not been read yet. */
-  actor: CertActor | undefined;
-  subscription: Subscription | undefined;
-  /** Set while the name sleeps. */
-  dormant: Dormant | undefined;
-  /** What a storage read already found, handed to the actor's first load (so it reads nothing). */
-  preloaded: LoadedState | undefined;
-  /** The actor was woken by a handshake or an operator: its load goes ahead of background reads. */
-  urgent: boolean;
-  /** Woken from sleep: its reload of the known record is not shown as a state change. */
-  waking: boolean;
-  /** A read of the certificate's key material in flight (after cache eviction). */
-  reloading: Promise<void> | undefined;
-  /**
-   * Held handshakes and their deadlines (ms since epoch). Every waiter gets
-   * the same `handshakeTimeout`, so insertion order is deadline order and one
-   * timer per name (`deadlineTimer`, armed for the oldest) serves them all.
-   * Created with the first waiter: most names never have one (~300 B saved per name).
-   */
-  waiters: Map<HandshakeReply, number> | undefined;
-  deadlineTimer: TimerHandle | undefined;
-  state: LifecycleState | undefined;
-  /** The certificate in use (metadata only). */
-  certificate: CertificateMeta | undefined;
-  fingerprint: string | undefined;
-  /** Next ARI (renewal information) check, if the certificate's issuer offers ARI. */
-  ariTimer?: TimerHandle;
-  /**
-   * The answer of `valid` and `renewing` ("this certificate, at once"),
-   * memoised from the latest snapshot so a handshake costs a Map lookup, not
-   * an XState macrostep. Unset in every other state: those handshakes are events.
-   */
-  ready: { fingerprint: string; notAfter: number } | undefined;
-  /**
-   * The answer of `failed-backoff` with nothing to serve, memoised the same
-   * way: a flood of handshakes during backoff costs no XState event each.
-   */
-  refusal: HandshakeAnswer | undefined;
-}
 
 const DEFAULT_HANDSHAKE_TIMEOUT = 30_000;
 /** Storage reads in flight during the start-up scan of managed names. */
@@ -702,24 +558,7 @@ export class CertEngine {
   #addDomain(name: string, managed: boolean): Domain {
     const existing = this.#domains.get(name);
     if (existing) return existing;
-    const domain: Domain = {
-      name,
-      managed,
-      actor: undefined,
-      subscription: undefined,
-      dormant: undefined,
-      preloaded: undefined,
-      urgent: false,
-      waking: false,
-      reloading: undefined,
-      waiters: undefined,
-      deadlineTimer: undefined,
-      state: undefined,
-      certificate: undefined,
-      fingerprint: undefined,
-      ready: undefined,
-      refusal: undefined,
-    };
+    const domain = newDomain(name, managed);
     this.#domains.set(name, domain);
     return domain;
   }

@@ -1,0 +1,109 @@
+/**
+ * The engine's public option and result types, apart from the engine itself
+ * (`engine.ts` re-exports them).
+ */
+import type { SecureContext } from 'node:tls';
+import type { InspectionEvent, Observer } from 'xstate';
+import type { TimingPolicy } from '../machines/policy.js';
+import type { CertificateMeta, Clock, Issuer, Logger, Storage } from '../types.js';
+import type { OnDemandOptions } from './on-demand.js';
+
+/** Options of `createCertEngine`. */
+export interface CertEngineOptions {
+  /**
+   * Where certificates, keys, failure records and locks live; processes
+   * sharing a storage form one cluster. Default: `fileStorage('./certstate-data')`.
+   */
+  storage?: Storage;
+  /** Issuers tried in order within one attempt (e.g. Let's Encrypt, then ZeroSSL). At least one. */
+  issuers: Issuer[];
+  /** Managed names: obtained at start and kept renewed. `*.example.com` wildcards allowed. */
+  names?: string[];
+  /**
+   * On-demand issuance: a handshake for an unmanaged name asks `decide` and/or
+   * the `ask` endpoint; if allowed (and within the issuance budget), a
+   * certificate is obtained during the handshake. See `OnDemandOptions`.
+   */
+  onDemand?: OnDemandOptions;
+  /** Longest time a handshake waits for an attempt in flight, ms (default 30,000). The attempt goes on. */
+  handshakeTimeout?: number;
+  /** Most handshakes waiting per name (default 10,000); more are refused at once with `TooManyWaitersError`. */
+  maxWaitersPerName?: number;
+  /** Most handshakes waiting in total (default 100,000). */
+  maxWaiters?: number;
+  /** During backoff with only an expired certificate, serve it instead of failing the handshake (default false). */
+  serveExpired?: boolean;
+  /** A pino logger; certstate derives children and never changes its level or redaction. Default: silent. */
+  logger?: Logger;
+  /** XState inspection observer, passed to every per-name actor (ids `cert:<name>`). */
+  inspect?: Observer<InspectionEvent> | ((event: InspectionEvent) => void);
+  /** The clock for every delay (default: the real clock, safe for waits beyond 24.8 days). */
+  clock?: Clock;
+  /** Randomness for jitter, uniform in [0, 1) (default `Math.random`). */
+  random?: () => number;
+  /** Renewal and backoff tunables (defaults in `defaultTimingPolicy`). */
+  timing?: Partial<TimingPolicy>;
+  /** Lease of the per-name issuance lock, ms (default 60,000; renewed while the attempt runs). */
+  lockTtlMs?: number;
+  /** How long `stop()` waits for storage and issuer calls in flight, real-time ms (default 10,000). */
+  stopTimeoutMs?: number;
+  /**
+   * Most certificates whose key material (PEMs and the built `SecureContext`:
+   * ~40 KB of OpenSSL memory each) stays in memory (default 10,000). Beyond it
+   * the least recently served is dropped, and read from storage again at its
+   * next handshake (one read per name, however many handshakes wait for it).
+   */
+  cacheCapacity?: number;
+  /**
+   * Most names kept as running statechart actors (~7 KB each; default 1,000).
+   * Beyond it, names that are `valid` with nothing in flight sleep as a
+   * ~1.3 KB record, least recently active first: they are served exactly like
+   * live names, and wake (their actor is restored from the record) at their
+   * renewal time, on an ARI hint, a storage change, or an operator's action.
+   * Names still loading, in an attempt or in backoff are never put to sleep.
+   * `0`: every `valid` name sleeps (least memory; no actors to inspect at rest).
+   */
+  maxLiveActors?: number;
+}
+
+/** Options of `CertEngine.start()`. */
+export interface StartOptions {
+  /**
+   * Resolve only once every managed name has been read from storage (default
+   * true). With `false`, `start()` resolves as soon as handshakes can be
+   * served; names are read in the background, and a handshake for a name not
+   * read yet reads it first (ahead of the background reads). At 100,000 names
+   * the background read takes ~17 s on file storage (BENCHMARKS.md).
+   */
+  waitForStorage?: boolean;
+}
+
+/** A certificate ready to serve. */
+export interface ServedCertificate {
+  meta: CertificateMeta;
+  /** Built once per certificate and shared by every handshake. */
+  secureContext: SecureContext;
+  certificatePem: string;
+  privateKeyPem: string;
+  /** True when an expired certificate is served (only with `serveExpired`). */
+  expired: boolean;
+}
+
+/** What the engine holds in memory (`engine.stats`): for capacity planning and metrics. */
+export interface EngineStats {
+  /** Names known: managed, and on-demand names admitted. */
+  names: number;
+  /** Names with a running statechart actor. */
+  liveActors: number;
+  /** Names sleeping as a record (`valid`, nothing in flight), waking at their renewal time. */
+  sleeping: number;
+  /** Certificates whose key material is in memory (bounded by `cacheCapacity`). */
+  cachedCertificates: number;
+  /** Handshakes waiting for an attempt in flight. */
+  waitingHandshakes: number;
+}
+
+/** Details of a handshake, for on-demand decisions and logs. */
+export interface HandshakeInfo {
+  remoteAddress?: string;
+}
