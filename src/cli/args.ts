@@ -6,9 +6,11 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { usageError } from './exit-codes.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
+/** Named so that declaration files can spell it (node's own helper types are not exported). */
+type Parsed<O extends Options> = ReturnType<typeof parseArgs<{ args: string[]; options: O; allowPositionals: true; strict: true }>>;
 
 /** Parse `argv` for one command; errors become usage errors (exit 2). */
-export function parse<O extends Options>(argv: string[], options: O, usage: string) {
+export function parse<O extends Options>(argv: string[], options: O, usage: string): Parsed<O> {
   try {
     return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (error) {
