@@ -19,7 +19,7 @@ import { keys } from '../src/storage-keys.js';
 import type { StorageChange } from '../src/adapters/storage/notify.js';
 import type { Storage } from '../src/types.js';
 import { installTestCa, scriptedIssuer } from './helpers/scripted-issuer.js';
-import { countingStorage } from './helpers/storage-wrap.js';
+import { countingStorage, interceptStorage } from './helpers/storage-wrap.js';
 
 const DAY = 86_400_000;
 const T0 = Math.floor(Date.now() / 1000) * 1000;
@@ -110,6 +110,36 @@ describe('names beyond maxLiveActors sleep', () => {
       assert.equal(withRecord.lastError?.message, 'earlier failure');
       assert.equal(engine.stats.liveActors, 3, 'a name with a pending backoff is not put to sleep');
       assert.equal(engine.stats.sleeping, 17);
+    } finally {
+      await engine.stop();
+    }
+  });
+
+  it('a name that will attempt reads its own failure record, even one written after the listing', async () => {
+    const clock = new ManualClock(T0);
+    const names = namesOf(10);
+    const target = names[7]!;
+    const inner = await seeded(names.filter((n) => n !== target), clock);
+    const { serializeFailure } = await import('../src/engine/unit.js');
+    const record = { attempts: 2, lastError: { type: 'IssuanceError', message: 'failed in another process', at: clock.now() }, nextAttemptAt: clock.now() + 3_600_000 };
+    // Another process records a failure for the target right after our scan listed the failure records.
+    const storage: Storage = {
+      ...interceptStorage(inner, {}),
+      list: async (prefix) => {
+        const listed = await inner.list(prefix);
+        if (prefix === 'failures/') await inner.store(keys.failure(target), serializeFailure(record));
+        return listed;
+      },
+    };
+    const issuer = scriptedIssuer({ mode: 'manual' });
+    const engine = createCertEngine({ storage, issuers: [issuer], names, clock, maxLiveActors: 2 });
+    await engine.start();
+    try {
+      const status = engine.statusOf(target)!;
+      assert.equal(status.state, 'failed-backoff', 'the other process\'s backoff holds here');
+      assert.equal(status.lastError?.message, 'failed in another process');
+      for (let i = 0; i < 5; i++) await tick();
+      assert.equal(issuer.calls, 0, 'no order during that backoff');
     } finally {
       await engine.stop();
     }

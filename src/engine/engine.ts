@@ -164,8 +164,9 @@ export class CertEngine {
    */
   async #scan(domains: Domain[]): Promise<void> {
     // Failure records are rare: list them once rather than look for one per name
-    // (half the reads of a 100,000-name start). An attempt re-reads the record under
-    // its lock, so one written by another process meanwhile still holds its backoff.
+    // (half the reads of a 100,000-name start). The listing only decides for names that
+    // go to sleep (valid whatever a backoff says); a name that will attempt reads its
+    // record itself, so one written by another process since the listing still holds.
     const failures = domains.length > this.#maxLiveActors ? await this.#listFailures() : undefined;
     let next = 0;
     const worker = async () => {
@@ -178,16 +179,19 @@ export class CertEngine {
           continue;
         }
         let loaded: LoadedState | undefined;
+        let skipFailure = false;
         try {
           // The same slots as the actors' loads: a handshake's urgent read still goes first.
-          const skipFailure = failures !== undefined && !failures.has(keys.failure(domain.name));
+          skipFailure = failures !== undefined && !failures.has(keys.failure(domain.name));
           loaded = await this.#track(this.#loads.run(() => this.#read(domain.name, { background: true, skipFailure })));
         } catch {
           loaded = undefined; // the actor reads again, with the statechart's retry
         }
         if (this.#stopped || this.#domains.get(domain.name) !== domain || domain.actor || domain.dormant) continue;
         if (!loaded || !this.#sleepIfIdle(domain, loaded)) {
-          domain.preloaded = loaded;
+          // A name that will attempt reads its failure record itself, now, not from a listing
+          // that may predate another process's failure (its backoff must hold here too).
+          domain.preloaded = skipFailure ? undefined : loaded;
           this.#wake(domain);
         }
       }
