@@ -90,6 +90,7 @@ export class CertEngine {
   #sleepPending = false;
   readonly #events = new EventEmitter();
   readonly #machine: CertificateMachine;
+  readonly #random: () => number;
   readonly #inflight = new Set<Promise<unknown>>();
   /** Loads from storage in flight at once: 100k names at start must not open 100k files (EMFILE). */
   readonly #loads = new Limiter(64);
@@ -129,6 +130,7 @@ export class CertEngine {
     this.#materials = new MaterialCache(count(options.cacheCapacity, 10_000, 'cacheCapacity'));
     this.#maxLiveActors = count(options.maxLiveActors, 1_000, 'maxLiveActors', 0);
     this.#wakes = new WakeQueue(this.#clock, (name) => this.#wakeDue(name));
+    this.#random = options.random ?? Math.random;
     this.#machine = this.#provideMachine();
   }
 
@@ -198,13 +200,7 @@ export class CertEngine {
     };
     await Promise.all(Array.from({ length: SCAN_CONCURRENCY }, worker));
     // Resolve once no name is still loading (a preloaded load settles in a few microtasks).
-    await Promise.all(
-      domains.map((d) => {
-        const actor = d.actor;
-        if (!actor || !actor.getSnapshot().matches('loading')) return undefined;
-        return waitFor(actor, (s) => s.status !== 'active' || !s.matches('loading'), { timeout: Infinity }).catch(() => undefined);
-      }),
-    );
+    await Promise.all(domains.map((d) => d.actor && untilLoaded(d.actor)));
   }
 
   /**
@@ -499,7 +495,7 @@ export class CertEngine {
     const domain = this.#domains.get(name);
     if (!domain) throw new NameNotAllowedError(name, 'unknown name');
     const actor = this.#wake(domain, true);
-    if (actor.getSnapshot().matches('loading')) await waitFor(actor, (s) => !s.matches('loading'));
+    await untilLoaded(actor);
     const before = actor.getSnapshot();
     if (!before.matches('attempting')) actor.send({ type: 'FORCE_RENEW' });
     const seq = before.matches('attempting') ? before.context.attemptSeq : before.context.attemptSeq + 1;
@@ -527,10 +523,7 @@ export class CertEngine {
     const { certificate } = loaded;
     if (!certificate || certificate.fingerprint === domain.fingerprint) return false;
     this.#adopt(domain, loaded);
-    const actor = domain.actor;
-    if (actor?.getSnapshot().matches('loading')) {
-      await waitFor(actor, (s) => s.status !== 'active' || !s.matches('loading'), { timeout: Infinity }).catch(() => undefined);
-    }
+    if (domain.actor) await untilLoaded(domain.actor);
     // A certificate not adopted stays in the material cache until the LRU drops it.
     return domain.fingerprint === certificate.fingerprint;
   }
@@ -607,12 +600,12 @@ export class CertEngine {
     if (!certificate || this.#liveActors < this.#maxLiveActors) return false;
     const now = this.#clock.now();
     if (now >= certificate.notAfter || (loaded.failure?.nextAttemptAt ?? 0) > now) return false;
-    const renewAt = renewalTime(certificate, (this.#options.random ?? Math.random)(), this.#policy);
+    const renewAt = renewalTime(certificate, this.#random(), this.#policy);
     if (now >= renewAt) return false;
     this.#setDormant(domain, { ...loaded, certificate, renewAt });
     // Its first ARI question waits a random part of the usual recheck interval: 100,000 names read at
     // start must not become 100,000 requests to the CA within seconds (a new certificate still asks at once).
-    const ariDelayMs = Math.max(1, Math.round((this.#options.random ?? Math.random)() * ARI_DEFAULT_RECHECK_MS));
+    const ariDelayMs = Math.max(1, Math.round(this.#random() * ARI_DEFAULT_RECHECK_MS));
     this.#show(domain, 'valid', { name: domain.name, certificate, renewAt, attempts: loaded.failure?.attempts ?? 0, attemptSeq: 0, serveExpired: false, loaded: true }, ariDelayMs);
     return true;
   }
@@ -776,8 +769,9 @@ export class CertEngine {
     this.#materials.delete(fingerprint);
     const actor = this.#wake(domain, true);
     const force = () => actor.send({ type: 'FORCE_RENEW' });
-    if (!actor.getSnapshot().matches('loading')) force();
-    else void waitFor(actor, (s) => s.status !== 'active' || !s.matches('loading'), { timeout: Infinity }).then(force, () => undefined);
+    const loading = untilLoaded(actor);
+    if (loading) void loading.then(force);
+    else force();
   }
 
   #statusOf(domain: Domain): NameStatus {
@@ -810,7 +804,7 @@ export class CertEngine {
   #provideMachine(): CertificateMachine {
     const machine = createCertificateMachine({
       now: () => this.#clock.now(),
-      random: this.#options.random ?? Math.random,
+      random: this.#random,
       policy: this.#policy,
     });
     return machine.provide({
@@ -926,7 +920,7 @@ export class CertEngine {
         (info) => {
           if (this.#stopped || domain.fingerprint !== meta.fingerprint) return;
           const now = this.#clock.now();
-          const renewAt = info ? ariRenewalTime(info, now, (this.#options.random ?? Math.random)()) : undefined;
+          const renewAt = info ? ariRenewalTime(info, now, this.#random()) : undefined;
           if (renewAt !== undefined) this.#renewalInfo(domain, renewAt);
           this.#scheduleAri(domain, clampAriRecheck(info?.retryAfter, now));
         },
@@ -1075,6 +1069,18 @@ export class CertEngine {
   _bundle(fingerprint: string): CertificateBundle | undefined {
     return this.#materials.bundle(fingerprint);
   }
+}
+
+/**
+ * Resolves once `actor` has left `loading`, or stopped (never rejects);
+ * undefined when it is not loading, so callers can go on synchronously.
+ */
+function untilLoaded(actor: CertActor): Promise<void> | undefined {
+  if (!actor.getSnapshot().matches('loading')) return undefined;
+  return waitFor(actor, (s) => s.status !== 'active' || !s.matches('loading'), { timeout: Infinity }).then(
+    () => undefined,
+    () => undefined,
+  );
 }
 
 /** Map a snapshot value to the lifecycle state name shown to users. */
