@@ -19,7 +19,7 @@
 import { forkTs, runWorker, type RpcChild } from './lib/children.js';
 import { parseFlags } from './lib/args.js';
 import { ensureDataset } from './lib/dataset.js';
-import { commandLine, machineFacts, profileFlags, printBars, printTable, spread, writeResult, type BarVerdict } from './lib/report.js';
+import { profileFlags, printBars, printTable, spread, writeResult, type BarVerdict } from './lib/report.js';
 import { pairedRatios, summarize } from './lib/stats.js';
 import type { ClientJob, ClientReport } from './handshake/client.js';
 import type { EndReply, Mode, SetupReply } from './handshake/server.js';
@@ -232,11 +232,7 @@ function result(startedAt: Date, runs: Run[], servers: Map<Mode, { setup: SetupR
   );
   return {
     bench: 'handshake',
-    schema: 1 as const,
-    command: commandLine(),
-    startedAt: startedAt.toISOString(),
-    durationMs: Date.now() - startedAt.getTime(),
-    machine: machineFacts(),
+    startedAt,
     options: { ...flags },
     results: { modes: perMode, ratios: rel, firstPassCpuPerHandshakeUs: Object.fromEntries(firstPass), runs },
     bars: bars(runs),

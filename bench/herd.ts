@@ -13,7 +13,7 @@
  *   node --import tsx bench/herd.ts [--handshakes 10000] [--delay-ms 1000] [--runs 3] [--tls-connections 1000]
  */
 import { parseFlags } from './lib/args.js';
-import { commandLine, fmt, machineFacts, printBars, printTable, spread, writeResult, type BarVerdict } from './lib/report.js';
+import { fmt, printBars, printTable, spread, writeResult, type BarVerdict } from './lib/report.js';
 import { pairedRatios, summarize } from './lib/stats.js';
 import { inProcessRun, plainPromisesMs, type HerdRun, type Outcome } from './herd/in-process.js';
 import { tlsHerdRun, type TlsHerdRun } from './herd/tls-herd.js';
@@ -71,11 +71,7 @@ async function main(): Promise<void> {
   const file = await writeResult(
     {
       bench: 'herd',
-      schema: 1,
-      command: commandLine(),
-      startedAt: startedAt.toISOString(),
-      durationMs: Date.now() - startedAt.getTime(),
-      machine: machineFacts(),
+      startedAt,
       options: { ...flags },
       results: { ...summary, runs, depthRuns, tlsRuns },
       bars: verdicts,

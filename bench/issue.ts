@@ -17,7 +17,7 @@ import type { CertEngine } from '../src/engine/engine.js';
 import { startPebble, type PebbleHandle } from '../test/helpers/pebble.js';
 import { parseFlags } from './lib/args.js';
 import { engineModule } from './lib/engine-module.js';
-import { commandLine, machineFacts, printBars, printTable, spread, writeResult, type BarVerdict } from './lib/report.js';
+import { printBars, printTable, spread, writeResult, type BarVerdict } from './lib/report.js';
 import { percentile, summarize, type Summary } from './lib/stats.js';
 import { autoRunner } from './issue/auto.js';
 import { startVaServers, timedHandshake, type VaServers } from './issue/servers.js';
@@ -190,15 +190,11 @@ async function main(): Promise<void> {
   const file = await writeResult(
     {
       bench: 'issue',
-      schema: 1,
-      command: commandLine(),
-      startedAt: startedAt.toISOString(),
-      durationMs: Date.now() - startedAt.getTime(),
-      machine: machineFacts(),
+      startedAt,
       options: { ...flags },
       results,
       bars: verdicts,
-      ...(skipped.length ? { skipped } : {}),
+      skipped,
     },
     flags.json || undefined,
   );

@@ -13,7 +13,7 @@
 import { parseFlags } from './lib/args.js';
 import { forkTs } from './lib/children.js';
 import { ensureDataset, fileStorageDir } from './lib/dataset.js';
-import { commandLine, fmt, profileFlags, machineFacts, printBars, printTable, spread, writeResult, type BarVerdict } from './lib/report.js';
+import { fmt, profileFlags, printBars, printTable, spread, writeResult, type BarVerdict } from './lib/report.js';
 import { pairedRatios, summarize, type Summary } from './lib/stats.js';
 import type { IdleReply, LoadReply } from './scale/child.js';
 
@@ -100,11 +100,7 @@ async function main(): Promise<void> {
   const file = await writeResult(
     {
       bench: 'scale',
-      schema: 1,
-      command: commandLine(),
-      startedAt: startedAt.toISOString(),
-      durationMs: Date.now() - startedAt.getTime(),
-      machine: machineFacts(),
+      startedAt,
       options: { ...flags },
       results,
       bars: verdicts,

@@ -73,11 +73,31 @@ export interface BenchResult {
   skipped?: string[];
 }
 
-/** Write `bench/results/<bench>.json` (or `--json <path>`) and return the path. */
-export async function writeResult(result: BenchResult, file = path.join(RESULTS_DIR, `${result.bench}.json`)): Promise<string> {
-  result.engine = path.relative(REPO_DIR, engineModulePath());
-  result.git = gitState();
+/** What a bench measured; `writeResult` adds how, where and when. */
+export interface BenchReport extends Pick<BenchResult, 'bench' | 'options' | 'results' | 'bars' | 'skipped'> {
+  startedAt: Date;
+}
+
+/**
+ * Write `bench/results/<bench>.json` (or `file`, from `--json`) and return the path:
+ * the report with the command line, duration, machine facts (load average at the
+ * end too), engine module and commit that make it reproducible.
+ */
+export async function writeResult(report: BenchReport, file?: string): Promise<string> {
+  const { startedAt, skipped, ...measured } = report;
+  const result: BenchResult = {
+    ...measured,
+    schema: 1,
+    command: commandLine(),
+    startedAt: startedAt.toISOString(),
+    durationMs: Date.now() - startedAt.getTime(),
+    machine: machineFacts(),
+    ...(skipped?.length ? { skipped } : {}),
+    engine: path.relative(REPO_DIR, engineModulePath()),
+    git: gitState(),
+  };
   result.machine.loadAverage.push(os.loadavg()[0]!);
+  file ||= path.join(RESULTS_DIR, `${result.bench}.json`);
   await mkdir(path.dirname(file), { recursive: true });
   await writeFile(file, `${JSON.stringify(result, null, 2)}\n`);
   return file;
