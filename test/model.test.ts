@@ -15,13 +15,10 @@ import { ManualClock } from '../src/clock.js';
 import { createCertEngine, stateOf, type CertEngine, type ServedCertificate } from '../src/engine/engine.js';
 import { serializeFailure } from '../src/engine/unit.js';
 import { StorageError } from '../src/errors.js';
-import { createCertificateMachine, type CertificateEvent } from '../src/machines/certificate.js';
-import { defaultTimingPolicy } from '../src/machines/policy.js';
 import { keys } from '../src/storage-keys.js';
-import type { CertificateMeta, LifecycleState, Storage } from '../src/types.js';
+import type { LifecycleState, Storage } from '../src/types.js';
 import { installTestCa, scriptedIssuer, testLeafKey, type ScriptedIssuer } from './helpers/scripted-issuer.js';
 import { seedCertificate } from './helpers/tls.js';
-
 import { interceptStorage } from './helpers/storage-wrap.js';
 import { modelPaths, replayEvents, NAME, DAY, T0, type CertKind, type LoadVariant, type ModelEvent } from './helpers/model-paths.js';
 

@@ -12,14 +12,11 @@
  *
  *   node --import tsx bench/tools/meta-parse.ts [--certs 2000] [--runs 5]
  */
-import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
-import forge from 'node-forge';
+import { createPublicKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { pino } from 'pino';
-import { installTestCa } from '../../test/helpers/scripted-issuer.js';
+import { forgeLeaf, loadTestCa, pemOf } from '../../test/helpers/der.js';
 import { localCaIssuer } from '../../src/adapters/issuers/local-ca.js';
-import { memoryStorage } from '../../src/adapters/storage/memory.js';
 import { parseCertificateBundle } from '../../src/certs.js';
-import { keys } from '../../src/storage-keys.js';
 import type { CertificateBundle } from '../../src/types.js';
 import { parseFlags } from '../lib/args.js';
 import { pairedRatios, summarize, type Summary } from '../lib/stats.js';
@@ -29,71 +26,24 @@ const flags = parseFlags('bench/tools/meta-parse.ts', {
   runs: { default: 5, help: 'runs (min / median / max reported)' },
 });
 
-const storage = memoryStorage();
-await installTestCa(storage);
-const context = { signal: new AbortController().signal, logger: pino({ level: 'silent' }), storage, now: Date.now };
-const caBundle = JSON.parse((await storage.load(keys.localCa('default')))!) as CertificateBundle;
-const caKey = createPrivateKey(caBundle.privateKeyPem);
-const caCert = forge.pki.certificateFromPem(caBundle.certificatePem);
-const caKeyId = forge.util.hexToBytes((caCert.getExtension('subjectKeyIdentifier') as { subjectKeyIdentifier: string }).subjectKeyIdentifier);
+const ca = await loadTestCa();
+const context = { signal: new AbortController().signal, logger: pino({ level: 'silent' }), storage: ca.storage, now: Date.now };
 
 // ─── Certificates ──────────────────────────────────────────────────────────
 
 const rsaIssuer = localCaIssuer({ leafKey: generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey, leafValidityMs: 90 * 86_400_000 });
-const placeholder = forge.pki.publicKeyFromPem(
-  createPublicKey(generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey).export({ type: 'spki', format: 'pem' }) as string,
-);
-const getTBSCertificate = (forge.pki as unknown as { getTBSCertificate(cert: forge.pki.Certificate): forge.asn1.Asn1 }).getTBSCertificate;
 
-function tlv(tag: number, ...parts: Uint8Array[]): Buffer {
-  const body = Buffer.concat(parts);
-  const n = body.length;
-  const length = n < 0x80 ? [n] : n < 0x100 ? [0x81, n] : [0x82, n >> 8, n & 0xff];
-  return Buffer.concat([Buffer.from([tag, ...length]), body]);
-}
-
-/** Elements inside a DER SEQUENCE that starts at 0 (short or 2-byte lengths, as here). */
-function elements(der: Buffer): Buffer[] {
-  const out: Buffer[] = [];
-  let pos = der[1] & 0x80 ? 2 + (der[1] & 0x7f) : 2;
-  while (pos < der.length) {
-    let length = der[pos + 1];
-    let start = pos + 2;
-    if (length & 0x80) {
-      const octets = length & 0x7f;
-      length = 0;
-      for (let i = 0; i < octets; i++) length = length * 256 + der[start + i];
-      start += octets;
-    }
-    out.push(der.subarray(pos, start + length));
-    pos = start + length;
-  }
-  return out;
-}
-
-/** An ECDSA leaf signed by the local CA: forge assembles it around an RSA placeholder, whose SPKI is then swapped. */
+/** An ECDSA leaf signed by the local CA (forge assembles it; its SPKI is swapped for the EC key's). */
 function ecLeaf(name: string, key: KeyObject): string {
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = placeholder;
-  cert.serialNumber = `01${forge.util.bytesToHex(forge.random.getBytesSync(15))}`;
-  cert.validity.notBefore = new Date(Date.now() - 60_000);
-  cert.validity.notAfter = new Date(Date.now() + 90 * 86_400_000);
-  cert.setSubject([{ shortName: 'CN', value: name }]);
-  cert.setIssuer(caCert.subject.attributes);
-  cert.setExtensions([
-    { name: 'basicConstraints', critical: true, cA: false },
-    { name: 'keyUsage', critical: true, digitalSignature: true },
-    { name: 'extKeyUsage', serverAuth: true },
-    { name: 'subjectAltName', altNames: [{ type: 2, value: name }] },
-    { name: 'authorityKeyIdentifier', keyIdentifier: caKeyId },
-  ]);
-  cert.signatureOid = cert.siginfo.algorithmOid = forge.pki.oids.sha256WithRSAEncryption;
-  const items = elements(Buffer.from(forge.asn1.toDer(getTBSCertificate(cert)).getBytes(), 'binary'));
-  items[6] = createPublicKey(key).export({ type: 'spki', format: 'der' });
-  const tbs = tlv(0x30, ...items);
-  const algorithm = Buffer.from('300d06092a864886f70d01010b0500', 'hex');
-  const der = tlv(0x30, tbs, algorithm, tlv(0x03, Buffer.from([0]), sign('sha256', tbs, caKey)));
-  return `-----BEGIN CERTIFICATE-----\n${der.toString('base64').replace(/.{64}/g, '$&\n')}\n-----END CERTIFICATE-----\n`;
+  const der = forgeLeaf(ca, {
+    publicKey: createPublicKey(key),
+    serialHex: `01${randomBytes(15).toString('hex')}`,
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + 90 * 86_400_000),
+    subject: [{ shortName: 'CN', value: name }],
+    altNames: [{ type: 2, value: name }],
+  });
+  return pemOf(der);
 }
 
 const bundles: Array<{ kind: 'rsa' | 'ec'; bundle: CertificateBundle }> = [];
@@ -103,7 +53,7 @@ for (let i = 0; i < flags.certs; i++) {
     bundles.push({ kind: 'rsa', bundle: await rsaIssuer.issue({ names: [name] }, context) });
   } else {
     const key = generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey;
-    const certificatePem = ecLeaf(name, key) + caBundle.certificatePem;
+    const certificatePem = ecLeaf(name, key) + ca.pem;
     bundles.push({ kind: 'ec', bundle: { certificatePem, privateKeyPem: key.export({ type: 'pkcs8', format: 'pem' }) as string } });
   }
 }
