@@ -1,6 +1,6 @@
 /**
  * postgresStorage against a real PostgreSQL (127.0.0.1:5432 database `test`,
- * or CERTSTATE_TEST_DATABASE_URL): the shared conformance suite, then what only
+ * or CERTSTATE_TEST_POSTGRES_URL): the shared conformance suite, then what only
  * a networked backend can get wrong: paused holders, a take-over racing a
  * fenced write, dead or silent servers, several pools, concurrent migrations.
  *
@@ -9,23 +9,21 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
 import { ConfigError, FencingError, LockLostError, StorageError } from '../src/errors.js';
 import { likePrefixPattern, migratePostgres, postgresStorage, type PostgresStorage } from '../src/adapters/storage/postgres.js';
-import type { StorageChange } from '../src/adapters/storage/notify.js';
 import { runStorageConformance } from './helpers/storage-conformance.js';
+import { POSTGRES_URL, collector, elapsed, recovers, silentServer, suiteCanRun } from './helpers/backends.js';
 
-const DATABASE_URL = process.env.CERTSTATE_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 /** A fresh table name for this run. */
 const freshTable = () => `certstate_test_${randomBytes(5).toString('hex')}`;
 
 /** A pool as an application would make it (with the `error` listener pg requires). */
 function newPool(max = 4): pg.Pool {
-  const pool = new pg.Pool({ connectionString: DATABASE_URL, max, connectionTimeoutMillis: 5000 });
+  const pool = new pg.Pool({ connectionString: POSTGRES_URL, max, connectionTimeoutMillis: 5000 });
   pool.on('error', () => {});
   return pool;
 }
@@ -34,96 +32,7 @@ async function dropTables(pool: pg.Pool, table: string): Promise<void> {
   await pool.query(`DROP TABLE IF EXISTS "${table}", "${table}_locks"`);
 }
 
-/** Why PostgreSQL cannot be used, or `undefined` when it answers. */
-async function unreachable(): Promise<string | undefined> {
-  const client = new pg.Client({ connectionString: DATABASE_URL, connectionTimeoutMillis: 2000 });
-  client.on('error', () => {});
-  try {
-    await client.connect();
-    await client.query('SELECT 1');
-    return undefined;
-  } catch (error) {
-    return error instanceof Error ? error.message : String(error);
-  } finally {
-    await client.end().catch(() => {});
-  }
-}
-
-/** A TCP server that accepts connections and never says a word. */
-async function silentServer(): Promise<{ port: number; close(): Promise<void> }> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  return {
-    port,
-    close: () => {
-      for (const socket of sockets) socket.destroy();
-      return new Promise((resolve) => server.close(() => resolve()));
-    },
-  };
-}
-
-async function elapsed(fn: () => Promise<unknown>): Promise<{ ms: number; error: unknown }> {
-  const start = performance.now();
-  try {
-    await fn();
-    return { ms: performance.now() - start, error: undefined };
-  } catch (error) {
-    return { ms: performance.now() - start, error };
-  }
-}
-
-/** Retry `op` until it succeeds (every failure a StorageError), or fail after `ms`. */
-async function recovers(op: () => Promise<unknown>, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      await op();
-      return;
-    } catch (error) {
-      assert.ok(error instanceof StorageError, `typed error while recovering, got ${String(error)}`);
-      if (Date.now() > deadline) throw error;
-      await delay(50);
-    }
-  }
-}
-
-/** Collect a watcher's changes, and wait until they satisfy a predicate. */
-function collector() {
-  const changes: StorageChange[] = [];
-  return {
-    changes,
-    onChange: (change: StorageChange) => void changes.push(change),
-    async until(predicate: (changes: StorageChange[]) => boolean, what: string, ms = 5000): Promise<void> {
-      const deadline = Date.now() + ms;
-      while (!predicate(changes)) {
-        if (Date.now() > deadline) assert.fail(`${what}: not seen within ${ms} ms; got ${JSON.stringify(changes)}`);
-        await delay(10);
-      }
-    },
-  };
-}
-
-const problem = await unreachable();
-if (problem !== undefined && process.env.CI) {
-  describe('postgresStorage', () => {
-    it('needs a PostgreSQL server', () => {
-      assert.fail(`PostgreSQL is unreachable at ${DATABASE_URL} (${problem}); CI must provide one (set CERTSTATE_TEST_DATABASE_URL)`);
-    });
-  });
-} else if (problem !== undefined) {
-  console.warn(
-    `\n!!! SKIPPING the PostgreSQL storage tests: PostgreSQL is unreachable at ${DATABASE_URL} (${problem}).\n` +
-      '!!! Start PostgreSQL or set CERTSTATE_TEST_DATABASE_URL; under CI these tests fail instead.\n',
-  );
-  describe('postgresStorage', () => {
-    it('needs a PostgreSQL server', { skip: `PostgreSQL unreachable at ${DATABASE_URL}` }, () => {});
-  });
-} else {
+if (await suiteCanRun('postgres', 'postgresStorage')) {
   runStorageConformance('postgresStorage (caller-owned pool)', async () => {
     const pool = newPool();
     const table = freshTable();
@@ -140,7 +49,7 @@ if (problem !== undefined && process.env.CI) {
 
   runStorageConformance('postgresStorage (connectionString, own pool)', async () => {
     const table = freshTable();
-    const storage = postgresStorage({ connectionString: DATABASE_URL, table });
+    const storage = postgresStorage({ connectionString: POSTGRES_URL, table });
     return {
       storage,
       async cleanup() {
@@ -285,7 +194,7 @@ if (problem !== undefined && process.env.CI) {
     });
 
     it('carries on after its connections were cut (server restart, failover)', async () => {
-      const storage = postgresStorage({ connectionString: DATABASE_URL, table, poolConfig: { application_name: `certstate-cut-${table}` } });
+      const storage = postgresStorage({ connectionString: POSTGRES_URL, table, poolConfig: { application_name: `certstate-cut-${table}` } });
       storages.push(storage);
       await storage.store('cut', 'before');
       const killed = await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, [
@@ -414,7 +323,7 @@ if (problem !== undefined && process.env.CI) {
       const pool = newPool(1);
       pools.push(pool);
       assert.throws(() => postgresStorage({} as never), ConfigError);
-      assert.throws(() => postgresStorage({ pool, connectionString: DATABASE_URL }), ConfigError);
+      assert.throws(() => postgresStorage({ pool, connectionString: POSTGRES_URL }), ConfigError);
       for (const bad of ['', 'Certstate', 'x; DROP TABLE y', 'a"b', '1abc', 'x'.repeat(58)]) {
         assert.throws(() => postgresStorage({ pool, table: bad }), ConfigError, bad);
       }

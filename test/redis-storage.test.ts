@@ -9,33 +9,15 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { ConfigError, FencingError, LockLostError, StorageError } from '../src/errors.js';
-import { escapeRedisGlob, redisStorage, type RedisStorage } from '../src/adapters/storage/redis.js';
-import type { StorageChange } from '../src/adapters/storage/notify.js';
+import { redisStorage, type RedisStorage } from '../src/adapters/storage/redis.js';
 import { runStorageConformance } from './helpers/storage-conformance.js';
+import { REDIS_URL, collector, elapsed, purgeRedisPrefix, recovers, silentServer, suiteCanRun } from './helpers/backends.js';
 
-const REDIS_URL = process.env.CERTSTATE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const RUN = `certstate-test:${randomUUID().slice(0, 8)}`;
-
-/** Why Redis cannot be used, or `undefined` when it answers PING. */
-async function unreachable(): Promise<string | undefined> {
-  const probe = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 2000, retryStrategy: () => null });
-  let cause: Error | undefined; // the socket's error says more than "Connection is closed."
-  probe.on('error', (error: Error) => (cause ??= error));
-  try {
-    await probe.connect();
-    await probe.ping();
-    return undefined;
-  } catch (error) {
-    return (cause ?? (error as Error)).message ?? String(error);
-  } finally {
-    probe.disconnect();
-  }
-}
 
 /** A client as an application would make it. */
 function newClient(): Redis {
@@ -44,91 +26,7 @@ function newClient(): Redis {
   return client;
 }
 
-/** Delete every Redis key under `prefix` (SCAN, so it is safe on a shared server). */
-async function purge(client: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await client.scan(cursor, 'MATCH', `${escapeRedisGlob(prefix)}*`, 'COUNT', 1000);
-    if (keys.length > 0) await client.del(...keys);
-    cursor = next;
-  } while (cursor !== '0');
-}
-
-/** A TCP server that accepts connections and never says a word: the worst kind of dead server. */
-async function silentServer(): Promise<{ port: number; close(): Promise<void> }> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  return {
-    port,
-    close: () => {
-      for (const socket of sockets) socket.destroy();
-      return new Promise((resolve) => server.close(() => resolve()));
-    },
-  };
-}
-
-async function elapsed(fn: () => Promise<unknown>): Promise<{ ms: number; error: unknown }> {
-  const start = performance.now();
-  try {
-    await fn();
-    return { ms: performance.now() - start, error: undefined };
-  } catch (error) {
-    return { ms: performance.now() - start, error };
-  }
-}
-
-/** Retry `op` until it succeeds (every failure a StorageError), or fail after `ms`. */
-async function recovers(op: () => Promise<unknown>, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      await op();
-      return;
-    } catch (error) {
-      assert.ok(error instanceof StorageError, `typed error while recovering, got ${String(error)}`);
-      if (Date.now() > deadline) throw error;
-      await delay(50);
-    }
-  }
-}
-
-/** Collect a watcher's changes, and wait until they satisfy a predicate. */
-function collector() {
-  const changes: StorageChange[] = [];
-  return {
-    changes,
-    onChange: (change: StorageChange) => void changes.push(change),
-    async until(predicate: (changes: StorageChange[]) => boolean, what: string, ms = 5000): Promise<void> {
-      const deadline = Date.now() + ms;
-      while (!predicate(changes)) {
-        if (Date.now() > deadline) assert.fail(`${what}: not seen within ${ms} ms; got ${JSON.stringify(changes)}`);
-        await delay(10);
-      }
-    },
-  };
-}
-
-const problem = await unreachable();
-if (problem !== undefined && process.env.CI) {
-  describe('redisStorage', () => {
-    it('needs a Redis server', () => {
-      assert.fail(`Redis is unreachable at ${REDIS_URL} (${problem}); CI must provide one (set CERTSTATE_TEST_REDIS_URL)`);
-    });
-  });
-} else if (problem !== undefined) {
-  console.warn(
-    `\n!!! SKIPPING the Redis storage tests: Redis is unreachable at ${REDIS_URL} (${problem}).\n` +
-      '!!! Start Redis or set CERTSTATE_TEST_REDIS_URL; under CI these tests fail instead.\n',
-  );
-  describe('redisStorage', () => {
-    it('needs a Redis server', { skip: `Redis unreachable at ${REDIS_URL}` }, () => {});
-  });
-} else {
+if (await suiteCanRun('redis', 'redisStorage')) {
   let counter = 0;
   // A prefix full of glob metacharacters: list() must match it literally.
   runStorageConformance('redisStorage (caller-owned client, glob-hostile prefix)', async () => {
@@ -139,7 +37,7 @@ if (problem !== undefined && process.env.CI) {
       storage,
       async cleanup() {
         await storage.close();
-        await purge(client, prefix);
+        await purgeRedisPrefix(client, prefix);
         await client.quit();
       },
     };
@@ -153,7 +51,7 @@ if (problem !== undefined && process.env.CI) {
       async cleanup() {
         await storage.close();
         const client = newClient();
-        await purge(client, prefix);
+        await purgeRedisPrefix(client, prefix);
         await client.quit();
       },
     };
@@ -180,7 +78,7 @@ if (problem !== undefined && process.env.CI) {
     after(async () => {
       for (const storage of storages) await storage.close();
       for (const client of clients) await client.quit();
-      await purge(admin, `${RUN}:`);
+      await purgeRedisPrefix(admin, `${RUN}:`);
       await admin.quit();
     });
 

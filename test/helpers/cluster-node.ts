@@ -35,6 +35,7 @@ import { writeFileSync } from 'node:fs';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as delay } from 'node:timers/promises';
+import { POSTGRES_URL, REDIS_URL, purgeRedisPrefix, withPostgres, withRedis } from './backends.js';
 
 // ─── Shared shapes ─────────────────────────────────────────────────────────
 
@@ -696,116 +697,24 @@ export function verifiedHandshake(port: number, servername: string, ca: string, 
 
 // ─── Storage servers for the tests ─────────────────────────────────────────
 
-export const REDIS_URL = process.env.CERTSTATE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
-export const POSTGRES_URL = process.env.CERTSTATE_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-
-/** Why Redis cannot be used, or `undefined` when it answers PING. */
-export async function redisProblem(url = REDIS_URL): Promise<string | undefined> {
-  const { Redis } = await import('ioredis');
-  const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 2000, retryStrategy: () => null });
-  let cause: Error | undefined;
-  probe.on('error', (error: Error) => (cause ??= error));
-  try {
-    await probe.connect();
-    await probe.ping();
-    return undefined;
-  } catch (error) {
-    return (cause ?? (error as Error)).message ?? String(error);
-  } finally {
-    probe.disconnect();
-  }
-}
-
-/** Why PostgreSQL cannot be used, or `undefined` when it answers. */
-export async function postgresProblem(url = POSTGRES_URL): Promise<string | undefined> {
-  const { default: pg } = await import('pg');
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
-  client.on('error', () => {});
-  try {
-    await client.connect();
-    await client.query('SELECT 1');
-    return undefined;
-  } catch (error) {
-    return (error as Error).message;
-  } finally {
-    await client.end().catch(() => {});
-  }
-}
-
-/**
- * `false` when the backend can be used; else the reason to skip — or, under
- * CI, an exception: CI must never silently skip the cluster tests.
- */
-export async function backendSkip(kind: 'redis' | 'postgres'): Promise<false | string> {
-  const problem = kind === 'redis' ? await redisProblem() : await postgresProblem();
-  if (problem === undefined) return false;
-  const where = kind === 'redis' ? REDIS_URL : POSTGRES_URL;
-  if (process.env.CI) throw new Error(`${kind} is unreachable at ${where} (${problem}); CI must provide it`);
-  console.warn(`\n*** SKIP: ${kind} unreachable at ${where} (${problem}); the cluster tests on it are skipped (they fail under CI) ***\n`);
-  return `${kind} unreachable at ${where}`;
-}
+export { POSTGRES_URL, REDIS_URL, backendSkip, postgresProblem, redisProblem } from './backends.js';
 
 /** Remove what a test run left in its storage (its own Redis prefix, or its own tables). */
 export async function dropStorage(storage: NodeStorageConfig): Promise<void> {
-  if (storage.kind === 'redis') {
-    const { Redis } = await import('ioredis');
-    const client = new Redis(storage.url, { maxRetriesPerRequest: 1, lazyConnect: true });
-    client.on('error', () => {});
-    try {
-      await client.connect();
-      const glob = storage.prefix.replace(/[\\*?[\]^]/g, (c) => `\\${c}`);
-      let cursor = '0';
-      do {
-        const [next, found] = await client.scan(cursor, 'MATCH', `${glob}*`, 'COUNT', 1000);
-        if (found.length > 0) await client.del(...found);
-        cursor = next;
-      } while (cursor !== '0');
-    } finally {
-      client.disconnect();
-    }
-    return;
-  }
-  const { default: pg } = await import('pg');
-  const url = new URL(storage.connectionString);
-  url.search = '';
-  const client = new pg.Client({ connectionString: url.toString(), connectionTimeoutMillis: 2000 });
-  client.on('error', () => {});
-  try {
-    await client.connect();
-    await client.query(`DROP TABLE IF EXISTS "${storage.table}", "${storage.table}_locks"`);
-  } finally {
-    await client.end().catch(() => {});
-  }
+  if (storage.kind === 'redis') return withRedis(storage.url, (client) => purgeRedisPrefix(client, storage.prefix));
+  await withPostgres(storage.connectionString, (client) => client.query(`DROP TABLE IF EXISTS "${storage.table}", "${storage.table}_locks"`));
 }
 
 /** Read a name's stored certificate fingerprint straight from the backend (not through any engine). */
 export async function storedFingerprint(storage: NodeStorageConfig, name: string): Promise<string | undefined> {
-  let raw: string | undefined;
   const key = `certificates/${name}.json`;
-  if (storage.kind === 'redis') {
-    const { Redis } = await import('ioredis');
-    const client = new Redis(storage.url, { maxRetriesPerRequest: 1, lazyConnect: true });
-    client.on('error', () => {});
-    try {
-      await client.connect();
-      raw = (await client.hget(`${storage.prefix}data:${key}`, 'v')) ?? undefined;
-    } finally {
-      client.disconnect();
-    }
-  } else {
-    const { default: pg } = await import('pg');
-    const url = new URL(storage.connectionString);
-    url.search = '';
-    const client = new pg.Client({ connectionString: url.toString(), connectionTimeoutMillis: 2000 });
-    client.on('error', () => {});
-    try {
-      await client.connect();
-      const { rows } = await client.query<{ value: Buffer }>(`SELECT value FROM "${storage.table}" WHERE key = $1`, [key]);
-      raw = rows[0]?.value.toString('utf8');
-    } finally {
-      await client.end().catch(() => {});
-    }
-  }
+  const raw =
+    storage.kind === 'redis'
+      ? await withRedis(storage.url, async (client) => (await client.hget(`${storage.prefix}data:${key}`, 'v')) ?? undefined)
+      : await withPostgres(storage.connectionString, async (client) => {
+          const { rows } = await client.query<{ value: Buffer }>(`SELECT value FROM "${storage.table}" WHERE key = $1`, [key]);
+          return rows[0]?.value.toString('utf8');
+        });
   if (raw === undefined) return undefined;
   const unit = JSON.parse(raw) as { certificatePem: string };
   return new X509Certificate(unit.certificatePem).fingerprint256;
