@@ -16,13 +16,12 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { startPebble, type PebbleHandle } from './helpers/pebble.js';
 import {
   backendSkip,
   dropStorage,
   runId,
   startNode,
-  startRoundRobinProxy,
+  startClusterCa,
   stopNodes,
   storageFor,
   storedFingerprint,
@@ -39,15 +38,7 @@ const LEASE_MS = 1500;
 // Long: the sleep is always ended by the test (SIGKILL, or `release` after SIGCONT), never by itself.
 const SLOW_MS = 30_000;
 
-const proxy = await startRoundRobinProxy();
-const pebble: PebbleHandle | undefined = await startPebble({ httpPort: proxy.port, certificateValidityPeriod: 3600 });
-const pebbleSkip = pebble ? false : 'pebble is not installed (apt-get install pebble)';
-const rootPem = pebble ? await pebble.rootsPem(0) : '';
-
-after(async () => {
-  await pebble?.stop();
-  await proxy.close();
-});
+const { proxy, pebble, pebbleSkip, rootPem } = await startClusterCa();
 
 type Tagged = HandshakeResult & { node: string };
 

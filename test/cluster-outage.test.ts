@@ -19,14 +19,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
-import { startPebble, type PebbleHandle } from './helpers/pebble.js';
 import {
   backendSkip,
   dropStorage,
   eventually,
   runId,
-  startNode,
-  startRoundRobinProxy,
+  startNodes,
+  startClusterCa,
   startSeverableProxy,
   stopNodes,
   storageFor,
@@ -46,15 +45,7 @@ import {
 const OUTAGE_MS = 5000;
 const OPERATION_TIMEOUT_MS = 2000;
 
-const proxy = await startRoundRobinProxy();
-const pebble: PebbleHandle | undefined = await startPebble({ httpPort: proxy.port, certificateValidityPeriod: 3600 });
-const pebbleSkip = pebble ? false : 'pebble is not installed (apt-get install pebble)';
-const rootPem = pebble ? await pebble.rootsPem(0) : '';
-
-after(async () => {
-  await pebble?.stop();
-  await proxy.close();
-});
+const { proxy, pebble, pebbleSkip, rootPem } = await startClusterCa();
 
 const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))] ?? NaN;
 
@@ -101,20 +92,15 @@ for (const kind of ['redis', 'postgres'] as const) {
       const server = storageServer(kind);
       cut = await startSeverableProxy(server.port, server.host);
       storage = storageFor(kind, run, cut.port);
-      nodes = await Promise.all(
-        [0, 1, 2].map((i) =>
-          startNode({
-            id: `n${i}`,
-            storage,
-            directoryUrl: pebble!.directoryUrl,
-            caBundlePem: pebble!.caBundlePem,
-            allowSuffix: suffix,
-            lockTtlMs: 10_000,
-            handshakeTimeout: 20_000,
-            operationTimeoutMs: OPERATION_TIMEOUT_MS,
-          }),
-        ),
-      );
+      nodes = await startNodes(3, {
+        storage,
+        directoryUrl: pebble!.directoryUrl,
+        caBundlePem: pebble!.caBundlePem,
+        allowSuffix: suffix,
+        lockTtlMs: 10_000,
+        handshakeTimeout: 20_000,
+        operationTimeoutMs: OPERATION_TIMEOUT_MS,
+      });
       proxy.setBackends(nodes.map((n) => n.httpPort));
     });
 

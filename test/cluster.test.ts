@@ -19,14 +19,13 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { NameStatus } from '../src/types.js';
-import { startPebble, type PebbleHandle } from './helpers/pebble.js';
 import {
   backendSkip,
   dropStorage,
   eventually,
   runId,
-  startNode,
-  startRoundRobinProxy,
+  startNodes,
+  startClusterCa,
   stopNodes,
   storageFor,
   storedFingerprint,
@@ -38,15 +37,7 @@ import {
   type ServedInfo,
 } from './helpers/cluster-node.js';
 
-const proxy = await startRoundRobinProxy();
-const pebble: PebbleHandle | undefined = await startPebble({ httpPort: proxy.port, certificateValidityPeriod: 3600 });
-const pebbleSkip = pebble ? false : 'pebble is not installed (apt-get install pebble)';
-const rootPem = pebble ? await pebble.rootsPem(0) : '';
-
-after(async () => {
-  await pebble?.stop();
-  await proxy.close();
-});
+const { proxy, pebble, pebbleSkip, rootPem } = await startClusterCa();
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 /** `node name error ×count` lines, for a readable failure message. */
@@ -70,19 +61,14 @@ for (const kind of ['redis', 'postgres'] as const) {
     let nodes: ClusterNode[] = [];
 
     before(async () => {
-      nodes = await Promise.all(
-        [0, 1, 2].map((i) =>
-          startNode({
-            id: `n${i}`,
-            storage,
-            directoryUrl: pebble!.directoryUrl,
-            caBundlePem: pebble!.caBundlePem,
-            allowSuffix: suffix,
-            lockTtlMs: 10_000,
-            handshakeTimeout: 30_000,
-          }),
-        ),
-      );
+      nodes = await startNodes(3, {
+        storage,
+        directoryUrl: pebble!.directoryUrl,
+        caBundlePem: pebble!.caBundlePem,
+        allowSuffix: suffix,
+        lockTtlMs: 10_000,
+        handshakeTimeout: 30_000,
+      });
       proxy.setBackends(nodes.map((n) => n.httpPort));
     });
 

@@ -34,7 +34,9 @@ import path from 'node:path';
 import { writeFileSync } from 'node:fs';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
+import { after } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
+import { startPebble, type PebbleHandle } from './pebble.js';
 import { POSTGRES_URL, REDIS_URL, purgeRedisPrefix, withPostgres, withRedis } from './backends.js';
 
 // ─── Shared shapes ─────────────────────────────────────────────────────────
@@ -530,6 +532,37 @@ export interface ProxiedRequest {
   /** Index of the backend that answered. */
   backend: number;
   status: number;
+}
+
+/** What the cluster test files share: one Pebble, whose VA reaches the nodes through a round-robin proxy. */
+export interface ClusterCa {
+  proxy: Awaited<ReturnType<typeof startRoundRobinProxy>>;
+  /** Undefined when Pebble is not installed (then `pebbleSkip` says so). */
+  pebble: PebbleHandle | undefined;
+  pebbleSkip: false | string;
+  /** Pebble's root, to verify the certificates the nodes serve. */
+  rootPem: string;
+}
+
+/** Start the file's Pebble and proxy, both stopped after the file's tests. Call at module level. */
+export async function startClusterCa(): Promise<ClusterCa> {
+  const proxy = await startRoundRobinProxy();
+  const pebble = await startPebble({ httpPort: proxy.port, certificateValidityPeriod: 3600 });
+  after(async () => {
+    await pebble?.stop();
+    await proxy.close();
+  });
+  return {
+    proxy,
+    pebble,
+    pebbleSkip: pebble ? false : 'pebble is not installed (apt-get install pebble)',
+    rootPem: pebble ? await pebble.rootsPem(0) : '',
+  };
+}
+
+/** `count` nodes `n0`, `n1`, … with one configuration, started at once. */
+export function startNodes(count: number, config: Omit<NodeConfig, 'id'>): Promise<ClusterNode[]> {
+  return Promise.all(Array.from({ length: count }, (_, i) => startNode({ id: `n${i}`, ...config })));
 }
 
 /**
