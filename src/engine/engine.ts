@@ -301,7 +301,8 @@ export class CertEngine {
       const answer = ready ? { ok: true as const, fingerprint: domain.ready!.fingerprint, expired: false } : (domain.refusal ?? (await this.#handshake(domain)));
       // (A certificate OpenSSL refused is being replaced: reading it again would not help.)
       if (answer.ok && !this.#materials.has(answer.fingerprint) && !this.#repairing.has(answer.fingerprint)) await this.#reloadMaterial(domain);
-      const served = this.#served(domain, answer);
+      // A memoised `ready` answer is this call's own object: nothing to share it with.
+      const served = this.#served(domain, answer, !ready);
       if (this.#events.listenerCount('handshake') > 0) {
         const waitedMs = this.#clock.now() - startedAt;
         this.#publish({ type: 'handshake', name, outcome: ready || waitedMs === 0 ? 'immediate' : 'waited', waitedMs });
@@ -718,8 +719,13 @@ export class CertEngine {
    * built once per answer and shared: 10,000 waiters get one error object,
    * not 10,000 stack captures.
    */
-  #served(domain: Domain, answer: HandshakeAnswer): ServedCertificate {
+  #served(domain: Domain, answer: HandshakeAnswer, share = true): ServedCertificate {
     if ('stopped' in answer) throw new EngineStoppedError();
+    if (!share) {
+      const result = this.#result(domain, answer);
+      if (result instanceof Error) throw result;
+      return result;
+    }
     // An error answer is keyed by its recorded error (the same object for a whole backoff), an ok answer by itself.
     const key: object = answer.ok ? answer : answer.error;
     const shared = this.#sharedAnswers.get(key);
