@@ -82,6 +82,55 @@ describe('the handshake path', () => {
     await engine.stop();
   });
 
+  it('each waiter times out at its own deadline (one timer per name, re-armed for the next oldest)', async () => {
+    const clock = new ManualClock();
+    const issuer = scriptedIssuer();
+    const engine = createCertEngine({ storage: await testStorage(), issuers: [issuer], names: ['queue.localhost'], clock, handshakeTimeout: 5000 });
+    await engine.start();
+    await issuer.untilPending();
+    const settled: number[] = [];
+    const waiters = [0, 1, 2].map((i) => {
+      const p = engine.getCertificate('queue.localhost').then(
+        () => assert.fail('no certificate was issued'),
+        (error: unknown) => {
+          assert.ok(error instanceof HandshakeTimeoutError);
+          settled.push(i);
+        },
+      );
+      return p;
+    });
+    // Held at 0, then 1000 and 2000 ms later.
+    const tick = () => new Promise((r) => setImmediate(r));
+    await tick();
+    for (const step of [1000, 1000]) {
+      clock.advance(step);
+      waiters.push(
+        engine.getCertificate('queue.localhost').then(
+          () => assert.fail('no certificate was issued'),
+          () => void settled.push(settled.length + 100),
+        ),
+      );
+    }
+    await tick();
+    assert.equal(clock.pending <= 2, true, `one deadline timer for the name (plus the attempt's own): ${clock.pending}`);
+    clock.advanceTo(clock.now() + 3000); // 5000 after the first three
+    await tick();
+    assert.deepEqual(settled.slice().sort(), [0, 1, 2], 'the first three, held together, time out together');
+    clock.advance(1000);
+    await tick();
+    assert.equal(settled.length, 4, 'the fourth at its own deadline');
+    clock.advance(999);
+    await tick();
+    assert.equal(settled.length, 4, 'the fifth not before its own');
+    clock.advance(1);
+    await tick();
+    assert.equal(settled.length, 5);
+    assert.equal(issuer.calls, 1, 'timeouts neither start nor cancel an attempt');
+    assert.equal(engine.stats.waitingHandshakes, 0);
+    await Promise.all(waiters);
+    await engine.stop();
+  });
+
   it('bounds the waiting handshakes per name', async () => {
     const issuer = scriptedIssuer();
     const engine = createCertEngine({ storage: await testStorage(), issuers: [issuer], names: ['busy.localhost'], maxWaitersPerName: 3 });
