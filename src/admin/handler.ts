@@ -12,10 +12,10 @@
  *   GET  /diagram.mmd       the statechart as Mermaid
  *   POST /names/:name/renew start one attempt now (`?wait=1`: answer with its outcome)
  */
-import type { EngineStats } from '../engine/engine.js';
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AnyStateMachine } from 'xstate';
+import type { EngineStats } from '../engine/options.js';
 import type { CertEngineEventOf, CertEngineEventType } from '../engine/events.js';
 import { ConfigError } from '../errors.js';
 import { certificateMachine } from '../machines/certificate.js';

@@ -21,7 +21,7 @@
  * - `certstate_live_actors`, `certstate_sleeping_names`, `certstate_cached_certificates`,
  *   `certstate_waiting_handshakes`: what the engine holds in memory (`engine.stats`).
  */
-import type { EngineStats } from '../engine/engine.js';
+import type { EngineStats } from '../engine/options.js';
 import type { CertEngineEventOf, CertEngineEventType, HandshakeEvent } from '../engine/events.js';
 import type { LifecycleState, NameStatus } from '../types.js';
 import { Histogram, PrometheusWriter } from './prometheus.js';

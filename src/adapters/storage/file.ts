@@ -108,7 +108,6 @@ async function lstatOrUndefined(p: string): Promise<Stats | undefined> {
 
 /** Read the `size` bytes `fstat` reported (values are replaced by rename, so that is the file); stop early at end of file. */
 async function readExactly(handle: fs.FileHandle, size: number): Promise<Uint8Array> {
-  if (size === 0) return handle.readFile();
   const buffer = Buffer.allocUnsafe(size);
   let filled = 0;
   while (filled < size) {
