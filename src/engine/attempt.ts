@@ -17,6 +17,7 @@ import { keys } from '../storage-keys.js';
 import type { CertificateBundle, CertificateMeta, Clock, Issuer, Logger, Storage } from '../types.js';
 import type { MaterialCache } from './material-cache.js';
 import { parseFailure, parseUnit, serializeFailure, serializeUnit } from './unit.js';
+import { safeError } from '../safe-error.js';
 
 /** What an attempt needs from the engine. */
 export interface AttemptDeps {
@@ -75,12 +76,12 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
     }
     deps.materials.put(meta.fingerprint, bundle);
     await storage.delete(keys.failure(input.name)).catch((error: unknown) => {
-      deps.logger.warn({ name: input.name, err: error }, 'could not clear the failure record');
+      deps.logger.warn({ name: input.name, err: safeError(error) }, 'could not clear the failure record');
     });
     return { certificate: meta, adopted: false };
   } finally {
     lease.stop();
-    await lock.release().catch((error: unknown) => deps.logger.warn({ name: input.name, err: error }, 'lock release failed'));
+    await lock.release().catch((error: unknown) => deps.logger.warn({ name: input.name, err: safeError(error) }, 'lock release failed'));
   }
 }
 
@@ -142,7 +143,7 @@ async function freshStoredCertificate(deps: AttemptDeps, input: AttemptInput): P
   try {
     unit = parseUnit(key, raw);
   } catch (error) {
-    deps.logger.warn({ name: input.name, err: error }, 'ignoring corrupt stored certificate');
+    deps.logger.warn({ name: input.name, err: safeError(error) }, 'ignoring corrupt stored certificate');
     return undefined;
   }
   const { meta, bundle } = unit;
@@ -216,7 +217,7 @@ function keepLeaseAlive(lock: { renew(): Promise<void> }, deps: AttemptDeps, sig
   const schedule = () => {
     timer = deps.clock.setTimeout(() => {
       if (stopped || signal.aborted) return;
-      lock.renew().then(schedule, (error: unknown) => deps.logger.warn({ err: error }, 'lock lease renewal failed'));
+      lock.renew().then(schedule, (error: unknown) => deps.logger.warn({ err: safeError(error) }, 'lock lease renewal failed'));
     }, Math.max(50, Math.floor(deps.lockTtlMs / 3)));
   };
   schedule();
@@ -226,19 +227,4 @@ function keepLeaseAlive(lock: { renew(): Promise<void> }, deps: AttemptDeps, sig
       if (timer !== undefined) deps.clock.clearTimeout(timer);
     },
   };
-}
-
-/** Errors are logged by type and message only: an issuer's error object might hold secrets in odd fields. */
-export function safeError(error: unknown): { type: string; message: string; code?: string } {
-  const type = error instanceof Error ? error.name : 'Error';
-  const code = error instanceof Error ? (error as { code?: unknown }).code : undefined;
-  // No prototype, and a `name`: pino's `err` serializer types an error after
-  // its constructor ("Object" for a plain object) and falls back to `name`
-  // only when there is none. Logged under `err`, this keeps `"type":"StorageError"`.
-  const safe = Object.create(null) as { type: string; message: string; code?: string; name: string };
-  safe.name = type;
-  safe.type = type;
-  safe.message = error instanceof Error ? error.message : String(error);
-  if (typeof code === 'string') safe.code = code;
-  return safe;
 }

@@ -43,7 +43,8 @@ import { keys, nameFromCertificateKey } from '../storage-keys.js';
 import { isWatchable, type StorageChange } from '../adapters/storage/notify.js';
 import { ariRenewalTime, ARI_DEFAULT_RECHECK_MS, clampAriRecheck } from './ari.js';
 import type { CertificateBundle, CertificateMeta, Clock, Issuer, LifecycleState, Logger, NameStatus, Storage } from '../types.js';
-import { isStorageOutage, runAttempt, safeError } from './attempt.js';
+import { isStorageOutage, runAttempt } from './attempt.js';
+import { safeError, withSafeErrors } from '../safe-error.js';
 import type { CertEngineEvent, CertEngineEventOf, CertEngineEventType } from './events.js';
 import { Limiter } from './limiter.js';
 import { certificateCoversName } from '../certs.js';
@@ -118,7 +119,7 @@ export class CertEngine {
     this.#storage = options.storage ?? fileStorage(DEFAULT_DATA_DIR);
     this.#issuers = [...options.issuers];
     this.#clock = options.clock ?? realClock();
-    this.#logger = options.logger ?? pino({ level: 'silent' });
+    this.#logger = withSafeErrors(options.logger ?? pino({ level: 'silent' }));
     this.#policy = { ...defaultTimingPolicy, ...options.timing };
     this.#handshakeTimeout = positive(options.handshakeTimeout, DEFAULT_HANDSHAKE_TIMEOUT, 'handshakeTimeout');
     this.#maxWaitersPerName = positive(options.maxWaitersPerName, 10_000, 'maxWaitersPerName');

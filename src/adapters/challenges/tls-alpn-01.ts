@@ -34,6 +34,7 @@
 import tls from 'node:tls';
 import type { Logger, Storage } from '../../types.js';
 import { keys } from '../../storage-keys.js';
+import { safeError } from '../../safe-error.js';
 import { normalizeName } from '../../names.js';
 import { buildTlsAlpn01Certificate, prepareTlsAlpn01Key, ACME_TLS_ALPN_PROTOCOL } from './tls-alpn-01-cert.js';
 
@@ -93,7 +94,7 @@ export function createTlsAlpnResponder(storage: Storage, options: TlsAlpnRespond
   /** `name \n keyAuthorization` → context; insertion-ordered Map as a small LRU. */
   const contexts = new Map<string, tls.SecureContext>();
   // The challenge certificate's RSA key, generated off the event loop before the first validation needs it.
-  prepareTlsAlpn01Key().catch((error: unknown) => options.logger?.warn({ err: error }, 'generating the tls-alpn-01 key failed; will retry on the first challenge'));
+  prepareTlsAlpn01Key().catch((error: unknown) => options.logger?.warn({ err: safeError(error) }, 'generating the tls-alpn-01 key failed; will retry on the first challenge'));
 
   function ALPNCallback(this: tls.TLSSocket | undefined, info: { servername: string | false; protocols: string[] }): string | undefined {
     if (info.protocols.includes(ACME_TLS_ALPN_PROTOCOL)) {
@@ -138,13 +139,13 @@ export function createTlsAlpnResponder(storage: Storage, options: TlsAlpnRespond
         try {
           context = challengeContext(name, keyAuthorization);
         } catch (error) {
-          options.logger?.warn({ name, err: error }, 'building the tls-alpn-01 certificate failed');
+          options.logger?.warn({ name, err: safeError(error) }, 'building the tls-alpn-01 certificate failed');
           return cb(error as Error);
         }
         cb(null, context);
       },
       (error: unknown) => {
-        options.logger?.warn({ name, err: error }, 'loading the tls-alpn-01 challenge or its key failed');
+        options.logger?.warn({ name, err: safeError(error) }, 'loading the tls-alpn-01 challenge or its key failed');
         cb(error instanceof Error ? error : new Error(String(error)));
       },
     );

@@ -11,6 +11,7 @@ import { createHash, generateKeyPair } from 'node:crypto';
 import { promisify } from 'node:util';
 import type { Logger, Storage } from '../../types.js';
 import { keys } from '../../storage-keys.js';
+import { safeError } from '../../safe-error.js';
 
 const generateKeyPairP = promisify(generateKeyPair);
 
@@ -104,6 +105,6 @@ export async function ensureAccount(o: EnsureAccountOptions): Promise<AcmeAccoun
     o.logger.info({ accountUrl: url }, o.stale ? 'ACME account re-registered' : 'ACME account registered');
     return { url, keyPem };
   } finally {
-    await lock.release().catch((error: unknown) => o.logger.warn({ err: error }, 'releasing the ACME account lock failed'));
+    await lock.release().catch((error: unknown) => o.logger.warn({ err: safeError(error) }, 'releasing the ACME account lock failed'));
   }
 }

@@ -14,6 +14,7 @@ import type { Client } from 'acme-client';
 import type { IssueContext, IssueRequest, Logger } from '../../types.js';
 import { AcmeError, ChallengeFailedError } from '../../errors.js';
 import { keys } from '../../storage-keys.js';
+import { safeError } from '../../safe-error.js';
 import type { DnsProvider } from '../challenges/dns-01.js';
 import { dns01RecordName } from '../challenges/dns-01.js';
 import { abortError, internalsOf, type AcmeResponse } from './acme-http.js';
@@ -192,7 +193,7 @@ export class AcmeOrderFlow {
       // Wait for every `present` to settle first, so none writes after its cleanup ran.
       await Promise.allSettled(presenting);
       const results = await Promise.allSettled(cleanups.map((cleanup) => cleanup()));
-      for (const r of results) if (r.status === 'rejected') this.logger.warn({ err: r.reason }, 'removing ACME challenge material failed');
+      for (const r of results) if (r.status === 'rejected') this.logger.warn({ err: safeError(r.reason) }, 'removing ACME challenge material failed');
     }
   }
 

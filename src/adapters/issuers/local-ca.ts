@@ -14,6 +14,7 @@ import forge from 'node-forge';
 import { ipAddressBytes } from '../../certs.js';
 import { ConfigError, CorruptStorageError, IssuanceError } from '../../errors.js';
 import { keys } from '../../storage-keys.js';
+import { safeError } from '../../safe-error.js';
 import type { CertificateBundle, IssueContext, IssueRequest, Issuer, Logger, Storage } from '../../types.js';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
@@ -219,7 +220,7 @@ async function loadOrCreateAuthority(
     return decodeAuthority(key, JSON.stringify(created));
   } finally {
     // A failed release only delays the next creator by the lease; it must not turn success into failure.
-    await lock.release().catch((error: unknown) => logger?.warn({ err: error, lockKey }, 'local CA lock release failed'));
+    await lock.release().catch((error: unknown) => logger?.warn({ err: safeError(error), lockKey }, 'local CA lock release failed'));
   }
 }
 
