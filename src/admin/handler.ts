@@ -20,14 +20,19 @@ import type { CertEngineEventOf, CertEngineEventType } from '../engine/events.js
 import { ConfigError } from '../errors.js';
 import { certificateMachine } from '../machines/certificate.js';
 import { normalizeName } from '../names.js';
+import { safeError } from '../safe-error.js';
 import type { CertificateMeta, NameStatus } from '../types.js';
-import { checkAccess, checkAction } from './access.js';
+import { assertValidToken, checkAccess, checkAction } from './access.js';
 import { readChart } from './chart.js';
 import { toMermaid, toSvg } from './diagram.js';
-import { briefError, TransitionHistory, type TransitionRecord } from './history.js';
+import { TransitionHistory } from './history.js';
+import { LiveStreams, sseFrame } from './live-streams.js';
 import { MetricsCollector, renderMetrics } from './metrics.js';
 import { renderPage } from './page.js';
 import { PROMETHEUS_CONTENT_TYPE } from './prometheus.js';
+import { briefError, nameView, type NameView } from './view.js';
+
+export type { NameView } from './view.js';
 
 /** What the admin handler needs from an engine (`CertEngine` has all of it). */
 export interface AdminEngine {
@@ -41,11 +46,20 @@ export interface AdminEngine {
 
 /** Options of {@link createAdminHandler}. */
 export interface AdminHandlerOptions {
-  /** Require this bearer token (header `Authorization: Bearer …` or `?token=`) on every request. */
+  /**
+   * Require this bearer token (header `Authorization: Bearer …` or `?token=`)
+   * on every request. At least `MIN_TOKEN_LENGTH` (16) printable ASCII
+   * characters without spaces; anything else (an empty string included) is
+   * refused with `ConfigError`. Without a token, only loopback peers with a
+   * loopback `Host` are served.
+   */
   token?: string;
   /** Path prefix the handler is mounted under, e.g. `/admin` (default: the root). */
   basePath?: string;
-  /** Without a token, extra `Host` names accepted besides loopback ones. */
+  /**
+   * Without a token, extra `Host` names accepted besides loopback ones (e.g. a
+   * name in `/etc/hosts`). The peer must still be a loopback address.
+   */
   allowedHosts?: string[];
   /** Transitions kept per name (default 20). */
   historySize?: number;
@@ -63,6 +77,13 @@ export interface AdminHandlerOptions {
   heartbeatMs?: number;
   /** SSE: most concurrent streams (default 100). */
   maxStreams?: number;
+  /**
+   * SSE: bytes one stream may hold queued (unread by its client) beyond its
+   * first snapshot before it is dropped (default 1 MiB). Bounds the memory of
+   * live streams to `maxStreams` × (snapshot + this). Drops are counted in
+   * `certstate_admin_streams_dropped_total`; the page reconnects by itself.
+   */
+  maxStreamBufferBytes?: number;
   /** The chart to draw (default `certificateMachine`). */
   machine?: AnyStateMachine;
 }
@@ -76,11 +97,6 @@ export interface AdminHandler {
   readonly metrics: MetricsCollector;
   /** End every SSE stream, stop timers and unsubscribe from the engine. Idempotent. */
   close(): void;
-}
-
-/** One name as the page and `status.json` show it. */
-export interface NameView extends NameStatus {
-  history: TransitionRecord[];
 }
 
 const SECURITY_HEADERS = {
@@ -97,26 +113,29 @@ const SECURITY_HEADERS = {
  * @example http.createServer(createAdminHandler(engine, { token })).listen(9090, '127.0.0.1')
  */
 export function createAdminHandler(engine: AdminEngine, options: AdminHandlerOptions = {}): AdminHandler {
+  if (options.token !== undefined) assertValidToken(options.token, 'createAdminHandler');
   const base = normalizeBase(options.basePath);
   const machine = options.machine ?? certificateMachine;
   const history = new TransitionHistory({ perName: options.historySize ?? 20 });
   const metrics = options.metrics ?? new MetricsCollector({ issuerIds: options.issuerIds, handshakes: options.handshakeMetrics ?? true });
   const updateIntervalMs = options.updateIntervalMs ?? 100;
-  const heartbeatMs = options.heartbeatMs ?? 20_000;
-  const maxStreams = options.maxStreams ?? 100;
   const chart = readChart(machine);
   const parents = Object.fromEntries(
     chart.states.filter((s) => s.parent !== '').map((s) => [s.key, chart.states.find((p) => p.id === s.parent)!.key]),
   );
   const paths = { events: `${base}/events`, status: `${base}/status.json`, renew: `${base}/names/{name}/renew`, metrics: `${base}/metrics` };
 
-  const streams = new Set<ServerResponse>();
+  const streams = new LiveStreams({
+    maxStreams: positive(options.maxStreams, 100, 'maxStreams'),
+    maxBufferedBytes: positive(options.maxStreamBufferBytes, 1024 * 1024, 'maxStreamBufferBytes'),
+    heartbeatMs: positive(options.heartbeatMs, 20_000, 'heartbeatMs'),
+    onDrop: () => metrics.recordStreamDropped(),
+  });
   const changed = new Set<string>();
   let flushTimer: NodeJS.Timeout | undefined;
-  let heartbeat: NodeJS.Timeout | undefined;
   let closed = false;
 
-  const views = (status: NameStatus[]): NameView[] => status.map((s) => ({ ...s, history: history.of(s.name) }));
+  const views = (status: NameStatus[]): NameView[] => status.map((s) => nameView(s, history.of(s.name)));
   const snapshot = () => ({ now: engine.clock.now(), names: views(engine.status()) });
 
   // Order matters: the history records a transition before the SSE batch that reports it.
@@ -140,35 +159,17 @@ export function createAdminHandler(engine: AdminEngine, options: AdminHandlerOpt
     const removed: string[] = [];
     for (const name of changed) {
       const s = byName.get(name);
-      if (s) names.push({ ...s, history: history.of(name) });
+      if (s) names.push(nameView(s, history.of(name)));
       else removed.push(name);
     }
     changed.clear();
-    broadcast('update', { now: engine.clock.now(), names, removed });
-  }
-
-  function broadcast(event: string, data: unknown): void {
-    const frame = sseFrame(event, data);
-    for (const res of streams) res.write(frame);
+    streams.broadcast('update', { now: engine.clock.now(), names, removed });
   }
 
   function openStream(req: IncomingMessage, res: ServerResponse): void {
-    if (streams.size >= maxStreams) return sendJson(res, 503, { error: 'too many live streams' });
+    if (streams.full) return sendJson(res, 503, { error: 'too many live streams' });
     res.writeHead(200, { ...SECURITY_HEADERS, 'content-type': 'text/event-stream; charset=utf-8', connection: 'keep-alive', 'x-accel-buffering': 'no' });
-    res.write(`retry: 2000\n${sseFrame('snapshot', snapshot())}`);
-    streams.add(res);
-    heartbeat ??= setInterval(() => {
-      for (const s of streams) s.write(': keep-alive\n\n');
-    }, heartbeatMs).unref();
-    const done = () => {
-      streams.delete(res);
-      if (streams.size === 0 && heartbeat) {
-        clearInterval(heartbeat);
-        heartbeat = undefined;
-      }
-    };
-    req.on('close', done);
-    res.on('close', done);
+    streams.open(req, res, `retry: 2000\n${sseFrame('snapshot', snapshot())}`);
   }
 
   async function renew(res: ServerResponse, rawName: string, wait: boolean): Promise<void> {
@@ -190,8 +191,9 @@ export function createAdminHandler(engine: AdminEngine, options: AdminHandlerOpt
       const certificate = await outcome;
       sendJson(res, 200, { ok: true, name, certificate });
     } catch (error) {
-      const info = error instanceof Error ? { type: error.name, message: error.message, detail: (error as { detail?: string }).detail } : { type: 'Error', message: String(error) };
-      sendJson(res, 502, { ok: false, name, error: briefError({ ...info, at: engine.clock.now() }) });
+      const { type, message } = safeError(error);
+      const detail = error instanceof Error ? (error as { detail?: unknown }).detail : undefined;
+      sendJson(res, 502, { ok: false, name, error: briefError({ type, message, detail: typeof detail === 'string' ? detail : undefined }) });
     }
   }
 
@@ -220,7 +222,7 @@ export function createAdminHandler(engine: AdminEngine, options: AdminHandlerOpt
       if (refusedAction) return sendJson(res, refusedAction.status, { error: refusedAction.reason });
       req.resume(); // no body expected; drain whatever came
       renew(res, renewMatch[1]!, url.searchParams.get('wait') === '1').catch((error: unknown) => {
-        if (!res.headersSent) sendJson(res, 500, { error: error instanceof Error ? error.message : 'error' });
+        if (!res.headersSent) sendJson(res, 500, { error: safeError(error).message });
       });
       return;
     }
@@ -267,19 +269,19 @@ export function createAdminHandler(engine: AdminEngine, options: AdminHandlerOpt
         closed = true;
         offs.forEach((off) => off());
         if (flushTimer) clearTimeout(flushTimer);
-        if (heartbeat) clearInterval(heartbeat);
-        flushTimer = heartbeat = undefined;
-        for (const res of streams) res.end();
-        streams.clear();
+        flushTimer = undefined;
+        streams.close();
       },
     },
   });
   return handler;
 }
 
-/** One SSE frame. JSON never contains a raw line break, so one `data:` line suffices. */
-function sseFrame(event: string, data: unknown): string {
-  return `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+/** A positive number option, or its default. */
+function positive(value: number | undefined, fallback: number, what: string): number {
+  if (value === undefined) return fallback;
+  if (!(typeof value === 'number' && Number.isFinite(value) && value > 0)) throw new ConfigError(`createAdminHandler: \`${what}\` must be a positive finite number`);
+  return value;
 }
 
 function normalizeBase(basePath: string | undefined): string {

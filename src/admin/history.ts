@@ -5,6 +5,7 @@
  */
 import type { CertEngineEventOf, CertEngineEventType } from '../engine/events.js';
 import type { ErrorInfo, LifecycleState } from '../types.js';
+import { briefError } from './view.js';
 
 /** One recorded transition. */
 export interface TransitionRecord {
@@ -102,18 +103,4 @@ export class TransitionHistory {
     // Bounded like the rings: details for names that never transition are dropped.
     if (this.#pending.size > this.#maxNames) this.#pending.delete(this.#pending.keys().next().value!);
   }
-}
-
-/** The parts of an error worth showing, each bounded in length. */
-export function briefError(error: ErrorInfo): NonNullable<TransitionRecord['error']> {
-  return {
-    type: clip(error.type, 100),
-    message: clip(error.message, 2000),
-    ...(error.code !== undefined ? { code: clip(error.code, 200) } : {}),
-    ...(error.detail !== undefined ? { detail: clip(error.detail, 2000) } : {}),
-  };
-}
-
-function clip(text: string, max: number): string {
-  return text.length > max ? `${text.slice(0, max)}…` : text;
 }

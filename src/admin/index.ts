@@ -14,6 +14,8 @@ export { TransitionHistory } from './history.js';
 export type { TransitionRecord, TransitionHistoryOptions } from './history.js';
 export { MetricsCollector, renderMetrics, LIFECYCLE_STATES, DEFAULT_WAIT_BUCKETS } from './metrics.js';
 export type { HandshakeAnswerKind, MetricsCollectorOptions } from './metrics.js';
+export { registerPromClient } from './prom-client.js';
+export type { PromClientEngine, PromClientOptions, PromClientRegistration, PromClientRegistry } from './prom-client.js';
 export { PrometheusWriter, PROMETHEUS_CONTENT_TYPE, escapeLabelValue } from './prometheus.js';
 export { engineEvents, ENGINE_EVENT_TYPES } from './event-stream.js';
 export type { EngineEventsOptions, EngineEventIterator } from './event-stream.js';

@@ -20,11 +20,15 @@
  *   of the time handshakes that waited (held for an attempt, successful or not) spent waiting.
  * - `certstate_live_actors`, `certstate_sleeping_names`, `certstate_cached_certificates`,
  *   `certstate_waiting_handshakes`: what the engine holds in memory (`engine.stats`).
+ * - `certstate_admin_streams_dropped_total`: live streams of the status page dropped
+ *   because their client fell behind (see `AdminHandlerOptions.maxStreamBufferBytes`).
+ *
+ * The same families reach a prom-client registry through `registerPromClient`.
  */
 import type { EngineStats } from '../engine/options.js';
 import type { CertEngineEventOf, CertEngineEventType, HandshakeEvent } from '../engine/events.js';
 import type { LifecycleState, NameStatus } from '../types.js';
-import { Histogram, PrometheusWriter } from './prometheus.js';
+import { Histogram, PrometheusWriter, type MetricSink } from './prometheus.js';
 
 /** Every lifecycle state, in the order metrics list them. */
 export const LIFECYCLE_STATES: readonly LifecycleState[] = ['loading', 'obtaining', 'valid', 'renewing', 'expired-renewing', 'failed-backoff', 'stopped'];
@@ -71,6 +75,7 @@ export class MetricsCollector {
   readonly #wait: Histogram;
   readonly #issuerIds: string[];
   readonly #countHandshakes: boolean;
+  #streamsDropped = 0;
   /** Names with an attempt in flight: a `cert_failed` without one is a storage read failure, not an issuance attempt. */
   readonly #inFlight = new Set<string>();
 
@@ -108,6 +113,11 @@ export class MetricsCollector {
     if (event.outcome === 'waited' || (event.outcome === 'failed' && event.waitedMs > 0)) this.#wait.observe(event.waitedMs / 1000);
   }
 
+  /** Count one live stream of the status page dropped for falling behind. */
+  recordStreamDropped(): void {
+    this.#streamsDropped++;
+  }
+
   /** Attempt counters, one entry per (issuer, result, error type). */
   attempts(): Array<{ issuer: string; result: string; errorType: string; count: number }> {
     return [...this.#attempts.values()].map((e) => ({ ...e }));
@@ -119,7 +129,7 @@ export class MetricsCollector {
   }
 
   /** Write the event-driven families. */
-  write(writer: PrometheusWriter): void {
+  write(writer: MetricSink): void {
     writer.counter(
       'certstate_issuance_attempts_total',
       'Finished issuance attempts by issuer, result (success, adopted, failure) and error type.',
@@ -131,6 +141,7 @@ export class MetricsCollector {
       [...this.#handshakes].map(([answer, value]) => ({ labels: { answer }, value })),
     );
     writer.histogram('certstate_handshake_wait_seconds', 'Time handshakes held for an attempt waited for their answer (engine clock).', [{ data: this.#wait.data() }]);
+    writer.counter('certstate_admin_streams_dropped_total', 'Live streams of the status page dropped because their client fell behind.', [{ value: this.#streamsDropped }]);
   }
 
   #finish(name: string, issuer: string, result: 'success' | 'adopted' | 'failure', errorType: string): void {
@@ -145,6 +156,12 @@ export class MetricsCollector {
  */
 export function renderMetrics(status: readonly NameStatus[], now: number, collector?: MetricsCollector, stats?: EngineStats): string {
   const writer = new PrometheusWriter();
+  writeMetrics(writer, status, now, collector, stats);
+  return writer.toString();
+}
+
+/** Every family {@link renderMetrics} writes, into any sink (one computation for the text and prom-client). */
+export function writeMetrics(writer: MetricSink, status: readonly NameStatus[], now: number, collector?: MetricsCollector, stats?: EngineStats): void {
   const perState = new Map<LifecycleState, number>(LIFECYCLE_STATES.map((s) => [s, 0]));
   let within7 = 0;
   let within14 = 0;
@@ -177,5 +194,4 @@ export function renderMetrics(status: readonly NameStatus[], now: number, collec
     writer.gauge('certstate_waiting_handshakes', 'Handshakes held for an attempt in flight.', [{ value: stats.waitingHandshakes }]);
   }
   collector?.write(writer);
-  return writer.toString();
 }

@@ -2,7 +2,10 @@
  * The status page: one self-contained HTML document (inline CSS and JS, no
  * CDN, works offline). Data reaches it only as JSON (embedded with
  * `jsonForHtml`, then over SSE) and is rendered with `textContent`, never
- * `innerHTML`, so a hostile name or CA error message stays text.
+ * `innerHTML`, so a hostile name or CA error message stays text. The server
+ * sends text fields as bounded strings (`view.ts`); the script still turns
+ * every value it shows into text itself (`txt`), and guards each row, so one
+ * odd value cannot throw in the DOM and blank the page.
  */
 import { escapeHtml, jsonForHtml } from './escape.js';
 
@@ -115,38 +118,44 @@ const CLIENT_JS = `
   var tbody = document.querySelector('#names tbody');
   var STATES = ['loading', 'obtaining', 'valid', 'renewing', 'expired-renewing', 'failed-backoff', 'stopped'];
 
+  function txt(v) {
+    if (v === undefined || v === null) return '';
+    if (typeof v === 'string') return v;
+    try { return typeof v === 'object' ? JSON.stringify(v) : String(v); } catch (e) { return '?'; }
+  }
+  function isTime(t) { return typeof t === 'number' && isFinite(t) && Math.abs(t) <= 8.64e15; }
   function el(tag, attrs) {
     var node = document.createElement(tag);
-    if (attrs) for (var k in attrs) if (attrs[k] !== undefined && attrs[k] !== null) node.setAttribute(k, String(attrs[k]));
+    if (attrs) for (var k in attrs) if (attrs[k] !== undefined && attrs[k] !== null) node.setAttribute(k, txt(attrs[k]));
     for (var i = 2; i < arguments.length; i++) {
       var c = arguments[i];
       if (c === undefined || c === null || c === false) continue;
-      node.appendChild(typeof c === 'string' ? document.createTextNode(c) : c);
+      node.appendChild(c instanceof Node ? c : document.createTextNode(txt(c)));
     }
     return node;
   }
   function now() { return Date.now() + skew; }
-  function iso(t) { return t === undefined || t === null ? '' : new Date(t).toISOString().replace('T', ' ').replace(/:\\d\\d\\.\\d+Z$/, ' UTC'); }
+  function iso(t) { return isTime(t) ? new Date(t).toISOString().replace('T', ' ').replace(/:\\d\\d\\.\\d+Z$/, ' UTC') : ''; }
   function rel(t) {
-    if (t === undefined || t === null) return '';
+    if (!isTime(t)) return '';
     var d = t - now(), a = Math.abs(d), s = Math.round(a / 1000);
     var txt = s < 60 ? s + 's' : s < 3600 ? Math.round(s / 60) + 'm' : s < 172800 ? Math.round(s / 3600) + 'h' : Math.round(s / 86400) + 'd';
     return d >= 0 ? 'in ' + txt : txt + ' ago';
   }
   function when(t) {
-    if (t === undefined || t === null) return el('span', { class: 'sub' }, '—');
+    if (!isTime(t)) return el('span', { class: 'sub' }, '—');
     return el('span', { title: iso(t), 'data-time': t }, rel(t));
   }
-  function badge(state) { return el('span', { class: 'badge st-' + state, 'data-state': state }, state); }
+  function badge(state) { state = txt(state); return el('span', { class: 'badge st-' + state, 'data-state': state }, state); }
   function errorView(e) {
-    if (!e) return el('span', { class: 'sub' }, '—');
+    if (!e || typeof e !== 'object') return el('span', { class: 'sub' }, '—');
     return el('div', { class: 'err' },
       el('span', { class: 'err-type' }, e.type), ': ', el('span', { class: 'err-msg' }, e.message),
-      e.detail ? el('div', { class: 'err-detail' }, 'CA: ' + e.detail) : null,
+      e.detail ? el('div', { class: 'err-detail' }, 'CA: ' + txt(e.detail)) : null,
       e.code ? el('div', { class: 'sub' }, e.code) : null);
   }
   function action(view) {
-    var s = view.state;
+    var s = txt(view.state);
     var label = s === 'failed-backoff' ? 'Retry now' : s === 'valid' ? 'Force renew' : s === 'loading' || s === 'stopped' ? 'Unavailable' : 'Attempt in flight';
     var b = el('button', { type: 'button', class: s === 'failed-backoff' ? 'retry' : 'renew', 'data-action': 'renew', 'data-name': view.name }, label);
     b.disabled = !(s === 'failed-backoff' || s === 'valid');
@@ -154,14 +163,14 @@ const CLIENT_JS = `
     return b;
   }
   function row(view) {
-    var cert = view.certificate;
+    var cert = view.certificate && typeof view.certificate === 'object' ? view.certificate : null;
     var tr = el('tr', { 'data-name': view.name, 'data-state': view.state },
       el('td', { class: 'name' }, view.name, view.managed ? null : el('div', { class: 'sub' }, 'on demand')),
       el('td', { class: 'state' }, badge(view.state)),
       el('td', { class: 'issuer', title: cert ? cert.issuer : '' }, cert ? cert.issuerId : '—'),
       el('td', { class: 'not-after' }, cert ? when(cert.notAfter) : when(null)),
       el('td', { class: 'renew-at' }, when(view.renewAt)),
-      el('td', { class: 'attempts' }, String(view.attempts)),
+      el('td', { class: 'attempts' }, txt(view.attempts)),
       el('td', { class: 'next-attempt' }, when(view.nextAttemptAt)),
       el('td', { class: 'last-error' }, errorView(view.lastError)),
       el('td', { class: 'action' }, action(view)));
@@ -170,8 +179,15 @@ const CLIENT_JS = `
     return tr;
   }
   function upsert(view) {
+    if (!view || typeof view !== 'object') return;
+    view.name = txt(view.name);
+    var fresh;
+    try { fresh = row(view); } catch (e) {
+      // Never a blank table: the row says what it could not show.
+      console.error('certstate: cannot render ' + view.name + ': ' + txt(e && e.message));
+      fresh = el('tr', { 'data-name': view.name }, el('td', { class: 'name' }, view.name), el('td', { colspan: 8, class: 'sub' }, 'status not renderable'));
+    }
     names.set(view.name, view);
-    var fresh = row(view);
     var old = tbody.querySelector('tr[data-name="' + CSS.escape(view.name) + '"]');
     if (old) { tbody.replaceChild(fresh, old); return; }
     var after = null;
@@ -179,6 +195,7 @@ const CLIENT_JS = `
     tbody.insertBefore(fresh, after);
   }
   function remove(name) {
+    name = txt(name);
     names.delete(name);
     var old = tbody.querySelector('tr[data-name="' + CSS.escape(name) + '"]');
     if (old) old.remove();
@@ -213,22 +230,23 @@ const CLIENT_JS = `
     highlight(view ? view.state : null);
     var list = document.getElementById('history');
     list.textContent = '';
-    var items = view && view.history ? view.history.slice().reverse() : [];
+    var items = view && Array.isArray(view.history) ? view.history.slice().reverse() : [];
     items.forEach(function (h) {
+      if (!h || typeof h !== 'object') return;
       var extra = [];
-      if (h.attempt !== undefined) extra.push('attempt ' + h.attempt + (h.reason ? ' (' + h.reason + ')' : ''));
+      if (h.attempt !== undefined) extra.push('attempt ' + txt(h.attempt) + (h.reason ? ' (' + txt(h.reason) + ')' : ''));
       if (h.adopted) extra.push('adopted from storage');
-      if (h.notAfter !== undefined) extra.push('valid until ' + iso(h.notAfter));
+      if (isTime(h.notAfter)) extra.push('valid until ' + iso(h.notAfter));
       list.appendChild(el('li', { 'data-from': h.from || '', 'data-to': h.to },
         el('span', { class: 'sub', title: iso(h.at) }, iso(h.at).slice(11) + ' '),
-        (h.from || 'start') + ' → ' + h.to,
+        txt(h.from || 'start') + ' → ' + txt(h.to),
         extra.length ? el('span', { class: 'sub' }, ' · ' + extra.join(', ')) : null,
-        h.error ? el('div', { class: 'err' }, el('span', { class: 'err-type' }, h.error.type), ': ', el('span', { class: 'err-msg' }, h.error.message),
-          h.error.detail ? el('div', { class: 'err-detail' }, 'CA: ' + h.error.detail) : null) : null));
+        h.error && typeof h.error === 'object' ? el('div', { class: 'err' }, el('span', { class: 'err-type' }, h.error.type), ': ', el('span', { class: 'err-msg' }, h.error.message),
+          h.error.detail ? el('div', { class: 'err-detail' }, 'CA: ' + txt(h.error.detail)) : null) : null));
     });
   }
   function select(name) {
-    selected = name;
+    selected = name = txt(name);
     tbody.querySelectorAll('tr.selected').forEach(function (tr) { tr.classList.remove('selected'); });
     var tr = tbody.querySelector('tr[data-name="' + CSS.escape(name) + '"]');
     if (tr) tr.classList.add('selected');

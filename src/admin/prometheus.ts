@@ -23,6 +23,13 @@ export interface HistogramData {
   count: number;
 }
 
+/** Where metric families go: the text writer below, or the prom-client bridge. */
+export interface MetricSink {
+  counter(name: string, help: string, samples: readonly Sample[]): unknown;
+  gauge(name: string, help: string, samples: readonly Sample[]): unknown;
+  histogram(name: string, help: string, series: ReadonlyArray<{ labels?: Labels; data: HistogramData }>): unknown;
+}
+
 /** Content type of the format this writer produces. */
 export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
@@ -30,7 +37,7 @@ const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/;
 const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 
 /** Builds one exposition text. Each metric family is written once, with all its samples. */
-export class PrometheusWriter {
+export class PrometheusWriter implements MetricSink {
   readonly #lines: string[] = [];
   readonly #families = new Set<string>();
 

@@ -5,7 +5,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ConfigError } from '../errors.js';
-import { isLoopbackHost } from './access.js';
+import { assertValidToken, isLoopbackHost, MIN_TOKEN_LENGTH } from './access.js';
 import { createAdminHandler, type AdminEngine, type AdminHandler, type AdminHandlerOptions } from './handler.js';
 
 /** Options of {@link serveAdmin}. */
@@ -27,21 +27,18 @@ export interface AdminServer {
   close(): Promise<void>;
 }
 
-/** Shortest token accepted: 128 bits as hex, or as much entropy in other forms. */
-export const MIN_TOKEN_LENGTH = 16;
+export { MIN_TOKEN_LENGTH };
 
 /**
  * Serve the admin handler. Rejects with `ConfigError` (before binding) when
  * `host` is not a loopback address and no `token` is set, or the token is
- * shorter than {@link MIN_TOKEN_LENGTH}.
+ * empty, shorter than {@link MIN_TOKEN_LENGTH} or not printable ASCII.
  *
  * @example const admin = await serveAdmin(engine, { port: 9090 }); console.log(admin.url)
  */
 export async function serveAdmin(engine: AdminEngine, options: ServeAdminOptions = {}): Promise<AdminServer> {
   const host = options.host ?? '127.0.0.1';
-  if (options.token !== undefined && options.token.length < MIN_TOKEN_LENGTH) {
-    throw new ConfigError(`admin token must be at least ${MIN_TOKEN_LENGTH} characters`);
-  }
+  if (options.token !== undefined) assertValidToken(options.token, 'serveAdmin');
   if (options.token === undefined && !isLoopbackBind(host)) {
     throw new ConfigError(`refusing to serve the admin page on ${host} without a token: bind 127.0.0.1, or set a token`);
   }
