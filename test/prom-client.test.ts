@@ -111,7 +111,8 @@ describe('prom-client bridge', () => {
     await installTestCa(storage);
     const issuer = perNameIssuer();
     const engine = createCertEngine({ storage, issuers: [issuer], names: ['om.example'] });
-    const open = new Registry(Registry.OPENMETRICS_CONTENT_TYPE);
+    const open = new Registry<typeof Registry.OPENMETRICS_CONTENT_TYPE>();
+    open.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
     const bridge = registerPromClient(engine, open, { issuerIds: [issuer.id] });
     try {
       await engine.start();
