@@ -28,6 +28,7 @@ export function renderPage(options: { config: PageConfig; initial: unknown; svg:
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
+<link rel="icon" href="data:,">
 <title>${escapeHtml(config.title)}</title>
 <style nonce="${nonce}">${CSS}</style>
 </head>
