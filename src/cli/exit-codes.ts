@@ -2,6 +2,8 @@
  * Exit codes of the `certstate` CLI: a contract with shell scripts, so they
  * never change meaning. Messages go to stderr; data (tables, JSON, PEM) to stdout.
  */
+import { safeError } from '../safe-error.js';
+
 export const ExitCode = {
   /** Success. */
   OK: 0,
@@ -17,6 +19,16 @@ export const ExitCode = {
 
 /** One of {@link ExitCode}'s values. */
 export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
+
+/**
+ * An error as the CLI prints it: `Type: message`, through the one safe
+ * serializer (credentials in URLs masked, length bounded), never a stack or
+ * the other fields an error object may carry.
+ */
+export function errorText(error: unknown): string {
+  const { type, message } = safeError(error);
+  return `${type}: ${message}`;
+}
 
 /** An error that ends the CLI with a given exit code and a one-line message. */
 export class CliError extends Error {

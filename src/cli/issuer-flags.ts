@@ -11,7 +11,7 @@ import { createHttpChallengeHandler } from '../adapters/challenges/http-01.js';
 import { ConfigError } from '../errors.js';
 import type { Issuer, Storage } from '../types.js';
 import { parseHostPort } from './args.js';
-import { CliError, ExitCode, usageError } from './exit-codes.js';
+import { CliError, errorText, ExitCode, usageError } from './exit-codes.js';
 
 /** `parseArgs` option declarations of the issuer flags. */
 export const ISSUER_OPTIONS = {
@@ -61,7 +61,7 @@ export async function issuerFromFlags(flags: IssuerFlags, cwd: string): Promise<
     try {
       caBundle = await readFile(path.resolve(cwd, flags['ca-bundle']), 'utf8');
     } catch (error) {
-      throw usageError(`cannot read --ca-bundle: ${(error as Error).message}`);
+      throw usageError(`cannot read --ca-bundle: ${errorText(error)}`);
     }
   }
   try {
@@ -90,7 +90,7 @@ export async function startChallengeServer(flags: IssuerFlags, storage: Storage)
   } catch (error) {
     const code = (error as { code?: string }).code;
     const hint = code === 'EACCES' ? ' (ports below 1024 need privileges)' : code === 'EADDRINUSE' ? ' (in use: is a server already answering? then use --no-http)' : '';
-    throw new CliError(ExitCode.FAILURE, `cannot listen on ${host}:${port} for HTTP-01${hint}: ${(error as Error).message}`);
+    throw new CliError(ExitCode.FAILURE, `cannot listen on ${host}:${port} for HTTP-01${hint}: ${errorText(error)}`);
   }
   return {
     close: () =>

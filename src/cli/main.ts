@@ -5,7 +5,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { CertstateError } from '../errors.js';
-import { CliError, ExitCode } from './exit-codes.js';
+import { safeError } from '../safe-error.js';
+import { CliError, errorText, ExitCode } from './exit-codes.js';
 import { processIo, type CliIo } from './io.js';
 
 interface Command {
@@ -64,15 +65,17 @@ export async function main(argv: string[], io: CliIo = processIo()): Promise<num
     return await command.run(rest, io);
   } catch (error) {
     if (error instanceof CliError) {
-      io.stderr.write(`certstate ${name}: ${error.message}\n`);
+      io.stderr.write(`certstate ${name}: ${safeError(error).message}\n`);
       return error.exitCode;
     }
-    // Storage and configuration errors are expected failures: a message, not a stack trace.
+    // Storage and configuration errors are expected failures. Any error prints
+    // as type and message only: an error object (and its stack) may carry a
+    // password from a connection string or other fields that must not leak.
     if (error instanceof CertstateError) {
-      io.stderr.write(`certstate ${name}: ${error.name}: ${error.message}\n`);
+      io.stderr.write(`certstate ${name}: ${errorText(error)}\n`);
       return ExitCode.FAILURE;
     }
-    io.stderr.write(`certstate ${name}: unexpected error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    io.stderr.write(`certstate ${name}: unexpected error: ${errorText(error)}\n`);
     return ExitCode.FAILURE;
   }
 }

@@ -12,6 +12,7 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import type { CertEngineEventOf, CertEngineEventType } from '../engine/events.js';
 import type { Issuer, Logger, Storage } from '../types.js';
+import { errorText } from './exit-codes.js';
 
 /** One progress line's content. */
 export type ProgressReporter = (name: string, text: string) => void;
@@ -54,7 +55,7 @@ export function observedIssuer(issuer: Issuer, report: ProgressReporter): Issuer
         report(name, `${issuer.id} issued a certificate in ${((Date.now() - started) / 1000).toFixed(1)} s`);
         return bundle;
       } catch (error) {
-        report(name, `${issuer.id} failed after ${((Date.now() - started) / 1000).toFixed(1)} s: ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`);
+        report(name, `${issuer.id} failed after ${((Date.now() - started) / 1000).toFixed(1)} s: ${errorText(error)}`);
         throw error;
       }
     },

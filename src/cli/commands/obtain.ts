@@ -1,5 +1,6 @@
 /** `certstate obtain NAME...`: get a certificate for each name (or confirm it is still valid), showing each step. */
 import type { CertEngine } from '../../engine/engine.js';
+import { safeError } from '../../safe-error.js';
 import type { NameStatus } from '../../types.js';
 import { parse, parseSeconds } from '../args.js';
 import { isoSeconds, settled, withEngine } from '../engine-run.js';
@@ -54,7 +55,7 @@ async function obtainOne(engine: CertEngine, name: string, force: boolean, timeo
   try {
     outcome = await settled(engine, name, timeoutMs);
   } catch (error) {
-    io.stderr.write(`${name}: ${(error as Error).message}\n`);
+    io.stderr.write(`${name}: ${safeError(error).message}\n`);
     return false;
   }
   if (outcome.state === 'valid') {

@@ -2,7 +2,8 @@
 import { CertificateUnavailableError, CorruptStorageError } from '../../errors.js';
 import { parse } from '../args.js';
 import { isoSeconds, withEngine } from '../engine-run.js';
-import { CliError, ExitCode, usageError } from '../exit-codes.js';
+import { safeError } from '../../safe-error.js';
+import { CliError, errorText, ExitCode, usageError } from '../exit-codes.js';
 import type { CliIo } from '../io.js';
 import { ISSUER_OPTIONS, ISSUER_USAGE } from '../issuer-flags.js';
 import { nameArg } from '../names-arg.js';
@@ -27,7 +28,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     } catch (error) {
       // A corrupt unit is exactly what a renewal repairs.
       if (!(error instanceof CorruptStorageError)) throw error;
-      io.stderr.write(`${name}: stored certificate unreadable (${error.message}); obtaining a new one\n`);
+      io.stderr.write(`${name}: stored certificate unreadable (${errorText(error)}); obtaining a new one\n`);
     }
     return withEngine(io, storage, [name], values, async (engine) => {
       try {
@@ -36,7 +37,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
         return ExitCode.OK;
       } catch (error) {
         if (!(error instanceof CertificateUnavailableError)) throw error;
-        io.stderr.write(`${name}: renewal failed: ${error.message}${error.detail ? ` (CA: ${error.detail})` : ''}\n`);
+        io.stderr.write(`${name}: renewal failed: ${safeError(error).message}${error.detail ? ` (CA: ${error.detail})` : ''}\n`);
         return ExitCode.FAILURE;
       }
     });

@@ -4,11 +4,11 @@ import path from 'node:path';
 import { AcmeError } from '../../errors.js';
 import { revokeAcmeCertificate } from '../acme-revoke.js';
 import { parse } from '../args.js';
-import { CliError, ExitCode, usageError } from '../exit-codes.js';
+import { CliError, errorText, ExitCode, usageError } from '../exit-codes.js';
 import type { CliIo } from '../io.js';
 import { nameArg } from '../names-arg.js';
 import { loadStoredCertificate } from '../stored-status.js';
-import { STORAGE_OPTION, STORAGE_USAGE, withStorage } from './shared.js';
+import { STORAGE_OPTION, STORAGE_USAGE, withReadOnlyStorage } from './shared.js';
 
 export const USAGE = `Usage: certstate revoke NAME [--reason CODE] [--ca-bundle FILE] [--storage SPEC]
 
@@ -31,10 +31,10 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const reason = values.reason === undefined ? undefined : Number(values.reason);
   if (reason !== undefined && !REASONS.has(reason)) throw usageError('--reason must be 0, 1, 3, 4 or 5');
   const caBundle = values['ca-bundle'] ? await readFile(path.resolve(io.cwd, values['ca-bundle']), 'utf8').catch((e: Error) => {
-    throw usageError(`cannot read --ca-bundle: ${e.message}`);
+    throw usageError(`cannot read --ca-bundle: ${errorText(e)}`);
   }) : undefined;
 
-  return withStorage(io, values.storage, async (storage) => {
+  return withReadOnlyStorage(io, values.storage, async (storage) => {
     const unit = await loadStoredCertificate(storage, name);
     if (!unit) throw new CliError(ExitCode.NOT_FOUND, `${name}: no certificate in ${storage.description}`);
     const { issuerId, serial } = unit.meta;
@@ -49,7 +49,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       return ExitCode.OK;
     } catch (error) {
       if (!(error instanceof AcmeError)) throw error;
-      io.stderr.write(`${name}: revocation failed: ${error.name}: ${error.message}${error.detail ? ` (CA: ${error.detail})` : ''}\n`);
+      io.stderr.write(`${name}: revocation failed: ${errorText(error)}${error.detail ? ` (CA: ${error.detail})` : ''}\n`);
       return ExitCode.FAILURE;
     }
   });

@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { assertValidToken } from '../../admin/access.js';
 import { serveAdmin } from '../../admin/serve.js';
 import { createCertEngine } from '../../engine/engine.js';
 import { ConfigError } from '../../errors.js';
@@ -12,7 +13,7 @@ import { keys } from '../../storage-keys.js';
 import type { Storage } from '../../types.js';
 import { parse, parseHostPort } from '../args.js';
 import { DEMO_NAMES, demoIssuer } from '../demo.js';
-import { CliError, ExitCode, usageError } from '../exit-codes.js';
+import { CliError, errorText, ExitCode, usageError } from '../exit-codes.js';
 import type { CliIo } from '../io.js';
 import { ISSUER_OPTIONS, ISSUER_USAGE, issuerFromFlags, startChallengeServer, type IssuerFlags } from '../issuer-flags.js';
 import { nameArg } from '../names-arg.js';
@@ -27,7 +28,8 @@ Runs an engine and its admin status page until interrupted (SIGINT/SIGTERM).
   --admin HOST:PORT       admin page address (default 127.0.0.1:9090; port 0 picks a free one).
                           Beyond loopback it needs a token.
   --token-env VAR         read the admin token from environment variable VAR
-                          (default CERTSTATE_ADMIN_TOKEN); "--token-env -" generates one
+                          (default CERTSTATE_ADMIN_TOKEN; at least 16 printable characters,
+                          set but empty is an error); "--token-env -" generates one
   --name NAME             a name to manage (repeatable; default: every name in the storage)
   --https HOST:PORT       also serve HTTPS there with the engine's certificates
   --demo                  demo names and a local CA issuing 3-minute certificates, one name
@@ -46,7 +48,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const admin = parseHostPort(values.admin ?? '127.0.0.1:9090', '--admin');
   const tlsAt = values.https ? parseHostPort(values.https, '--https') : undefined;
   const tokenVar = values['token-env'] ?? 'CERTSTATE_ADMIN_TOKEN';
-  const token = tokenVar === '-' ? randomBytes(24).toString('base64url') : io.env[tokenVar] || undefined;
+  const token = adminToken(tokenVar, io.env);
   const spec = values.storage ?? (values.demo ? 'memory:' : undefined);
 
   return withStorage(io, spec, async (storage) => {
@@ -63,7 +65,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
         adminServer = await serveAdmin(engine, { host: admin.host, port: admin.port, ...(token ? { token } : {}), issuerIds: [issuer.id], title: values.demo ? 'certstate demo' : 'certstate' });
       } catch (error) {
         if (error instanceof ConfigError) throw usageError(`${error.message} (set $${tokenVar})`);
-        throw new CliError(ExitCode.FAILURE, `cannot serve the admin page on ${values.admin ?? '127.0.0.1:9090'}: ${(error as Error).message}`);
+        throw new CliError(ExitCode.FAILURE, `cannot serve the admin page on ${values.admin ?? '127.0.0.1:9090'}: ${errorText(error)}`);
       }
       const off = engine.on('state_changed', (e) => report(e.name, `${e.from ?? 'start'} → ${e.to}`));
       await engine.start();
@@ -85,6 +87,24 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       await challenges.close();
     }
   });
+}
+
+/**
+ * The admin token: generated for `-`, else the variable's value. A variable
+ * that is set but empty or short is an error, not "no token": on loopback
+ * that would quietly serve without one.
+ */
+function adminToken(variable: string, env: CliIo['env']): string | undefined {
+  if (variable === '-') return randomBytes(24).toString('base64url');
+  const value = env[variable];
+  if (value === undefined) return undefined;
+  try {
+    assertValidToken(value, `$${variable}`);
+  } catch (error) {
+    if (error instanceof ConfigError) throw usageError(error.message);
+    throw error;
+  }
+  return value;
 }
 
 /** `--name` flags, else every name with a certificate in the storage. */

@@ -4,7 +4,7 @@ import { isoSeconds, relative } from '../engine-run.js';
 import { ExitCode } from '../exit-codes.js';
 import type { CliIo } from '../io.js';
 import { readStoredStatus, type StoredNameStatus } from '../stored-status.js';
-import { STORAGE_OPTION, STORAGE_USAGE, withStorage } from './shared.js';
+import { STORAGE_OPTION, STORAGE_USAGE, withReadOnlyStorage } from './shared.js';
 
 export const USAGE = `Usage: certstate status [--json] [--storage SPEC]
 
@@ -18,7 +18,7 @@ ${STORAGE_USAGE}`;
 export async function run(argv: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parse(argv, { ...STORAGE_OPTION, json: { type: 'boolean' } }, USAGE);
   if (positionals.length) return usage(io, `status takes no arguments`);
-  return withStorage(io, values.storage, async (storage) => {
+  return withReadOnlyStorage(io, values.storage, async (storage) => {
     const now = Date.now();
     const names = await readStoredStatus(storage, now);
     if (values.json) {
