@@ -2,14 +2,21 @@
  * The `inspect` option: a custom local observer sees a snapshot for every
  * transition of a name's actor (id `cert:<name>`), and nothing it is shown
  * (snapshots, events, their serialised form) holds PEM key material, while
- * the engine itself does hold keys for the very same certificates.
+ * the engine itself does hold keys for the very same certificates. And
+ * `@statelyai/inspect`'s WebSocket inspector, given as the option, delivers
+ * the machine definition and those snapshots to a local WebSocket receiver.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
+import { createWebSocketInspector } from '@statelyai/inspect';
+import { WebSocketServer } from 'ws';
 import type { InspectionEvent } from 'xstate';
 import { actorIdOf, createLocalInspector } from '../src/admin/inspector.js';
 import { memoryStorage } from '../src/adapters/storage/memory.js';
 import { createCertEngine, stateOf } from '../src/engine/engine.js';
+import { certificateMachine } from '../src/machines/certificate.js';
 import type { LifecycleState } from '../src/types.js';
 import { perNameIssuer } from './helpers/browser.js';
 import { installTestCa } from './helpers/scripted-issuer.js';
@@ -99,5 +106,63 @@ describe('inspector', () => {
     assert.doesNotMatch(serialised, ANY_PEM);
     assert.ok(serialised.includes('"fingerprint"'), 'the serialised snapshots do carry certificate metadata');
     assert.ok(local.records().some((r) => r.type === '@xstate.snapshot' && (r.context as { lastError?: { message: string } }).lastError?.message === 'CA down'));
+  });
+
+  it("@statelyai/inspect's WebSocket inspector, as the inspect option, delivers the machine definition and every snapshot of cert:<name> to a local receiver", async () => {
+    const receiver = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await once(receiver, 'listening');
+    const messages: Array<Record<string, unknown>> = [];
+    const raw: string[] = [];
+    receiver.on('connection', (socket) =>
+      socket.on('message', (data) => {
+        raw.push(String(data));
+        messages.push(JSON.parse(String(data)) as Record<string, unknown>);
+      }),
+    );
+    const connected = once(receiver, 'connection');
+    const inspector = createWebSocketInspector({ url: `ws://127.0.0.1:${(receiver.address() as AddressInfo).port}` });
+    const storage = memoryStorage();
+    await installTestCa(storage);
+    const issuer = perNameIssuer();
+    const engine = createCertEngine({ storage, issuers: [issuer], names: [NAME], timing: { backoffInitialMs: 3_600_000, backoffJitter: 0 }, inspect: inspector.inspect });
+    const transitions: LifecycleState[] = [];
+    engine.on('state_changed', (e) => transitions.push(e.to));
+    try {
+      await connected; // events before the connection would only be queued (at most 200)
+      await engine.start();
+      await engine.forceRenew(NAME);
+      await engine.forceRenew(NAME); // renewed
+      issuer.outcomes.set(NAME, { kind: 'fail', message: 'CA down' });
+      await engine.forceRenew(NAME).catch(() => undefined); // → failed-backoff
+      await engine.stop();
+
+      // The inspector sends from a timer: wait for the actor's final snapshot to arrive.
+      const actor = () => messages.find((m) => m.type === '@xstate.actor' && m.name === `cert:${NAME}`);
+      const seen = () => {
+        const sessionId = actor()?.sessionId;
+        return messages
+          .filter((m) => m.type === '@xstate.snapshot' && m.sessionId === sessionId)
+          .map((m) => stateOf((m.snapshot as { value: unknown }).value))
+          .filter((s, i, all) => i === 0 || s !== all[i - 1]);
+      };
+      const deadline = Date.now() + 10_000;
+      while (seen().at(-1) !== 'stopped') {
+        if (Date.now() > deadline) assert.fail(`no final snapshot; got ${JSON.stringify(seen())} from ${messages.length} messages`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+
+      // The machine definition arrives with the actor: the real chart, by id and states.
+      const definition = JSON.parse(actor()!.definition as string) as { id: string; states: Record<string, unknown> };
+      assert.equal(definition.id, certificateMachine.id);
+      assert.deepEqual(Object.keys(definition.states).sort(), Object.keys(certificateMachine.config.states!).sort());
+      // A snapshot (at least) per transition, in order, and none holds key material.
+      assert.deepEqual(transitions, ['loading', 'obtaining', 'valid', 'renewing', 'valid', 'renewing', 'failed-backoff', 'stopped']);
+      assert.deepEqual(seen(), transitions);
+      for (const text of raw) assert.doesNotMatch(text, ANY_PEM);
+    } finally {
+      inspector.stop();
+      for (const client of receiver.clients) client.terminate();
+      await new Promise((r) => receiver.close(r));
+    }
   });
 });
