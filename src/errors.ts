@@ -143,7 +143,8 @@ export class CertificateUnavailableError extends CertstateError {
 export function toErrorInfo(error: unknown, at: number): ErrorInfo {
   if (error instanceof Error) {
     const e = error as Error & { code?: unknown; retryAfter?: unknown; detail?: unknown };
-    const info: ErrorInfo = { type: e.name || 'Error', message: e.message, at };
+    // An issuer's error may carry anything in `name` and `message`: status, events and pages need text.
+    const info: ErrorInfo = { type: typeof e.name === 'string' && e.name ? e.name : 'Error', message: textOf(e.message), at };
     if (typeof e.code === 'string') info.code = e.code;
     if (typeof e.detail === 'string') info.detail = e.detail;
     const retryAfter = retryAfterToEpoch(e.retryAfter, at);
@@ -153,6 +154,16 @@ export function toErrorInfo(error: unknown, at: number): ErrorInfo {
     return info;
   }
   return { type: 'Error', message: String(error), at };
+}
+
+/** Any value as text, without throwing. */
+function textOf(value: unknown): string {
+  if (typeof value === 'string') return value;
+  try {
+    return String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
 }
 
 /** A `Record<issuerId, epoch ms>` (as stored in a failure record). */

@@ -251,6 +251,36 @@ describe('SSE backpressure', () => {
 });
 
 describe('hostile values in status()', () => {
+  it('an issuer error whose name and message are not strings: status() and the page data carry text', async () => {
+    const storage = memoryStorage();
+    await installTestCa(storage);
+    const engine = createCertEngine({
+      storage,
+      issuers: [
+        {
+          id: 'odd',
+          async issue() {
+            const error = new Error('x');
+            Object.assign(error, { name: 42, message: { html: '<b>' } });
+            throw error;
+          },
+        },
+      ],
+      names: ['odd-issuer.example'],
+      timing: { backoffInitialMs: 3_600_000, backoffJitter: 0 },
+    });
+    try {
+      await engine.start();
+      await engine.getCertificate('odd-issuer.example').catch(() => undefined);
+      const last = engine.status()[0]!.lastError!;
+      assert.equal(typeof last.type, 'string');
+      assert.equal(typeof last.message, 'string');
+      assert.equal(last.type, 'Error');
+    } finally {
+      await engine.stop();
+    }
+  });
+
   it('non-string names and messages, BigInts, huge strings: status.json is valid JSON with bounded text fields', async () => {
     const status = [
       {
