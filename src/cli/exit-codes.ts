@@ -2,7 +2,8 @@
  * Exit codes of the `certstate` CLI: a contract with shell scripts, so they
  * never change meaning. Messages go to stderr; data (tables, JSON, PEM) to stdout.
  */
-import { safeError } from '../safe-error.js';
+import { maskCredentials, safeError } from '../safe-error.js';
+import type { ErrorInfo } from '../types.js';
 
 export const ExitCode = {
   /** Success. */
@@ -28,6 +29,11 @@ export type ExitCodeValue = (typeof ExitCode)[keyof typeof ExitCode];
 export function errorText(error: unknown): string {
   const { type, message } = safeError(error);
   return `${type}: ${message}`;
+}
+
+/** A recorded error (`ErrorInfo`) as the CLI prints it: type, message (credentials masked) and the CA's detail. */
+export function errorInfoText(info: Pick<ErrorInfo, 'type' | 'message' | 'detail'>): string {
+  return `${info.type}: ${maskCredentials(info.message)}${info.detail ? ` (CA: ${maskCredentials(info.detail)})` : ''}`;
 }
 
 /** An error that ends the CLI with a given exit code and a one-line message. */

@@ -12,7 +12,7 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import type { CertEngineEventOf, CertEngineEventType } from '../engine/events.js';
 import type { Issuer, Logger, Storage } from '../types.js';
-import { errorText } from './exit-codes.js';
+import { errorInfoText, errorText } from './exit-codes.js';
 
 /** One progress line's content. */
 export type ProgressReporter = (name: string, text: string) => void;
@@ -34,10 +34,7 @@ export function reportEngineEvents(
     engine.on('cert_obtaining', (e) => report(e.name, `attempt ${e.attempt} started (${e.reason})`)),
     engine.on('cert_obtained', (e) => report(e.name, `${e.adopted ? 'adopted the certificate another process stored' : 'certificate obtained'}: serial ${e.certificate.serial}, valid until ${iso(e.certificate.notAfter)}`)),
     engine.on('cert_renewed', (e) => report(e.name, `${e.adopted ? 'adopted the certificate another process stored' : 'certificate renewed'}: serial ${e.certificate.serial}, valid until ${iso(e.certificate.notAfter)}`)),
-    engine.on('cert_failed', (e) => {
-      const detail = e.error.detail ? ` (CA: ${e.error.detail})` : '';
-      report(e.name, `attempt failed: ${e.error.type}: ${e.error.message}${detail}; next attempt not before ${iso(e.nextAttemptAt)}`);
-    }),
+    engine.on('cert_failed', (e) => report(e.name, `attempt failed: ${errorInfoText(e.error)}; next attempt not before ${iso(e.nextAttemptAt)}`)),
   ];
   return () => offs.forEach((off) => off());
 }

@@ -4,7 +4,7 @@ import { safeError } from '../../safe-error.js';
 import type { NameStatus } from '../../types.js';
 import { parse, parseSeconds } from '../args.js';
 import { isoSeconds, settled, withEngine } from '../engine-run.js';
-import { ExitCode, usageError } from '../exit-codes.js';
+import { errorInfoText, ExitCode, usageError } from '../exit-codes.js';
 import type { CliIo } from '../io.js';
 import { ISSUER_OPTIONS, ISSUER_USAGE } from '../issuer-flags.js';
 import { nameArg } from '../names-arg.js';
@@ -68,6 +68,5 @@ async function obtainOne(engine: CertEngine, name: string, force: boolean, timeo
 }
 
 function describe(s: NameStatus): string {
-  if (!s.lastError) return 'unknown';
-  return `${s.lastError.type}: ${s.lastError.message}${s.lastError.detail ? ` (CA: ${s.lastError.detail})` : ''}`;
+  return s.lastError ? errorInfoText(s.lastError) : 'unknown';
 }
