@@ -5,7 +5,11 @@
  * prom-client's formats; no name clash goes unnoticed; unregister cleans up.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import { Registry } from 'prom-client';
 import { createAdminHandler } from '../src/admin/handler.js';
 import { registerPromClient } from '../src/admin/prom-client.js';
@@ -134,5 +138,16 @@ describe('prom-client bridge', () => {
       bridge.unregister();
       await engine.stop();
     }
+  });
+
+  it('the README example is examples/prom-client.ts, and it runs', async () => {
+    const root = join(import.meta.dirname, '..');
+    const readme = await readFile(join(root, 'README.md'), 'utf8');
+    const block = /<!-- example:prom-client[^>]*-->\n```ts\n([\s\S]*?)```/.exec(readme)?.[1];
+    assert.ok(block, 'README has the prom-client block');
+    assert.equal(block, await readFile(join(root, 'examples/prom-client.ts'), 'utf8'));
+    const { stdout } = await promisify(execFile)(process.execPath, ['--conditions=source', '--import', 'tsx', 'examples/prom-client.ts'], { cwd: root, timeout: 60_000 });
+    assert.match(stdout, /^# TYPE certstate_names gauge$/m);
+    assert.match(stdout, /^certstate_names\{state="valid"\} 1$/m);
   });
 });
