@@ -3,7 +3,9 @@
  * throwaway zones on a free loopback port, with TSIG keys allowed to update
  * them, started for one test file and stopped by its own handle.
  *
- * Each zone has `ns.<zone>` as its only name server, at 127.0.0.1 (so the
+ * BIND answers recursive questions from loopback out of its own zones (a
+ * root zone of its own included), as the CA's resolver would: Pebble's VA
+ * resolves through it. Each zone has `ns.<zone>` as its only name server, at 127.0.0.1 (so the
  * propagation check, told `nameserverPort`, asks this BIND). `txt()` reads
  * what BIND serves through Node's own resolver (c-ares), not through the
  * code under test.
@@ -77,6 +79,7 @@ export async function startBind(zones: BindZoneSpec[]): Promise<BindHandle | und
   const key: Required<TsigKey> = { name: 'certstate-test', algorithm: 'hmac-sha256', secret: secret() };
   const key512: Required<TsigKey> = { name: 'certstate-test-512', algorithm: 'hmac-sha512', secret: secret() };
   const readOnlyKey: Required<TsigKey> = { name: 'certstate-readonly', algorithm: 'hmac-sha256', secret: secret() };
+  await writeFile(path.join(dir, 'root.db'), '$TTL 60\n@ IN SOA ns.root. hostmaster.root. 1 60 60 600 1\n@ IN NS ns.root.\nns.root. IN A 127.0.0.1\n');
   for (const zone of zones) await writeFile(path.join(dir, `${zone.name}.db`), zoneFile(zone));
 
   let lastError: unknown;
@@ -89,12 +92,16 @@ export async function startBind(zones: BindZoneSpec[]): Promise<BindHandle | und
       '  listen-on-v6 { none; };',
       '  pid-file none;',
       '  session-keyfile none;',
-      '  recursion no;',
+      // Recursion for loopback only, so a CNAME into another zone here is chased the way the CA's
+      // resolver chases it; the root zone below is ours, so no question ever leaves the machine.
+      '  recursion yes;',
+      '  allow-recursion { 127.0.0.1; };',
       '  dnssec-validation no;',
       '  notify no;',
       '};',
       'controls { };',
       ...[key, key512, readOnlyKey].map((k) => `key "${k.name}" { algorithm ${k.algorithm}; secret "${k.secret}"; };`),
+      'zone "." { type primary; file "root.db"; };',
       ...zones.map((z) => `zone "${z.name}" { type primary; file "${z.name}.db"; allow-update { key "${key.name}"; key "${key512.name}"; }; };`),
       '',
     ].join('\n');

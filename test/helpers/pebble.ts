@@ -47,6 +47,8 @@ export interface StartPebbleOptions {
   alternateRoots?: number;
   /** Extra environment for Pebble. */
   env?: Record<string, string>;
+  /** DNS server Pebble's VA resolves through (`host:port`), instead of challtestsrv: e.g. a test's BIND. */
+  dnsServer?: string;
 }
 
 /** Control of the running `pebble-challtestsrv` (its management HTTP API). */
@@ -330,7 +332,7 @@ export async function startPebble(options: StartPebbleOptions = {}): Promise<Peb
       ...(options.alternateRoots ? { PEBBLE_ALTERNATE_ROOTS: String(options.alternateRoots) } : {}),
       ...options.env,
     };
-    const pebble = spawnLogged(pebbleBin, ['-config', configFile, '-dnsserver', `127.0.0.1:${dnsPort}`], env, log);
+    const pebble = spawnLogged(pebbleBin, ['-config', configFile, '-dnsserver', options.dnsServer ?? `127.0.0.1:${dnsPort}`], env, log);
     children.push(pebble);
 
     const directoryUrl = `https://127.0.0.1:${listenPort}/dir`;
