@@ -74,10 +74,13 @@ export interface DnsProviderOptions {
 const MAX_REMEMBERED = 10_000;
 const VALUE = /^[\x21-\x7e]{1,255}$/;
 
+/** Shorter values (`ZONE=test`) are not scrubbed: they would blank out ordinary words, and no credential is that short. */
+const MIN_SECRET_LENGTH = 8;
+
 /** Replace every occurrence of each secret in `text`. */
 export function scrubSecrets(text: string, secrets: readonly string[]): string {
   let out = text;
-  for (const secret of secrets) if (secret.length >= 4) out = out.split(secret).join('[redacted]');
+  for (const secret of secrets) if (secret.length >= MIN_SECRET_LENGTH) out = out.split(secret).join('[redacted]');
   return out;
 }
 
@@ -104,7 +107,8 @@ export function defineDnsProvider(writer: TxtRecordWriter, options: DnsProviderO
 
   /** Errors out of the provider: scrubbed of secrets; foreign errors replaced by our type. */
   function clean(error: unknown, signal: AbortSignal | undefined, timeout: AbortSignal | undefined): unknown {
-    if (signal?.aborted && error === signal.reason) return error;
+    // The caller's abort wins over whatever the backend threw on its way out (an SDK's own abort error).
+    if (signal?.aborted) return signal.reason;
     if (timeout?.aborted && !signal?.aborted) {
       return new DnsProviderError(`${writer.name}: no answer within ${requestTimeoutMs} ms`, { code: 'ERR_DNS_TIMEOUT', provider: writer.name });
     }
