@@ -14,7 +14,12 @@
  *   wildcard (`*.bücher.test`).
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import https from 'node:https';
+import os from 'node:os';
+import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import pino from 'pino';
 import { rfc2136DnsProvider, type DnsProvider } from '../src/adapters/challenges/dns/index.js';
@@ -31,6 +36,7 @@ const bind = await startBind([
   { name: 'cname.test', records: ['_acme-challenge IN CNAME cname-test.delegated.test.'] },
   { name: 'delegated.test' },
   { name: 'xn--bcher-kva.test' },
+  { name: 'wild.test' },
 ]);
 const pebble = bind ? await startPebble({ dnsServer: bind.server, certificateValidityPeriod: VALIDITY_S }) : undefined;
 const skip = bind && pebble ? false : 'needs BIND (apt-get install bind9) and Pebble (apt-get install pebble)';
@@ -152,5 +158,62 @@ describe('DNS-01 with RFC 2136 into BIND, validated by Pebble', { skip }, () => 
 
   it('through the engine: an IDN wildcard, *.bücher.test (with its apex)', async () => {
     await obtainAndRenew(['xn--bcher-kva.test', '*.bücher.test'], '_acme-challenge.xn--bcher-kva.test', '_acme-challenge.xn--bcher-kva.test', 'a.xn--bcher-kva.test');
+  });
+});
+
+describe('docs/dns.md: the wildcard server example', { skip }, () => {
+  it('is examples/dns-wildcard.ts, and it serves https://a.wild.test/ with a certificate Pebble issued through BIND', async () => {
+    const root = path.join(import.meta.dirname, '..');
+    const doc = await readFile(path.join(root, 'docs/dns.md'), 'utf8');
+    const block = /<!-- example:dns-wildcard[^>]*-->\n```ts\n([\s\S]*?)```/.exec(doc)?.[1];
+    assert.ok(block, 'docs/dns.md has the example block');
+    assert.equal(block, await readFile(path.join(root, 'examples/dns-wildcard.ts'), 'utf8'));
+
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'certstate-dns-example-'));
+    await writeFile(path.join(dir, 'ca.pem'), pebble!.caBundlePem);
+    const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', 'examples/dns-wildcard.ts'], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: {
+        ...process.env,
+        DOMAIN: 'wild.test',
+        PORT: '0',
+        CERTSTATE_DATA: path.join(dir, 'data'),
+        ACME_DIRECTORY_URL: pebble!.directoryUrl,
+        ACME_CA_BUNDLE: path.join(dir, 'ca.pem'),
+        DNS_SERVER: bind!.server,
+        TSIG_KEY_NAME: bind!.key.name,
+        TSIG_SECRET: bind!.key.secret,
+        DNS_RESOLVERS: bind!.server,
+        DNS_NAMESERVER_PORT: String(bind!.port),
+      },
+    });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => void (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => void (output += chunk.toString()));
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    try {
+      await until(() => /listening on \d+/.test(output) || child.exitCode !== null, 'the example listens', 60_000);
+      const port = Number(/listening on (\d+)/.exec(output)?.[1]);
+      assert.ok(port > 0, output);
+      const body = await new Promise<string>((resolve, reject) => {
+        const req = https.get({ host: '127.0.0.1', port, servername: 'a.wild.test', headers: { host: 'a.wild.test' }, ca: rootPem, timeout: 30_000 }, (res) => {
+          let text = '';
+          res.on('data', (chunk: Buffer) => (text += chunk.toString()));
+          res.on('end', () => resolve(text));
+        });
+        req.on('timeout', () => req.destroy(new Error('timeout')));
+        req.on('error', reject);
+      });
+      assert.equal(body, 'hello from a.wild.test\n');
+      await until(() => output.includes('obtained wild.test') && output.includes('obtained *.wild.test'), 'both names obtained');
+      assert.deepEqual(await bind!.txt('_acme-challenge.wild.test'), []);
+    } finally {
+      child.kill('SIGTERM');
+      const kill = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(kill);
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
