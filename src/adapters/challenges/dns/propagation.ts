@@ -16,7 +16,7 @@
 import type { Logger } from '../../../types.js';
 import { ConfigError, DnsPropagationError } from '../../../errors.js';
 import { formatServerAddress, parseServerAddress, type DnsServerAddress } from './transport.js';
-import { authoritativeTxt, type Resolver } from './resolver.js';
+import { authoritativeTxt } from './resolver.js';
 
 /** Options of the propagation check (`propagation` of every provider). */
 export interface PropagationOptions {
@@ -37,6 +37,13 @@ export interface PropagationOptions {
    * other values are for test set-ups that serve a zone on a high port.
    */
   nameserverPort?: number;
+}
+
+/** The lookups the check needs (a `Resolver`). */
+export interface ZoneLookups {
+  zoneOf(name: string, signal?: AbortSignal): Promise<string>;
+  nameserversOf(zone: string, signal?: AbortSignal): Promise<string[]>;
+  addressesOf(host: string, signal?: AbortSignal): Promise<string[]>;
 }
 
 /** One server the check waits for. */
@@ -80,7 +87,7 @@ export function propagationSettings(options: PropagationOptions, what: string): 
 }
 
 /** The authoritative servers of the zone `fqdn` is in (or the configured ones). */
-async function authoritiesOf(fqdn: string, resolverOf: () => Resolver, settings: PropagationSettings, signal: AbortSignal): Promise<Authority[]> {
+async function authoritiesOf(fqdn: string, resolverOf: () => ZoneLookups, settings: PropagationSettings, signal: AbortSignal): Promise<Authority[]> {
   if (settings.nameservers) return settings.nameservers.map((address) => ({ label: formatServerAddress(address), addresses: [address] }));
   const resolver = resolverOf();
   const zone = await resolver.zoneOf(fqdn, signal);
@@ -133,7 +140,7 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
  * at `fqdn`; reject with `DnsPropagationError` after `timeoutMs`, or with the
  * signal's reason when it aborts.
  */
-export async function waitForTxt(fqdn: string, value: string, resolver: () => Resolver, settings: PropagationSettings, signal: AbortSignal, logger?: Logger): Promise<void> {
+export async function waitForTxt(fqdn: string, value: string, resolver: () => ZoneLookups, settings: PropagationSettings, signal: AbortSignal, logger?: Logger): Promise<void> {
   const deadline = Date.now() + settings.timeoutMs;
   const authorities = await authoritiesOf(fqdn, resolver, settings, signal);
   let pending = authorities;
