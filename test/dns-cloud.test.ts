@@ -9,13 +9,12 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { after, describe, it } from 'node:test';
-import pino from 'pino';
 import { acmeDnsProvider, type AcmeDnsProviderOptions } from '../src/adapters/challenges/dns/acme-dns.js';
 import { cloudflareDnsProvider, type CloudflareDnsProviderOptions } from '../src/adapters/challenges/dns/cloudflare.js';
 import { route53DnsProvider, type Route53DnsProviderOptions } from '../src/adapters/challenges/dns/route53.js';
 import { ConfigError, DnsProviderError } from '../src/errors.js';
 import { silentServer } from './helpers/backends.js';
-import { runDnsProviderConformance } from './helpers/dns-conformance.js';
+import { capturingLogger, runDnsProviderConformance } from './helpers/dns-conformance.js';
 import { startAcmeDnsContract, startCloudflareContract, startRoute53Contract } from './helpers/dns-contracts.js';
 
 const secret = () => randomBytes(30).toString('base64url');
@@ -30,10 +29,6 @@ after(async () => {
   await Promise.all([cloudflare.close(), route53.close(), acmeDns.close(), silent.close()]);
 });
 
-function capturingLogger() {
-  let text = '';
-  return { logger: pino({ level: 'debug' }, { write: (line: string) => void (text += line) }), logs: () => text };
-}
 
 /** No DNS to look at behind a stand-in: delegation and propagation off. */
 const noDns = { followCname: false, propagation: false } as const;

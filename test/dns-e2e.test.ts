@@ -53,8 +53,7 @@ const provider = (): DnsProvider =>
   rfc2136DnsProvider({
     server: bind!.server,
     tsigKey: bind!.key,
-    resolvers: [bind!.server],
-    propagation: { nameserverPort: bind!.port, intervalMs: 50, timeoutMs: 10_000 },
+    ...bind!.dnsOptions(10_000),
   });
 
 /**

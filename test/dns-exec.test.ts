@@ -9,11 +9,10 @@ import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import pino from 'pino';
 import { execDnsProvider, type ExecDnsProviderOptions } from '../src/adapters/challenges/dns/exec.js';
 import { ConfigError, DnsProviderError } from '../src/errors.js';
 import { startBind } from './helpers/bind.js';
-import { runDnsProviderConformance } from './helpers/dns-conformance.js';
+import { capturingLogger, runDnsProviderConformance } from './helpers/dns-conformance.js';
 import { findExecutable } from './helpers/pebble.js';
 
 const nsupdate = findExecutable('nsupdate');
@@ -49,10 +48,6 @@ await writeFile(hangingHook, '#!/bin/sh\nexec sleep 30\n');
 await chmod(hook, 0o755);
 await chmod(hangingHook, 0o755);
 
-function capturingLogger() {
-  let text = '';
-  return { logger: pino({ level: 'debug' }, { write: (line: string) => void (text += line) }), logs: () => text };
-}
 
 const skip = bind ? false : 'needs BIND and nsupdate (apt-get install bind9 bind9-dnsutils)';
 
@@ -61,8 +56,7 @@ if (bind) {
   const options = (secret = bind.key.secret, extra: Partial<ExecDnsProviderOptions> = {}): ExecDnsProviderOptions => ({
     command: hook,
     env: { TSIG_KEY_NAME: bind.key.name, TSIG_SECRET: secret, DNS_PORT: String(bind.port), HOOK_LOG: hookLog },
-    resolvers: [bind.server],
-    propagation: { nameserverPort: bind.port, intervalMs: 50, timeoutMs: 5000 },
+    ...bind.dnsOptions(),
     logger: log.logger,
     ...extra,
   });

@@ -59,7 +59,7 @@ after(async () => {
 
 const provider = (extra: Partial<DnsProviderOptions> & { timeoutMs?: number } = {}) => {
   const { timeoutMs = 5000, ...rest } = extra;
-  return rfc2136DnsProvider({ server: bind!.server, tsigKey: bind!.key, resolvers: [bind!.server], propagation: { nameserverPort: bind!.port, intervalMs: 50, timeoutMs }, ...rest });
+  return rfc2136DnsProvider({ server: bind!.server, tsigKey: bind!.key, ...bind!.dnsOptions(timeoutMs), ...rest });
 };
 
 /** A writer that records where it was asked to write (and writes nowhere). */

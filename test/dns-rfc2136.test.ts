@@ -7,12 +7,11 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, describe, it } from 'node:test';
-import pino from 'pino';
 import { rfc2136DnsProvider, type Rfc2136DnsProviderOptions } from '../src/adapters/challenges/dns/rfc2136.js';
 import { ConfigError, DnsServerError } from '../src/errors.js';
 import { silentServer } from './helpers/backends.js';
 import { startBind } from './helpers/bind.js';
-import { runDnsProviderConformance } from './helpers/dns-conformance.js';
+import { capturingLogger, runDnsProviderConformance } from './helpers/dns-conformance.js';
 
 const bind = await startBind([{ name: 'example.test' }, { name: 'other.test' }]);
 const silent = await silentServer();
@@ -21,20 +20,13 @@ after(async () => {
   await silent.close();
 });
 
-/** A pino logger writing into a string, at debug level. */
-function capturingLogger() {
-  let text = '';
-  const logger = pino({ level: 'debug' }, { write: (line: string) => void (text += line) });
-  return { logger, logs: () => text };
-}
 
 if (bind) {
   const log = capturingLogger();
   const options = (extra: Partial<Rfc2136DnsProviderOptions> = {}): Rfc2136DnsProviderOptions => ({
     server: bind.server,
     tsigKey: bind.key,
-    resolvers: [bind.server],
-    propagation: { nameserverPort: bind.port, intervalMs: 50, timeoutMs: 5000 },
+    ...bind.dnsOptions(),
     logger: log.logger,
     ...extra,
   });

@@ -40,6 +40,8 @@ export interface BindHandle {
   readonly key512: Required<TsigKey>;
   /** Known to BIND, allowed to update nothing. */
   readonly readOnlyKey: Required<TsigKey>;
+  /** Provider options that look up and check propagation through this BIND (it serves on a high port). */
+  dnsOptions(timeoutMs?: number): { resolvers: string[]; propagation: { nameserverPort: number; intervalMs: number; timeoutMs: number } };
   /** TXT values BIND serves at `name` (empty when there are none). */
   txt(name: string): Promise<string[]>;
   logs(): string;
@@ -127,6 +129,7 @@ export async function startBind(zones: BindZoneSpec[]): Promise<BindHandle | und
       key,
       key512,
       readOnlyKey,
+      dnsOptions: (timeoutMs = 5000) => ({ resolvers: [`127.0.0.1:${port}`], propagation: { nameserverPort: port, intervalMs: 50, timeoutMs } }),
       async txt(name) {
         try {
           return (await resolver.resolveTxt(name)).map((chunks) => chunks.join(''));

@@ -12,8 +12,10 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { inspect } from 'node:util';
 import { describe, it } from 'node:test';
+import pino from 'pino';
 import { DnsError } from '../../src/errors.js';
 import type { DnsProvider } from '../../src/adapters/challenges/dns-01.js';
+import { within } from './storage-conformance.js';
 
 /** A provider under test and the means to look behind it. */
 export interface DnsProviderFixture {
@@ -40,19 +42,6 @@ export interface DnsProviderFixture {
   cleanup?(): Promise<void>;
 }
 
-/** Resolve with the promise's outcome, or fail if it takes longer than `ms`. */
-async function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not settled within ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** Everything a caller could see of an error: message, stack, fields, causes. */
 function everythingIn(error: unknown): string {
   return `${inspect(error, { depth: 10, showHidden: true })}\n${error instanceof Error ? error.stack : ''}\n${JSON.stringify(error)}`;
@@ -60,6 +49,12 @@ function everythingIn(error: unknown): string {
 
 function assertNoSecrets(text: string, secrets: string[], where: string): void {
   for (const secret of secrets) assert.ok(!text.includes(secret), `${where} contains a credential (${secret.slice(0, 3)}…)`);
+}
+
+/** A pino logger at debug level writing into a string: what a provider logged, for the secrets check. */
+export function capturingLogger() {
+  let text = '';
+  return { logger: pino({ level: 'debug' }, { write: (line: string) => void (text += line) }), logs: () => text };
 }
 
 let counter = 0;

@@ -15,7 +15,7 @@
 import type CloudflareClient from 'cloudflare';
 import { ConfigError, DnsProviderError } from '../../../errors.js';
 import type { DnsProvider } from '../dns-01.js';
-import { defineDnsProvider, type DnsProviderOptions, type TxtRecord } from './provider.js';
+import { closestZone, defineDnsProvider, type DnsProviderOptions, type TxtRecord } from './provider.js';
 import { dnsName } from './wire.js';
 
 /** Options of `cloudflareDnsProvider`. */
@@ -90,19 +90,12 @@ export function cloudflareDnsProvider(options: CloudflareDnsProviderOptions): Dn
 
   async function zoneIdOf(fqdn: string, signal: AbortSignal): Promise<string> {
     if (options.zoneId) return options.zoneId;
-    const labels = fqdn.split('.');
-    for (let i = 0; i < labels.length - 1; i++) {
-      const candidate = labels.slice(i).join('.');
-      const cached = zones.get(candidate);
-      if (cached) return cached;
+    const id = await closestZone(fqdn, zones, async (candidate) => {
       const page = await sdk('zone lookup', (cf) => cf.zones.list({ name: candidate }, { signal }), signal);
-      const zone = page.result.find((z) => dnsName(z.name) === candidate);
-      if (zone) {
-        zones.set(candidate, zone.id);
-        return zone.id;
-      }
-    }
-    throw new DnsProviderError(`cloudflare: no zone the token can see encloses ${fqdn}`, { code: 'ERR_DNS_NO_ZONE', provider: 'cloudflare' });
+      return page.result.find((z) => dnsName(z.name) === candidate)?.id;
+    });
+    if (id === undefined) throw new DnsProviderError(`cloudflare: no zone the token can see encloses ${fqdn}`, { code: 'ERR_DNS_NO_ZONE', provider: 'cloudflare' });
+    return id;
   }
 
   async function recordsOf(zoneId: string, record: TxtRecord, signal: AbortSignal): Promise<string[]> {

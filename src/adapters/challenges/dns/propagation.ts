@@ -14,6 +14,7 @@
  * lagging and why.
  */
 import type { Logger } from '../../../types.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ConfigError, DnsPropagationError } from '../../../errors.js';
 import { formatServerAddress, parseServerAddress, type DnsServerAddress } from './transport.js';
 import { authoritativeTxt } from './resolver.js';
@@ -120,21 +121,6 @@ async function lagOf(authority: Authority, fqdn: string, value: string, settings
   return authority.label === where ? `${where}: ${why}` : `${authority.label} (${where}): ${why}`;
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-}
-
 /**
  * Resolve once every authoritative server of `fqdn`'s zone answers `value`
  * at `fqdn`; reject with `DnsPropagationError` after `timeoutMs`, or with the
@@ -156,6 +142,7 @@ export async function waitForTxt(fqdn: string, value: string, resolver: () => Zo
     const wait = Math.min(settings.intervalMs, deadline - Date.now());
     if (wait <= 0) throw new DnsPropagationError(fqdn, lagging, settings.timeoutMs);
     logger?.debug({ fqdn, lagging: pending.map((a) => a.label) }, 'DNS-01 TXT value not yet visible everywhere');
-    await sleep(wait, signal);
+    // Rejects with an AbortError; the provider turns it into the signal's reason.
+    await sleep(wait, undefined, { signal });
   }
 }

@@ -85,6 +85,23 @@ export function scrubSecrets(text: string, secrets: readonly string[]): string {
 }
 
 /**
+ * The ID of the closest zone enclosing `fqdn` that `lookup` finds, asked from
+ * `fqdn` up to its parent domain (API-hosted zones need no DNS to be found).
+ */
+export async function closestZone(fqdn: string, cache: Map<string, string>, lookup: (candidate: string) => Promise<string | undefined>): Promise<string | undefined> {
+  const labels = fqdn.split('.');
+  for (let i = 0; i < labels.length - 1; i++) {
+    const candidate = labels.slice(i).join('.');
+    const id = cache.get(candidate) ?? (await lookup(candidate));
+    if (id !== undefined) {
+      cache.set(candidate, id);
+      return id;
+    }
+  }
+  return undefined;
+}
+
+/**
  * A `DnsProvider` from a backend. Throws `ConfigError` for bad options.
  *
  * @example

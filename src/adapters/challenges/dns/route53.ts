@@ -19,10 +19,11 @@
  * Contract-tested against a local server implementing the documented
  * endpoints used; not run against the real Route 53 here.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Route53Client, ResourceRecordSet, Change } from '@aws-sdk/client-route-53';
 import { ConfigError, DnsProviderError } from '../../../errors.js';
 import type { DnsProvider } from '../dns-01.js';
-import { defineDnsProvider, type DnsProviderOptions, type TxtRecord } from './provider.js';
+import { closestZone, defineDnsProvider, type DnsProviderOptions, type TxtRecord } from './provider.js';
 import { dnsName } from './wire.js';
 
 /** Options of `route53DnsProvider`. */
@@ -46,21 +47,6 @@ const MAX_CONFLICT_RETRIES = 5;
 
 const quote = (value: string) => `"${value}"`;
 const unquote = (value: string | undefined) => (value ?? '').replace(/^"(.*)"$/, '$1');
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-}
 
 /**
  * A `DnsProvider` writing TXT records through the Route 53 API. Throws
@@ -120,24 +106,18 @@ export function route53DnsProvider(options: Route53DnsProviderOptions = {}): Dns
   const zones = new Map<string, string>();
   async function zoneIdOf(fqdn: string, signal: AbortSignal): Promise<string> {
     if (options.hostedZoneId) return options.hostedZoneId;
-    const labels = fqdn.split('.');
-    for (let i = 0; i < labels.length - 1; i++) {
-      const candidate = labels.slice(i).join('.');
-      const cached = zones.get(candidate);
-      if (cached) return cached;
+    const id = await closestZone(fqdn, zones, async (candidate) => {
       const answer = await call<{ HostedZones?: Array<{ Id?: string; Name?: string; Config?: { PrivateZone?: boolean } }> }>(
         'zone lookup',
         (sdk) => new sdk.ListHostedZonesByNameCommand({ DNSName: candidate, MaxItems: 1 }),
         signal,
       );
+      // Listed in order from DNSName on: the first may be another zone.
       const zone = (answer.HostedZones ?? []).find((z) => dnsName(z.Name ?? '') === candidate && !z.Config?.PrivateZone);
-      if (zone?.Id) {
-        const id = zone.Id.replace(/^\/hostedzone\//, '');
-        zones.set(candidate, id);
-        return id;
-      }
-    }
-    throw new DnsProviderError(`route53: no public hosted zone encloses ${fqdn}`, { code: 'ERR_DNS_NO_ZONE', provider: 'route53' });
+      return zone?.Id?.replace(/^\/hostedzone\//, '');
+    });
+    if (id === undefined) throw new DnsProviderError(`route53: no public hosted zone encloses ${fqdn}`, { code: 'ERR_DNS_NO_ZONE', provider: 'route53' });
+    return id;
   }
 
   async function currentSet(zoneId: string, fqdn: string, signal: AbortSignal): Promise<ResourceRecordSet | undefined> {
@@ -153,7 +133,7 @@ export function route53DnsProvider(options: Route53DnsProviderOptions = {}): Dns
     for (;;) {
       const answer = await call<{ ChangeInfo?: { Status?: string } }>('change status', (sdk) => new sdk.GetChangeCommand({ Id: changeId }), signal);
       if (answer.ChangeInfo?.Status === 'INSYNC') return;
-      await sleep(changePollMs, signal);
+      await sleep(changePollMs, undefined, { signal });
     }
   }
 
@@ -178,7 +158,7 @@ export function route53DnsProvider(options: Route53DnsProviderOptions = {}): Dns
         return;
       } catch (error) {
         if (!(error instanceof DnsProviderError && error.code === 'ERR_DNS_CONFLICT') || attempt >= MAX_CONFLICT_RETRIES) throw error;
-        await sleep(100 * 2 ** attempt * (0.5 + Math.random()), signal);
+        await sleep(100 * 2 ** attempt * (0.5 + Math.random()), undefined, { signal });
       }
     }
   }
