@@ -1,9 +1,9 @@
 /**
  * TSIG (RFC 8945): HMAC-SHA256/512 signatures on DNS messages, for RFC 2136
  * updates. No DNS library on npm signs TSIG, so the MAC over the RFC's
- * canonical form is computed here, with node:crypto; test/dns-tsig.test.ts
- * checks it against BIND (which refuses a wrong MAC) and against a known
- * answer.
+ * canonical form is computed here, with node:crypto. test/dns-rfc2136.test.ts
+ * checks both directions against BIND: BIND refuses a wrong MAC (BADSIG), and
+ * we refuse BIND's answer when a proxy alters or strips its signature.
  *
  * A request is signed over: the message as sent without its TSIG record,
  * then the TSIG variables (key name, class ANY, TTL 0, algorithm name, time
