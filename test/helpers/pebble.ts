@@ -141,7 +141,7 @@ export function installExitHook(): void {
   }
 }
 
-export function track(child: ChildProcess): void {
+function track(child: ChildProcess): void {
   liveChildren.add(child);
   child.once('exit', () => liveChildren.delete(child));
 }
