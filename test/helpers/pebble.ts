@@ -47,6 +47,8 @@ export interface StartPebbleOptions {
   alternateRoots?: number;
   /** Extra environment for Pebble. */
   env?: Record<string, string>;
+  /** DNS server Pebble's VA resolves through (`host:port`), instead of challtestsrv: e.g. a test's BIND. */
+  dnsServer?: string;
 }
 
 /** Control of the running `pebble-challtestsrv` (its management HTTP API). */
@@ -93,7 +95,7 @@ export interface PebbleHandle {
 
 // ─── Finding the binaries ─────────────────────────────────────────────────
 
-function findExecutable(name: string): string | undefined {
+export function findExecutable(name: string): string | undefined {
   for (const dir of (process.env.PATH ?? '/usr/bin:/bin').split(path.delimiter)) {
     const candidate = path.join(dir, name);
     try {
@@ -123,7 +125,7 @@ function killAllNow(): void {
   for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
 }
 
-function installExitHook(): void {
+export function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
   // 'exit' handlers must be synchronous: SIGKILL each child we started and
@@ -144,7 +146,7 @@ function track(child: ChildProcess): void {
   child.once('exit', () => liveChildren.delete(child));
 }
 
-async function killChild(child: ChildProcess): Promise<void> {
+export async function killChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   child.kill('SIGTERM');
@@ -224,7 +226,7 @@ function dotted(host: string): string {
   return host.endsWith('.') ? host : `${host}.`;
 }
 
-function canConnect(port: number): Promise<boolean> {
+export function canConnect(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = net.connect(port, '127.0.0.1');
     socket.once('connect', () => {
@@ -238,7 +240,7 @@ function canConnect(port: number): Promise<boolean> {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Spawn a tracked child whose stdout+stderr are appended to `log`. */
-function spawnLogged(file: string, args: string[], env: NodeJS.ProcessEnv, log: { text: string }): ChildProcess {
+export function spawnLogged(file: string, args: string[], env: NodeJS.ProcessEnv, log: { text: string }): ChildProcess {
   const child = spawn(file, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   track(child);
   const append = (chunk: Buffer) => {
@@ -254,7 +256,7 @@ function spawnLogged(file: string, args: string[], env: NodeJS.ProcessEnv, log: 
 }
 
 /** Poll `ready()` every 20 ms until true; fail early if `child` exits. */
-async function waitReady(child: ChildProcess, what: string, ready: () => Promise<boolean>, log: { text: string }, timeoutMs = 15_000): Promise<void> {
+export async function waitReady(child: ChildProcess, what: string, ready: () => Promise<boolean>, log: { text: string }, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (child.exitCode !== null || child.signalCode !== null) {
@@ -330,7 +332,7 @@ export async function startPebble(options: StartPebbleOptions = {}): Promise<Peb
       ...(options.alternateRoots ? { PEBBLE_ALTERNATE_ROOTS: String(options.alternateRoots) } : {}),
       ...options.env,
     };
-    const pebble = spawnLogged(pebbleBin, ['-config', configFile, '-dnsserver', `127.0.0.1:${dnsPort}`], env, log);
+    const pebble = spawnLogged(pebbleBin, ['-config', configFile, '-dnsserver', options.dnsServer ?? `127.0.0.1:${dnsPort}`], env, log);
     children.push(pebble);
 
     const directoryUrl = `https://127.0.0.1:${listenPort}/dir`;

@@ -23,7 +23,7 @@ export interface StorageFixture {
 const TEST_TIMEOUT = 15_000;
 
 /** Resolve with the promise's value, or fail the test if it takes longer than `ms`. */
-async function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
+export async function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`${what}: not settled within ${ms} ms`)), ms);
