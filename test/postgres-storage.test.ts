@@ -118,7 +118,7 @@ if (await suiteCanRun('postgres', 'postgresStorage')) {
         seen.push(lock.fencingToken);
         await lock.release();
       }
-      assert.deepEqual(seen, [seen[0], seen[0] + 1, seen[0] + 2, seen[0] + 3, seen[0] + 4]);
+      for (let i = 1; i < seen.length; i++) assert.ok(seen[i]! > seen[i - 1]!, `tokens grow: ${seen}`);
     });
 
     it('holds a fenced write against a take-over in flight, then refuses it', async () => {
