@@ -44,6 +44,11 @@ if (await suiteCanRun('postgres', 'postgresStorage')) {
         await dropTables(pool, table);
         await pool.end();
       },
+      faults: {
+        // The lock row is gone (a restore from an older backup, a TRUNCATE).
+        loseLock: async (lockKey) => void (await pool.query(`DELETE FROM "${table}_locks" WHERE key = $1`, [lockKey])),
+        setToken: async (lockKey, token) => void (await pool.query(`UPDATE "${table}_locks" SET fencing_token = $2 WHERE key = $1`, [lockKey, String(token)])),
+      },
     };
   });
 

@@ -40,6 +40,11 @@ if (await suiteCanRun('redis', 'redisStorage')) {
         await purgeRedisPrefix(client, prefix);
         await client.quit();
       },
+      faults: {
+        // The lock and its counter are gone (a restart without persistence, a flush, a lagging replica).
+        loseLock: async (lockKey) => void (await client.del(`${prefix}lock:${lockKey}`, `${prefix}fence:${lockKey}`)),
+        setToken: async (lockKey, token) => void (await client.set(`${prefix}fence:${lockKey}`, String(token))),
+      },
     };
   });
 

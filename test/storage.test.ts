@@ -30,7 +30,24 @@ runStorageConformance('memory', async () => ({ storage: memoryStorage(), cleanup
 
 runStorageConformance('file', async () => {
   const dir = await tempDir();
-  return { storage: fileStorage(path.join(dir, 'data')), cleanup: () => rm(dir, { recursive: true, force: true }) };
+  const root = path.join(dir, 'data');
+  const lockDir = (lockKey: string) => path.join(root, '~locks', ...`${lockKey}~`.split('/'));
+  return {
+    storage: fileStorage(root),
+    cleanup: () => rm(dir, { recursive: true, force: true }),
+    faults: {
+      // The lock directory is gone (deleted by hand, restored from an older backup).
+      loseLock: (lockKey) => rm(lockDir(lockKey), { recursive: true, force: true }),
+      async setToken(lockKey, token) {
+        const dirPath = lockDir(lockKey);
+        const newest = String(Math.max(...(await readdir(dirPath)).filter((n) => /^\d+$/.test(n)).map(Number)));
+        const record = JSON.parse(await readFile(path.join(dirPath, newest), 'utf8')) as Record<string, unknown>;
+        await writeFile(path.join(dirPath, newest), JSON.stringify({ ...record, token }));
+        // And a planted generation name past 2^53, which must not stall the protocol.
+        await writeFile(path.join(dirPath, '99999999999999999'), JSON.stringify({ ...record, token }));
+      },
+    },
+  };
 });
 
 describe('storage keys', () => {

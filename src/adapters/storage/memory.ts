@@ -95,9 +95,6 @@ export function memoryStorage(options: MemoryStorageOptions = {}): Storage {
       values.delete(key);
     },
 
-    async now(): Promise<number> {
-      return now();
-    },
 
     async list(prefix: string): Promise<string[]> {
       assertValidPrefix(prefix);
