@@ -19,6 +19,10 @@ import { after, before, describe, it } from 'node:test';
 import {
   backendSkip,
   dropStorage,
+  firstToReport,
+  isIssued,
+  isIssuing,
+  isStore,
   runId,
   startNode,
   startClusterCa,
@@ -30,7 +34,6 @@ import {
   type ClusterNode,
   type HandshakeResult,
   type NodeConfig,
-  type NodeMessage,
   type NodeStorageConfig,
 } from './helpers/cluster-node.js';
 
@@ -46,16 +49,6 @@ type Tagged = HandshakeResult & { node: string };
 function handshakes(nodes: ClusterNode[], name: string, count: number): Promise<Tagged>[] {
   return nodes.flatMap((node) => Array.from({ length: count }, () => verifiedHandshake(node.httpsPort, name, rootPem, 30_000).then((r) => ({ ...r, node: node.id }))));
 }
-
-/** The first node to report `match`, and that message. */
-function firstToReport<M extends NodeMessage>(nodes: ClusterNode[], match: (m: NodeMessage) => m is M, timeoutMs = 20_000) {
-  return Promise.race(nodes.map((node) => node.waitFor(match, timeoutMs).then((message) => ({ node, message }))));
-}
-
-const isIssued = (name: string) => (m: NodeMessage): m is Extract<NodeMessage, { type: 'issued' }> => m.type === 'issued' && m.name === name;
-const isIssuing = (name: string) => (m: NodeMessage): m is Extract<NodeMessage, { type: 'issuing' }> => m.type === 'issuing' && m.name === name;
-const isStore = (name: string, outcome: 'ok' | 'fenced') => (m: NodeMessage): m is Extract<NodeMessage, { type: 'store' }> =>
-  m.type === 'store' && m.key === `certificates/${name}.json` && m.outcome === outcome;
 
 for (const kind of ['redis', 'postgres'] as const) {
   const skip = pebbleSkip || (await backendSkip(kind));

@@ -525,6 +525,17 @@ export async function withNodeLogs<T>(nodes: () => Iterable<ClusterNode | undefi
   return result;
 }
 
+/** The first node to report `match`, and that message. */
+export function firstToReport<M extends NodeMessage>(nodes: ClusterNode[], match: (m: NodeMessage) => m is M, timeoutMs = 20_000) {
+  return Promise.race(nodes.map((node) => node.waitFor(match, timeoutMs).then((message) => ({ node, message }))));
+}
+
+/** Message matchers for one name: the CA issued, the issuer was called, a certificate write with this outcome. */
+export const isIssued = (name: string) => (m: NodeMessage): m is Extract<NodeMessage, { type: 'issued' }> => m.type === 'issued' && m.name === name;
+export const isIssuing = (name: string) => (m: NodeMessage): m is Extract<NodeMessage, { type: 'issuing' }> => m.type === 'issuing' && m.name === name;
+export const isStore = (name: string, outcome: 'ok' | 'fenced' | 'error') => (m: NodeMessage): m is Extract<NodeMessage, { type: 'store' }> =>
+  m.type === 'store' && m.key === `certificates/${name}.json` && m.outcome === outcome;
+
 /** Stop every node (in parallel), whatever state they are in. */
 export async function stopNodes(nodes: Iterable<ClusterNode | undefined>): Promise<void> {
   await Promise.all([...nodes].map((n) => n?.stop()));
