@@ -137,10 +137,10 @@ for (const kind of ['redis', 'postgres'] as const) {
       const cut = await startSeverableProxy(server.port, server.host);
       const direct = storageFor(kind, run);
       const viaProxy = storageFor(kind, run, cut.port);
-      const nodes = [
-        await startNode(nodeConfig('n0', viaProxy, suffix, { operationTimeoutMs: 400 })),
-        await startNode(nodeConfig('n1', direct, suffix)),
-      ];
+      const nodes = await Promise.all([
+        startNode(nodeConfig('n0', viaProxy, suffix, { operationTimeoutMs: 400 })),
+        startNode(nodeConfig('n1', direct, suffix)),
+      ]);
       proxy.setBackends(nodes.map((n) => n.httpPort));
       try {
         await withNodeLogs(() => nodes, async () => {
@@ -213,7 +213,7 @@ describe('Redis restarted empty while the holder is paused (SIGSTOP)', { skip: r
     const run = runId();
     const suffix = `.${run}.loss.example.com`;
     const storage: NodeStorageConfig = { kind: 'redis', url: redis.url, prefix: `certstate-loss-${run}:` };
-    const nodes = [await startNode(nodeConfig('n0', storage, suffix)), await startNode(nodeConfig('n1', storage, suffix))];
+    const nodes = await Promise.all([startNode(nodeConfig('n0', storage, suffix)), startNode(nodeConfig('n1', storage, suffix))]);
     proxy.setBackends(nodes.map((n) => n.httpPort));
     const [n0, n1] = nodes as [ClusterNode, ClusterNode];
     try {
@@ -258,7 +258,7 @@ describe('a holder fenced out before the new holder has stored (Redis)', { skip:
     const run = runId();
     const suffix = `.${run}.fenced.example.com`;
     const storage = storageFor('redis', run);
-    const nodes = [await startNode(nodeConfig('n0', storage, suffix)), await startNode(nodeConfig('n1', storage, suffix))];
+    const nodes = await Promise.all([startNode(nodeConfig('n0', storage, suffix)), startNode(nodeConfig('n1', storage, suffix))]);
     proxy.setBackends(nodes.map((n) => n.httpPort));
     const [n0, n1] = nodes as [ClusterNode, ClusterNode];
     try {
@@ -341,7 +341,7 @@ describe('a certificate of a shorter lifetime stored by another process (Redis)'
     const run = runId();
     const suffix = `.${run}.identity.example.com`;
     const storage = storageFor('redis', run);
-    const nodes = [await startNode(nodeConfig('n0', storage, suffix)), await startNode(nodeConfig('n1', storage, suffix))];
+    const nodes = await Promise.all([startNode(nodeConfig('n0', storage, suffix)), startNode(nodeConfig('n1', storage, suffix))]);
     proxy.setBackends(nodes.map((n) => n.httpPort));
     try {
       await withNodeLogs(() => nodes, async () => {
@@ -378,10 +378,10 @@ describe('a process whose clock runs 5 minutes ahead (libfaketime), Redis', { sk
     const run = runId();
     const suffix = `.${run}.skew.example.com`;
     const storage = storageFor('redis', run);
-    const nodes = [
-      await startNode(nodeConfig('n0', storage, suffix)),
-      await startNode(nodeConfig('n1', storage, suffix, { env: clockStep('+300s') })),
-    ];
+    const nodes = await Promise.all([
+      startNode(nodeConfig('n0', storage, suffix)),
+      startNode(nodeConfig('n1', storage, suffix, { env: clockStep('+300s') })),
+    ]);
     proxy.setBackends(nodes.map((n) => n.httpPort));
     const [n0, n1] = nodes as [ClusterNode, ClusterNode];
     try {
