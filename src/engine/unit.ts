@@ -10,6 +10,8 @@ import type { FailureRecord } from '../machines/certificate.js';
 import type { CertificateBundle, CertificateMeta, ErrorInfo } from '../types.js';
 
 const UNIT_VERSION = 1;
+/** Offsets to the storage clock that differ by less than this are the same clock, measured twice. */
+const SKEW_NOISE_MS = 1000;
 
 interface StoredUnit {
   version: number;
@@ -115,7 +117,9 @@ export function parseFailure(key: string, raw: string, clockOffsetMs = 0): Failu
   }
   // Bounded: a hostile offset cannot push a backoff beyond what a sane clock skew explains.
   const writerOffset = typeof value.clockOffsetMs === 'number' && Math.abs(value.clockOffsetMs) < 366 * 86_400_000 ? value.clockOffsetMs : 0;
-  return shiftFailure(record, writerOffset - clockOffsetMs);
+  // Below a second the difference is measurement noise (a round trip), not skew: times stay exact.
+  const delta = writerOffset - clockOffsetMs;
+  return shiftFailure(record, Math.abs(delta) < SKEW_NOISE_MS ? 0 : delta);
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {

@@ -269,7 +269,7 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
    * storages), and a version that lands under a newer one is withdrawn and
    * refused. `data` undefined publishes a tombstone (a fenced delete).
    */
-  async function commitFenced(key: string, file: string, fence: Fence, data: string | undefined): Promise<void> {
+  async function commitFenced(file: string, fence: Fence, data: string | undefined): Promise<void> {
     const versionsDir = file + VERSIONS;
     await ensureRoot();
     await checkDirs(versionsDir, true);
@@ -341,7 +341,7 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
       try {
         await ensureRoot();
         await checkDirs(path.dirname(file), true);
-        if (fence) return await commitFenced(key, file, fence, value);
+        if (fence) return await commitFenced(file, fence, value);
         await checkLeaf(file);
         await writeAtomic(file, value, (temp) => hooks?.beforeRename?.(temp));
         await dropVersions(file);
@@ -357,7 +357,7 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
       if (fence) assertValidKey(fence.lockKey);
       const file = pathOf(key);
       try {
-        if (fence) return await commitFenced(key, file, fence, undefined);
+        if (fence) return await commitFenced(file, fence, undefined);
         if (!(await checkDirs(path.dirname(file), false))) return;
         await dropVersions(file);
         await fs.unlink(file);
