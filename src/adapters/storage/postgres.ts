@@ -177,6 +177,8 @@ function statements(table: string) {
       RETURNING 1 AS renewed`,
     /** Expire, never delete: see the module comment. */
     release: `UPDATE ${l} SET expires_at = '-infinity' WHERE key = $1 AND holder = $2 AND fencing_token = $3`,
+    /** Give up an acquisition whose answer never came: expire the lease if that holder got it after all. */
+    cancelAcquire: `UPDATE ${l} SET expires_at = '-infinity' WHERE key = $1 AND holder = $2`,
   };
 }
 
@@ -499,7 +501,14 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
       const holder = randomUUID();
       let pause = 5;
       const attempt = async (): Promise<Attempt<StorageLock>> => {
-        const rows = await query<{ token: number | null; remaining_ms: number | null }>(`lock ${key}`, sql.acquire, [key, holder, ttl]);
+        let rows: { token: number | null; remaining_ms: number | null }[];
+        try {
+          rows = await query(`lock ${key}`, sql.acquire, [key, holder, ttl]);
+        } catch (error) {
+          // We gave up waiting, but the statement may still commit: cancel a lease nobody knows it holds.
+          void query(`cancel lock ${key}`, sql.cancelAcquire, [key, holder]).catch(() => {});
+          throw error;
+        }
         const { token, remaining_ms: remaining } = rows[0];
         if (token !== null) return { lock: heldLock(key, holder, ttl, Number(token)) };
         // Polling (releases in this process wake waiters at once), growing and

@@ -456,7 +456,16 @@ export function redisStorage(options: RedisStorageOptions): RedisStorage {
       const holder = randomUUID();
       let pause = 5;
       const attempt = async (): Promise<Attempt<StorageLock>> => {
-        const [acquired, value] = await tryAcquire(key, holder, ttl);
+        let acquired: number, value: number;
+        try {
+          [acquired, value] = await tryAcquire(key, holder, ttl);
+        } catch (error) {
+          // We gave up waiting, but the script may still run on the server (a slow link delivers
+          // it late): cancel it there, so that a lock nobody knows it holds does not block the
+          // name for a whole TTL. Queued behind it on the same connection, so it runs after it.
+          void run(`cancel lock ${key}`, (r) => runScript(r, SCRIPTS.release, [lockKey(key)], [holder])).catch(() => {});
+          throw error;
+        }
         if (acquired === 1) return { lock: heldLock(key, holder, ttl, value) };
         // Polling (releases in this process wake waiters at once), growing and
         // jittered so that waiters of other processes do not stampede; never
