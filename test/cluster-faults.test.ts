@@ -66,6 +66,11 @@ function clockStep(offset: string): Record<string, string> {
 }
 const faketimeSkip = existsSync(LIBFAKETIME) ? false : 'libfaketime is not installed (apt-get install faketime)';
 if (faketimeSkip && process.env.CI) throw new Error(`${faketimeSkip}; CI must provide it`);
+// Every skip decided before any suite is declared: an `await` between two `describe`s would let the
+// runner finish (and stop the file's Pebble) before the later suites exist.
+const skips = { redis: pebbleSkip || (await backendSkip('redis')), postgres: pebbleSkip || (await backendSkip('postgres')) };
+const ownRedisSkip = skips.redis || (existsSync('/usr/bin/redis-server') ? false : 'redis-server is not installed');
+if (ownRedisSkip && !skips.redis && process.env.CI) throw new Error(`${ownRedisSkip}; CI must provide it`);
 
 function nodeConfig(id: string, storage: NodeStorageConfig, suffix: string, extra: Partial<NodeConfig> = {}): NodeConfig {
   return {
@@ -128,8 +133,7 @@ const noFailure = (node: ClusterNode, name: string) =>
 // ─── 1. a storage blip during a lease renewal ───────────────────────────────
 
 for (const kind of ['redis', 'postgres'] as const) {
-  const skip = pebbleSkip || (await backendSkip(kind));
-  describe(`a partition shorter than half the lease, on ${kind}`, { skip }, () => {
+  describe(`a partition shorter than half the lease, on ${kind}`, { skip: skips[kind] }, () => {
     it('the holder keeps its lease (renewal retried within it); the other process orders nothing', async () => {
       const run = runId();
       const suffix = `.${run}.blip.example.com`;
@@ -206,8 +210,7 @@ async function ownRedis(): Promise<{ url: string; restart(): Promise<void>; stop
   };
 }
 
-const redisSkip = pebbleSkip || (await backendSkip('redis')) || (existsSync('/usr/bin/redis-server') ? false : 'redis-server is not installed');
-describe('Redis restarted empty while the holder is paused (SIGSTOP)', { skip: redisSkip }, () => {
+describe('Redis restarted empty while the holder is paused (SIGSTOP)', { skip: ownRedisSkip }, () => {
   it('the paused holder\'s token from before the restart is refused: storage keeps the newer certificate, every process serves it', async () => {
     const redis = await ownRedis();
     const run = runId();
@@ -253,7 +256,7 @@ describe('Redis restarted empty while the holder is paused (SIGSTOP)', { skip: r
 
 // ─── 5. fenced before the newer certificate is visible ──────────────────────
 
-describe('a holder fenced out before the new holder has stored (Redis)', { skip: pebbleSkip || (await backendSkip('redis')) }, () => {
+describe('a holder fenced out before the new holder has stored (Redis)', { skip: skips.redis }, () => {
   it('waits for the winner\'s certificate and serves it: no failure, no failure record, no ERR_FENCED to clients', async () => {
     const run = runId();
     const suffix = `.${run}.fenced.example.com`;
@@ -298,7 +301,7 @@ describe('a holder fenced out before the new holder has stored (Redis)', { skip:
 
 // ─── 6. PostgreSQL fails on the final store ─────────────────────────────────
 
-describe('PostgreSQL unreachable when the issued certificate is stored', { skip: pebbleSkip || (await backendSkip('postgres')) }, () => {
+describe('PostgreSQL unreachable when the issued certificate is stored', { skip: skips.postgres }, () => {
   it('the store is retried with the same certificate: one order, no failure', async () => {
     const run = runId();
     const suffix = `.${run}.store.example.com`;
@@ -336,7 +339,7 @@ describe('PostgreSQL unreachable when the issued certificate is stored', { skip:
 
 // ─── 7. adoption by identity ────────────────────────────────────────────────
 
-describe('a certificate of a shorter lifetime stored by another process (Redis)', { skip: pebbleSkip || (await backendSkip('redis')) }, () => {
+describe('a certificate of a shorter lifetime stored by another process (Redis)', { skip: skips.redis }, () => {
   it('is adopted by every process (the stored one is current, whatever its notAfter)', async () => {
     const run = runId();
     const suffix = `.${run}.identity.example.com`;
@@ -373,7 +376,7 @@ describe('a certificate of a shorter lifetime stored by another process (Redis)'
 
 // ─── 8. shared backoff judged on the storage's clock ────────────────────────
 
-describe('a process whose clock runs 5 minutes ahead (libfaketime), Redis', { skip: pebbleSkip || faketimeSkip || (await backendSkip('redis')) }, () => {
+describe('a process whose clock runs 5 minutes ahead (libfaketime), Redis', { skip: skips.redis || faketimeSkip }, () => {
   it('respects the backoff another process recorded: it places no order', async () => {
     const run = runId();
     const suffix = `.${run}.skew.example.com`;
