@@ -51,7 +51,7 @@ function flakyLock() {
 }
 
 describe('lease keeper', () => {
-  it('a renewal that fails for a moment is retried within the lease: the lease is kept', keepingAlive(async () => {
+  it('a renewal that fails for a moment is retried within the lease: the lease is kept', { timeout: 20_000 }, keepingAlive(async () => {
     const { lock, state } = flakyLock();
     const lease = keepLease(lock, { ttlMs: 600, clock: realClock(), logger: silent, signal: new AbortController().signal });
     try {
@@ -69,7 +69,7 @@ describe('lease keeper', () => {
     }
   }));
 
-  it('a lease that cannot be renewed before its end aborts the attempt (LockLostError) before the storage could hand it on', keepingAlive(async () => {
+  it('a lease that cannot be renewed before its end aborts the attempt (LockLostError) before the storage could hand it on', { timeout: 20_000 }, keepingAlive(async () => {
     const { lock, state } = flakyLock();
     state.failing = true;
     const started = performance.now();
@@ -87,7 +87,7 @@ describe('lease keeper', () => {
     }
   }));
 
-  it('the storage saying the lock is someone else\'s aborts at once', keepingAlive(async () => {
+  it('the storage saying the lock is someone else\'s aborts at once', { timeout: 20_000 }, keepingAlive(async () => {
     const lock: StorageLock = {
       key: 'locks/issue/example.com',
       fencingToken: 1,
@@ -107,7 +107,7 @@ describe('lease keeper', () => {
 });
 
 describe('an issued certificate the storage refuses for longer than the attempt can wait', () => {
-  it('is served from memory at once and stored as soon as the storage takes writes again; one issuance', keepingAlive(async () => {
+  it('is served from memory at once and stored as soon as the storage takes writes again; one issuance', { timeout: 20_000 }, keepingAlive(async () => {
     const inner = memoryStorage();
     let down = true;
     const storage = interceptStorage(inner, {
