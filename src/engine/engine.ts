@@ -134,7 +134,8 @@ export class CertEngine {
     this.#gate = options.onDemand ? createOnDemandGate(options.onDemand, { now: () => this.#clock.now(), logger: this.#logger }) : undefined;
     this.#rejections = new RejectionLog({ logger: this.#logger, now: () => this.#clock.now() });
     this.#materials = new MaterialCache(count(options.cacheCapacity, 10_000, 'cacheCapacity'));
-    this.#storageClock = new StorageClock(this.#storage, this.#clock);
+    // An injected clock (tests, simulations) is the only clock: there is no storage clock to relate it to.
+    this.#storageClock = new StorageClock(options.clock ? undefined : this.#storage, this.#clock);
     this.#pending = new PendingStores({
       storage: this.#storage,
       clock: this.#clock,

@@ -12,13 +12,18 @@ import type { Clock, Storage } from '../types.js';
 const REFRESH_MS = 30_000;
 
 export class StorageClock {
-  readonly #storage: Storage;
+  readonly #storage: Storage | undefined;
   readonly #clock: Clock;
   #offset = 0;
   #measuredAt = -Infinity;
   #measuring: Promise<number> | undefined;
 
-  constructor(storage: Storage, clock: Clock) {
+  /**
+   * `storage` undefined: no storage clock (times are taken on `clock` as they
+   * are). The engine passes none when it was given its own clock: a simulated
+   * clock has no relation to the storage's.
+   */
+  constructor(storage: Storage | undefined, clock: Clock) {
     this.#storage = storage;
     this.#clock = clock;
   }
@@ -28,7 +33,7 @@ export class StorageClock {
    * it cannot be read: then both sides fall back to their own clocks, as before).
    */
   offset(): Promise<number> {
-    if (!this.#storage.now) return Promise.resolve(0);
+    if (!this.#storage?.now) return Promise.resolve(0);
     if (this.#clock.now() - this.#measuredAt < REFRESH_MS) return Promise.resolve(this.#offset);
     this.#measuring ??= this.#measure().finally(() => {
       this.#measuring = undefined;
@@ -39,7 +44,7 @@ export class StorageClock {
   async #measure(): Promise<number> {
     const sent = this.#clock.now();
     try {
-      const storageNow = await this.#storage.now!();
+      const storageNow = await this.#storage!.now!();
       const received = this.#clock.now();
       // The storage read its clock somewhere in the round trip: take the middle.
       this.#offset = Math.round(storageNow - (sent + received) / 2);
