@@ -23,6 +23,7 @@ import {
   isIssued,
   isIssuing,
   isStore,
+  nodeConfigFor,
   runId,
   startNode,
   startClusterCa,
@@ -61,15 +62,7 @@ for (const kind of ['redis', 'postgres'] as const) {
     const everyNode: ClusterNode[] = [];
     let serial = 0;
 
-    const config = (): NodeConfig => ({
-      id: `n${serial++}`,
-      storage,
-      directoryUrl: pebble!.directoryUrl,
-      caBundlePem: pebble!.caBundlePem,
-      allowSuffix: suffix,
-      lockTtlMs: LEASE_MS,
-      handshakeTimeout: 30_000,
-    });
+    const config = (): NodeConfig => nodeConfigFor(pebble!, `n${serial++}`, storage, suffix, LEASE_MS);
     const spawn = async () => {
       const node = await startNode(config());
       everyNode.push(node);

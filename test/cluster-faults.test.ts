@@ -38,6 +38,7 @@ import {
   isIssued,
   isIssuing,
   isStore,
+  nodeConfigFor,
   runId,
   startClusterCa,
   startNode,
@@ -73,16 +74,7 @@ const ownRedisSkip = skips.redis || (existsSync('/usr/bin/redis-server') ? false
 if (ownRedisSkip && !skips.redis && process.env.CI) throw new Error(`${ownRedisSkip}; CI must provide it`);
 
 function nodeConfig(id: string, storage: NodeStorageConfig, suffix: string, extra: Partial<NodeConfig> = {}): NodeConfig {
-  return {
-    id,
-    storage,
-    directoryUrl: pebble!.directoryUrl,
-    caBundlePem: pebble!.caBundlePem,
-    allowSuffix: suffix,
-    lockTtlMs: LEASE_MS,
-    handshakeTimeout: 30_000,
-    ...extra,
-  };
+  return nodeConfigFor(pebble!, id, storage, suffix, LEASE_MS, extra);
 }
 
 /** Everything the cluster promises, checked at the end of a test. */

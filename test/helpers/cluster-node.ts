@@ -578,6 +578,11 @@ export async function startClusterCa(): Promise<ClusterCa> {
   };
 }
 
+/** A node's configuration on the file's Pebble: on-demand names ending in `suffix`, a 30 s handshake timeout. */
+export function nodeConfigFor(pebble: PebbleHandle, id: string, storage: NodeStorageConfig, suffix: string, lockTtlMs: number, extra: Partial<NodeConfig> = {}): NodeConfig {
+  return { id, storage, directoryUrl: pebble.directoryUrl, caBundlePem: pebble.caBundlePem, allowSuffix: suffix, lockTtlMs, handshakeTimeout: 30_000, ...extra };
+}
+
 /** `count` nodes `n0`, `n1`, … with one configuration, started at once. */
 export function startNodes(count: number, config: Omit<NodeConfig, 'id'>): Promise<ClusterNode[]> {
   return Promise.all(Array.from({ length: count }, (_, i) => startNode({ id: `n${i}`, ...config })));
