@@ -72,6 +72,11 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
   const lock = await storage.lock(lockKey, deps.lockTtlMs, { signal });
   const lease = keepLease(lock, { ttlMs: deps.lockTtlMs, clock: deps.clock, logger: deps.logger.child({ name: input.name }), signal });
   const fence: Fence = { lockKey, token: lock.fencingToken };
+  /** Stop renewing and release (idempotent): before waiting for a winner, who may need this very lock. */
+  const letGo = async () => {
+    lease.stop();
+    await lock.release().catch((error: unknown) => deps.logger.warn({ name: input.name, err: safeError(error) }, 'lock release failed'));
+  };
   try {
     lease.assertHeld();
     // Another process may have renewed while we waited for the lock: adopt, issue nothing.
@@ -96,7 +101,10 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
     deps.materials.put(meta.fingerprint, bundle);
     const unit = serializeUnit(bundle, meta, deps.clock.now());
     const outcome = await storeIssued(deps, input, unit, meta, lease, fence);
-    if (outcome === 'fenced') return await adoptWinner(deps, input, meta, new FencingError(lockKey, lock.fencingToken));
+    if (outcome === 'fenced') {
+      await letGo();
+      return await adoptWinner(deps, input, meta, new FencingError(lockKey, lock.fencingToken));
+    }
     if (outcome === 'pending') {
       deps.logger.warn({ name: input.name, fingerprint: meta.fingerprint }, 'issued certificate not stored yet (storage failing): served from memory, stored when the storage answers');
       deps.pending!.add(input.name, unit, meta);
@@ -108,11 +116,13 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
     return { certificate: meta, adopted: false };
   } catch (error) {
     // Our lease was taken over while we worked: not a failure. The new holder's certificate is the outcome.
-    if (lease.lost && !signal.aborted) return await adoptWinner(deps, input, undefined, error);
+    if (lease.lost && !signal.aborted) {
+      await letGo();
+      return await adoptWinner(deps, input, undefined, error);
+    }
     throw error;
   } finally {
-    lease.stop();
-    await lock.release().catch((error: unknown) => deps.logger.warn({ name: input.name, err: safeError(error) }, 'lock release failed'));
+    await letGo();
   }
 }
 
