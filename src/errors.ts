@@ -418,3 +418,14 @@ export class DnsProviderError extends DnsError {
     if (options?.status !== undefined) this.status = options.status;
   }
 }
+
+/**
+ * Codes of our own storage failing us: unreachable (`ERR_STORAGE`), timing
+ * out (`ERR_STORAGE_TIMEOUT`), or our lock taken over by another process
+ * (`ERR_FENCED`, `ERR_LOCK_LOST`). None is the CA's verdict on the name: an
+ * attempt that ends with one is retried soon, not counted as a failed
+ * attempt, and not recorded for the cluster.
+ */
+export function isStorageFault(code: string | undefined): boolean {
+  return code === 'ERR_STORAGE' || code === 'ERR_STORAGE_TIMEOUT' || code === 'ERR_FENCED' || code === 'ERR_LOCK_LOST';
+}

@@ -64,11 +64,26 @@ export interface StoreOptions {
   fence?: Fence;
 }
 
+/** Options for `Storage.delete`. */
+export interface DeleteOptions {
+  /**
+   * Refuse the delete (with `FencingError`) if `fence.token` is no longer the
+   * newest token of `fence.lockKey`: a holder that lost its lock cannot remove
+   * what the next holder wrote (e.g. a challenge record).
+   */
+  fence?: Fence;
+}
+
 /** A held storage lock with a lease. */
 export interface StorageLock {
   /** Key the lock was taken on. */
   readonly key: string;
-  /** Monotonically increasing per lock key; present it with writes made under the lock. */
+  /**
+   * Present it with writes made under the lock. A token is never handed out
+   * twice for one lock key, even after the storage lost its data (the shipped
+   * storages draw `max(previous + 1, the storage clock in µs)`), and a safe
+   * integer (below 2^53).
+   */
   readonly fencingToken: number;
   /** Extend the lease by its TTL from now. Rejects with `LockLostError` if the lease was lost. */
   renew(): Promise<void>;
@@ -95,8 +110,8 @@ export interface Storage {
   load(key: string): Promise<string | undefined>;
   /** Write a value atomically: readers see the old or the new value, never a mix. */
   store(key: string, value: string, options?: StoreOptions): Promise<void>;
-  /** Delete a value (absent is not an error). */
-  delete(key: string): Promise<void>;
+  /** Delete a value (absent is not an error). Fenced like `store` when `options.fence` is given. */
+  delete(key: string, options?: DeleteOptions): Promise<void>;
   /** Keys starting with `prefix`, in no particular order. */
   list(prefix: string): Promise<string[]>;
   /** Size and modification time, or `undefined` when absent. */
@@ -106,6 +121,13 @@ export interface Storage {
    * A holder that stops renewing loses it after the TTL.
    */
   lock(key: string, ttlMs: number, options?: LockOptions): Promise<StorageLock>;
+  /**
+   * The storage's own clock, ms since epoch (Redis `TIME`, PostgreSQL `now()`,
+   * the filesystem's timestamps). Every process of a cluster compares shared
+   * times (backoff records) on this one clock, not on its own wall clock.
+   * Optional: without it, the process's clock is used.
+   */
+  now?(): Promise<number>;
   /** Release connections and timers (optional). */
   close?(): Promise<void>;
 }
@@ -132,6 +154,12 @@ export interface IssueContext {
   storage: Storage;
   /** The engine's clock (ms since epoch). */
   now(): number;
+  /**
+   * The fence of the attempt's issuance lock. Records written for this one
+   * name (a TLS-ALPN-01 challenge) are stored and deleted with it, so a holder
+   * that lost its lock cannot overwrite or remove the next holder's.
+   */
+  fence?: Fence;
 }
 
 /** ARI suggested renewal window (RFC 9773). */

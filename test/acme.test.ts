@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { readdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -318,8 +318,13 @@ describe('acmeIssuer against Pebble', { skip }, () => {
       await pebbleIssuer({ email: 'file@example.com' }).issue({ names: ['file.example.com'] }, context(files));
       const [key] = await files.list('accounts/');
       assert.ok(key);
-      assert.equal(statSync(join(dir, key)).mode & 0o777, 0o600);
-      assert.match(readFileSync(join(dir, key), 'utf8'), /PRIVATE KEY/);
+      // Written fenced (under the account lock): a version file named by its fencing token.
+      const versions = join(dir, `${key}~v`);
+      const [version] = readdirSync(versions);
+      assert.ok(version);
+      assert.equal(statSync(join(versions, version)).mode & 0o777, 0o600);
+      assert.match(readFileSync(join(versions, version), 'utf8'), /PRIVATE KEY/);
+      assert.match((await files.load(key))!, /PRIVATE KEY/);
       await files.close?.();
     } finally {
       rmSync(dir, { recursive: true, force: true });

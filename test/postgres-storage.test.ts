@@ -44,6 +44,11 @@ if (await suiteCanRun('postgres', 'postgresStorage')) {
         await dropTables(pool, table);
         await pool.end();
       },
+      faults: {
+        // The lock row is gone (a restore from an older backup, a TRUNCATE).
+        loseLock: async (lockKey) => void (await pool.query(`DELETE FROM "${table}_locks" WHERE key = $1`, [lockKey])),
+        setToken: async (lockKey, token) => void (await pool.query(`UPDATE "${table}_locks" SET fencing_token = $2 WHERE key = $1`, [lockKey, String(token)])),
+      },
     };
   });
 
@@ -118,7 +123,7 @@ if (await suiteCanRun('postgres', 'postgresStorage')) {
         seen.push(lock.fencingToken);
         await lock.release();
       }
-      assert.deepEqual(seen, [seen[0], seen[0] + 1, seen[0] + 2, seen[0] + 3, seen[0] + 4]);
+      for (let i = 1; i < seen.length; i++) assert.ok(seen[i]! > seen[i - 1]!, `tokens grow: ${seen}`);
     });
 
     it('holds a fenced write against a take-over in flight, then refuses it', async () => {

@@ -15,6 +15,7 @@ import { Redis } from 'ioredis';
 import { ConfigError, FencingError, LockLostError, StorageError } from '../src/errors.js';
 import { redisStorage, type RedisStorage } from '../src/adapters/storage/redis.js';
 import { runStorageConformance } from './helpers/storage-conformance.js';
+import { startSeverableProxy } from './helpers/cluster-node.js';
 import { REDIS_URL, collector, elapsed, purgeRedisPrefix, recovers, silentServer, suiteCanRun } from './helpers/backends.js';
 
 const RUN = `certstate-test:${randomUUID().slice(0, 8)}`;
@@ -39,6 +40,11 @@ if (await suiteCanRun('redis', 'redisStorage')) {
         await storage.close();
         await purgeRedisPrefix(client, prefix);
         await client.quit();
+      },
+      faults: {
+        // The lock and its counter are gone (a restart without persistence, a flush, a lagging replica).
+        loseLock: async (lockKey) => void (await client.del(`${prefix}lock:${lockKey}`, `${prefix}fence:${lockKey}`)),
+        setToken: async (lockKey, token) => void (await client.set(`${prefix}fence:${lockKey}`, String(token))),
       },
     };
   });
@@ -80,6 +86,28 @@ if (await suiteCanRun('redis', 'redisStorage')) {
       for (const client of clients) await client.quit();
       await purgeRedisPrefix(admin, `${RUN}:`);
       await admin.quit();
+    });
+
+    it('a lock() that gave up on a slow link leaves no lock taken on the server (the late acquisition is cancelled)', async () => {
+      const prefix = `${RUN}:cancel:`;
+      const target = new URL(REDIS_URL);
+      const cut = await startSeverableProxy(Number(target.port || 6379), target.hostname);
+      const slow = redisStorage({ url: `redis://${target.hostname}:${cut.port}`, prefix, operationTimeoutMs: 1000 });
+      try {
+        await recovers(() => slow.load('warm-up'), 5000); // connected
+        cut.blackhole(true);
+        await assert.rejects(slow.lock('locks/issue/example.com', 60_000), StorageError);
+        cut.blackhole(false); // the delayed acquisition reaches the server now, and its cancellation after it
+        await delay(500);
+        const other = processStorage(prefix);
+        const controller = new AbortController();
+        const timer = setTimeout(() => controller.abort(), 3000);
+        const lock = await other.lock('locks/issue/example.com', 10_000, { signal: controller.signal }).finally(() => clearTimeout(timer));
+        await lock.release();
+      } finally {
+        await slow.close();
+        await cut.close();
+      }
     });
 
     it('refuses the write of a paused holder whose lease expired and was taken over', async () => {

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, lstat, symlink, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -30,7 +31,24 @@ runStorageConformance('memory', async () => ({ storage: memoryStorage(), cleanup
 
 runStorageConformance('file', async () => {
   const dir = await tempDir();
-  return { storage: fileStorage(path.join(dir, 'data')), cleanup: () => rm(dir, { recursive: true, force: true }) };
+  const root = path.join(dir, 'data');
+  const lockDir = (lockKey: string) => path.join(root, '~locks', ...`${lockKey}~`.split('/'));
+  return {
+    storage: fileStorage(root),
+    cleanup: () => rm(dir, { recursive: true, force: true }),
+    faults: {
+      // The lock directory is gone (deleted by hand, restored from an older backup).
+      loseLock: (lockKey) => rm(lockDir(lockKey), { recursive: true, force: true }),
+      async setToken(lockKey, token) {
+        const dirPath = lockDir(lockKey);
+        const newest = String(Math.max(...(await readdir(dirPath)).filter((n) => /^\d+$/.test(n)).map(Number)));
+        const record = JSON.parse(await readFile(path.join(dirPath, newest), 'utf8')) as Record<string, unknown>;
+        await writeFile(path.join(dirPath, newest), JSON.stringify({ ...record, token }));
+        // And a planted generation whose successor needs one more digit, which must not stall the protocol.
+        await writeFile(path.join(dirPath, '999999999999999'), JSON.stringify({ ...record, token }));
+      },
+    },
+  };
 });
 
 describe('storage keys', () => {
@@ -283,7 +301,7 @@ describe('file storage', () => {
     await a.store('certificates/example.com.json', 'by a', { fence: { lockKey: key, token: held.fencingToken } });
     await held.release();
     const bLock = await bWaiting;
-    assert.equal(bLock.fencingToken, held.fencingToken + 1);
+    assert.ok(bLock.fencingToken > held.fencingToken, 'the next holder has a greater token');
     await assert.rejects(
       a.store('certificates/example.com.json', 'late a', { fence: { lockKey: key, token: held.fencingToken } }),
       FencingError,
@@ -313,24 +331,26 @@ describe('file storage', () => {
         }),
       ),
     );
-    assert.deepEqual(tokens, Array.from({ length: 10 }, (_, i) => stale.fencingToken + 1 + i));
+    assert.equal(tokens.length, 10);
+    for (let i = 0; i < tokens.length; i++) assert.ok(tokens[i]! > (i === 0 ? stale.fencingToken : tokens[i - 1]!), `tokens grow: ${tokens}`);
     await assert.rejects(stale.renew(), LockLostError);
-    // Only the newest generation is kept on disk.
-    assert.deepEqual(await readdir(path.join(dataRoot, '~locks', 'locks', 'x~')), [String(stale.fencingToken + 10)]);
+    // Only the newest generation is kept on disk (generations are numbered 1, 2, …; the token is in the record).
+    const kept = await readdir(path.join(dataRoot, '~locks', 'locks', 'x~'));
+    assert.deepEqual(kept, ['11']);
   });
 
   it('takes over a lock whose file is unreadable garbage once it is older than the ttl', T, async () => {
     const dataRoot = freshRoot();
     const storage = fileStorage(dataRoot);
     const first = await storage.lock('locks/x', 60_000);
-    const file = path.join(dataRoot, '~locks', 'locks', `x~`, String(first.fencingToken));
+    const file = path.join(dataRoot, '~locks', 'locks', `x~`, '1');
     await writeFile(file, '{"tok', { mode: 0o600 });
     const waiting = storage.lock('locks/x', 60_000, { signal: AbortSignal.timeout(150) });
     await assert.rejects(waiting, { name: 'TimeoutError' }); // fresh garbage: maybe a holder, wait
     const old = new Date(Date.now() - 120_000);
     await utimes(file, old, old);
     const second = await storage.lock('locks/x', 60_000);
-    assert.equal(second.fencingToken, first.fencingToken + 1);
+    assert.ok(second.fencingToken > first.fencingToken);
     await second.release();
   });
 
@@ -377,7 +397,114 @@ describe('file storage', () => {
       child.kill('SIGKILL');
       const lock = await storage.lock('locks/issue/example.com', 10_000);
       assert.ok(Date.now() >= held.before + ttl, 'taken before the killed holder\'s lease ran out');
-      assert.equal(lock.fencingToken, held.token + 1);
+      assert.ok(lock.fencingToken > held.token);
+      await lock.release();
+    });
+  });
+
+  describe('faults between processes (issue 16)', () => {
+    const LIBFAKETIME = '/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1';
+    const children = new Set<ChildProcess>();
+    after(() => {
+      for (const child of children) child.kill('SIGKILL');
+    });
+
+    /** Run `code` (an ES module using `fileStorage`) in a child; resolve each line it prints through `lines`. */
+    function child(code: string, env: Record<string, string>) {
+      const proc = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', `import { fileStorage } from ${JSON.stringify(FILE_MODULE)};\n${code}`], {
+        env: { ...process.env, ...env },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      children.add(proc);
+      proc.once('exit', () => children.delete(proc));
+      const seen: string[] = [];
+      const waiting = new Set<() => void>();
+      let partial = '';
+      proc.stdout!.on('data', (chunk: Buffer) => {
+        partial += chunk.toString();
+        const parts = partial.split('\n');
+        partial = parts.pop()!;
+        seen.push(...parts);
+        for (const wake of [...waiting]) wake();
+      });
+      return {
+        proc,
+        /** The first line (already printed or future) matching `test`. */
+        line(test: (line: string) => boolean, ms = 10_000): Promise<string> {
+          return new Promise((resolve, reject) => {
+            const timer = setTimeout(() => reject(new Error(`child printed no matching line within ${ms} ms (got ${JSON.stringify(seen)})`)), ms);
+            const check = () => {
+              const found = seen.find(test);
+              if (found === undefined) return;
+              clearTimeout(timer);
+              waiting.delete(check);
+              resolve(found);
+            };
+            waiting.add(check);
+            check();
+          });
+        },
+      };
+    }
+
+    it('a holder frozen between its fence check and its publish (SIGSTOP) cannot hide the newer holder\'s write', T, async () => {
+      const dataRoot = freshRoot();
+      const writer = child(
+        `const storage = fileStorage(process.env.ROOT, { testHooks: { beforeRename: () => { console.log('frozen'); process.kill(process.pid, 'SIGSTOP'); } } });
+         const lock = await storage.lock('locks/issue/example.com', 300);
+         try {
+           await storage.store('certificates/example.com.json', 'older', { fence: { lockKey: lock.key, token: lock.fencingToken } });
+           console.log('stored');
+         } catch (error) { console.log('refused ' + error.name); }`,
+        { ROOT: dataRoot },
+      );
+      await writer.line((l) => l === 'frozen');
+      // The frozen holder's lease runs out; the next holder writes.
+      const storage = fileStorage(dataRoot, { pollIntervalMs: 10 });
+      const lock = await storage.lock('locks/issue/example.com', 10_000);
+      await storage.store('certificates/example.com.json', 'newer', { fence: { lockKey: lock.key, token: lock.fencingToken } });
+      writer.proc.kill('SIGCONT');
+      const outcome = await writer.line((l) => l === 'stored' || l.startsWith('refused'));
+      assert.equal(outcome, 'refused FencingError');
+      assert.equal(await storage.load('certificates/example.com.json'), 'newer', 'the stale write replaced the newer one');
+      assert.equal(await fileStorage(dataRoot).load('certificates/example.com.json'), 'newer');
+      await lock.release();
+    });
+
+    it('a contender whose clock runs 10 minutes ahead (libfaketime) does not take a live lock', { ...T, skip: !existsSync(LIBFAKETIME) && !process.env.CI && 'libfaketime not installed' }, async () => {
+      const dataRoot = freshRoot();
+      const storage = fileStorage(dataRoot);
+      const held = await storage.lock('locks/issue/example.com', 2_000);
+      const renewing = setInterval(() => void held.renew().catch(() => {}), 500);
+      try {
+        const contender = child(
+          `const lock = await fileStorage(process.env.ROOT, { pollIntervalMs: 10 }).lock('locks/issue/example.com', 2000, { signal: AbortSignal.timeout(2500) }).catch((e) => e.name);
+           console.log(typeof lock === 'string' ? 'gave up ' + lock : 'acquired');
+           process.exit(0);`,
+          { ROOT: dataRoot, LD_PRELOAD: LIBFAKETIME, FAKETIME: '+600s' },
+        );
+        assert.equal(await contender.line((l) => l === 'acquired' || l.startsWith('gave up')), 'gave up TimeoutError', 'the fast-clock process took a lock that was being renewed');
+        await held.renew();
+      } finally {
+        clearInterval(renewing);
+        await held.release();
+      }
+    });
+
+    it('a dead holder whose clock ran 10 minutes ahead frees its lock after its lease, not 10 minutes later', { ...T, skip: !existsSync(LIBFAKETIME) && !process.env.CI && 'libfaketime not installed' }, async () => {
+      const dataRoot = freshRoot();
+      const holder = child(
+        `const lock = await fileStorage(process.env.ROOT).lock('locks/issue/example.com', 1000);
+         console.log('held ' + lock.fencingToken);
+         setInterval(() => {}, 1000);`,
+        { ROOT: dataRoot, LD_PRELOAD: LIBFAKETIME, FAKETIME: '+600s' },
+      );
+      const token = Number((await holder.line((l) => l.startsWith('held '))).slice(5));
+      const killedAt = Date.now();
+      holder.proc.kill('SIGKILL');
+      const lock = await fileStorage(dataRoot, { pollIntervalMs: 10 }).lock('locks/issue/example.com', 1000, { signal: AbortSignal.timeout(8_000) });
+      assert.ok(lock.fencingToken !== token, 'a new token');
+      assert.ok(Date.now() - killedAt < 8_000);
       await lock.release();
     });
   });

@@ -186,8 +186,11 @@ describe('restart', () => {
         assert.equal((await engine.getCertificate(NAME)).meta.fingerprint, meta.fingerprint);
         await engine.stop();
       }
-      const leftovers = (await readdir(join(dir, 'certificates'))).filter((f) => !f.endsWith('.json'));
+      // The unit is a fenced write: a directory of versions named by fencing token (file storage's atomic fenced commit).
+      const leftovers = (await readdir(join(dir, 'certificates'))).filter((f) => !f.endsWith('.json') && !f.endsWith('.json~v'));
       assert.ok(leftovers.every((f) => f.includes('tmp')), `only temp files may be left behind: ${leftovers.join(', ')}`);
+      const versions = (await readdir(join(dir, 'certificates', `${NAME}.json~v`))).filter((f) => !f.includes('tmp'));
+      assert.equal(versions.length, 1, `one version kept: ${versions.join(', ')}`);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

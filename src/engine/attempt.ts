@@ -6,16 +6,40 @@
  *   take the lock → re-read storage (another process may have just finished)
  *   → try each issuer in order → store the unit with the lock's fencing token.
  *
+ * Under faults (see docs/clusters.md):
+ * - the lease is kept by lease.ts: a renewal that fails once is retried within
+ *   the lease; a lease truly lost aborts the attempt (the issuer's signal
+ *   fires) before it can order or write again;
+ * - fenced is not failed: a holder whose lease or write was taken over adopts
+ *   what the new holder stores, waiting for it within a bound, and records no
+ *   failure;
+ * - an issued certificate is never thrown away by a storage error: the store
+ *   is retried with the same certificate (idempotent by fingerprint) while
+ *   the lease holds, and one that still could not be stored is served from
+ *   memory and stored later (pending-store.ts).
+ *
  * It never touches machine state: it returns metadata (the key goes to the
  * material cache) or throws the attempt's error.
  */
 import { certificateCoversName, parseCertificateBundle } from '../certs.js';
-import { AllIssuersFailedError, CertstateError, FencingError, InvalidCertificateError, IssuerOnHoldError, toErrorInfo } from '../errors.js';
+import {
+  AllIssuersFailedError,
+  CertstateError,
+  FencingError,
+  InvalidCertificateError,
+  IssuerOnHoldError,
+  LockLostError,
+  isStorageFault,
+  toErrorInfo,
+} from '../errors.js';
 import type { AttemptInput, AttemptOutput, FailureRecord } from '../machines/certificate.js';
 import { nextAttemptTime, renewalTime, type TimingPolicy } from '../machines/policy.js';
 import { keys } from '../storage-keys.js';
-import type { CertificateBundle, CertificateMeta, Clock, Issuer, Logger, Storage } from '../types.js';
+import type { CertificateBundle, CertificateMeta, Clock, Fence, Issuer, Logger, Storage } from '../types.js';
+import { keepLease, type Lease } from './lease.js';
 import type { MaterialCache } from './material-cache.js';
+import type { PendingStores } from './pending-store.js';
+import type { StorageClock } from './storage-clock.js';
 import { parseFailure, parseUnit, serializeFailure, serializeUnit } from './unit.js';
 import { safeError } from '../safe-error.js';
 
@@ -29,6 +53,10 @@ export interface AttemptDeps {
   policy: TimingPolicy;
   /** Lease of the per-name issuance lock; renewed at a third of it while the attempt runs. */
   lockTtlMs: number;
+  /** The storage's clock, for failure records shared with other processes (default: the local clock). */
+  storageClock?: StorageClock;
+  /** Where an issued certificate goes when storing it keeps failing (default: the attempt fails instead). */
+  pending?: PendingStores;
   /** Told each issuer's outcome within the attempt (for events and metrics). */
   onIssuerResult?: (result: { name: string; issuer: string; ok: boolean; error?: unknown; durationMs: number }) => void;
   /** Called before issuing (not before adopting): may throw to refuse (on-demand permission and rate limit). */
@@ -37,14 +65,20 @@ export interface AttemptDeps {
 
 /** Run one attempt. Rejects with the attempt's error (for the statechart's `onError`). */
 export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal: AbortSignal): Promise<AttemptOutput> {
-  const { storage, clock } = deps;
+  const { storage } = deps;
   const lockKey = keys.issueLock(input.name);
   // The failure record as it was before we queued for the lock (see sharedBackoff).
   const failureBefore = await storage.load(keys.failure(input.name));
   const lock = await storage.lock(lockKey, deps.lockTtlMs, { signal });
-  const lease = keepLeaseAlive(lock, deps, signal);
+  const lease = keepLease(lock, { ttlMs: deps.lockTtlMs, clock: deps.clock, logger: deps.logger.child({ name: input.name }), signal });
+  const fence: Fence = { lockKey, token: lock.fencingToken };
+  /** Stop renewing and release (idempotent): before waiting for a winner, who may need this very lock. */
+  const letGo = async () => {
+    lease.stop();
+    await lock.release().catch((error: unknown) => deps.logger.warn({ name: input.name, err: safeError(error) }, 'lock release failed'));
+  };
   try {
-    signal.throwIfAborted();
+    lease.assertHeld();
     // Another process may have renewed while we waited for the lock: adopt, issue nothing.
     const fresh = await freshStoredCertificate(deps, input);
     if (fresh) return { certificate: fresh, adopted: true };
@@ -52,37 +86,135 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
     await sharedBackoff(deps, input, failureBefore);
 
     await deps.beforeIssue?.(input);
+    lease.assertHeld();
     let issued: Awaited<ReturnType<typeof issueWithFallback>>;
     try {
-      issued = await issueWithFallback(deps, input, signal);
+      issued = await issueWithFallback(deps, input, lease, fence);
     } catch (error) {
-      // Recorded while we still hold the lock, so the next holder sees it (the
+      // Recorded while we still hold the lock (fenced), so the next holder sees it (the
       // statechart's persistFailure lands only after the release).
-      if (!signal.aborted) await recordSharedFailure(deps, input, error, { lockKey, token: lock.fencingToken });
+      if (!lease.signal.aborted) await recordSharedFailure(deps, input, error, fence);
       throw error;
     }
     const { bundle, meta } = issued;
-    try {
-      await storage.store(keys.certificate(input.name), serializeUnit(bundle, meta, clock.now()), {
-        fence: { lockKey, token: lock.fencingToken },
-      });
-    } catch (error) {
-      // Our lease was lost (paused process) and someone newer holds the name: adopt theirs.
-      if (error instanceof FencingError) {
-        const newer = await freshStoredCertificate(deps, input);
-        if (newer) return { certificate: newer, adopted: true };
-      }
-      throw error;
-    }
+    // In memory first: whatever happens to the write, this certificate can be served.
     deps.materials.put(meta.fingerprint, bundle);
-    await storage.delete(keys.failure(input.name)).catch((error: unknown) => {
+    const unit = serializeUnit(bundle, meta, deps.clock.now());
+    const outcome = await storeIssued(deps, input, unit, meta, lease, fence);
+    if (outcome === 'fenced') {
+      await letGo();
+      return await adoptWinner(deps, input, meta, new FencingError(lockKey, lock.fencingToken));
+    }
+    if (outcome === 'pending') {
+      deps.logger.warn({ name: input.name, fingerprint: meta.fingerprint }, 'issued certificate not stored yet (storage failing): served from memory, stored when the storage answers');
+      deps.pending!.add(input.name, unit, meta);
+      return { certificate: meta, adopted: false };
+    }
+    await storage.delete(keys.failure(input.name), { fence }).catch((error: unknown) => {
       deps.logger.warn({ name: input.name, err: safeError(error) }, 'could not clear the failure record');
     });
     return { certificate: meta, adopted: false };
+  } catch (error) {
+    // Our lease was taken over while we worked: not a failure. The new holder's certificate is the outcome.
+    if (lease.lost && !signal.aborted) {
+      await letGo();
+      return await adoptWinner(deps, input, undefined, error);
+    }
+    throw error;
   } finally {
-    lease.stop();
-    await lock.release().catch((error: unknown) => deps.logger.warn({ name: input.name, err: safeError(error) }, 'lock release failed'));
+    await letGo();
   }
+}
+
+/**
+ * Store the issued unit, fenced. A write that fails for a passing reason is
+ * tried again with the same unit while the lease holds (at most `lockTtlMs`):
+ * first reading back whether the failed write landed after all (same
+ * fingerprint: done). `fenced` when the lock was taken over; `pending` when
+ * the storage kept failing and a pending store can take over.
+ */
+async function storeIssued(
+  deps: AttemptDeps,
+  input: AttemptInput,
+  unit: string,
+  meta: CertificateMeta,
+  lease: Lease,
+  fence: Fence,
+): Promise<'stored' | 'fenced' | 'pending'> {
+  const key = keys.certificate(input.name);
+  const giveUpAt = deps.clock.now() + deps.lockTtlMs;
+  let pause = 100;
+  for (let tries = 0; ; tries++) {
+    try {
+      if (tries > 0 && (await storedFingerprint(deps, key)) === meta.fingerprint) return 'stored';
+      lease.assertHeld();
+      await deps.storage.store(key, unit, { fence });
+      return 'stored';
+    } catch (error) {
+      if (error instanceof FencingError || error instanceof LockLostError || lease.lost) return 'fenced';
+      if (lease.signal.aborted) throw error;
+      const retryable = error instanceof CertstateError && isStorageFault(error.code);
+      if (!retryable || deps.clock.now() + pause >= giveUpAt) {
+        if (retryable && deps.pending) return 'pending';
+        throw error;
+      }
+      deps.logger.warn({ name: input.name, err: safeError(error), attempt: tries + 1 }, 'storing the issued certificate failed; retrying with the same certificate');
+      await sleep(deps.clock, pause, lease.signal).catch(() => {});
+      pause = Math.min(pause * 2, 2000);
+    }
+  }
+}
+
+async function storedFingerprint(deps: AttemptDeps, key: string): Promise<string | undefined> {
+  const raw = await deps.storage.load(key);
+  if (raw === undefined) return undefined;
+  try {
+    return parseUnit(key, raw, { checkKey: false }).meta.fingerprint;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * We were fenced out (lease lost, or our write refused): another process holds
+ * the name now. Wait, within a bound, for what it stores, and adopt it: the
+ * outcome of this attempt is the cluster's certificate, not a failure. Our own
+ * certificate counts if it is what storage holds (its write landed after all).
+ * If nothing arrives in time, the fencing error is the outcome (a storage
+ * fault, retried soon, not recorded as a failure).
+ */
+async function adoptWinner(deps: AttemptDeps, input: AttemptInput, ours: CertificateMeta | undefined, cause: unknown): Promise<AttemptOutput> {
+  const bound = Math.min(120_000, Math.max(10_000, 2 * deps.lockTtlMs));
+  const until = deps.clock.now() + bound;
+  const logger = deps.logger.child({ name: input.name });
+  logger.info({ waitMs: bound }, 'fenced out by another process: waiting for its certificate instead of ordering');
+  for (;;) {
+    try {
+      if (ours && (await storedFingerprint(deps, keys.certificate(input.name))) === ours.fingerprint) return { certificate: ours, adopted: false };
+      const newer = await freshStoredCertificate(deps, input);
+      if (newer) return { certificate: newer, adopted: true };
+    } catch (error) {
+      logger.debug({ err: safeError(error) }, 'reading the winner\'s certificate failed; trying again');
+    }
+    if (deps.clock.now() >= until) throw cause instanceof CertstateError ? cause : new FencingError(keys.issueLock(input.name), 0);
+    await sleep(deps.clock, 250);
+  }
+}
+
+/** Sleep on the engine's clock; rejects if `signal` aborts. */
+function sleep(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clock.clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = clock.setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 /**
@@ -97,7 +229,8 @@ async function sharedBackoff(deps: AttemptDeps, input: AttemptInput, before: str
   if (raw === undefined || raw === before) return;
   let record: FailureRecord;
   try {
-    record = parseFailure(key, raw);
+    // On our clock, moved by the storage's: a process whose clock runs ahead still sees the backoff.
+    record = parseFailure(key, raw, await clockOffset(deps));
   } catch {
     return;
   }
@@ -118,20 +251,26 @@ async function recordSharedFailure(deps: AttemptDeps, input: AttemptInput, error
   try {
     const now = deps.clock.now();
     const lastError = toErrorInfo(error, now);
-    if (isStorageOutage(lastError.code)) return;
+    if (isStorageFault(lastError.code)) return;
     const raw = await deps.storage.load(key);
     const attempts = (raw === undefined ? 0 : parseFailure(key, raw).attempts) + 1;
     // The middle of the jitter range: the statechart's record, with its own jitter, follows.
     const record: FailureRecord = { attempts, lastError, nextAttemptAt: nextAttemptTime(now, attempts, 0.5, lastError.retryAfter, deps.policy) };
-    await deps.storage.store(key, serializeFailure(record), { fence });
+    await deps.storage.store(key, serializeFailure(record, await clockOffset(deps)), { fence });
   } catch (storeError) {
     deps.logger.warn({ name: input.name, err: safeError(storeError) }, 'could not record the failure for the cluster');
   }
 }
 
-/** The storage itself is unreachable or timing out (not a corrupt value, not fencing). */
-export function isStorageOutage(code: string | undefined): boolean {
-  return code === 'ERR_STORAGE' || code === 'ERR_STORAGE_TIMEOUT';
+/**
+ * Our own storage failed us (unreachable, timing out, or our lock taken over):
+ * not the CA's verdict, so never recorded as the cluster's failure.
+ */
+export const isStorageOutage = isStorageFault;
+
+/** Storage time minus local time (0 without a storage clock). */
+function clockOffset(deps: AttemptDeps): Promise<number> {
+  return deps.storageClock?.offset() ?? Promise.resolve(0);
 }
 
 /** A stored certificate newer than the one we hold and not yet due for renewal, or undefined. */
@@ -162,7 +301,8 @@ async function freshStoredCertificate(deps: AttemptDeps, input: AttemptInput): P
  * skipped while another issuer may still be asked: our backoff may be shorter
  * than one CA's Retry-After, never a reason to ask that CA early.
  */
-async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, signal: AbortSignal) {
+async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, lease: Lease, fence: Fence) {
+  const { signal } = lease;
   const now = deps.clock.now();
   const held = input.issuerRetryAfter ?? {};
   const onHold = (issuer: Issuer) => (held[issuer.id] ?? 0) > now;
@@ -172,7 +312,8 @@ async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, signal:
   /** Per issuer: no order before this time (its CA's Retry-After). */
   const floors: Record<string, number> = {};
   for (const issuer of deps.issuers) {
-    signal.throwIfAborted();
+    // Never place an order once the lease is gone (or going): another process may be ordering.
+    lease.assertHeld();
     const logger = deps.logger.child({ name: input.name, issuer: issuer.id });
     if (skipHeld && onHold(issuer)) {
       const hold = new IssuerOnHoldError(issuer.id, held[issuer.id]!);
@@ -187,7 +328,7 @@ async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, signal:
       deps.onIssuerResult?.({ name: input.name, issuer: issuer.id, ok, error, durationMs: deps.clock.now() - startedAt });
     try {
       const request = { names: [input.name], ...(input.current?.ariCertId ? { replaces: input.current.ariCertId } : {}) };
-      const bundle = await issuer.issue(request, { signal, logger, storage: deps.storage, now: () => deps.clock.now() });
+      const bundle = await issuer.issue(request, { signal, logger, storage: deps.storage, now: () => deps.clock.now(), fence });
       const meta = parseCertificateBundle(bundle, issuer.id);
       if (!certificateCoversName(meta, input.name)) {
         throw new InvalidCertificateError(`issuer ${issuer.id} returned a certificate that does not cover ${input.name}`);
@@ -208,23 +349,4 @@ async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, signal:
   // All issuers failed: the backoff floor is the *earliest* time any of them would take us again;
   // each one's own floor travels in the error (and the failure record) for the next attempt to skip it.
   throw new AllIssuersFailedError(errors, times.length === deps.issuers.length ? Math.min(...times) : undefined, floors);
-}
-
-/** Renew the lock's lease every third of its TTL while the attempt runs. */
-function keepLeaseAlive(lock: { renew(): Promise<void> }, deps: AttemptDeps, signal: AbortSignal) {
-  let timer: ReturnType<Clock['setTimeout']> | undefined;
-  let stopped = false;
-  const schedule = () => {
-    timer = deps.clock.setTimeout(() => {
-      if (stopped || signal.aborted) return;
-      lock.renew().then(schedule, (error: unknown) => deps.logger.warn({ err: safeError(error) }, 'lock lease renewal failed'));
-    }, Math.max(50, Math.floor(deps.lockTtlMs / 3)));
-  };
-  schedule();
-  return {
-    stop() {
-      stopped = true;
-      if (timer !== undefined) deps.clock.clearTimeout(timer);
-    },
-  };
 }

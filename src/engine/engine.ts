@@ -55,6 +55,8 @@ import type { CertEngineOptions, EngineStats, ServedCertificate, HandshakeInfo, 
 
 export type { CertEngineOptions, EngineStats, ServedCertificate, HandshakeInfo, StartOptions } from './options.js';
 import { parseFailure, parseUnit, serializeFailure } from './unit.js';
+import { PendingStores } from './pending-store.js';
+import { StorageClock } from './storage-clock.js';
 
 const DEFAULT_HANDSHAKE_TIMEOUT = 30_000;
 /** Storage reads in flight during the start-up scan of managed names. */
@@ -78,6 +80,9 @@ export class CertEngine {
   readonly #maxWaiters: number;
   readonly #domains = new Map<string, Domain>();
   readonly #materials: MaterialCache;
+  /** The storage's clock (shared backoff), and certificates issued but not stored yet (cluster-faults: attempt.ts). */
+  readonly #storageClock: StorageClock;
+  readonly #pending: PendingStores;
   /** One error or served certificate per answer, shared by every handshake it answers (a herd costs one, not 10,000). */
   readonly #sharedAnswers = new WeakMap<object, { nextAttemptAt?: number; result: ServedCertificate | Error }>();
   /** Due times of sleeping names (renewal, expiry): one heap, one timer. */
@@ -129,6 +134,15 @@ export class CertEngine {
     this.#gate = options.onDemand ? createOnDemandGate(options.onDemand, { now: () => this.#clock.now(), logger: this.#logger }) : undefined;
     this.#rejections = new RejectionLog({ logger: this.#logger, now: () => this.#clock.now() });
     this.#materials = new MaterialCache(count(options.cacheCapacity, 10_000, 'cacheCapacity'));
+    // An injected clock (tests, simulations) is the only clock: there is no storage clock to relate it to.
+    this.#storageClock = new StorageClock(options.clock ? undefined : this.#storage, this.#clock);
+    this.#pending = new PendingStores({
+      storage: this.#storage,
+      clock: this.#clock,
+      logger: this.#logger,
+      lockTtlMs: options.lockTtlMs ?? 60_000,
+      retryMs: this.#policy.storageRetryMs,
+    });
     this.#maxLiveActors = count(options.maxLiveActors, 1_000, 'maxLiveActors', 0);
     this.#wakes = new WakeQueue(this.#clock, (name) => this.#wakeDue(name));
     this.#random = options.random ?? Math.random;
@@ -241,6 +255,7 @@ export class CertEngine {
     this.#gate?.flushLog();
     await this.#unwatch?.().catch((error: unknown) => this.#logger.warn({ err: safeError(error) }, 'unwatch failed'));
     this.#wakes.clear();
+    this.#pending.stop();
     for (const domain of this.#domains.values()) {
       if (domain.ariTimer !== undefined) this.#clock.clearTimeout(domain.ariTimer);
       domain.actor?.send({ type: 'STOP' });
@@ -349,7 +364,7 @@ export class CertEngine {
     return domain.reloading;
   }
 
-  /** Storage holds another certificate than the one served: adopt it if newer (STORAGE_CHANGED, or a sleeping name's record). */
+  /** Storage holds another certificate than the one served: adopt it (STORAGE_CHANGED, or a sleeping name's record; by identity, not by notAfter). */
   #adopt(domain: Domain, loaded: LoadedState): void {
     const incoming = loaded.certificate;
     if (!incoming) return;
@@ -358,7 +373,8 @@ export class CertEngine {
       return;
     }
     const current = domain.dormant?.certificate;
-    if (!current || incoming.notAfter <= current.notAfter || this.#clock.now() >= incoming.notAfter) return;
+    // By identity, not by notAfter: what storage holds now is the cluster's certificate.
+    if (!current || incoming.fingerprint === current.fingerprint || this.#clock.now() >= incoming.notAfter) return;
     // A sleeping name wakes with the newer certificate, as if read at start.
     domain.preloaded = { certificate: incoming, ...(loaded.failure ? { failure: loaded.failure } : {}) };
     this.#wake(domain);
@@ -828,6 +844,8 @@ export class CertEngine {
                 materials: this.#materials,
                 policy: this.#policy,
                 lockTtlMs: this.#options.lockTtlMs ?? 60_000,
+                storageClock: this.#storageClock,
+                pending: this.#pending,
                 beforeIssue: (attempt) => this.#beforeOnDemandIssue(attempt),
                 onIssuerResult: (r) =>
                   this.#publish({
@@ -850,7 +868,7 @@ export class CertEngine {
           // Nor our storage being down: the write would fail, or outlive the outage as a cluster-wide backoff.
           if (isStorageOutage(input.record.lastError?.code)) return;
           return this.#track(
-            this.#storage.store(keys.failure(input.name), serializeFailure(input.record)).catch((error: unknown) => {
+            this.#storageClock.offset().then((offset) => this.#storage.store(keys.failure(input.name), serializeFailure(input.record, offset))).catch((error: unknown) => {
               this.#logger.warn({ name: input.name, err: safeError(error) }, 'could not persist the failure record');
             }),
           );
@@ -1030,9 +1048,10 @@ export class CertEngine {
    * and a refused pair is replaced (`#repair`).
    */
   async #read(name: string, { background = false, skipFailure = false } = {}): Promise<LoadedState> {
-    const [unitRaw, failureRaw] = await Promise.all([
+    const [unitRaw, failureRaw, clockOffset] = await Promise.all([
       this.#storage.load(keys.certificate(name)),
       skipFailure ? undefined : this.#storage.load(keys.failure(name)),
+      skipFailure ? 0 : this.#storageClock.offset(),
     ]);
     const loaded: LoadedState = {};
     if (unitRaw !== undefined) {
@@ -1048,7 +1067,7 @@ export class CertEngine {
       }
     }
     if (failureRaw !== undefined) {
-      const failure = this.#parseOrWarn(name, () => parseFailure(keys.failure(name), failureRaw));
+      const failure = this.#parseOrWarn(name, () => parseFailure(keys.failure(name), failureRaw, clockOffset));
       if (failure) loaded.failure = failure;
     }
     return loaded;

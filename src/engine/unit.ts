@@ -10,6 +10,8 @@ import type { FailureRecord } from '../machines/certificate.js';
 import type { CertificateBundle, CertificateMeta, ErrorInfo } from '../types.js';
 
 const UNIT_VERSION = 1;
+/** Offsets to the storage clock that differ by less than this are the same clock, measured twice. */
+const SKEW_NOISE_MS = 1000;
 
 interface StoredUnit {
   version: number;
@@ -68,13 +70,38 @@ export function parseUnit(
   }
 }
 
-/** Serialise a failure record. */
-export function serializeFailure(record: FailureRecord): string {
-  return JSON.stringify({ version: UNIT_VERSION, ...record });
+/**
+ * Serialise a failure record. `clockOffsetMs` is the writer's storage-clock
+ * offset (storage time minus local time, see storage-clock.ts): readers shift
+ * the record's times by the difference with their own, so a shared backoff
+ * ends at the same moment for every process, whatever their clocks say.
+ */
+export function serializeFailure(record: FailureRecord, clockOffsetMs = 0): string {
+  return JSON.stringify({ version: UNIT_VERSION, ...record, ...(clockOffsetMs ? { clockOffsetMs } : {}) });
 }
 
-/** Parse a failure record; throws `CorruptStorageError` when malformed. */
-export function parseFailure(key: string, raw: string): FailureRecord {
+/** Every time in a failure record, moved by `deltaMs` (from the writer's clock to the reader's). */
+function shiftFailure(record: FailureRecord, deltaMs: number): FailureRecord {
+  if (deltaMs === 0) return record;
+  const shifted: FailureRecord = { attempts: record.attempts };
+  if (record.nextAttemptAt !== undefined) shifted.nextAttemptAt = record.nextAttemptAt + deltaMs;
+  if (record.lastError) {
+    const { at, retryAfter, issuerRetryAfter, ...rest } = record.lastError;
+    shifted.lastError = { ...rest, at: at + deltaMs };
+    if (retryAfter !== undefined) shifted.lastError.retryAfter = retryAfter + deltaMs;
+    if (issuerRetryAfter) {
+      shifted.lastError.issuerRetryAfter = Object.fromEntries(Object.entries(issuerRetryAfter).map(([id, until]) => [id, until + deltaMs]));
+    }
+  }
+  return shifted;
+}
+
+/**
+ * Parse a failure record, its times on the reader's clock (`clockOffsetMs`,
+ * the reader's storage-clock offset; see `serializeFailure`). Throws
+ * `CorruptStorageError` when malformed.
+ */
+export function parseFailure(key: string, raw: string, clockOffsetMs = 0): FailureRecord {
   let value: unknown;
   try {
     value = JSON.parse(raw);
@@ -88,7 +115,11 @@ export function parseFailure(key: string, raw: string): FailureRecord {
     const { issuerRetryAfter, ...lastError } = value.lastError;
     record.lastError = isRetryAfterRecord(issuerRetryAfter) ? { ...lastError, issuerRetryAfter } : lastError;
   }
-  return record;
+  // Bounded: a hostile offset cannot push a backoff beyond what a sane clock skew explains.
+  const writerOffset = typeof value.clockOffsetMs === 'number' && Math.abs(value.clockOffsetMs) < 366 * 86_400_000 ? value.clockOffsetMs : 0;
+  // Below a second the difference is measurement noise (a round trip), not skew: times stay exact.
+  const delta = writerOffset - clockOffsetMs;
+  return shiftFailure(record, Math.abs(delta) < SKEW_NOISE_MS ? 0 : delta);
 }
 
 function isRecord(v: unknown): v is Record<string, unknown> {

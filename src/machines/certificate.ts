@@ -19,7 +19,7 @@
  *   the backoff timer and an operator's FORCE_RENEW — never a handshake.
  */
 import { and, assign, emit, enqueueActions, fromPromise, not, setup } from 'xstate';
-import { toErrorInfo } from '../errors.js';
+import { isStorageFault, toErrorInfo } from '../errors.js';
 import type { CertificateMeta, ErrorInfo } from '../types.js';
 import { defaultTimingPolicy, nextAttemptTime, renewalTime, type TimingPolicy } from './policy.js';
 
@@ -189,9 +189,9 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
       recordFailure: assign(({ context, event }) => {
         const at = now();
         const error = toErrorInfo((event as unknown as { error: unknown }).error, at);
-        // Our storage being unreachable is not the CA's verdict: retry in about
-        // 5 s (jittered), without counting an attempt or growing the CA backoff.
-        if (error.code === 'ERR_STORAGE' || error.code === 'ERR_STORAGE_TIMEOUT') {
+        // Our storage being unreachable, or our lock taken over, is not the CA's verdict:
+        // retry in about 5 s (jittered), without counting an attempt or growing the CA backoff.
+        if (isStorageFault(error.code)) {
           return { lastError: error, nextAttemptAt: at + Math.round(policy.storageRetryMs * (0.8 + 0.4 * random())) };
         }
         const attempts = context.attempts + 1;
@@ -230,10 +230,16 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
       canServeInBackoff: ({ context }) => context.certificate !== undefined && (usable(context) || context.serveExpired),
       renewalDue: ({ context }) => context.renewAt !== undefined && now() >= context.renewAt,
       backoffPending: ({ context }) => context.nextAttemptAt !== undefined && now() < context.nextAttemptAt,
+      /**
+       * Storage now holds another usable certificate for the name: it is the
+       * cluster's current one, whatever its lifetime (a renewal in the same
+       * second, or to a shorter profile, is adopted too). Adoption is by
+       * identity, not by notAfter: the event carries what storage holds now.
+       */
       isNewerCertificate: ({ context, event }) => {
         if (event.type !== 'STORAGE_CHANGED') return false;
         const incoming = event.certificate;
-        return incoming.fingerprint !== context.certificate?.fingerprint && incoming.notAfter > (context.certificate?.notAfter ?? -Infinity) && now() < incoming.notAfter;
+        return incoming.fingerprint !== context.certificate?.fingerprint && now() < incoming.notAfter;
       },
     },
     delays: {

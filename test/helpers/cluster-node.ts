@@ -32,6 +32,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { writeFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { after } from 'node:test';
@@ -44,7 +45,8 @@ import { POSTGRES_URL, REDIS_URL, purgeRedisPrefix, withPostgres, withRedis } fr
 /** Where a node's storage lives. */
 export type NodeStorageConfig =
   | { kind: 'redis'; url: string; prefix: string }
-  | { kind: 'postgres'; connectionString: string; table: string };
+  | { kind: 'postgres'; connectionString: string; table: string }
+  | { kind: 'file'; dir: string };
 
 /** Configuration of one child (passed as JSON in `CERTSTATE_CLUSTER_NODE`). */
 export interface NodeConfig {
@@ -64,6 +66,8 @@ export interface NodeConfig {
   operationTimeoutMs?: number;
   /** pino level (default `info`). */
   logLevel?: string;
+  /** Extra environment of the child, e.g. libfaketime's `LD_PRELOAD` and `FAKETIME` to step its clock. */
+  env?: Record<string, string>;
 }
 
 /** What a child tells its parent. */
@@ -134,9 +138,12 @@ async function runChild(config: NodeConfig): Promise<void> {
   if (config.storage.kind === 'redis') {
     const { redisStorage } = await import('../../src/adapters/storage/redis.js');
     storage = redisStorage({ url: config.storage.url, prefix: config.storage.prefix, operationTimeoutMs, redisOptions: { connectionName: `certstate-${config.id}` } });
-  } else {
+  } else if (config.storage.kind === 'postgres') {
     const { postgresStorage } = await import('../../src/adapters/storage/postgres.js');
     storage = postgresStorage({ connectionString: config.storage.connectionString, table: config.storage.table, operationTimeoutMs });
+  } else {
+    const { fileStorage } = await import('../../src/adapters/storage/file.js');
+    storage = { close: async () => {}, ...fileStorage(config.storage.dir) };
   }
 
   // Report every write of a certificate unit, and whether fencing refused it.
@@ -343,7 +350,7 @@ export async function startNode(config: NodeConfig, { readyTimeoutMs = 20_000 } 
   const script = fileURLToPath(import.meta.url);
   const child = fork(script, [], {
     execArgv: ['--import', 'tsx'],
-    env: { ...process.env, CERTSTATE_CLUSTER_NODE: JSON.stringify(config) },
+    env: { ...process.env, ...config.env, CERTSTATE_CLUSTER_NODE: JSON.stringify(config) },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   live.add(child);
@@ -518,6 +525,17 @@ export async function withNodeLogs<T>(nodes: () => Iterable<ClusterNode | undefi
   return result;
 }
 
+/** The first node to report `match`, and that message. */
+export function firstToReport<M extends NodeMessage>(nodes: ClusterNode[], match: (m: NodeMessage) => m is M, timeoutMs = 20_000) {
+  return Promise.race(nodes.map((node) => node.waitFor(match, timeoutMs).then((message) => ({ node, message }))));
+}
+
+/** Message matchers for one name: the CA issued, the issuer was called, a certificate write with this outcome. */
+export const isIssued = (name: string) => (m: NodeMessage): m is Extract<NodeMessage, { type: 'issued' }> => m.type === 'issued' && m.name === name;
+export const isIssuing = (name: string) => (m: NodeMessage): m is Extract<NodeMessage, { type: 'issuing' }> => m.type === 'issuing' && m.name === name;
+export const isStore = (name: string, outcome: 'ok' | 'fenced' | 'error') => (m: NodeMessage): m is Extract<NodeMessage, { type: 'store' }> =>
+  m.type === 'store' && m.key === `certificates/${name}.json` && m.outcome === outcome;
+
 /** Stop every node (in parallel), whatever state they are in. */
 export async function stopNodes(nodes: Iterable<ClusterNode | undefined>): Promise<void> {
   await Promise.all([...nodes].map((n) => n?.stop()));
@@ -558,6 +576,11 @@ export async function startClusterCa(): Promise<ClusterCa> {
     pebbleSkip: pebble ? false : 'pebble is not installed (apt-get install pebble)',
     rootPem: pebble ? await pebble.rootsPem(0) : '',
   };
+}
+
+/** A node's configuration on the file's Pebble: on-demand names ending in `suffix`, a 30 s handshake timeout. */
+export function nodeConfigFor(pebble: PebbleHandle, id: string, storage: NodeStorageConfig, suffix: string, lockTtlMs: number, extra: Partial<NodeConfig> = {}): NodeConfig {
+  return { id, storage, directoryUrl: pebble.directoryUrl, caBundlePem: pebble.caBundlePem, allowSuffix: suffix, lockTtlMs, handshakeTimeout: 30_000, ...extra };
 }
 
 /** `count` nodes `n0`, `n1`, … with one configuration, started at once. */
@@ -640,6 +663,12 @@ export interface SeverableProxy {
   readonly accepted: number;
   /** Destroy every open connection; while `down`, new ones are reset at once. */
   sever(options?: { down?: boolean }): void;
+  /**
+   * Blackhole: connections stay open but no byte passes either way (new ones
+   * are accepted and held too), as in a network partition; `false` lets the
+   * held bytes through, late, as TCP would after the partition heals.
+   */
+  blackhole(on: boolean): void;
   /** Accept and forward connections again. */
   restore(): void;
   close(): Promise<void>;
@@ -648,6 +677,7 @@ export interface SeverableProxy {
 export async function startSeverableProxy(targetPort: number, targetHost = '127.0.0.1'): Promise<SeverableProxy> {
   const pairs = new Set<[net.Socket, net.Socket]>();
   let down = false;
+  let holding = false;
   let accepted = 0;
   const server = net.createServer((client) => {
     if (down) {
@@ -667,6 +697,10 @@ export async function startSeverableProxy(targetPort: number, targetHost = '127.
     upstream.on('error', end).on('close', end);
     client.pipe(upstream);
     upstream.pipe(client);
+    if (holding) {
+      client.pause();
+      upstream.pause();
+    }
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
@@ -684,6 +718,18 @@ export async function startSeverableProxy(targetPort: number, targetHost = '127.
     },
     restore() {
       down = false;
+    },
+    blackhole(on) {
+      holding = on;
+      for (const [client, upstream] of pairs) {
+        if (on) {
+          client.pause();
+          upstream.pause();
+        } else {
+          client.resume();
+          upstream.resume();
+        }
+      }
     },
     close: () =>
       new Promise<void>((resolve) => {
@@ -734,6 +780,7 @@ export { POSTGRES_URL, REDIS_URL, backendSkip, postgresProblem, redisProblem } f
 
 /** Remove what a test run left in its storage (its own Redis prefix, or its own tables). */
 export async function dropStorage(storage: NodeStorageConfig): Promise<void> {
+  if (storage.kind === 'file') return rm(storage.dir, { recursive: true, force: true });
   if (storage.kind === 'redis') return withRedis(storage.url, (client) => purgeRedisPrefix(client, storage.prefix));
   await withPostgres(storage.connectionString, (client) => client.query(`DROP TABLE IF EXISTS "${storage.table}", "${storage.table}_locks"`));
 }
@@ -742,7 +789,9 @@ export async function dropStorage(storage: NodeStorageConfig): Promise<void> {
 export async function storedFingerprint(storage: NodeStorageConfig, name: string): Promise<string | undefined> {
   const key = `certificates/${name}.json`;
   const raw =
-    storage.kind === 'redis'
+    storage.kind === 'file'
+      ? await (await import('../../src/adapters/storage/file.js')).fileStorage(storage.dir).load(key)
+      : storage.kind === 'redis'
       ? await withRedis(storage.url, async (client) => (await client.hget(`${storage.prefix}data:${key}`, 'v')) ?? undefined)
       : await withPostgres(storage.connectionString, async (client) => {
           const { rows } = await client.query<{ value: Buffer }>(`SELECT value FROM "${storage.table}" WHERE key = $1`, [key]);

@@ -18,6 +18,17 @@ import type { Storage, StorageLock } from '../../src/types.js';
 export interface StorageFixture {
   storage: Storage;
   cleanup(): Promise<void>;
+  /**
+   * Faults only the backend itself can inject (absent: those tests skip).
+   * `loseLock`: the lock's state and fencing counter are lost, as after a
+   * restart without persistence, a restore, or a deleted key.
+   * `setToken`: the lock's fencing counter is set to `token` (as a buggy or
+   * hostile writer could).
+   */
+  faults?: {
+    loseLock(lockKey: string): Promise<void>;
+    setToken(lockKey: string, token: number): Promise<void>;
+  };
 }
 
 const TEST_TIMEOUT = 15_000;
@@ -73,16 +84,22 @@ export const INVALID_KEYS: ReadonlyArray<[string, string]> = [
 /** Register the storage conformance tests for one backend. */
 export function runStorageConformance(label: string, makeStorage: () => Promise<StorageFixture>): void {
   /** Run `fn` on a fresh storage, always cleaning up. */
-  const withStorage = (fn: (storage: Storage) => Promise<void>) => async () => {
-    const { storage, cleanup } = await makeStorage();
+  const withStorage = (fn: (storage: Storage, faults: StorageFixture['faults']) => Promise<void>) => async () => {
+    const { storage, cleanup, faults } = await makeStorage();
     try {
-      await fn(storage);
+      await fn(storage, faults);
     } finally {
       await cleanup();
     }
   };
-  const test = (name: string, fn: (storage: Storage) => Promise<void>) =>
+  const test = (name: string, fn: (storage: Storage, faults: StorageFixture['faults']) => Promise<void>) =>
     it(name, { timeout: TEST_TIMEOUT }, withStorage(fn));
+  /** A test that needs the backend's fault hooks: it returns early (and says so) without them. */
+  const faultTest = (name: string, fn: (storage: Storage, faults: NonNullable<StorageFixture['faults']>) => Promise<void>) =>
+    test(name, async (s, faults) => {
+      if (!faults) return void console.log(`# ${label}: "${name}" needs fault hooks this backend has not (a single-process store loses nothing)`);
+      await fn(s, faults);
+    });
 
   describe(`storage conformance: ${label}`, () => {
     describe('values', () => {
@@ -355,6 +372,78 @@ export function runStorageConformance(label: string, makeStorage: () => Promise<
         await assert.rejects(s.store('k', 'stale', fence(lock)), FencingError);
         assert.equal(await s.load('k'), 'after release');
         await next.release();
+      });
+
+      test('a fenced delete with a stale token is refused and deletes nothing; the current token deletes', async (s) => {
+        const key = 'challenges/tls-alpn-01/example.com';
+        const first = await s.lock('locks/issue/example.com', 150);
+        await s.store(key, 'first', fence(first));
+        const second = await within(3_000, s.lock('locks/issue/example.com', 10_000), 'lock after expiry');
+        await s.store(key, 'second', fence(second));
+        await assert.rejects(s.delete(key, fence(first)), FencingError);
+        assert.equal(await s.load(key), 'second', "the stale holder's delete removed the new holder's record");
+        assert.deepEqual(await s.list('challenges/'), [key]);
+        await s.delete(key, fence(second));
+        assert.equal(await s.load(key), undefined);
+        assert.deepEqual(await s.list('challenges/'), []);
+        await s.delete(key, fence(second)); // absent is fine
+        await second.release();
+      });
+
+      test('a stale holder\'s write that comes after a newer holder\'s never replaces it (whatever the order of arrival)', async (s) => {
+        const key = 'certificates/example.com.json';
+        const stale = await s.lock('locks/issue/example.com', 120);
+        const fresh = await within(3_000, s.lock('locks/issue/example.com', 10_000), 'lock after expiry');
+        await s.store(key, 'newer', fence(fresh));
+        await assert.rejects(s.store(key, 'older', fence(stale)), FencingError);
+        assert.equal(await s.load(key), 'newer');
+        // An unfenced write still replaces a fenced one (operators, imports).
+        await s.store(key, 'imported');
+        assert.equal(await s.load(key), 'imported');
+        assert.deepEqual(await s.list('certificates/'), [key]);
+        await fresh.release();
+      });
+
+      test('now() (when offered) is the storage\'s clock: close to this process\'s, and it moves forward', async (s) => {
+        if (!s.now) return;
+        const first = await s.now();
+        assert.ok(Number.isFinite(first) && Math.abs(first - Date.now()) < 60_000, `storage clock ${first} vs local ${Date.now()}`);
+        await sleep(20);
+        assert.ok((await s.now()) >= first + 10, 'the storage clock moves');
+      });
+
+      faultTest('after the lock\'s data is lost, a token from before the loss is refused and never handed out again', async (s, faults) => {
+        const key = 'certificates/example.com.json';
+        const before = await s.lock('locks/issue/example.com', 10_000);
+        await s.store(key, 'before', fence(before));
+        await faults.loseLock('locks/issue/example.com');
+        // Lost: nobody holds a valid token now, not even the old holder.
+        await assert.rejects(s.store(key, 'stale', fence(before)), FencingError);
+        const after = await within(3_000, s.lock('locks/issue/example.com', 10_000), 'lock after the loss');
+        assert.ok(after.fencingToken > before.fencingToken, `token after the loss ${after.fencingToken} is above ${before.fencingToken}`);
+        await assert.rejects(s.store(key, 'stale', fence(before)), FencingError);
+        await s.store(key, 'after', fence(after));
+        assert.equal(await s.load(key), 'after');
+        await after.release();
+      });
+
+      faultTest('a fencing counter at 2^53 neither repeats a token nor stops the lock', async (s, faults) => {
+        const lockKey = 'locks/issue/example.com';
+        const first = await s.lock(lockKey, 10_000);
+        await first.release();
+        const huge = Number.MAX_SAFE_INTEGER;
+        await faults.setToken(lockKey, huge);
+        const next = await within(3_000, s.lock(lockKey, 10_000), 'lock at 2^53');
+        assert.ok(Number.isSafeInteger(next.fencingToken), `token ${next.fencingToken} is a safe integer`);
+        assert.notEqual(next.fencingToken, first.fencingToken);
+        assert.notEqual(next.fencingToken, huge);
+        await assert.rejects(s.store('k', 'stale', { fence: { lockKey, token: huge } }), FencingError);
+        await assert.rejects(s.store('k', 'stale', fence(first)), FencingError);
+        await s.store('k', 'ok', fence(next));
+        await next.release();
+        const again = await within(3_000, s.lock(lockKey, 10_000), 'the lock after that');
+        assert.ok(again.fencingToken > next.fencingToken);
+        await again.release();
       });
 
       test('waiting for a lock is aborted by the signal; the wait leaves no trace', async (s) => {

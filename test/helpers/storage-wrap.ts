@@ -17,7 +17,7 @@ export function interceptStorage(inner: Storage, intercepts: Intercepts): Storag
     description: intercepts.description ?? `intercepted ${inner.description}`,
     load: intercepts.load ? (key) => intercepts.load!(key, (k) => inner.load(k)) : (key) => inner.load(key),
     store: intercepts.store ?? ((k, v, o) => inner.store(k, v, o)),
-    delete: (k) => inner.delete(k),
+    delete: (k, o) => inner.delete(k, o),
     list: (p) => inner.list(p),
     stat: (k) => inner.stat(k),
     lock: (k, t, o) => inner.lock(k, t, o),

@@ -229,9 +229,13 @@ export class AcmeOrderFlow {
         return;
       }
       case 'tls-alpn-01': {
+        // One record per name, not per token: fenced with the attempt's lock, so a holder that
+        // lost its lock can neither replace nor remove the record of the one that took over.
         const key = keys.tlsAlpn01(name);
-        cleanups.push(() => storage.delete(key));
-        await storage.store(key, keyAuthorization);
+        const fence = this.context.fence;
+        const options = fence ? { fence } : undefined;
+        cleanups.push(() => storage.delete(key, options));
+        await storage.store(key, keyAuthorization, options);
         return;
       }
       case 'dns-01': {

@@ -12,40 +12,35 @@
  * does this.
  *
  * Locks work across processes sharing one local filesystem (one host; it must
- * support hard links; NFS is not supported). See `tryLock` for the protocol.
- * Guarantees:
- * - Each fencing token is handed to at most one holder, tokens per lock key
- *   only grow, and they survive restarts (they live in the file names).
- * - Of several processes that find the same expired lock, exactly one takes
- *   it over; the others wait for it.
- * - A lock is taken over only after its holder's lease has run out by the
- *   wall clock (or it was released). Mutual exclusion therefore holds as long
- *   as holders renew before their lease ends and no process stalls past its
- *   lease inside `renew()`; when that fails (a long GC pause, SIGSTOP), two
- *   processes may believe they hold the lock, and the fencing token is what
- *   keeps the stale one from writing: a fenced `store` compares the token with
- *   the newest generation right before its rename. That check and the rename
- *   are two steps, so a writer frozen between them can still land one stale
- *   write (a window of two syscalls, not of the whole write).
- * - A crashed holder's lock is free after its TTL; an unparseable lock file
- *   (disk corruption) counts as held until it is older than the waiter's TTL.
+ * support hard links; NFS is not supported): see file-lock.ts. Leases are
+ * judged on the filesystem's clock, and fencing tokens survive the loss of
+ * the lock directory.
+ *
+ * A fenced write is an atomic commit: the value is published as a version
+ * named by its fencing token (`<key>~v/<token>`), and readers take the newest
+ * version. A holder frozen at any point of its write (GC, SIGSTOP, a slow
+ * disk) can land its version late, but never above a newer holder's: there is
+ * no window between a check and a publish. An unfenced write replaces the
+ * plain file and removes the versions.
  *
  * On-disk layout (`~` never occurs in a key, so nothing below can collide
  * with a stored key, and `list` skips every name holding it):
  *
- *   <root>/<key>                       a value
+ *   <root>/<key>                       a value (unfenced write)
+ *   <root>/<key>~v/<token>             a fenced version; `<token>d` a fenced delete
  *   <root>/<dir>/<name>~tmp~<pid>-<r>  an in-flight (or crashed) write
- *   <root>/~locks/<lock key>~/<N>      lock generation N: {token, owner, expiresAt, pid, host, released?}
+ *   <root>/~locks/<lock key>~/<N>      lock generation N: {token, owner, ttlMs, pid, host, released?}
  */
-import { randomBytes } from 'node:crypto';
-import { constants, type Stats } from 'node:fs';
+import { constants, type Stats, watch as watchFs, type FSWatcher } from 'node:fs';
 import * as fs from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
-import { CertstateError, CorruptStorageError, FencingError, LockLostError, StorageError } from '../../errors.js';
-import type { Fence, LockOptions, Storage, StorageLock, StorageStat, StoreOptions } from '../../types.js';
+import { CorruptStorageError, FencingError, StorageError } from '../../errors.js';
+import type { DeleteOptions, Fence, LockOptions, StorageLock, StorageStat, StoreOptions } from '../../types.js';
 import { assertValidKey, assertValidPrefix, isValidKey } from './key.js';
-import { acquireWithRetry, assertValidTtl, LockWaiters, type Attempt } from './lock-wait.js';
+import { acquireWithRetry, assertValidTtl, LockWaiters } from './lock-wait.js';
+import { DIR_MODE, TEMP_MARK, errorCode, filesystemNow, lstatOrUndefined, syncDir, wrap, writeAtomic } from './file-io.js';
+import { assertFresh, tryLock, type FileLockContext } from './file-lock.js';
+import { guardWatcher, type Unwatch, type WatchableStorage } from './notify.js';
 
 /** Data directory used when none is given, relative to the working directory. */
 export const DEFAULT_DATA_DIR = './certstate-data';
@@ -65,46 +60,14 @@ export interface FileStorageOptions {
   testHooks?: { beforeRename?(tempPath: string): void | Promise<void> };
 }
 
-const DIR_MODE = 0o700;
-const FILE_MODE = 0o600;
-const TEMP_MARK = '~tmp~';
 const LOCKS_DIR = '~locks';
+/** Suffix of a key's directory of fenced versions. */
+const VERSIONS = '~v';
+/** A version: its fencing token, and `d` for a fenced delete (a tombstone). */
+const VERSION = /^([1-9][0-9]{0,15})(d?)$/;
 /** Temp files older than this are debris of a crash, never a write in flight. */
 const STALE_TEMP_MS = 60 * 60 * 1000;
-const GENERATION = /^[1-9][0-9]{0,14}$/;
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-
-interface LockRecord {
-  token: number;
-  owner: string;
-  expiresAt: number;
-  pid: number;
-  host: string;
-  released?: boolean;
-}
-
-/** A lock generation file as read: parsed, unparseable (judged by its age), or gone. */
-type ReadRecord = { record: LockRecord } | { unparseable: true; mtimeMs: number } | { gone: true };
-
-function errorCode(error: unknown): string | undefined {
-  return (error as NodeJS.ErrnoException | undefined)?.code;
-}
-
-/** Rethrow certstate errors as they are; wrap anything else (fs errors) in `StorageError`. */
-function wrap(action: string, target: string, error: unknown): never {
-  if (error instanceof CertstateError) throw error;
-  const detail = error instanceof Error ? error.message : String(error);
-  throw new StorageError(`file storage: cannot ${action} ${target}: ${detail}`, { cause: error });
-}
-
-async function lstatOrUndefined(p: string): Promise<Stats | undefined> {
-  try {
-    return await fs.lstat(p);
-  } catch (error) {
-    if (errorCode(error) === 'ENOENT') return undefined;
-    throw error;
-  }
-}
 
 /** Read the `size` bytes `fstat` reported (values are replaced by rename, so that is the file); stop early at end of file. */
 async function readExactly(handle: fs.FileHandle, size: number): Promise<Uint8Array> {
@@ -118,116 +81,24 @@ async function readExactly(handle: fs.FileHandle, size: number): Promise<Uint8Ar
   return buffer;
 }
 
-/** fsync a directory so a rename or link in it survives a power cut. */
-async function syncDir(dir: string): Promise<void> {
-  const handle = await fs.open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
-  try {
-    await handle.sync();
-  } catch (error) {
-    // Some filesystems cannot fsync a directory; the rename is still atomic there.
-    if (errorCode(error) !== 'EINVAL') throw error;
-  } finally {
-    await handle.close();
-  }
-}
-
-/** Write `data` to a new, unique, 0600 temp file beside `target` and sync it. Returns its path. */
-async function writeTemp(target: string, data: string): Promise<string> {
-  const temp = `${target}${TEMP_MARK}${process.pid}-${randomBytes(6).toString('hex')}`;
-  // O_EXCL: never reuse or follow anything already at that name.
-  const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
-  const handle = await fs.open(temp, flags, FILE_MODE);
-  try {
-    await handle.chmod(FILE_MODE); // the umask may have stripped bits; make it exactly 0600
-    await handle.writeFile(data, 'utf8');
-    await handle.sync();
-  } catch (error) {
-    await handle.close().catch(() => {});
-    await fs.unlink(temp).catch(() => {});
-    throw error;
-  }
-  await handle.close();
-  return temp;
-}
-
-/**
- * Replace `target` with `data` atomically: readers see the old or the new
- * file, never a mix. `beforeRename` may veto (throw) after the data is safe
- * on disk; the temp file is then removed.
- */
-async function writeAtomic(target: string, data: string, beforeRename?: (temp: string) => unknown): Promise<void> {
-  const temp = await writeTemp(target, data);
-  try {
-    await beforeRename?.(temp);
-    await fs.rename(temp, target);
-  } catch (error) {
-    await fs.unlink(temp).catch(() => {});
-    throw error;
-  }
-  await syncDir(path.dirname(target));
-}
-
-/** Numeric lock generations present in `dir`, ascending (none if the dir is absent). */
-async function generations(dir: string): Promise<number[]> {
+/** The newest version in a key's versions directory: its file name and whether it is a tombstone; undefined if none. */
+async function newestVersion(versionsDir: string): Promise<{ name: string; token: number; deleted: boolean } | undefined> {
   let names: string[];
   try {
-    names = await fs.readdir(dir);
+    names = await fs.readdir(versionsDir);
   } catch (error) {
-    if (errorCode(error) === 'ENOENT') return [];
+    const code = errorCode(error);
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
     throw error;
   }
-  return names.filter((n) => GENERATION.test(n)).map(Number).sort((a, b) => a - b);
-}
-
-async function newestGeneration(dir: string): Promise<number> {
-  return (await generations(dir)).at(-1) ?? 0;
-}
-
-function isLockRecord(value: unknown): value is LockRecord {
-  const r = value as LockRecord | null;
-  return (
-    typeof r === 'object' && r !== null &&
-    Number.isSafeInteger(r.token) && typeof r.owner === 'string' && Number.isFinite(r.expiresAt)
-  );
-}
-
-async function readRecord(file: string): Promise<ReadRecord> {
-  let text: string;
-  try {
-    text = await fs.readFile(file, { encoding: 'utf8', flag: constants.O_RDONLY | constants.O_NOFOLLOW });
-  } catch (error) {
-    if (errorCode(error) === 'ENOENT') return { gone: true };
-    throw error;
+  let newest: { name: string; token: number; deleted: boolean } | undefined;
+  for (const name of names) {
+    const match = VERSION.exec(name);
+    if (!match) continue;
+    const token = Number(match[1]);
+    if (Number.isSafeInteger(token) && (!newest || token > newest.token)) newest = { name, token, deleted: match[2] === 'd' };
   }
-  try {
-    const parsed: unknown = JSON.parse(text);
-    if (isLockRecord(parsed)) return { record: parsed };
-  } catch {
-    // fall through: judged by age below
-  }
-  const stats = await lstatOrUndefined(file);
-  return stats ? { unparseable: true, mtimeMs: stats.mtimeMs } : { gone: true };
-}
-
-/**
- * Publish `data` as `dir/name` only if that name does not exist yet. The
- * content is complete before the name appears (write a temp file, then
- * `link` it, which fails with EEXIST atomically), so no reader ever sees a
- * half-written lock. Returns false when someone else has the name.
- */
-async function createExclusive(dir: string, name: string, data: string): Promise<boolean> {
-  const target = path.join(dir, name);
-  const temp = await writeTemp(target, data);
-  try {
-    await fs.link(temp, target);
-  } catch (error) {
-    if (errorCode(error) === 'EEXIST') return false;
-    throw error;
-  } finally {
-    await fs.unlink(temp).catch(() => {});
-  }
-  await syncDir(dir);
-  return true;
+  return newest;
 }
 
 /** Whether keys under directory key `dirKey` (ending in `/`) can start with `prefix`. */
@@ -239,9 +110,10 @@ function mayHold(dirKey: string, prefix: string): boolean {
  * Create a file `Storage` rooted at `dir` (default `./certstate-data`),
  * described as `file:<absolute dir>`. Directories it creates are 0700 and
  * every file 0600. Locks exclude other processes using the same directory on
- * the same host (the filesystem must support hard links).
+ * the same host (the filesystem must support hard links), and `watch()`
+ * reports writes made by any of them (inotify).
  */
-export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorageOptions = {}): Storage {
+export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorageOptions = {}): WatchableStorage {
   const root = path.resolve(dir);
   const rootPrefix = root.endsWith(path.sep) ? root : root + path.sep;
   const pollMs = options.pollIntervalMs ?? 25;
@@ -254,11 +126,6 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
     const resolved = path.resolve(root, ...key.split('/'));
     if (!resolved.startsWith(rootPrefix)) throw new StorageError(`file storage: key ${key} resolves outside ${root}`);
     return resolved;
-  }
-
-  /** Directory holding the generations of lock `key` (`~` keeps it apart from keys and other locks). */
-  function lockDirOf(key: string): string {
-    return path.join(root, LOCKS_DIR, `${key}~`);
   }
 
   async function ensureRoot(): Promise<void> {
@@ -332,108 +199,113 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
     }
   }
 
-  async function assertFresh(fence: Fence): Promise<void> {
-    const dir = lockDirOf(fence.lockKey);
-    const newest = (await checkDirs(dir, false)) ? await newestGeneration(dir) : 0;
-    if (newest === 0 || newest !== fence.token) {
-      throw new FencingError(fence.lockKey, fence.token);
+  const locks: FileLockContext = {
+    waiters,
+    async lockDir(key, create) {
+      // `~` keeps lock directories apart from keys and from each other.
+      const lockDir = path.join(root, LOCKS_DIR, `${key}~`);
+      if (create) {
+        await ensureRoot();
+        await checkDirs(lockDir, true);
+        await sweepTemps(lockDir);
+        return lockDir;
+      }
+      return (await checkDirs(lockDir, false)) ? lockDir : undefined;
+    },
+  };
+
+  /**
+   * Where `key`'s current value is: its newest fenced version (a tombstone
+   * means deleted), else the plain file. Fenced versions win over the plain
+   * file: an unfenced write removes the versions (see `store`).
+   */
+  async function resolve(file: string): Promise<{ path: string } | { deleted: true }> {
+    const versionsDir = file + VERSIONS;
+    const stats = await lstatOrUndefined(versionsDir);
+    if (stats?.isSymbolicLink()) throw new StorageError(`file storage: refusing to read symbolic link ${versionsDir}`);
+    const newest = stats?.isDirectory() ? await newestVersion(versionsDir) : undefined;
+    if (!newest) return { path: file };
+    return newest.deleted ? { deleted: true } : { path: path.join(versionsDir, newest.name) };
+  }
+
+  /** Read one value file; undefined when absent. */
+  async function readValue(key: string, file: string): Promise<string | undefined> {
+    let handle: fs.FileHandle;
+    try {
+      // O_NOFOLLOW: a symlink planted at the key is refused, not read.
+      // O_NONBLOCK: a FIFO planted at the key must not hang the read.
+      handle = await fs.open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    } catch (error) {
+      const code = errorCode(error);
+      if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+      if (code === 'ELOOP') throw new StorageError(`file storage: refusing to read symbolic link ${file}`, { cause: error });
+      wrap('read', file, error);
+    }
+    try {
+      const stats = await handle.stat();
+      if (!stats.isFile()) throw new StorageError(`file storage: ${file} is not a regular file`);
+      // Values are replaced by rename, never rewritten in place: the size just read is the
+      // file's. One read of that size, not readFile's own fstat and read loop (start-up
+      // reads every stored certificate: each thread-pool round trip counts).
+      const bytes = await readExactly(handle, stats.size);
+      try {
+        return utf8.decode(bytes);
+      } catch (error) {
+        throw new CorruptStorageError(key, `${file} is not valid UTF-8`, error);
+      }
+    } catch (error) {
+      wrap('read', file, error);
+    } finally {
+      await handle.close().catch(() => {});
     }
   }
 
   /**
-   * One attempt at lock `key`. Protocol: a lock is a directory of generation
-   * files `1, 2, 3, …`; the newest generation is the lock's state and its
-   * number is the fencing token (so the counter is persisted by the very act
-   * of taking the lock). To take the lock, read the newest generation N; if
-   * it is released, expired, or unparseable and older than `ttlMs`, publish
-   * N+1 with create-exclusive semantics (`link`). Of several processes that
-   * saw the same stale N, exactly one creates N+1; the others get EEXIST and
-   * look again. The winner then checks that nothing newer than N+1 exists (a
-   * very late contender can recreate a generation that was already cleaned
-   * up; it backs off) and deletes the older generations. The newest
-   * generation is never deleted, so tokens only grow.
+   * The atomic fenced commit: publish the value as version `<token>` in the
+   * key's versions directory, where readers take the newest version. There is
+   * no window between a check and a publish to lose: a stale holder's version
+   * can never hide a newer holder's, whenever it lands. The lock is checked
+   * first (a holder that lost it is refused at once, like the other
+   * storages), and a version that lands under a newer one is withdrawn and
+   * refused. `data` undefined publishes a tombstone (a fenced delete).
    */
-  async function tryLock(key: string, ttlMs: number): Promise<Attempt<StorageLock>> {
-    const dir = lockDirOf(key);
+  async function commitFenced(file: string, fence: Fence, data: string | undefined): Promise<void> {
+    const versionsDir = file + VERSIONS;
     await ensureRoot();
-    await checkDirs(dir, true);
-    await sweepTemps(dir);
-    const newest = await newestGeneration(dir);
-    if (newest > 0) {
-      const read = await readRecord(path.join(dir, String(newest)));
-      if ('gone' in read) return { retryInMs: 0 };
-      const until =
-        'record' in read ? (read.record.released ? 0 : read.record.expiresAt) : read.mtimeMs + ttlMs;
-      const wait = until - Date.now();
-      if (wait > 0) return { retryInMs: wait };
+    await checkDirs(versionsDir, true);
+    await assertFresh(locks, fence);
+    const name = data === undefined ? `${fence.token}d` : String(fence.token);
+    const target = path.join(versionsDir, name);
+    await checkLeaf(target);
+    await writeAtomic(target, data ?? '', (temp) => hooks?.beforeRename?.(temp));
+    const newest = await newestVersion(versionsDir);
+    if (newest && newest.token > fence.token) {
+      await fs.unlink(target).catch(() => {});
+      throw new FencingError(fence.lockKey, fence.token);
     }
-    const token = newest + 1;
-    const record: LockRecord = {
-      token,
-      owner: randomBytes(12).toString('hex'),
-      expiresAt: Date.now() + ttlMs,
-      pid: process.pid,
-      host: os.hostname(),
-    };
-    if (!(await createExclusive(dir, String(token), JSON.stringify(record)))) return { retryInMs: 0 };
-    const after = await generations(dir);
-    if (after.at(-1) !== token) {
-      await fs.unlink(path.join(dir, String(token))).catch(() => {});
-      return { retryInMs: 0 };
+    const others = (await fs.readdir(versionsDir)).filter((n) => n !== name && VERSION.test(n));
+    for (const old of others) {
+      if (Number(VERSION.exec(old)![1]) <= fence.token) await fs.unlink(path.join(versionsDir, old)).catch(() => {});
     }
-    for (const old of after) {
-      if (old < token) await fs.unlink(path.join(dir, String(old))).catch(() => {});
-    }
-    return { lock: heldLock(key, dir, record, ttlMs) };
+    // Touch the versions directory: an inotify watcher of the parent hears of the new version.
+    const now = new Date();
+    await fs.utimes(versionsDir, now, now).catch(() => {});
+    await sweepTemps(versionsDir);
   }
 
-  function heldLock(key: string, dir: string, initial: LockRecord, ttlMs: number): StorageLock {
-    const file = path.join(dir, String(initial.token));
-    let expiresAt = initial.expiresAt;
-    let released = false;
-    let queue: Promise<unknown> = Promise.resolve();
-    // renew and release of one lock run one at a time, in call order.
-    const serial = <T>(fn: () => Promise<T>): Promise<T> => {
-      const run = queue.then(fn, fn);
-      queue = run.catch(() => {});
-      return run;
-    };
-    const ours = async (): Promise<boolean> => {
-      if ((await newestGeneration(dir)) !== initial.token) return false;
-      const read = await readRecord(file);
-      return 'record' in read && read.record.owner === initial.owner && !read.record.released;
-    };
+  /** Remove a key's fenced versions (after an unfenced write or delete, which then win). */
+  async function dropVersions(file: string): Promise<void> {
+    const versionsDir = file + VERSIONS;
+    const stats = await lstatOrUndefined(versionsDir);
+    if (!stats) return;
+    if (!stats.isDirectory()) throw new StorageError(`file storage: ${versionsDir} is not a directory`);
+    await fs.rm(versionsDir, { recursive: true, force: true });
+  }
 
-    return {
-      key,
-      fencingToken: initial.token,
-      renew: () =>
-        serial(async () => {
-          // A lease that has run out may already be someone else's: never extend it.
-          if (released || expiresAt <= Date.now()) throw new LockLostError(key);
-          try {
-            if (!(await ours())) throw new LockLostError(key);
-            const next = Date.now() + ttlMs;
-            await writeAtomic(file, JSON.stringify({ ...initial, expiresAt: next }));
-            // A contender that judged us expired just before the rewrite shows up now.
-            if ((await newestGeneration(dir)) !== initial.token) throw new LockLostError(key);
-            expiresAt = next;
-          } catch (error) {
-            wrap('renew lock', key, error);
-          }
-        }),
-      release: () =>
-        serial(async () => {
-          if (released) return;
-          released = true;
-          try {
-            if (await ours()) await writeAtomic(file, JSON.stringify({ ...initial, expiresAt: 0, released: true }));
-          } catch (error) {
-            wrap('release lock', key, error);
-          }
-          waiters.wake(key);
-        }),
-    };
+  /** The directory `watch(prefix)` listens on: the deepest complete directory of the prefix. */
+  function watchedDir(prefix: string): { dir: string; dirKey: string } {
+    const dirKey = prefix.slice(0, prefix.lastIndexOf('/') + 1);
+    return { dir: dirKey ? pathOf(dirKey.slice(0, -1)) : root, dirKey };
   }
 
   return {
@@ -442,34 +314,22 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
     async load(key: string): Promise<string | undefined> {
       assertValidKey(key);
       const file = pathOf(key);
-      let handle: fs.FileHandle;
       try {
         if (!(await checkDirs(path.dirname(file), false))) return undefined;
-        // O_NOFOLLOW: a symlink planted at the key is refused, not read.
-        // O_NONBLOCK: a FIFO planted at the key must not hang the read.
-        handle = await fs.open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
       } catch (error) {
-        const code = errorCode(error);
-        if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
-        if (code === 'ELOOP') throw new StorageError(`file storage: refusing to read symbolic link ${file}`, { cause: error });
         wrap('read', file, error);
       }
-      try {
-        const stats = await handle.stat();
-        if (!stats.isFile()) throw new StorageError(`file storage: ${file} is not a regular file`);
-        // Values are replaced by rename, never rewritten in place: the size just read is the
-        // file's. One read of that size, not readFile's own fstat and read loop (start-up
-        // reads every stored certificate: each thread-pool round trip counts).
-        const bytes = await readExactly(handle, stats.size);
+      // A version may be cleaned up between finding and reading it: find again.
+      for (let tries = 0; ; tries++) {
+        let where: Awaited<ReturnType<typeof resolve>>;
         try {
-          return utf8.decode(bytes);
+          where = await resolve(file);
         } catch (error) {
-          throw new CorruptStorageError(key, `${file} is not valid UTF-8`, error);
+          wrap('read', file, error);
         }
-      } catch (error) {
-        wrap('read', file, error);
-      } finally {
-        await handle.close().catch(() => {});
+        if ('deleted' in where) return undefined;
+        const value = await readValue(key, where.path);
+        if (value !== undefined || where.path === file || tries >= 3) return value;
       }
     },
 
@@ -481,23 +341,25 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
       try {
         await ensureRoot();
         await checkDirs(path.dirname(file), true);
+        if (fence) return await commitFenced(file, fence, value);
         await checkLeaf(file);
-        await writeAtomic(file, value, async (temp) => {
-          // Checked as late as possible: after the data is on disk, right before it becomes visible.
-          if (fence) await assertFresh(fence);
-          await hooks?.beforeRename?.(temp);
-        });
+        await writeAtomic(file, value, (temp) => hooks?.beforeRename?.(temp));
+        await dropVersions(file);
       } catch (error) {
         wrap('write', file, error);
       }
       await sweepTemps(path.dirname(file));
     },
 
-    async delete(key: string): Promise<void> {
+    async delete(key: string, deleteOptions?: DeleteOptions): Promise<void> {
       assertValidKey(key);
+      const fence = deleteOptions?.fence;
+      if (fence) assertValidKey(fence.lockKey);
       const file = pathOf(key);
       try {
+        if (fence) return await commitFenced(file, fence, undefined);
         if (!(await checkDirs(path.dirname(file), false))) return;
+        await dropVersions(file);
         await fs.unlink(file);
         await syncDir(path.dirname(file));
       } catch (error) {
@@ -509,7 +371,7 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
     async list(prefix: string): Promise<string[]> {
       assertValidPrefix(prefix);
       const dirKey = prefix.slice(0, prefix.lastIndexOf('/') + 1); // complete segments only
-      const keys: string[] = [];
+      const keys = new Set<string>();
       const walk = async (dirPath: string, keyPrefix: string): Promise<void> => {
         let entries;
         try {
@@ -520,11 +382,23 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
           wrap('list', dirPath, error);
         }
         for (const entry of entries) {
+          // A key's fenced versions: listed as the key unless its newest version is a tombstone.
+          if (entry.isDirectory() && entry.name.endsWith(VERSIONS)) {
+            const key = keyPrefix + entry.name.slice(0, -VERSIONS.length);
+            if (!isValidKey(key) || !key.startsWith(prefix)) continue;
+            const newest = await newestVersion(path.join(dirPath, entry.name));
+            if (newest && !newest.deleted) keys.add(key);
+            else if (newest?.deleted) keys.delete(key);
+            continue;
+          }
           const key = keyPrefix + entry.name;
           // Skips temp files and the lock tree (their names hold `~`) and foreign names.
           if (!isValidKey(key)) continue;
-          if (entry.isFile() && key.startsWith(prefix)) keys.push(key);
-          else if (entry.isDirectory() && mayHold(`${key}/`, prefix)) {
+          if (entry.isFile() && key.startsWith(prefix)) {
+            // A plain file hidden by a tombstone version is not listed.
+            const where = await resolve(path.join(dirPath, entry.name)).catch(() => undefined);
+            if (where && !('deleted' in where)) keys.add(key);
+          } else if (entry.isDirectory() && mayHold(`${key}/`, prefix)) {
             await walk(path.join(dirPath, entry.name), `${key}/`);
           }
         }
@@ -536,7 +410,7 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
         wrap('list', start, error);
       }
       await walk(start, dirKey);
-      return keys;
+      return [...keys];
     },
 
     async stat(key: string): Promise<StorageStat | undefined> {
@@ -545,7 +419,9 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
       let stats: Stats | undefined;
       try {
         if (!(await checkDirs(path.dirname(file), false))) return undefined;
-        stats = await lstatOrUndefined(file);
+        const where = await resolve(file);
+        if ('deleted' in where) return undefined;
+        stats = await lstatOrUndefined(where.path);
       } catch (error) {
         wrap('stat', file, error);
       }
@@ -560,12 +436,73 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
       assertValidTtl(ttlMs);
       const attempt = async () => {
         try {
-          return await tryLock(key, ttlMs);
+          return await tryLock(locks, key, ttlMs);
         } catch (error) {
           wrap('lock', key, error);
         }
       };
       return acquireWithRetry(key, waiters, pollMs, attempt, (lock) => lock.release(), lockOptions?.signal);
+    },
+
+    async now(): Promise<number> {
+      try {
+        await ensureRoot();
+        return Math.trunc(await filesystemNow(root));
+      } catch (error) {
+        wrap('read the clock of', root, error);
+      }
+    },
+
+    /**
+     * Changes by any process on this host, from inotify (`fs.watch`) on the
+     * prefix's directory: a plain write renames into it, a fenced one touches
+     * the key's versions directory in it. Only keys directly in that directory
+     * are reported. If the watch breaks, it is set up again and `resync` told.
+     */
+    async watch(prefix, onChange): Promise<Unwatch> {
+      assertValidPrefix(prefix);
+      const deliver = guardWatcher(onChange);
+      const { dir, dirKey } = watchedDir(prefix);
+      try {
+        await ensureRoot();
+        await checkDirs(dir, true);
+      } catch (error) {
+        wrap('watch', dir, error);
+      }
+      let watcher: FSWatcher | undefined;
+      let stopped = false;
+      let retry: NodeJS.Timeout | undefined;
+      const start = (): void => {
+        watcher = watchFs(dir, { persistent: false }, (_event, filename) => {
+          if (stopped || typeof filename !== 'string') return;
+          const name = filename.endsWith(VERSIONS) ? filename.slice(0, -VERSIONS.length) : filename;
+          const key = dirKey + name;
+          if (isValidKey(key) && key.startsWith(prefix)) deliver({ type: 'store', key });
+        });
+        watcher.on('error', () => {
+          watcher?.close();
+          if (stopped) return;
+          retry = setTimeout(() => {
+            if (stopped) return;
+            try {
+              start();
+              deliver({ type: 'resync' });
+            } catch {
+              watcher?.emit('error', new Error('watch failed'));
+            }
+          }, 1000);
+        });
+      };
+      try {
+        start();
+      } catch (error) {
+        wrap('watch', dir, error);
+      }
+      return async () => {
+        stopped = true;
+        if (retry) clearTimeout(retry);
+        watcher?.close();
+      };
     },
   };
 }

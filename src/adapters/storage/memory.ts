@@ -5,7 +5,7 @@
  * exactly as two processes on one Redis would).
  */
 import { FencingError, LockLostError } from '../../errors.js';
-import type { Fence, LockOptions, Storage, StorageLock, StorageStat, StoreOptions } from '../../types.js';
+import type { DeleteOptions, Fence, LockOptions, Storage, StorageLock, StorageStat, StoreOptions } from '../../types.js';
 import { assertValidKey, assertValidPrefix } from './key.js';
 import { acquireWithRetry, assertValidTtl, LockWaiters, type Attempt } from './lock-wait.js';
 
@@ -22,6 +22,9 @@ export interface MemoryStorageOptions {
    */
   pollIntervalMs?: number;
 }
+
+/** Tokens stay exact JavaScript integers. */
+const MAX_TOKEN = Number.MAX_SAFE_INTEGER - 1;
 
 interface LockState {
   /** Newest fencing token handed out for this key (0: never locked). */
@@ -51,7 +54,9 @@ export function memoryStorage(options: MemoryStorageOptions = {}): Storage {
     const owner = {};
     const lockState = state;
     lockState.holder = { owner, expiresAt: t + ttlMs };
-    const fencingToken = ++lockState.lastToken;
+    // As the shared storages do: max(previous + 1, the clock in µs), below 2^53.
+    const next = lockState.lastToken + 1;
+    const fencingToken = (lockState.lastToken = next < t * 1000 || next > MAX_TOKEN ? Math.floor(t * 1000) : next);
     const holds = () => lockState.holder?.owner === owner && lockState.holder.expiresAt > now();
     return {
       lock: {
@@ -84,10 +89,12 @@ export function memoryStorage(options: MemoryStorageOptions = {}): Storage {
       values.set(key, { value, modified: now() });
     },
 
-    async delete(key: string): Promise<void> {
+    async delete(key: string, deleteOptions?: DeleteOptions): Promise<void> {
       assertValidKey(key);
+      if (deleteOptions?.fence) assertFresh(deleteOptions.fence);
       values.delete(key);
     },
+
 
     async list(prefix: string): Promise<string[]> {
       assertValidPrefix(prefix);

@@ -16,15 +16,15 @@
  * the channel named like the table, in the same statement, for `watch()` (see
  * notify.ts).
  *
- * Lock rows are never deleted: a release only expires the lease. Deleting the
- * row would restart its fencing counter at 1, and a paused former holder with
- * token 1 could then write again.
+ * Lock rows are never deleted: a release only expires the lease. A row lost
+ * anyway (a restore, a TRUNCATE) restarts its token at the database clock in
+ * µs, above every token drawn before (see `acquire`).
  */
 import { withDeadline } from './deadline.js';
 import { randomUUID } from 'node:crypto';
 import type { Notification, Pool, PoolClient, PoolConfig, QueryResultRow } from 'pg';
 import { CertstateError, ConfigError, FencingError, LockLostError, StorageError } from '../../errors.js';
-import type { LockOptions, Storage, StorageLock, StorageStat, StoreOptions } from '../../types.js';
+import type { DeleteOptions, LockOptions, Storage, StorageLock, StorageStat, StoreOptions } from '../../types.js';
 import { assertValidKey, assertValidPrefix } from './key.js';
 import { encodeChange, decodeChange, guardWatcher, type ChannelWatchOptions, type Unwatch, type WatchableStorage } from './notify.js';
 import { acquireWithRetry, assertValidTtl, LockWaiters, type Attempt } from './lock-wait.js';
@@ -139,19 +139,34 @@ function statements(table: string) {
       )
       SELECT pg_notify('${table}', $3) FROM written`,
     delete: `WITH deleted AS (DELETE FROM ${t} WHERE key = $1 RETURNING key) SELECT pg_notify('${table}', $2) FROM deleted`,
+    /** Like `fencedStore`: the lease row is share-locked, and nothing is deleted unless the token is current. */
+    fencedDelete: `WITH fence AS (
+        SELECT 1 FROM ${l} WHERE key = $3 AND fencing_token = $4 FOR SHARE
+      ), deleted AS (
+        DELETE FROM ${t} WHERE key = $1 AND EXISTS (SELECT 1 FROM fence) RETURNING key
+      )
+      SELECT (SELECT count(*) FROM fence)::int AS fenced, (SELECT count(pg_notify('${table}', $2)) FROM deleted)::int AS deleted`,
+    now: `SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now`,
     list: `SELECT key FROM ${t} WHERE key LIKE $1 ESCAPE '!'`,
     /**
      * Take the lease if the row is absent or its lease is over, drawing the next
-     * fencing token in the same statement. The outer SELECT reads the snapshot
-     * from before the INSERT, so when busy it reports how long the current
-     * holder's lease still runs (for the next poll); `greatest` because a
-     * released row's `-infinity` cannot be subtracted.
+     * fencing token in the same statement. The token is `max(previous + 1, the
+     * database clock in µs)`: a lock row lost (restored from an older backup,
+     * truncated, deleted) starts again above every token drawn before, so a
+     * paused holder's old token never matches again; at 2^53 (JavaScript's
+     * exact integers) it starts again from the clock. The outer SELECT reads
+     * the snapshot from before the INSERT, so when busy it reports how long
+     * the current holder's lease still runs (for the next poll); `greatest`
+     * because a released row's `-infinity` cannot be subtracted.
      */
     acquire: `WITH acquired AS (
         INSERT INTO ${l} AS l (key, holder, fencing_token, expires_at)
-        VALUES ($1, $2, 1, now() + $3::float8 ${ms})
+        VALUES ($1, $2, (extract(epoch FROM now()) * 1000000)::bigint, now() + $3::float8 ${ms})
         ON CONFLICT (key) DO UPDATE
-          SET holder = EXCLUDED.holder, fencing_token = l.fencing_token + 1, expires_at = EXCLUDED.expires_at
+          SET holder = EXCLUDED.holder,
+              fencing_token = CASE WHEN l.fencing_token >= 9007199254740990 THEN EXCLUDED.fencing_token
+                                   ELSE greatest(l.fencing_token + 1, EXCLUDED.fencing_token) END,
+              expires_at = EXCLUDED.expires_at
           WHERE l.expires_at <= now()
         RETURNING fencing_token
       )
@@ -162,6 +177,8 @@ function statements(table: string) {
       RETURNING 1 AS renewed`,
     /** Expire, never delete: see the module comment. */
     release: `UPDATE ${l} SET expires_at = '-infinity' WHERE key = $1 AND holder = $2 AND fencing_token = $3`,
+    /** Give up an acquisition whose answer never came: expire the lease if that holder got it after all. */
+    cancelAcquire: `UPDATE ${l} SET expires_at = '-infinity' WHERE key = $1 AND holder = $2`,
   };
 }
 
@@ -446,9 +463,22 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
       if (rows.length !== 1) throw new FencingError(fence.lockKey, fence.token);
     },
 
-    async delete(key) {
+    async delete(key, deleteOptions?: DeleteOptions) {
       assertValidKey(key);
-      await query(`delete ${key}`, sql.delete, [key, encodeChange('delete', key)]);
+      const fence = deleteOptions?.fence;
+      if (!fence) {
+        await query(`delete ${key}`, sql.delete, [key, encodeChange('delete', key)]);
+        return;
+      }
+      assertValidKey(fence.lockKey);
+      if (!Number.isSafeInteger(fence.token)) throw new FencingError(fence.lockKey, fence.token);
+      const rows = await query<{ fenced: number }>(`delete ${key}`, sql.fencedDelete, [key, encodeChange('delete', key), fence.lockKey, String(fence.token)]);
+      if (Number(rows[0]?.fenced) !== 1) throw new FencingError(fence.lockKey, fence.token);
+    },
+
+    async now() {
+      const rows = await query<{ now: number }>('now', sql.now, []);
+      return Number(rows[0]!.now);
     },
 
     async list(prefix) {
@@ -471,7 +501,14 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
       const holder = randomUUID();
       let pause = 5;
       const attempt = async (): Promise<Attempt<StorageLock>> => {
-        const rows = await query<{ token: number | null; remaining_ms: number | null }>(`lock ${key}`, sql.acquire, [key, holder, ttl]);
+        let rows: { token: number | null; remaining_ms: number | null }[];
+        try {
+          rows = await query(`lock ${key}`, sql.acquire, [key, holder, ttl]);
+        } catch (error) {
+          // We gave up waiting, but the statement may still commit: cancel a lease nobody knows it holds.
+          void query(`cancel lock ${key}`, sql.cancelAcquire, [key, holder]).catch(() => {});
+          throw error;
+        }
         const { token, remaining_ms: remaining } = rows[0];
         if (token !== null) return { lock: heldLock(key, holder, ttl, Number(token)) };
         // Polling (releases in this process wake waiters at once), growing and

@@ -10,7 +10,7 @@
  * |------------------|--------|--------------------------------------------------------|
  * | `P` `data:` key  | HASH   | `v` the value, `m` modification time (ms, Redis clock) |
  * | `P` `lock:` key  | STRING | the holder's random id, with a PX lease                |
- * | `P` `fence:` key | STRING | the fencing counter (INCR; never deleted)              |
+ * | `P` `fence:` key | STRING | the newest fencing token (never deleted by certstate)  |
  *
  * Every write and delete also `PUBLISH`es `store:<key>` / `delete:<key>` on the
  * channel `P` `changes`, from the same script, for `watch()` (see notify.ts).
@@ -33,7 +33,7 @@ import { withDeadline } from './deadline.js';
 import { randomUUID, createHash } from 'node:crypto';
 import type { Redis, RedisOptions } from 'ioredis';
 import { ConfigError, FencingError, LockLostError, StorageError, CertstateError } from '../../errors.js';
-import type { LockOptions, Storage, StorageLock, StorageStat, StoreOptions } from '../../types.js';
+import type { DeleteOptions, LockOptions, Storage, StorageLock, StorageStat, StoreOptions } from '../../types.js';
 import { assertValidKey, assertValidPrefix } from './key.js';
 import { encodeChange, decodeChange, guardWatcher, type ChannelWatchOptions, type Unwatch, type WatchableStorage } from './notify.js';
 import { acquireWithRetry, assertValidTtl, LockWaiters, type Attempt } from './lock-wait.js';
@@ -86,6 +86,15 @@ const REPLICATE = `if redis.replicate_commands then pcall(redis.replicate_comman
 const NOW_MS = `local t = redis.call('TIME')\nlocal now = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))\n`;
 
 /**
+ * The fence check shared by fenced writes and deletes: KEYS[2] the fence
+ * counter, `token` the presented one. 0 (never locked, or the counter was
+ * lost) matches no token.
+ */
+const FENCE_CHECK = `
+  local current = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+  if current == 0 or current ~= tonumber(token) then return {0, current} end`;
+
+/**
  * KEYS[1] data hash, KEYS[2] (optional) fence counter; ARGV[1] value,
  * ARGV[2] change channel, ARGV[3] change payload, ARGV[4] token (when fenced).
  * Returns {1, now} when written, {0, current} when the fence is stale. The
@@ -94,33 +103,56 @@ const NOW_MS = `local t = redis.call('TIME')\nlocal now = t[1] .. string.format(
  */
 const STORE = `${REPLICATE}
 if KEYS[2] then
-  local current = tonumber(redis.call('GET', KEYS[2]) or '0')
-  -- 0: never locked, so no token can be valid for it.
-  if current == 0 or current ~= tonumber(ARGV[4]) then return {0, current} end
+  local token = ARGV[4]${FENCE_CHECK}
 end
 ${NOW_MS}
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'm', now)
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return {1, now}`;
 
-/** KEYS[1] data hash; ARGV[1] change channel, ARGV[2] change payload. Publishes only if something was deleted. */
+/**
+ * KEYS[1] data hash, KEYS[2] (optional) fence counter; ARGV[1] change channel,
+ * ARGV[2] change payload, ARGV[3] token (when fenced). Publishes only if
+ * something was deleted. Returns {1, deleted} or {0, current} when fenced out.
+ */
 const DELETE = `
+if KEYS[2] then
+  local token = ARGV[3]${FENCE_CHECK}
+end
 local deleted = redis.call('DEL', KEYS[1])
 if deleted > 0 then redis.call('PUBLISH', ARGV[1], ARGV[2]) end
-return deleted`;
+return {1, deleted}`;
 
 /**
  * KEYS[1] lock, KEYS[2] fence counter; ARGV[1] holder id, ARGV[2] ttl ms.
  * Taking the lock and drawing the fencing token happen in one atomic step: were
  * they two commands, a holder paused between them could draw a token *newer*
  * than the one of the process that took the lock over meanwhile.
+ *
+ * The token is `max(previous + 1, server time in µs)`, not a bare counter: a
+ * counter lost with the data (restart without persistence, FLUSHALL, failover
+ * to a lagging replica, a deleted key) restarts at the server's time, above
+ * every token drawn before, so a paused holder's old token can never match
+ * again. Tokens stay below 2^53 (exact in Lua's doubles and in JavaScript): a
+ * counter at that bound (or unreadable) starts again from the server time,
+ * which is above every token drawn before the jump.
  * Returns {1, token} or {0, pttl of the current holder}.
  */
-const ACQUIRE = `
+const ACQUIRE = `${REPLICATE}
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, redis.call('INCR', KEYS[2])}
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+  local token = last + 1
+  if token < now or token > 9007199254740990 then token = now end
+  redis.call('SET', KEYS[2], string.format('%.0f', token))
+  return {1, token}
 end
 return {0, redis.call('PTTL', KEYS[1])}`;
+
+/** The server's clock in ms (every process compares shared times on it). */
+const TIME = `local t = redis.call('TIME')
+return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
 
 /** KEYS[1] lock; ARGV[1] holder id, ARGV[2] ttl ms. 1 when extended, 0 when not ours any more. */
 const RENEW = `
@@ -147,6 +179,7 @@ const SCRIPTS = {
   acquire: script(ACQUIRE),
   renew: script(RENEW),
   release: script(RELEASE),
+  time: script(TIME),
 };
 
 /**
@@ -374,9 +407,18 @@ export function redisStorage(options: RedisStorageOptions): RedisStorage {
       if (ok !== 1) throw new FencingError(fence!.lockKey, fence!.token);
     },
 
-    async delete(key) {
+    async delete(key, deleteOptions?: DeleteOptions) {
       assertValidKey(key);
-      await run(`delete ${key}`, (r) => runScript(r, SCRIPTS.delete, [dataKey(key)], [channel, encodeChange('delete', key)]));
+      const fence = deleteOptions?.fence;
+      if (fence) assertValidKey(fence.lockKey);
+      const keys = fence ? [dataKey(key), fenceKey(fence.lockKey)] : [dataKey(key)];
+      const args = [channel, encodeChange('delete', key), ...(fence ? [fence.token] : [])];
+      const [ok] = pair(await run(`delete ${key}`, (r) => runScript(r, SCRIPTS.delete, keys, args)));
+      if (ok !== 1) throw new FencingError(fence!.lockKey, fence!.token);
+    },
+
+    async now() {
+      return Number(await run('time', (r) => runScript(r, SCRIPTS.time, [], [])));
     },
 
     async list(keyPrefix) {
@@ -414,7 +456,16 @@ export function redisStorage(options: RedisStorageOptions): RedisStorage {
       const holder = randomUUID();
       let pause = 5;
       const attempt = async (): Promise<Attempt<StorageLock>> => {
-        const [acquired, value] = await tryAcquire(key, holder, ttl);
+        let acquired: number, value: number;
+        try {
+          [acquired, value] = await tryAcquire(key, holder, ttl);
+        } catch (error) {
+          // We gave up waiting, but the script may still run on the server (a slow link delivers
+          // it late): cancel it there, so that a lock nobody knows it holds does not block the
+          // name for a whole TTL. Queued behind it on the same connection, so it runs after it.
+          void run(`cancel lock ${key}`, (r) => runScript(r, SCRIPTS.release, [lockKey(key)], [holder])).catch(() => {});
+          throw error;
+        }
         if (acquired === 1) return { lock: heldLock(key, holder, ttl, value) };
         // Polling (releases in this process wake waiters at once), growing and
         // jittered so that waiters of other processes do not stampede; never

@@ -1,0 +1,140 @@
+/**
+ * The filesystem steps file storage is built from: private temp files,
+ * atomic replacement, exclusive publication, directory syncs, and the
+ * filesystem's own clock. Each is one small operation with its own failure
+ * rules; file.ts and file-lock.ts compose them.
+ */
+import { randomBytes } from 'node:crypto';
+import { constants, type Stats } from 'node:fs';
+import * as fs from 'node:fs/promises';
+import path from 'node:path';
+import { CertstateError, StorageError } from '../../errors.js';
+
+export const DIR_MODE = 0o700;
+export const FILE_MODE = 0o600;
+/** Marks an in-flight (or crashed) write; `~` never occurs in a key. */
+export const TEMP_MARK = '~tmp~';
+
+export function errorCode(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException | undefined)?.code;
+}
+
+/** Rethrow certstate errors as they are; wrap anything else (fs errors) in `StorageError`. */
+export function wrap(action: string, target: string, error: unknown): never {
+  if (error instanceof CertstateError) throw error;
+  const detail = error instanceof Error ? error.message : String(error);
+  throw new StorageError(`file storage: cannot ${action} ${target}: ${detail}`, { cause: error });
+}
+
+export async function lstatOrUndefined(p: string): Promise<Stats | undefined> {
+  try {
+    return await fs.lstat(p);
+  } catch (error) {
+    if (errorCode(error) === 'ENOENT' || errorCode(error) === 'ENOTDIR') return undefined;
+    throw error;
+  }
+}
+
+/** fsync a directory so a rename or link in it survives a power cut. */
+export async function syncDir(dir: string): Promise<void> {
+  const handle = await fs.open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await handle.sync();
+  } catch (error) {
+    // Some filesystems cannot fsync a directory; the rename is still atomic there.
+    if (errorCode(error) !== 'EINVAL') throw error;
+  } finally {
+    await handle.close();
+  }
+}
+
+function tempName(target: string): string {
+  return `${target}${TEMP_MARK}${process.pid}-${randomBytes(6).toString('hex')}`;
+}
+
+/** Write `data` to a new, unique, 0600 temp file beside `target` and sync it. Returns its path. */
+export async function writeTemp(target: string, data: string): Promise<string> {
+  const temp = tempName(target);
+  // O_EXCL: never reuse or follow anything already at that name.
+  const flags = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+  const handle = await fs.open(temp, flags, FILE_MODE);
+  try {
+    await handle.chmod(FILE_MODE); // the umask may have stripped bits; make it exactly 0600
+    await handle.writeFile(data, 'utf8');
+    await handle.sync();
+  } catch (error) {
+    await handle.close().catch(() => {});
+    await fs.unlink(temp).catch(() => {});
+    throw error;
+  }
+  await handle.close();
+  return temp;
+}
+
+/**
+ * Replace `target` with `data` atomically: readers see the old or the new
+ * file, never a mix. `beforeRename` may veto (throw) after the data is safe
+ * on disk; the temp file is then removed.
+ */
+export async function writeAtomic(target: string, data: string, beforeRename?: (temp: string) => unknown): Promise<void> {
+  const temp = await writeTemp(target, data);
+  try {
+    await beforeRename?.(temp);
+    await fs.rename(temp, target);
+  } catch (error) {
+    await fs.unlink(temp).catch(() => {});
+    throw error;
+  }
+  await syncDir(path.dirname(target));
+}
+
+/**
+ * Publish `data` as `dir/name` only if that name does not exist yet. The
+ * content is complete before the name appears (write a temp file, then
+ * `link` it, which fails with EEXIST atomically), so no reader ever sees a
+ * half-written file. Returns false when someone else has the name.
+ */
+export async function createExclusive(dir: string, name: string, data: string): Promise<boolean> {
+  const target = path.join(dir, name);
+  const temp = await writeTemp(target, data);
+  try {
+    await fs.link(temp, target);
+  } catch (error) {
+    if (errorCode(error) === 'EEXIST') return false;
+    throw error;
+  } finally {
+    await fs.unlink(temp).catch(() => {});
+  }
+  await syncDir(dir);
+  return true;
+}
+
+/**
+ * The filesystem's clock, ms since epoch: the modification time the kernel
+ * gives a file created in `dir` now. Every process on the host reads the same
+ * clock this way, whatever its own wall clock says (a process under
+ * `faketime`, a container with a shifted clock), so leases written and judged
+ * by file timestamps are judged on one clock.
+ */
+export async function filesystemNow(dir: string): Promise<number> {
+  const probe = tempName(path.join(dir, 'now'));
+  const handle = await fs.open(probe, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, FILE_MODE);
+  try {
+    const stats = await handle.stat({ bigint: true });
+    return Number(stats.mtimeNs / 1000n) / 1000;
+  } finally {
+    await handle.close().catch(() => {});
+    await fs.unlink(probe).catch(() => {});
+  }
+}
+
+/** A file's modification time in ms with sub-ms precision (the filesystem's clock), or undefined when absent. */
+export async function mtimeOf(file: string): Promise<number | undefined> {
+  try {
+    const stats = await fs.lstat(file, { bigint: true });
+    return Number(stats.mtimeNs / 1000n) / 1000;
+  } catch (error) {
+    if (errorCode(error) === 'ENOENT') return undefined;
+    throw error;
+  }
+}
