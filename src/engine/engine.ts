@@ -9,7 +9,6 @@
  */
 import { EventEmitter } from 'node:events';
 import type { SecureContext } from 'node:tls';
-import { pino } from 'pino';
 import { createActor, waitFor, fromPromise } from 'xstate';
 import { realClock } from '../clock.js';
 import {
@@ -45,6 +44,7 @@ import { ariRenewalTime, ARI_DEFAULT_RECHECK_MS, clampAriRecheck } from './ari.j
 import type { CertificateBundle, CertificateMeta, Clock, Issuer, LifecycleState, Logger, NameStatus, Storage } from '../types.js';
 import { isStorageOutage, runAttempt } from './attempt.js';
 import { safeError, withSafeErrors } from '../safe-error.js';
+import { silentLogger } from '../silent-logger.js';
 import type { CertEngineEvent, CertEngineEventOf, CertEngineEventType } from './events.js';
 import { Limiter } from './limiter.js';
 import { certificateCoversName } from '../certs.js';
@@ -119,7 +119,7 @@ export class CertEngine {
     this.#storage = options.storage ?? fileStorage(DEFAULT_DATA_DIR);
     this.#issuers = [...options.issuers];
     this.#clock = options.clock ?? realClock();
-    this.#logger = withSafeErrors(options.logger ?? pino({ level: 'silent' }));
+    this.#logger = withSafeErrors(options.logger ?? silentLogger());
     this.#policy = { ...defaultTimingPolicy, ...options.timing };
     this.#handshakeTimeout = positive(options.handshakeTimeout, DEFAULT_HANDSHAKE_TIMEOUT, 'handshakeTimeout');
     this.#maxWaitersPerName = positive(options.maxWaitersPerName, 10_000, 'maxWaitersPerName');

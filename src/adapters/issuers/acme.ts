@@ -22,7 +22,8 @@
  * Nothing here retries a failed attempt; that is the statechart's job.
  */
 import https from 'node:https';
-import { Client } from 'acme-client';
+import type { Client } from 'acme-client';
+import { loadAcmeClient } from './acme-client-module.js';
 import type { CertificateBundle, CertificateMeta, IssueContext, IssueRequest, Issuer, Logger, RenewalInfo, Storage } from '../../types.js';
 import { AccountError, AcmeError, ConfigError, IssuanceError } from '../../errors.js';
 import type { DnsProvider } from '../challenges/dns-01.js';
@@ -197,7 +198,8 @@ export function acmeIssuer(options: AcmeIssuerOptions): AcmeIssuer {
   }
 
   /** An acme-client `Client` for one attempt, on our transport, with the directory pre-loaded. */
-  function makeClient(keyPem: string, accountUrl: string | undefined, t: TransportOptions, dir: AcmeDirectory): Client {
+  async function makeClient(keyPem: string, accountUrl: string | undefined, t: TransportOptions, dir: AcmeDirectory): Promise<Client> {
+    const { Client } = await loadAcmeClient();
     const client = new Client({
       directoryUrl,
       accountKey: keyPem,
@@ -212,7 +214,7 @@ export function acmeIssuer(options: AcmeIssuerOptions): AcmeIssuer {
   }
 
   async function register(keyPem: string, t: TransportOptions, dir: AcmeDirectory, now: () => number): Promise<string> {
-    const client = makeClient(keyPem, undefined, t, dir);
+    const client = await makeClient(keyPem, undefined, t, dir);
     const payload: Record<string, unknown> = { termsOfServiceAgreed: true };
     if (options.email) payload.contact = [`mailto:${options.email}`];
     const res = await internalsOf(client).api.apiRequest(dir.newAccount!, payload, [], { includeJwsKid: false, includeExternalAccountBinding: !!eab });
@@ -248,7 +250,7 @@ export function acmeIssuer(options: AcmeIssuerOptions): AcmeIssuer {
     };
     let account = accounts.get(storage) ?? (await ensureAccount(accountOptions));
     accounts.set(storage, account);
-    let client = makeClient(account.keyPem, account.url, t, dir);
+    let client = await makeClient(account.keyPem, account.url, t, dir);
     const flow = new AcmeOrderFlow(client, context, logger, dir, flowSettings);
 
     let order: AcmeOrder;
@@ -261,7 +263,7 @@ export function acmeIssuer(options: AcmeIssuerOptions): AcmeIssuer {
       logger.warn({ accountUrl: account.url }, 'ACME account unknown to the CA; re-registering');
       account = await ensureAccount({ ...accountOptions, stale: account });
       accounts.set(storage, account);
-      client = makeClient(account.keyPem, account.url, t, dir);
+      client = await makeClient(account.keyPem, account.url, t, dir);
       flow.client = client;
       order = await flow.newOrder(names, request);
     }
