@@ -108,6 +108,12 @@ export interface Storage {
   lock(key: string, ttlMs: number, options?: LockOptions): Promise<StorageLock>;
   /** Release connections and timers (optional). */
   close?(): Promise<void>;
+  /**
+   * Load what the backend needs before its first call (e.g. its driver, an
+   * optional peer package), without connecting. `engine.start()` awaits it,
+   * so a missing driver rejects `start()` with a `ConfigError`.
+   */
+  prepare?(): Promise<void>;
 }
 
 // ─── Issuers ───────────────────────────────────────────────────────────────
@@ -198,8 +204,10 @@ export interface ErrorInfo {
   type: string;
   /** Human-readable message. */
   message: string;
-  /** Machine-readable code, e.g. an ACME problem type. */
+  /** The error's `code` (certstate's own, stable per error class). */
   code?: string;
+  /** The CA's problem type (an RFC 8555 URN), when a CA refused. */
+  problemType?: string;
   /** The CA's problem detail, when there is one. */
   detail?: string;
   /** The earliest time the CA allows another attempt, ms since epoch. */

@@ -7,7 +7,7 @@
  * Also the one place that signs a forge-assembled certificate with
  * node:crypto (forge's JavaScript RSA takes ~50 ms per signature).
  */
-import { sign, type KeyObject } from 'node:crypto';
+import { createPublicKey, sign, type KeyObject } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type Forge from 'node-forge';
 
@@ -19,9 +19,10 @@ export function loadForge(): typeof Forge {
   return loaded;
 }
 
-/** A node:crypto public key as forge's RSA public key (forge 1.4 encodes only RSA). */
+/** The public half of a node:crypto RSA key (public or private) as forge's public key (forge 1.4 encodes only RSA). */
 export function forgePublicKey(key: KeyObject): Forge.pki.rsa.PublicKey {
-  return loadForge().pki.publicKeyFromPem(key.export({ type: 'spki', format: 'pem' }) as string) as Forge.pki.rsa.PublicKey;
+  const spki = (key.type === 'public' ? key : createPublicKey(key)).export({ type: 'spki', format: 'pem' }) as string;
+  return loadForge().pki.publicKeyFromPem(spki) as Forge.pki.rsa.PublicKey;
 }
 
 /** What forge's `cert.sign` does, with the RSA signature computed natively (sha256WithRSAEncryption); returns the DER. */

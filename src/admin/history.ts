@@ -17,7 +17,7 @@ export interface TransitionRecord {
   /** Why the attempt runs: `obtain`, `renew` or `expired`. */
   reason?: string;
   /** The attempt's error, on a move to `failed-backoff`. */
-  error?: Pick<ErrorInfo, 'type' | 'message' | 'code' | 'detail'>;
+  error?: Pick<ErrorInfo, 'type' | 'message' | 'code' | 'problemType' | 'detail'>;
   /** The certificate's notAfter, on a move to `valid` after an attempt or an adoption. */
   notAfter?: number;
   /** True when the certificate was found in storage (another process issued it). */
@@ -110,6 +110,7 @@ export function briefError(error: ErrorInfo): NonNullable<TransitionRecord['erro
     type: clip(error.type, 100),
     message: clip(error.message, 2000),
     ...(error.code !== undefined ? { code: clip(error.code, 200) } : {}),
+    ...(error.problemType !== undefined ? { problemType: clip(error.problemType, 200) } : {}),
     ...(error.detail !== undefined ? { detail: clip(error.detail, 2000) } : {}),
   };
 }

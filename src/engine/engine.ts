@@ -35,7 +35,7 @@ import { defaultTimingPolicy, renewalTime, type TimingPolicy } from '../machines
 import { InvalidNameError, RejectionLog, isIpLiteral, normalizeName } from '../names.js';
 import { DEFAULT_DATA_DIR, fileStorage } from '../adapters/storage/file.js';
 import { createHttpChallengeHandler, type HttpChallengeHandler, type HttpFallback } from '../adapters/challenges/http-01.js';
-import { createTlsAlpnResponder, type ALPNCallback } from '../adapters/challenges/tls-alpn-01.js';
+import { createTlsAlpnResponder } from '../adapters/challenges/tls-alpn-01.js';
 import { createAdminHandler, type AdminHandler, type AdminHandlerOptions } from '../admin/handler.js';
 import { createOnDemandGate, OnDemandRefusedError, type OnDemandGate } from './on-demand.js';
 import { keys, nameFromCertificateKey } from '../storage-keys.js';
@@ -52,6 +52,8 @@ import { MaterialCache } from './material-cache.js';
 import { WakeQueue } from './wake-queue.js';
 import { newDomain, type CertActor, type Domain, type Dormant } from './domain.js';
 import type { CertEngineOptions, EngineStats, ServedCertificate, HandshakeInfo, StartOptions } from './options.js';
+import { checkEngineOptions, prepareAdapters } from './config.js';
+import { answerHandshakes, type TlsCallbacks, type TlsOptionsConfig } from './handshake-answers.js';
 
 export type { CertEngineOptions, EngineStats, ServedCertificate, HandshakeInfo, StartOptions } from './options.js';
 import { parseFailure, parseUnit, serializeFailure } from './unit.js';
@@ -99,22 +101,14 @@ export class CertEngine {
   readonly #attempts = new Limiter(32);
   readonly #managedNames: Set<string>;
   readonly #gate: OnDemandGate | undefined;
-  readonly #rejections: RejectionLog;
+  readonly #rejections: RejectionLog<string>;
   #waiting = 0;
   #unwatch: (() => Promise<void>) | undefined;
   #started = false;
   #stopped = false;
 
   constructor(options: CertEngineOptions) {
-    if (!options || typeof options !== 'object') throw new ConfigError('createCertEngine needs an options object');
-    if (!Array.isArray(options.issuers) || options.issuers.length === 0) {
-      throw new ConfigError('options.issuers needs at least one issuer (e.g. acmeIssuer({...}) or localCaIssuer())');
-    }
-    for (const issuer of options.issuers) {
-      if (!issuer || typeof issuer.id !== 'string' || typeof issuer.issue !== 'function') {
-        throw new ConfigError('every issuer needs a string `id` and an `issue()` function');
-      }
-    }
+    checkEngineOptions(options);
     this.#options = options;
     this.#storage = options.storage ?? fileStorage(DEFAULT_DATA_DIR);
     this.#issuers = [...options.issuers];
@@ -127,7 +121,7 @@ export class CertEngine {
     positive(options.lockTtlMs, 60_000, 'lockTtlMs');
     this.#managedNames = new Set((options.names ?? []).map((n) => normalizeName(n, { allowWildcard: true, allowIp: true })));
     this.#gate = options.onDemand ? createOnDemandGate(options.onDemand, { now: () => this.#clock.now(), logger: this.#logger }) : undefined;
-    this.#rejections = new RejectionLog({ logger: this.#logger, now: () => this.#clock.now() });
+    this.#rejections = new RejectionLog<string>({ logger: this.#logger, now: () => this.#clock.now() });
     this.#materials = new MaterialCache(count(options.cacheCapacity, 10_000, 'cacheCapacity'));
     this.#maxLiveActors = count(options.maxLiveActors, 1_000, 'maxLiveActors', 0);
     this.#wakes = new WakeQueue(this.#clock, (name) => this.#wakeDue(name));
@@ -147,6 +141,12 @@ export class CertEngine {
     if (this.#stopped) throw new EngineStoppedError();
     if (this.#started) return;
     this.#started = true;
+    try {
+      await prepareAdapters(this.#storage); // a missing storage driver is a ConfigError here, not a name in backoff
+    } catch (error) {
+      this.#started = false;
+      throw error;
+    }
     // Records first: a handshake arriving while the watch connects must find its name.
     const domains = [...this.#managedNames].map((name) => this.#addDomain(name, true));
     await this.#watchStorage();
@@ -408,13 +408,10 @@ export class CertEngine {
    * same server and picks the application protocol for everyone else (Node
    * forbids `ALPNProtocols` beside `ALPNCallback`, so say them here).
    *
-   * @param options.protocols application protocols in preference order
-   *   (default `['http/1.1']`; `['h2', 'http/1.1']` for `http2.createSecureServer`)
+   * A name the engine cannot serve gets a TLS alert; `defaultName` answers
+   * clients without SNI (see `TlsOptionsConfig` and handshake-answers.ts).
    */
-  tlsOptions(options: { protocols?: string[] } = {}): {
-    SNICallback: (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void;
-    ALPNCallback: ALPNCallback;
-  } {
+  tlsOptions(options: TlsOptionsConfig = {}): TlsCallbacks {
     const alpn = createTlsAlpnResponder(this.#storage, { protocols: options.protocols, logger: this.#logger });
     const sni = (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => {
       // Hot path: a normalised name (the common SNI) is its own Map key; no promise, no allocation.
@@ -428,7 +425,7 @@ export class CertEngine {
         (error: Error) => cb(error),
       );
     };
-    return { SNICallback: alpn.wrapSNICallback(sni), ALPNCallback: alpn.ALPNCallback };
+    return answerHandshakes(sni, alpn, { rejections: this.#rejections, defaultName: this.#options.defaultName, onRefusal: options.onRefusal });
   }
 
   /**

@@ -210,14 +210,11 @@ async function runChild(config: NodeConfig): Promise<void> {
   });
   await engine.start();
 
-  const httpsServer = https.createServer({ ...engine.tlsOptions() }, (_req, res) => res.end(config.id));
-  // Refused handshakes are part of the tests: log why (the client only sees a reset).
-  // (Not a client hanging up right after its handshake: the tests' clients do that on purpose.)
-  httpsServer.on('tlsClientError', (error: Error & { code?: string }, socket: tls.TLSSocket) => {
-    if (error.code === 'ECONNRESET') return;
-    const servername = (socket as tls.TLSSocket & { servername?: string | false }).servername;
+  // Refused handshakes are part of the tests: log why (the client only sees a TLS alert).
+  const onRefusal = (error: Error & { code?: string }, servername: string) =>
     logger.info({ servername, refusal: { type: error.name, message: error.message, code: error.code } }, 'handshake refused');
-  });
+  const httpsServer = https.createServer({ ...engine.tlsOptions({ onRefusal }) }, (_req, res) => res.end(config.id));
+  httpsServer.on('tlsClientError', () => {}); // OpenSSL's side of the refusals above, and clients hanging up on purpose
   const httpServer = http.createServer(engine.httpChallengeHandler());
   await Promise.all([httpsServer, httpServer].map((s) => new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))));
 

@@ -17,7 +17,7 @@
  *
  * Every failure is a typed error (`AcmeRateLimitedError`, `ChallengeFailedError`,
  * `AccountError`, `AcmeNetworkError`/`AcmeTimeoutError`, `AcmeError`) carrying
- * the CA's problem type as `code`, its `detail`, and `retryAfter` (epoch ms)
+ * the CA's problem type as `problemType`, its `detail`, and `retryAfter` (epoch ms)
  * when the CA sent `Retry-After`: the engine's backoff uses it as a floor.
  * Nothing here retries a failed attempt; that is the statechart's job.
  */
@@ -237,7 +237,7 @@ export function acmeIssuer(options: AcmeIssuerOptions): AcmeIssuer {
     const t = transportFor(signal);
     const dir = await getDirectory(t, context.now);
     if (dir.meta?.externalAccountRequired && !eab) {
-      throw new AccountError(`${directoryUrl} requires External Account Binding: set externalAccountBinding { kid, hmacKey }`, { code: `${ACME_ERROR}externalAccountRequired` });
+      throw new AccountError(`${directoryUrl} requires External Account Binding: set externalAccountBinding { kid, hmacKey }`, { problemType: `${ACME_ERROR}externalAccountRequired` });
     }
 
     // The leaf key is generated while we talk to the CA (RSA-4096 takes a while).
@@ -257,7 +257,7 @@ export function acmeIssuer(options: AcmeIssuerOptions): AcmeIssuer {
     try {
       order = await flow.newOrder(names, request);
     } catch (error) {
-      if (!(error instanceof AcmeError) || error.code !== `${ACME_ERROR}accountDoesNotExist`) throw error;
+      if (!(error instanceof AcmeError) || error.problemType !== `${ACME_ERROR}accountDoesNotExist`) throw error;
       // The CA forgot our account (a reset staging CA, a restarted Pebble):
       // register the same key again, once, and retry the order.
       logger.warn({ accountUrl: account.url }, 'ACME account unknown to the CA; re-registering');

@@ -342,16 +342,24 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
   let migrated: Promise<void> | undefined;
   let closed = false;
 
+  let driver: Promise<typeof Pool> | undefined;
+  /** pg's `Pool`, imported at `prepare()` or the first call: an optional peer, not loaded by the factory. */
+  function loadDriver(): Promise<typeof Pool> {
+    driver ??= import('pg').then(
+      (pg) => pg.Pool,
+      (cause: unknown) => {
+        driver = undefined;
+        throw new ConfigError(`postgresStorage({ connectionString }) needs the optional peer dependency pg: npm install pg (${String(cause)})`);
+      },
+    );
+    return driver;
+  }
+
   /** Create the pool for `connectionString` on first use: the factory stays synchronous and `pg` an optional import. */
   function pool(): Promise<Pool> {
     if (poolPromise) return poolPromise;
     poolPromise = (async () => {
-      let PoolClass: typeof Pool;
-      try {
-        PoolClass = (await import('pg')).Pool;
-      } catch (cause) {
-        throw new ConfigError(`postgresStorage({ connectionString }) needs the optional peer dependency pg: npm install pg (${String(cause)})`);
-      }
+      const PoolClass = await loadDriver();
       const created = new PoolClass({
         connectionString: options.connectionString,
         // Bounded by design: waiting for a connection, a reply, and the server's
@@ -419,6 +427,9 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
   }
 
   const storage: PostgresStorage = {
+    prepare: async () => {
+      if (options.connectionString !== undefined) await loadDriver();
+    },
     description,
     table,
     migrate,

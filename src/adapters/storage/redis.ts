@@ -281,17 +281,25 @@ export function redisStorage(options: RedisStorageOptions): RedisStorage {
   let clientPromise: Promise<Redis> | undefined = options.client ? Promise.resolve(options.client) : undefined;
   let closed = false;
 
+  let driver: Promise<typeof Redis> | undefined;
+  /** ioredis' client class, imported at `prepare()` or the first call: an optional peer, not loaded by the factory. */
+  function loadDriver(): Promise<typeof Redis> {
+    // `Redis` is ioredis' named export of the class (CommonJS, found by Node's ESM interop).
+    driver ??= import('ioredis').then(
+      (ioredis) => ioredis.Redis,
+      (cause: unknown) => {
+        driver = undefined;
+        throw new ConfigError(`redisStorage({ url }) needs the optional peer dependency ioredis: npm install ioredis (${String(cause)})`);
+      },
+    );
+    return driver;
+  }
+
   /** Create the client for `url` on first use: the factory stays synchronous and ioredis stays an optional import. */
   function client(): Promise<Redis> {
     if (clientPromise) return clientPromise;
     clientPromise = (async () => {
-      let RedisClass: typeof Redis;
-      try {
-        // `Redis` is ioredis' named export of the class (CommonJS, found by Node's ESM interop).
-        RedisClass = (await import('ioredis')).Redis;
-      } catch (cause) {
-        throw new ConfigError(`redisStorage({ url }) needs the optional peer dependency ioredis: npm install ioredis (${String(cause)})`);
-      }
+      const RedisClass = await loadDriver();
       const redis = new RedisClass(options.url!, {
         // Bounded by design: a command queued while disconnected fails after one
         // reconnection attempt or `commandTimeout`, whichever comes first, instead
@@ -354,6 +362,9 @@ export function redisStorage(options: RedisStorageOptions): RedisStorage {
   }
 
   const storage: RedisStorage = {
+    prepare: async () => {
+      if (options.url !== undefined) await loadDriver();
+    },
     description: `redis:${prefix}`,
     prefix,
 
