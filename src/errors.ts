@@ -71,7 +71,7 @@ export class LockLostError extends StorageError {
 /** An issuer failed to issue. Issuers should throw subclasses of this. */
 export class IssuanceError extends CertstateError {
   constructor(message: string, options?: { code?: string; cause?: unknown; retryAfter?: number; detail?: string }) {
-    super(message, { code: options?.code ?? 'ERR_ISSUANCE', ...options });
+    super(message, { ...options, code: options?.code ?? 'ERR_ISSUANCE' });
   }
 }
 

@@ -109,7 +109,7 @@ const ON_DEMAND: Record<string, Check> = {
 
 /** Every option of `createCertEngine`, with its check and default. Keep in step with `CertEngineOptions` (the type below makes a missing row a compile error). */
 export const ENGINE_OPTIONS: { readonly [K in keyof CertEngineOptions]-?: OptionRow } = {
-  storage: { check: methods(['load', 'store', 'delete', 'list', 'stat', 'lock']), default: "fileStorage('./certstate-data')" },
+  storage: { check: methods(['load', 'store', 'delete', 'list', 'stat', 'lock']), default: "`fileStorage('./certstate-data')`" },
   issuers: {
     check: (v, path) => {
       if (!Array.isArray(v) || v.length === 0) fail(path, 'a non-empty array of issuers (e.g. acmeIssuer({...}) or localCaIssuer())', v);
