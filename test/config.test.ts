@@ -8,7 +8,9 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { ConfigError, createCertEngine, localCaIssuer, memoryStorage, type CertEngineOptions } from '../src/index.js';
+import { acmeIssuer, ConfigError, createCertEngine, localCaIssuer, memoryStorage, type AcmeIssuerOptions, type CertEngineOptions } from '../src/index.js';
+import { redisStorage } from '../src/adapters/storage/redis.js';
+import { postgresStorage } from '../src/adapters/storage/postgres.js';
 import { ENGINE_OPTIONS } from '../src/engine/config.js';
 
 const issuer = localCaIssuer();
@@ -81,6 +83,20 @@ describe('createCertEngine checks its options', () => {
       cacheCapacity: 5,
       maxLiveActors: 0,
     });
+  });
+});
+
+describe('the factories check their option keys too', () => {
+  it('acmeIssuer, localCaIssuer, redisStorage, postgresStorage name the nearest option', () => {
+    const acme = { directoryUrl: 'https://acme.example/directory', agreeToTerms: true };
+    assert.throws(() => acmeIssuer({ ...acme, directoryURL: 'x' } as AcmeIssuerOptions), /acmeIssuer: unknown option `directoryURL`; did you mean `directoryUrl`\?/);
+    assert.throws(() => acmeIssuer({ ...acme, challenge: ['dns-01'] } as AcmeIssuerOptions), /did you mean `challenges`\?/);
+    assert.throws(() => localCaIssuer({ keybits: 2048 } as never), /localCaIssuer: unknown option `keybits`; did you mean `keyBits`\?/);
+    assert.throws(() => redisStorage({ uri: 'redis://127.0.0.1' } as never), /redisStorage: unknown option `uri`; did you mean `url`\?/);
+    assert.throws(() => postgresStorage({ connectionstring: 'postgres://x' } as never), /did you mean `connectionString`\?/);
+    for (const make of [() => acmeIssuer({ ...acme, directoryURL: 'x' } as AcmeIssuerOptions), () => redisStorage({ uri: 'x' } as never)]) {
+      assert.throws(make, ConfigError);
+    }
   });
 });
 

@@ -26,6 +26,7 @@ import type { Client } from 'acme-client';
 import { loadAcmeClient } from './acme-client-module.js';
 import type { CertificateBundle, CertificateMeta, IssueContext, IssueRequest, Issuer, Logger, RenewalInfo, Storage } from '../../types.js';
 import { AccountError, AcmeError, ConfigError, IssuanceError } from '../../errors.js';
+import { checkKeys, optionKeys } from '../../option-keys.js';
 import type { DnsProvider } from '../challenges/dns-01.js';
 import { acmeHttpRequest, installTransport, internalsOf, type AcmeResponse, type TransportOptions } from './acme-http.js';
 import { ACME_ERROR, errorFromResponse, isObject, objectBody, parseRetryAfter, sanitize } from './acme-problems.js';
@@ -112,7 +113,14 @@ const USER_AGENT = `certstate/0.1 acme-client/5.4.0 node/${process.version}`;
 /** How long a fetched directory is trusted before it is fetched again. */
 const DIRECTORY_TTL_MS = 12 * 60 * 60 * 1000;
 
+const OPTION_KEYS = optionKeys<AcmeIssuerOptions>({
+  directoryUrl: true, email: true, agreeToTerms: true, externalAccountBinding: true, profile: true, keyType: true, challenges: true,
+  dnsProvider: true, caBundle: true, preferredChain: true, pollInitialMs: true, pollMaxMs: true, pollTimeoutMs: true, requestTimeoutMs: true, maxBadNonceRetries: true,
+});
+
 function validateOptions(o: AcmeIssuerOptions): void {
+  if (typeof o !== 'object' || o === null) throw new ConfigError('acmeIssuer needs an options object: { directoryUrl, email, agreeToTerms: true }');
+  checkKeys(o, OPTION_KEYS, 'acmeIssuer');
   if (o.agreeToTerms !== true) throw new ConfigError('acmeIssuer: agreeToTerms must be true (you must accept the CA\'s terms of service)');
   let url: URL;
   try {

@@ -16,6 +16,7 @@ import { ipAddressBytes } from '../../certs.js';
 import { ConfigError, CorruptStorageError, IssuanceError } from '../../errors.js';
 import { keys } from '../../storage-keys.js';
 import { safeError } from '../../safe-error.js';
+import { checkKeys, optionKeys } from '../../option-keys.js';
 import type { CertificateBundle, IssueContext, IssueRequest, Issuer, Logger, Storage } from '../../types.js';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
@@ -76,7 +77,10 @@ const KEY_SEGMENT = /^[A-Za-z0-9._-]+$/;
  *
  * @throws ConfigError for invalid options
  */
+const OPTION_KEYS = optionKeys<LocalCaOptions>({ caId: true, commonName: true, caValidityDays: true, leafValidityMs: true, keyBits: true, leafKey: true });
+
 export function localCaIssuer(options: LocalCaOptions = {}): Issuer {
+  checkKeys(options, OPTION_KEYS, 'localCaIssuer');
   const settings = resolveSettings(options);
   const fixedKeys = options.leafKey === undefined ? undefined : fixedLeafKeys(options.leafKey);
   // Per storage, in case one issuer object is handed to engines with different storages.

@@ -24,6 +24,7 @@ import { withDeadline } from './deadline.js';
 import { randomUUID } from 'node:crypto';
 import type { Notification, Pool, PoolClient, PoolConfig, QueryResultRow } from 'pg';
 import { CertstateError, ConfigError, FencingError, LockLostError, StorageError } from '../../errors.js';
+import { checkKeys, optionKeys } from '../../option-keys.js';
 import type { LockOptions, Storage, StorageLock, StorageStat, StoreOptions } from '../../types.js';
 import { assertValidKey, assertValidPrefix } from './key.js';
 import { encodeChange, decodeChange, guardWatcher, type ChannelWatchOptions, type Unwatch, type WatchableStorage } from './notify.js';
@@ -322,7 +323,10 @@ async function watchPostgres(pool: Pool, options: ChannelWatchOptions): Promise<
  * const storage = postgresStorage({ connectionString: process.env.DATABASE_URL! });
  * ```
  */
+const OPTION_KEYS = optionKeys<PostgresStorageOptions>({ pool: true, connectionString: true, poolConfig: true, ownsPool: true, table: true, autoMigrate: true, operationTimeoutMs: true, maxLockPollMs: true });
+
 export function postgresStorage(options: PostgresStorageOptions): PostgresStorage {
+  checkKeys(options ?? {}, OPTION_KEYS, 'postgresStorage');
   if ((options.pool === undefined) === (options.connectionString === undefined)) {
     throw new ConfigError('postgresStorage: give exactly one of `pool` or `connectionString`');
   }

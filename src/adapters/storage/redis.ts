@@ -35,6 +35,7 @@ import type { Redis, RedisOptions } from 'ioredis';
 import { ConfigError, FencingError, LockLostError, StorageError, CertstateError } from '../../errors.js';
 import type { LockOptions, Storage, StorageLock, StorageStat, StoreOptions } from '../../types.js';
 import { assertValidKey, assertValidPrefix } from './key.js';
+import { checkKeys, optionKeys } from '../../option-keys.js';
 import { encodeChange, decodeChange, guardWatcher, type ChannelWatchOptions, type Unwatch, type WatchableStorage } from './notify.js';
 import { acquireWithRetry, assertValidTtl, LockWaiters, type Attempt } from './lock-wait.js';
 
@@ -255,7 +256,10 @@ async function watchRedis(client: Redis, options: ChannelWatchOptions): Promise<
  * const storage = redisStorage({ client: new Redis(process.env.REDIS_URL!, { maxRetriesPerRequest: 1 }) });
  * ```
  */
+const OPTION_KEYS = optionKeys<RedisStorageOptions>({ client: true, url: true, redisOptions: true, ownsClient: true, prefix: true, operationTimeoutMs: true, maxLockPollMs: true });
+
 export function redisStorage(options: RedisStorageOptions): RedisStorage {
+  checkKeys(options ?? {}, OPTION_KEYS, 'redisStorage');
   if ((options.client === undefined) === (options.url === undefined)) {
     throw new ConfigError('redisStorage: give exactly one of `client` or `url`');
   }
