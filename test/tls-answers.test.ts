@@ -35,10 +35,18 @@ function nodeClient(port: number, options: tls.ConnectionOptions): Promise<{ cn?
   });
 }
 
+/** A TLS server as an application writes it: the engine's options and nothing else (a quiet tlsClientError listener aside). */
+async function serveTls(engine: CertEngine): Promise<{ port: number; close: () => Promise<void> }> {
+  const server = tls.createServer({ ...engine.tlsOptions() }, (socket) => socket.end('hello\n'));
+  server.on('tlsClientError', () => {}); // (only to keep the test's output quiet)
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { port: (server.address() as AddressInfo).port, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
 describe('how a TLS client is answered', () => {
   const storage = memoryStorage();
   let engine: CertEngine;
-  let server: tls.Server;
+  let server: Awaited<ReturnType<typeof serveTls>>;
   let port: number;
   let ca: string;
 
@@ -47,14 +55,11 @@ describe('how a TLS client is answered', () => {
     await engine.start();
     await engine.getCertificate('known.localhost');
     ca = await localCaCertificate(storage);
-    // As an application writes it: the engine's options and nothing else, no tlsClientError listener of ours.
-    server = tls.createServer({ ...engine.tlsOptions() }, (socket) => socket.end('hello\n'));
-    server.on('tlsClientError', () => {}); // (only to keep the test's output quiet)
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    port = (server.address() as AddressInfo).port;
+    server = await serveTls(engine);
+    port = server.port;
   });
   after(async () => {
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await server.close();
     await engine.stop();
   });
 
@@ -81,10 +86,7 @@ describe('refusals in the log', () => {
     const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
     const engine = createCertEngine({ storage: memoryStorage(), issuers: [localCaIssuer()], logger });
     await engine.start();
-    const server = tls.createServer({ ...engine.tlsOptions() });
-    server.on('tlsClientError', () => {});
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const port = (server.address() as AddressInfo).port;
+    const { port, close } = await serveTls(engine);
     const refusals = () => lines.filter((l) => l.msg === 'rejected server names');
     try {
       await nodeClient(port, { servername: 'refused.example' });
@@ -94,7 +96,7 @@ describe('refusals in the log', () => {
       await Promise.all(Array.from({ length: 20 }, (_, i) => nodeClient(port, { servername: `flood${i}.example` })));
       assert.equal(refusals().length, 1, 'the flood is counted, not written line by line');
     } finally {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await close();
       await engine.stop();
     }
     assert.equal(refusals().length, 2, 'stop() writes what was counted');
@@ -104,20 +106,18 @@ describe('refusals in the log', () => {
 
 describe('clients without SNI (health checks by IP address)', () => {
   let engine: CertEngine;
-  let server: tls.Server;
+  let server: Awaited<ReturnType<typeof serveTls>>;
   let port: number;
 
   before(async () => {
     engine = createCertEngine({ storage: memoryStorage(), issuers: [localCaIssuer()], names: ['default.localhost', 'other.localhost'], defaultName: 'default.localhost' });
     await engine.start();
     await engine.getCertificate('default.localhost');
-    server = tls.createServer({ ...engine.tlsOptions() }, (socket) => socket.end());
-    server.on('tlsClientError', () => {});
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    port = (server.address() as AddressInfo).port;
+    server = await serveTls(engine);
+    port = server.port;
   });
   after(async () => {
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await server.close();
     await engine.stop();
   });
 

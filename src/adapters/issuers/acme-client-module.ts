@@ -4,14 +4,7 @@
  * start-up, paid by every process even when only the local CA is used.
  */
 import type * as AcmeClient from 'acme-client';
-
-let loading: Promise<typeof AcmeClient> | undefined;
+import { importOnce } from '../../import-once.js';
 
 /** The acme-client module (imported once; a failed import is tried again next time). */
-export function loadAcmeClient(): Promise<typeof AcmeClient> {
-  loading ??= import('acme-client').catch((error: unknown) => {
-    loading = undefined;
-    throw error;
-  });
-  return loading;
-}
+export const loadAcmeClient: () => Promise<typeof AcmeClient> = importOnce(() => import('acme-client'));

@@ -25,6 +25,7 @@ import { randomUUID } from 'node:crypto';
 import type { Notification, Pool, PoolClient, PoolConfig, QueryResultRow } from 'pg';
 import { CertstateError, ConfigError, FencingError, LockLostError, StorageError } from '../../errors.js';
 import { checkKeys, optionKeys } from '../../option-keys.js';
+import { importOnce } from '../../import-once.js';
 import type { LockOptions, Storage, StorageLock, StorageStat, StoreOptions } from '../../types.js';
 import { assertValidKey, assertValidPrefix } from './key.js';
 import { encodeChange, decodeChange, guardWatcher, type ChannelWatchOptions, type Unwatch, type WatchableStorage } from './notify.js';
@@ -346,18 +347,13 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
   let migrated: Promise<void> | undefined;
   let closed = false;
 
-  let driver: Promise<typeof Pool> | undefined;
   /** pg's `Pool`, imported at `prepare()` or the first call: an optional peer, not loaded by the factory. */
-  function loadDriver(): Promise<typeof Pool> {
-    driver ??= import('pg').then(
+  const loadDriver = importOnce(() =>
+    import('pg').then(
       (pg) => pg.Pool,
-      (cause: unknown) => {
-        driver = undefined;
-        throw new ConfigError(`postgresStorage({ connectionString }) needs the optional peer dependency pg: npm install pg (${String(cause)})`);
-      },
-    );
-    return driver;
-  }
+      (cause: unknown) => Promise.reject(new ConfigError(`postgresStorage({ connectionString }) needs the optional peer dependency pg: npm install pg (${String(cause)})`)),
+    ),
+  );
 
   /** Create the pool for `connectionString` on first use: the factory stays synchronous and `pg` an optional import. */
   function pool(): Promise<Pool> {

@@ -36,6 +36,7 @@ import { ConfigError, FencingError, LockLostError, StorageError, CertstateError 
 import type { LockOptions, Storage, StorageLock, StorageStat, StoreOptions } from '../../types.js';
 import { assertValidKey, assertValidPrefix } from './key.js';
 import { checkKeys, optionKeys } from '../../option-keys.js';
+import { importOnce } from '../../import-once.js';
 import { encodeChange, decodeChange, guardWatcher, type ChannelWatchOptions, type Unwatch, type WatchableStorage } from './notify.js';
 import { acquireWithRetry, assertValidTtl, LockWaiters, type Attempt } from './lock-wait.js';
 
@@ -285,19 +286,14 @@ export function redisStorage(options: RedisStorageOptions): RedisStorage {
   let clientPromise: Promise<Redis> | undefined = options.client ? Promise.resolve(options.client) : undefined;
   let closed = false;
 
-  let driver: Promise<typeof Redis> | undefined;
   /** ioredis' client class, imported at `prepare()` or the first call: an optional peer, not loaded by the factory. */
-  function loadDriver(): Promise<typeof Redis> {
+  const loadDriver = importOnce(() =>
     // `Redis` is ioredis' named export of the class (CommonJS, found by Node's ESM interop).
-    driver ??= import('ioredis').then(
+    import('ioredis').then(
       (ioredis) => ioredis.Redis,
-      (cause: unknown) => {
-        driver = undefined;
-        throw new ConfigError(`redisStorage({ url }) needs the optional peer dependency ioredis: npm install ioredis (${String(cause)})`);
-      },
-    );
-    return driver;
-  }
+      (cause: unknown) => Promise.reject(new ConfigError(`redisStorage({ url }) needs the optional peer dependency ioredis: npm install ioredis (${String(cause)})`)),
+    ),
+  );
 
   /** Create the client for `url` on first use: the factory stays synchronous and ioredis stays an optional import. */
   function client(): Promise<Redis> {
