@@ -165,6 +165,12 @@ export interface Issuer {
   issue(request: IssueRequest, context: IssueContext): Promise<CertificateBundle>;
   /** ARI: the CA's suggested renewal window for a certificate it issued, or `undefined` if none. */
   renewalInfo?(certificate: CertificateMeta, context: IssueContext): Promise<RenewalInfo | undefined>;
+  /**
+   * Load what `issue()` needs (a client library), before the engine serves:
+   * `engine.start()` awaits it, so the loading happens neither at import
+   * time nor inside an attempt that holds the issuance lock.
+   */
+  prepare?(): Promise<void>;
 }
 
 // ─── Time ──────────────────────────────────────────────────────────────────

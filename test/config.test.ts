@@ -116,6 +116,27 @@ describe('start() loads what the storage needs', () => {
     assert.deepEqual((await engine.getCertificate('prepared.localhost')).meta.names, ['prepared.localhost']);
     await engine.stop();
   });
+
+  it('awaits each issuer\'s prepare() before any name is read, so no attempt holds a lock while a client library loads', async () => {
+    const order: string[] = [];
+    let release!: () => void;
+    const loaded = new Promise<void>((resolve) => (release = resolve));
+    const storage = memoryStorage();
+    const watched = Object.assign(Object.create(storage) as typeof storage, {
+      load: (key: string) => (order.push(`load ${key}`), storage.load(key)),
+      lock: (...args: Parameters<typeof storage.lock>) => (order.push('lock'), storage.lock(...args)),
+    });
+    const slowIssuer = { ...localCaIssuer(), id: 'slow', prepare: () => (order.push('prepare'), loaded) };
+    const engine = createCertEngine({ storage: watched, issuers: [slowIssuer], names: ['slow.localhost'] });
+    const started = engine.start();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.deepEqual(order, ['prepare'], 'nothing is read or locked while the issuer prepares');
+    release();
+    await started;
+    await engine.getCertificate('slow.localhost');
+    assert.ok(order.indexOf('lock') > 0);
+    await engine.stop();
+  });
 });
 
 describe('the README documents exactly the options the schema checks', () => {

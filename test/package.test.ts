@@ -228,6 +228,12 @@ describe('the published package', { timeout: 600_000 }, () => {
     });
   }
 
+  it('the certstate command runs from the install (its bin link, the compiled CLI, no tsx)', async () => {
+    const { stdout } = await exec(path.join(project, 'node_modules/.bin/certstate'), ['diagram', '--format', 'mermaid'], { cwd: project, timeout: 60_000 });
+    assert.match(stdout, /stateDiagram/);
+    assert.match(stdout, /failed-backoff|failed_backoff/);
+  });
+
   it('TypeScript (module: nodenext) type-checks against the shipped declarations, compiles to CommonJS and to ESM, and both run', async () => {
     await writeFile(
       path.join(project, 'tsconfig.json'),

@@ -9,7 +9,7 @@
  */
 import { ConfigError } from '../errors.js';
 import { checkKeys } from '../option-keys.js';
-import type { Storage } from '../types.js';
+import type { Issuer, Storage } from '../types.js';
 import type { CertEngineOptions } from './options.js';
 
 /** A check of one value; `path` names it in the message (e.g. `onDemand.askTimeoutMs`). Throws `ConfigError`. */
@@ -179,11 +179,13 @@ export function checkEngineOptions(options: unknown): asserts options is CertEng
 }
 
 /**
- * Load what the storage needs before its first call (its driver package, for
- * `redisStorage({ url })` / `postgresStorage({ connectionString })`), so a
+ * Load what the adapters need before the engine serves: the storage's driver
+ * (`redisStorage({ url })` / `postgresStorage({ connectionString })`), so a
  * missing optional peer rejects `start()` with its `ConfigError` instead of
- * leaving every name in `failed-backoff`. No connection is made.
+ * leaving every name in `failed-backoff`; an issuer's client library (acme-client),
+ * so that it is not loaded by the import, nor inside an attempt holding a lock
+ * (evaluating it blocks the event loop, lease renewals included). No connection is made.
  */
-export async function prepareAdapters(storage: Storage): Promise<void> {
-  await storage.prepare?.();
+export async function prepareAdapters(storage: Storage, issuers: readonly Issuer[]): Promise<void> {
+  await Promise.all([storage.prepare?.(), ...issuers.map((issuer) => issuer.prepare?.())]);
 }

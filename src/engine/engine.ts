@@ -142,7 +142,7 @@ export class CertEngine {
     if (this.#started) return;
     this.#started = true;
     try {
-      await prepareAdapters(this.#storage); // a missing storage driver is a ConfigError here, not a name in backoff
+      await prepareAdapters(this.#storage, this.#issuers); // a missing storage driver is a ConfigError here, not a name in backoff
     } catch (error) {
       this.#started = false;
       throw error;

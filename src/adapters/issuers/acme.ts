@@ -308,7 +308,12 @@ export function acmeIssuer(options: AcmeIssuerOptions): AcmeIssuer {
     return parseRenewalInfo(res, context.now());
   }
 
-  return { id, directoryUrl, issue, renewalInfo };
+  /** acme-client is imported here (engine.start()) or at the first request, never by `import 'certstate'`. */
+  async function prepare(): Promise<void> {
+    await loadAcmeClient().catch((cause: unknown) => Promise.reject(new ConfigError(`acmeIssuer: cannot load acme-client (${String(cause)})`)));
+  }
+
+  return { id, directoryUrl, issue, renewalInfo, prepare };
 }
 
 /** ARI polling bounds (RFC 9773 §4.3: clients clamp the server's Retry-After). */
