@@ -4,11 +4,14 @@
  * Every lifecycle transition is logged with pino.
  *
  *   PORT=8443 CERTSTATE_DATA=./certstate-data npm start
+ *
+ * Only names under .localhost are issued: any other SNI is refused with a TLS
+ * alert (try `openssl s_client -connect 127.0.0.1:8443 -servername refused.example`).
  */
 import { writeFile } from 'node:fs/promises';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
+import { resolve } from 'node:path';
 import { pino } from 'pino';
 import { createCertEngine, fileStorage, localCaCertificate, localCaIssuer } from './index.js';
 
@@ -27,7 +30,8 @@ const engine = createCertEngine({
 await engine.start();
 
 // Clients trust the local CA through this file (curl --cacert, NODE_EXTRA_CA_CERTS).
-const caPath = join(dataDir, 'local-ca.pem');
+// Absolute, so that the printed curl line works from any directory.
+const caPath = resolve(dataDir, 'local-ca.pem');
 await writeFile(caPath, await localCaCertificate(storage), { mode: 0o644 });
 
 const server = https.createServer({ ...engine.tlsOptions() }, (req, res) => {
@@ -43,9 +47,19 @@ server.listen(port, '127.0.0.1', () => {
   process.stdout.write(`try: curl --cacert ${caPath} --resolve demo.localhost:${bound}:127.0.0.1 https://demo.localhost:${bound}/\n`);
 });
 
+// SIGINT, SIGTERM and a closed terminal (SIGHUP) stop the demo; it leaves within 5 s whatever hangs.
+// (`npm start` runs node itself: tsx's CLI would add a process of its own between npm and us.)
+let stopping = false;
 const shutdown = () => {
+  if (stopping) return;
+  stopping = true;
+  setTimeout(() => process.exit(1), 5_000).unref();
   server.close();
+  server.closeAllConnections();
   engine.stop().then(() => process.exit(0));
 };
-process.once('SIGINT', shutdown);
-process.once('SIGTERM', shutdown);
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(signal, shutdown);
+// npm runs us under `sh -c`, which dies of the SIGTERM npm forwards to it without passing it on:
+// when our parent goes, go too (a demo must not outlive the command that started it).
+const parent = process.ppid;
+setInterval(() => process.ppid !== parent && shutdown(), 500).unref();

@@ -1,7 +1,10 @@
 /**
  * Typed errors. Every error certstate raises is a `CertstateError` with a
  * stable `name` (its class) and `code`, so callers can branch without parsing
- * messages. Messages never contain key material.
+ * messages. A `code` is certstate's own constant: the class's, or one of the
+ * few more specific codes documented on the class; never text a CA or a
+ * peer sent (a CA's problem type is kept in `AcmeError.problemType`).
+ * Messages never contain key material.
  */
 import type { ErrorInfo } from './types.js';
 
@@ -68,7 +71,7 @@ export class LockLostError extends StorageError {
 /** An issuer failed to issue. Issuers should throw subclasses of this. */
 export class IssuanceError extends CertstateError {
   constructor(message: string, options?: { code?: string; cause?: unknown; retryAfter?: number; detail?: string }) {
-    super(message, { code: options?.code ?? 'ERR_ISSUANCE', ...options });
+    super(message, { ...options, code: options?.code ?? 'ERR_ISSUANCE' });
   }
 }
 
@@ -127,15 +130,27 @@ export class EngineStoppedError extends CertstateError {
   }
 }
 
-/** No certificate, and the last attempt failed: carries that attempt's error. */
+/**
+ * No certificate to serve, and the last attempt failed: `lastError` is that
+ * attempt's error (its `type`, `code`, and for a CA's refusal `problemType`
+ * and `detail`), `nextAttemptAt` when the next attempt is scheduled (also in
+ * `retryAfter`).
+ */
 export class CertificateUnavailableError extends CertstateError {
+  /** The failed attempt's error, as recorded (safe to show). */
+  readonly lastError: ErrorInfo;
+  /** When the next attempt is scheduled, ms since epoch (the backoff's end); absent when none is. */
+  readonly nextAttemptAt?: number;
+
   constructor(name: string, last: ErrorInfo, nextAttemptAt?: number) {
     const when = nextAttemptAt === undefined ? '' : `; next attempt at ${new Date(nextAttemptAt).toISOString()}`;
     super(`no certificate for ${name}: ${last.type}: ${last.message}${when}`, {
-      code: last.code ?? 'ERR_CERTIFICATE_UNAVAILABLE',
+      code: 'ERR_CERTIFICATE_UNAVAILABLE',
       detail: last.detail,
       retryAfter: nextAttemptAt,
     });
+    this.lastError = last;
+    if (nextAttemptAt !== undefined) this.nextAttemptAt = nextAttemptAt;
   }
 }
 
@@ -146,6 +161,8 @@ export function toErrorInfo(error: unknown, at: number): ErrorInfo {
     // An issuer's error may carry anything in `name` and `message`: status, events and pages need text.
     const info: ErrorInfo = { type: typeof e.name === 'string' && e.name ? e.name : 'Error', message: textOf(e.message), at };
     if (typeof e.code === 'string') info.code = e.code;
+    const problemType = (e as { problemType?: unknown }).problemType;
+    if (typeof problemType === 'string') info.problemType = problemType;
     if (typeof e.detail === 'string') info.detail = e.detail;
     const retryAfter = retryAfterToEpoch(e.retryAfter, at);
     if (retryAfter !== undefined) info.retryAfter = retryAfter;
@@ -266,8 +283,10 @@ export class OnDemandRefusedError extends NameNotAllowedError {
 
 /** Options of `AcmeError` and its subclasses. */
 export interface AcmeErrorOptions {
-  /** Machine-readable code; the CA's problem `type` when there is one. */
+  /** certstate's more specific code (e.g. `ERR_ACME_POLL_TIMEOUT`); default: the class's. Never the CA's problem type. */
   code?: string;
+  /** The CA's problem `type` (e.g. `urn:ietf:params:acme:error:rateLimited`), when it sent one. */
+  problemType?: string;
   cause?: unknown;
   /** Earliest next attempt, ms since epoch (from the CA's `Retry-After`). */
   retryAfter?: number;
@@ -278,30 +297,39 @@ export interface AcmeErrorOptions {
 }
 
 /**
- * An ACME CA refused or failed a request. `code` is the CA's problem type
- * (e.g. `urn:ietf:params:acme:error:malformed`) when it sent one, `detail` its
+ * An ACME CA refused or failed a request. `code` is `ERR_ACME` (or a more
+ * specific certstate code: `ERR_ACME_MALFORMED_RESPONSE`,
+ * `ERR_ACME_POLL_TIMEOUT`, `ERR_ACME_ORDER_INVALID`, `ERR_ACME_UNAVAILABLE`);
+ * `problemType` is the CA's problem type (e.g.
+ * `urn:ietf:params:acme:error:malformed`) when it sent one, `detail` its
  * problem detail, `status` the HTTP status.
  */
 export class AcmeError extends IssuanceError {
   /** HTTP status of the CA's response, when there was one. */
   readonly status?: number;
+  /** The CA's problem type (an RFC 8555 URN), when it sent one. */
+  readonly problemType?: string;
 
   constructor(message: string, options?: AcmeErrorOptions) {
-    super(message, { ...options, code: options?.code ?? 'ERR_ACME' });
-    if (options?.status !== undefined) this.status = options.status;
+    const { problemType, status, ...rest } = options ?? {};
+    super(message, { ...rest, code: options?.code ?? 'ERR_ACME' });
+    if (status !== undefined) this.status = status;
+    if (problemType !== undefined) this.problemType = problemType;
   }
 }
 
-/** The CA rate-limited us (HTTP 429 or `rateLimited`); `retryAfter` says when to come back. */
+/** The CA rate-limited us (HTTP 429 or `rateLimited`); `retryAfter` says when to come back. Code `ERR_ACME_RATE_LIMITED`. */
 export class AcmeRateLimitedError extends AcmeError {
   constructor(message: string, options?: AcmeErrorOptions) {
-    super(message, { ...options, code: options?.code ?? 'urn:ietf:params:acme:error:rateLimited' });
+    super(message, { ...options, code: options?.code ?? 'ERR_ACME_RATE_LIMITED' });
   }
 }
 
 /**
- * The CA could not validate a challenge: `code` is the CA's problem type
- * (e.g. `urn:ietf:params:acme:error:connection`), `detail` its explanation.
+ * The CA could not validate a challenge (code `ERR_ACME_CHALLENGE_FAILED`,
+ * or `ERR_ACME_NO_USABLE_CHALLENGE` when no offered challenge could be
+ * answered): `problemType` is the CA's problem type (e.g.
+ * `urn:ietf:params:acme:error:connection`), `detail` its explanation.
  */
 export class ChallengeFailedError extends AcmeError {
   /** The identifier (name) whose authorization failed. */
@@ -316,21 +344,21 @@ export class ChallengeFailedError extends AcmeError {
   }
 }
 
-/** The ACME account could not be registered, loaded or used (e.g. EAB required or refused). */
+/** The ACME account could not be registered, loaded or used (e.g. EAB required or refused). Code `ERR_ACME_ACCOUNT`. */
 export class AccountError extends AcmeError {
   constructor(message: string, options?: AcmeErrorOptions) {
     super(message, { ...options, code: options?.code ?? 'ERR_ACME_ACCOUNT' });
   }
 }
 
-/** The CA could not be reached (connection refused, reset, DNS, TLS). */
+/** The CA could not be reached (connection refused, reset, DNS, TLS), or its answer was too large. Code `ERR_ACME_NETWORK` (or `ERR_ACME_RESPONSE_TOO_LARGE`). */
 export class AcmeNetworkError extends AcmeError {
   constructor(message: string, options?: AcmeErrorOptions) {
     super(message, { ...options, code: options?.code ?? 'ERR_ACME_NETWORK' });
   }
 }
 
-/** A request to the CA took longer than `requestTimeoutMs`. */
+/** A request to the CA took longer than `requestTimeoutMs`. Code `ERR_ACME_TIMEOUT`. */
 export class AcmeTimeoutError extends AcmeNetworkError {
   constructor(message: string, options?: AcmeErrorOptions) {
     super(message, { ...options, code: options?.code ?? 'ERR_ACME_TIMEOUT' });

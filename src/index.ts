@@ -6,6 +6,7 @@
  */
 export { createCertEngine, CertEngine, stateOf } from './engine/engine.js';
 export type { CertEngineOptions, StartOptions, EngineStats, ServedCertificate, HandshakeInfo } from './engine/engine.js';
+export type { TlsOptionsConfig, TlsCallbacks } from './engine/handshake-answers.js';
 export type { OnDemandOptions, DecisionInfo, OnDemandStats } from './engine/on-demand.js';
 export type { CertEngineEvent, CertEngineEventOf, CertEngineEventType, StateChangedEvent, HandshakeEvent, IssuerAttemptEvent } from './engine/events.js';
 

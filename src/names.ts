@@ -205,9 +205,9 @@ export class RejectionLog<R extends string = InvalidNameReason> {
     this.#count({ reason, raw: input, detail });
   }
 
-  /** Count an `InvalidNameError` (its input is already escaped). */
-  recordError(this: RejectionLog<InvalidNameReason>, error: InvalidNameError): void {
-    this.#count({ reason: error.reason, escaped: error.escapedInput });
+  /** Count an `InvalidNameError` under its rule (its input is already escaped); for logs whose reasons include `InvalidNameReason`. */
+  recordError(error: InvalidNameError): void {
+    this.#count({ reason: error.reason as R, escaped: error.escapedInput });
   }
 
   #count(sample: { reason: R; raw?: string; escaped?: string; detail?: string }): void {

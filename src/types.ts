@@ -130,6 +130,12 @@ export interface Storage {
   now?(): Promise<number>;
   /** Release connections and timers (optional). */
   close?(): Promise<void>;
+  /**
+   * Load what the backend needs before its first call (e.g. its driver, an
+   * optional peer package), without connecting. `engine.start()` awaits it,
+   * so a missing driver rejects `start()` with a `ConfigError`.
+   */
+  prepare?(): Promise<void>;
 }
 
 // ─── Issuers ───────────────────────────────────────────────────────────────
@@ -187,6 +193,12 @@ export interface Issuer {
   issue(request: IssueRequest, context: IssueContext): Promise<CertificateBundle>;
   /** ARI: the CA's suggested renewal window for a certificate it issued, or `undefined` if none. */
   renewalInfo?(certificate: CertificateMeta, context: IssueContext): Promise<RenewalInfo | undefined>;
+  /**
+   * Load what `issue()` needs (a client library), before the engine serves:
+   * `engine.start()` awaits it, so the loading happens neither at import
+   * time nor inside an attempt that holds the issuance lock.
+   */
+  prepare?(): Promise<void>;
 }
 
 // ─── Time ──────────────────────────────────────────────────────────────────
@@ -226,8 +238,10 @@ export interface ErrorInfo {
   type: string;
   /** Human-readable message. */
   message: string;
-  /** Machine-readable code, e.g. an ACME problem type. */
+  /** The error's `code` (certstate's own, stable per error class). */
   code?: string;
+  /** The CA's problem type (an RFC 8555 URN), when a CA refused. */
+  problemType?: string;
   /** The CA's problem detail, when there is one. */
   detail?: string;
   /** The earliest time the CA allows another attempt, ms since epoch. */

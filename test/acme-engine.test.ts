@@ -35,7 +35,7 @@ import { CertificateUnavailableError } from '../src/errors.js';
 import type { CertEngineEvent } from '../src/engine/events.js';
 import type { NameStatus, Storage } from '../src/types.js';
 import { freePort, startPebble, type PebbleHandle } from './helpers/pebble.js';
-import { seedCertificate } from './helpers/tls.js';
+import { refusalsAsErrors, seedCertificate } from './helpers/tls.js';
 
 const VALIDITY_S = 30;
 const ACME = 'urn:ietf:params:acme:error:';
@@ -68,7 +68,7 @@ const http404Hosts = new Set<string>();
 const slowHosts = new Map<string, number>();
 
 function use(engine: CertEngine): void {
-  const { SNICallback, ALPNCallback } = engine.tlsOptions();
+  const { SNICallback, ALPNCallback } = refusalsAsErrors(engine);
   route = { engine, http: engine.httpChallengeHandler(), sni: SNICallback, alpn: ALPNCallback as Alpn };
 }
 
@@ -392,7 +392,7 @@ describe('engine + Pebble: a failed renewal', { skip }, () => {
     const status = statusOf(engine, name)!;
     assert.equal(status.state, 'failed-backoff');
     assert.equal(status.lastError?.type, 'ChallengeFailedError');
-    assert.equal(status.lastError?.code, `${ACME}unauthorized`);
+    assert.equal(status.lastError?.problemType, `${ACME}unauthorized`);
     assert.match(status.lastError?.detail ?? '', /404/);
     assert.equal(status.certificate?.fingerprint, old.fingerprint);
     for (let i = 0; i < 5; i++) {
@@ -419,7 +419,7 @@ describe('engine + Pebble: validation broken', { skip }, () => {
       const status = statusOf(engine, name)!;
       assert.equal(status.state, 'failed-backoff');
       assert.equal(status.lastError?.type, 'ChallengeFailedError');
-      assert.equal(status.lastError?.code, `${ACME}connection`);
+      assert.equal(status.lastError?.problemType, `${ACME}connection`);
       assert.match(status.lastError?.detail ?? '', /127\.0\.0\.2.*connection refused/);
       assert.ok(status.nextAttemptAt! > Date.now() + 30_000);
       const error = lastSniError(name);
@@ -441,7 +441,7 @@ describe('engine + Pebble: validation broken', { skip }, () => {
       assert.ok(!r.ok);
       const status = statusOf(engine, name)!;
       assert.equal(status.state, 'failed-backoff');
-      assert.equal(status.lastError?.code, `${ACME}unauthorized`);
+      assert.equal(status.lastError?.problemType, `${ACME}unauthorized`);
       assert.match(status.lastError?.detail ?? '', /_acme-challenge\.servfail\.example\.com/);
       assert.match(lastSniError(name)?.message ?? '', /_acme-challenge\.servfail\.example\.com/);
       const states = engine.events.filter((e) => e.type === 'state_changed' && e.name === name).map((e) => (e as { to: string }).to);

@@ -99,12 +99,13 @@ function tempDir(): string {
   return dir;
 }
 
-/** A handshake during backoff is refused at once, with the recorded error. */
-async function refusedAtOnce(engine: CertEngine, name: string, code: string): Promise<void> {
+/** A handshake during backoff is refused at once, with the recorded error (`expected`: its code or the CA's problem type). */
+async function refusedAtOnce(engine: CertEngine, name: string, expected: string): Promise<void> {
   const started = performance.now();
   await assert.rejects(engine.getCertificate(name), (e: unknown) => {
     assert.ok(e instanceof CertificateUnavailableError, String(e));
-    assert.equal(e.code, code);
+    assert.equal(e.code, 'ERR_CERTIFICATE_UNAVAILABLE');
+    assert.ok([e.lastError.code, e.lastError.problemType].includes(expected), `${expected} in ${JSON.stringify(e.lastError)}`);
     return true;
   });
   const ms = performance.now() - started;
@@ -130,7 +131,7 @@ describe('fault proxy: 429 and 503 with Retry-After', { skip }, () => {
     const limited = proxy!.orders()[ordersBefore]!;
     assert.equal(limited.status, 429);
     assert.equal(failed.lastError?.type, 'AcmeRateLimitedError');
-    assert.equal(failed.lastError?.code, `${ACME}rateLimited`);
+    assert.equal(failed.lastError?.problemType, `${ACME}rateLimited`);
     assert.match(failed.lastError?.detail ?? '', /too many new orders/);
     const retryAt = failed.lastError!.retryAfter!;
     assert.ok(Math.abs(retryAt - expectedRetryAt(limited.at)) <= tolerance, `retryAfter ${retryAt - limited.at} ms after the 429`);
@@ -176,7 +177,7 @@ describe('fault proxy: 429 and 503 with Retry-After', { skip }, () => {
     await until('failed-backoff', () => statusOf(engine, name).state === 'failed-backoff');
     const failed = statusOf(engine, name);
     assert.equal(failed.lastError?.type, 'AcmeError');
-    assert.equal(failed.lastError?.code, `${ACME}serverInternal`);
+    assert.equal(failed.lastError?.problemType, `${ACME}serverInternal`);
     assert.match(failed.lastError?.message ?? '', /HTTP 503/);
     const retryAt = failed.lastError!.retryAfter!;
     assert.ok(retryAt >= proxy!.orders()[ordersBefore]!.at + 1900);
@@ -352,7 +353,7 @@ describe('fault proxy: order stuck in processing', { skip }, () => {
       onDemand: { decide: () => true },
     });
     try {
-      await assert.rejects(engine.getCertificate(name), (e: unknown) => e instanceof CertificateUnavailableError && e.code === 'ERR_ACME_POLL_TIMEOUT');
+      await assert.rejects(engine.getCertificate(name), (e: unknown) => e instanceof CertificateUnavailableError && e.lastError.code === 'ERR_ACME_POLL_TIMEOUT');
       // Every order object answered `processing`: the finalize answer first, then each poll of the order.
       const looks = proxy!.requests.slice(from).filter((r) => r.fault === 'processing').map((r) => r.at);
       const gaps = looks.slice(1).map((at, i) => at - looks[i]!);
@@ -379,7 +380,8 @@ describe('fault proxy: order stuck in processing', { skip }, () => {
     const started = performance.now();
     await assert.rejects(engine.getCertificate(name), (e: unknown) => {
       assert.ok(e instanceof CertificateUnavailableError, String(e));
-      assert.equal(e.code, 'ERR_ACME_POLL_TIMEOUT');
+      assert.equal(e.code, 'ERR_CERTIFICATE_UNAVAILABLE');
+      assert.equal(e.lastError.code, 'ERR_ACME_POLL_TIMEOUT');
       assert.match(e.message, /still not done after 1000 ms/);
       return true;
     });

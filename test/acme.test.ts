@@ -226,7 +226,8 @@ describe('acmeIssuer against Pebble', { skip }, () => {
     try {
       await assert.rejects(pebbleIssuer({ challenges: ['http-01'] }).issue({ names: ['broken-http.example.com'] }, context(storage)), (e: unknown) => {
         assert.ok(e instanceof ChallengeFailedError, String(e));
-        assert.ok(e.code.startsWith(ACME), e.code);
+        assert.equal(e.code, 'ERR_ACME_CHALLENGE_FAILED', 'the class\'s code, whatever the CA said');
+        assert.ok(e.problemType?.startsWith(ACME), e.problemType);
         assert.equal(e.identifier, 'broken-http.example.com');
         assert.equal(e.challengeType, 'http-01');
         assert.match(e.detail ?? '', /404/);
@@ -247,7 +248,7 @@ describe('acmeIssuer against Pebble', { skip }, () => {
       await assert.rejects(pebbleIssuer({ challenges: ['dns-01'], dnsProvider: provider }).issue({ names: ['broken-dns.example.com'] }, context(storage)), (e: unknown) => {
         assert.ok(e instanceof ChallengeFailedError, String(e));
         // Pebble 2.4 reports a failed TXT lookup as `unauthorized`, rcode 2 (SERVFAIL) in the detail.
-        assert.equal(e.code, `${ACME}unauthorized`);
+        assert.equal(e.problemType, `${ACME}unauthorized`);
         assert.equal(e.challengeType, 'dns-01');
         assert.match(e.detail ?? '', /_acme-challenge\.broken-dns\.example\.com.*unsuccessful response/);
         return true;
@@ -443,7 +444,7 @@ describe('acmeIssuer with External Account Binding required', { skip }, () => {
     const before = eabPebble.accountCount();
     await assert.rejects(issuerWith().issue({ names: ['no-eab.example.com'] }, context(memoryStorage())), (e: unknown) => {
       assert.ok(e instanceof AccountError, String(e));
-      assert.equal(e.code, `${ACME}externalAccountRequired`);
+      assert.equal(e.problemType, `${ACME}externalAccountRequired`);
       return true;
     });
     assert.equal(eabPebble.accountCount(), before);
@@ -533,7 +534,8 @@ describe('acmeIssuer error mapping and protocol details (stub CA)', () => {
       const started = Date.now();
       await assert.rejects(stubIssuer(ca.directoryUrl).issue({ names: ['rl.example.com'] }, context(memoryStorage())), (e: unknown) => {
         assert.ok(e instanceof AcmeRateLimitedError, String(e));
-        assert.equal(e.code, `${ACME}rateLimited`);
+        assert.equal(e.code, 'ERR_ACME_RATE_LIMITED');
+        assert.equal(e.problemType, `${ACME}rateLimited`);
         assert.equal(e.detail, 'too many certificates already issued');
         assert.ok(e.retryAfter! >= started + 120_000 && e.retryAfter! <= Date.now() + 120_000, String(e.retryAfter));
         return true;
@@ -564,7 +566,7 @@ describe('acmeIssuer error mapping and protocol details (stub CA)', () => {
       await assert.rejects(issuer.issue({ names: ['rl.example.com'] }, context(memoryStorage())), (e: unknown) => {
         assert.ok(e instanceof AcmeError && !(e instanceof AcmeRateLimitedError));
         assert.equal(e.status, 503);
-        assert.equal(e.code, `${ACME}serverInternal`);
+        assert.equal(e.problemType, `${ACME}serverInternal`);
         assert.ok(e.retryAfter! > Date.now() + 25_000);
         return true;
       });
@@ -586,7 +588,7 @@ describe('acmeIssuer error mapping and protocol details (stub CA)', () => {
     try {
       await assert.rejects(
         stubIssuer(ca.directoryUrl, { profile: 'shortlived' }).issue({ names: ['ari.example.com'], replaces: 'aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE' }, context(memoryStorage())),
-        (e: unknown) => e instanceof AcmeError && e.code === `${ACME}rejectedIdentifier`,
+        (e: unknown) => e instanceof AcmeError && e.problemType === `${ACME}rejectedIdentifier`,
       );
       const [first, second] = ca.orderRequests();
       assert.equal(ca.orderRequests().length, 2, 'exactly one retry, no loop');

@@ -102,6 +102,15 @@ describe('benches run at a small size and report what BENCHMARKS.md quotes', { c
     assert.equal(r.results.engine.stats[0].names, 1000, 'engine.stats reported');
   });
 
+  it('bench:import: the import loads no ACME client, node-forge or pino', async () => {
+    const r = await runBench('import', ['--runs', '3'], 300_000);
+    assertSummary(r.results.baselineMs, "import('node:tls') process");
+    assertSummary(r.results.subjectMs, "import('certstate') process");
+    assertSummary(r.results.costMs, 'cost over the baseline');
+    assertSummary(r.results.ratio, 'certstate ÷ node:tls');
+    assert.deepEqual(r.results.heavyLoaded, [], 'heavy packages are loaded at first use, not by the import');
+  });
+
   it('bench:issue (Pebble; reports a skip when Pebble or the ACME issuer is missing)', async () => {
     const r = await runBench('issue', ['--sequential', '2', '--concurrent', '5'], 120_000);
     if (r.skipped) {

@@ -138,7 +138,7 @@ for (const kind of ['redis', 'postgres'] as const) {
         const refusedAfter = Date.now() - t0;
         assert.ok(refused, 'a new name cannot be obtained without storage');
         assert.equal(refused.name, 'CertificateUnavailableError');
-        assert.match(refused.code ?? '', /^ERR_STORAGE/, `the storage's code: ${refused.code}: ${refused.message}`);
+        assert.match(refused.lastErrorCode ?? '', /^ERR_STORAGE/, `the storage's code: ${refused.lastErrorCode}: ${refused.message}`);
         assert.ok(refusedAfter <= 2 * OPERATION_TIMEOUT_MS + 1000, `refused within ${refusedAfter} ms, not hung`);
         // … and a TLS handshake for it is refused, not held.
         const tlsRefused = await verifiedHandshake(nodes[1]!.httpsPort, `during2${suffix}`, rootPem, 15_000);
@@ -149,7 +149,7 @@ for (const kind of ['redis', 'postgres'] as const) {
           (error: NodeRequestError) => error,
         );
         assert.equal(forced?.name, 'CertificateUnavailableError', `forceRenew refused: ${forced?.message}`);
-        assert.match(forced?.code ?? '', /^ERR_STORAGE/);
+        assert.match(forced?.lastErrorCode ?? '', /^ERR_STORAGE/);
         const stillServed = await verifiedHandshake(nodes[2]!.httpsPort, names[2]!, rootPem);
         assert.ok(stillServed.ok, 'the current certificate is still served after the failed forced renewal');
 

@@ -180,14 +180,15 @@ for (const kind of ['redis', 'postgres'] as const) {
             Array.from({ length: 3 }, () =>
               node.request({ op: 'get', name }).then(
                 () => ({ node: node.id, ok: true as const }),
-                (error: NodeRequestError) => ({ node: node.id, ok: false as const, type: error.name, code: error.code }),
+                (error: NodeRequestError) => ({ node: node.id, ok: false as const, type: error.name, code: error.code, problemType: error.lastErrorProblemType }),
               ),
             ),
           ),
         );
         for (const r of results) {
           assert.ok(!r.ok && r.type === 'CertificateUnavailableError', `${r.node}: refused with a typed error: ${JSON.stringify(r)}`);
-          assert.equal(r.ok === false && r.code, 'urn:ietf:params:acme:error:unauthorized', 'carrying the CA\'s problem type');
+          assert.equal(r.ok === false && r.code, 'ERR_CERTIFICATE_UNAVAILABLE');
+          assert.equal(r.ok === false && r.problemType, 'urn:ietf:params:acme:error:unauthorized', 'carrying the CA\'s problem type');
         }
         await delay(500);
         const orders = pebble!.orderCount() - ordersBefore;

@@ -1,13 +1,17 @@
 /**
  * `npm start` (the README's first command) answers an HTTPS request for
- * demo.localhost with a certificate from the local CA.
+ * demo.localhost with a certificate from the local CA, prints a curl line
+ * that works from any directory, refuses other names with a TLS alert, and
+ * stops listening when npm's own process is killed.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import net from 'node:net';
+import { isAbsolute, join } from 'node:path';
+import { promisify } from 'node:util';
 import { X509Certificate } from 'node:crypto';
 import { it } from 'node:test';
 
@@ -45,9 +49,40 @@ it('npm start serves demo.localhost with a certificate that chains to the local 
     assert.ok(peer.checkHost('demo.localhost'), 'certificate is for demo.localhost');
     assert.equal(JSON.parse(body).hello, 'demo.localhost');
     assert.equal(JSON.parse(body).state, 'valid');
+
+    const cacert = /curl --cacert (\S+) /.exec(output)?.[1];
+    assert.ok(cacert && isAbsolute(cacert) && cacert === join(dataDir, 'local-ca.pem'), `the curl line names the CA file absolutely: ${cacert}`);
+
+    // A name the demo does not issue for: a TLS alert the client can report, not a closed connection.
+    const sClient = await promisify(execFile)('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-servername', 'refused.example'], { timeout: 20_000 }).catch(
+      (error: { stdout?: string; stderr?: string }) => ({ stdout: error.stdout ?? '', stderr: error.stderr ?? '' }),
+    );
+    assert.match(`${sClient.stdout}${sClient.stderr}`, /alert handshake failure[^\n]*SSL alert number 40/);
+
+    // Killing npm's process (not its group) ends the demo too.
+    process.kill(child.pid!, 'SIGTERM');
+    const deadline = Date.now() + 20_000;
+    while (await listening(port)) {
+      assert.ok(Date.now() < deadline, 'the demo still listens 20 s after npm was killed');
+      await new Promise((r) => setTimeout(r, 200));
+    }
   } finally {
-    if (child.exitCode === null) process.kill(-child.pid!, 'SIGTERM');
-    await new Promise((r) => (child.exitCode === null ? child.once('exit', r) : r(undefined)));
+    try {
+      process.kill(-child.pid!, 'SIGTERM'); // whatever is left of the group this test started
+    } catch {
+      // already gone
+    }
+    await new Promise((r) => (child.exitCode === null && child.signalCode === null ? child.once('exit', r) : r(undefined)));
     await rm(dataDir, { recursive: true, force: true });
   }
 });
+
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.on('error', () => resolve(false));
+  });
+}

@@ -174,7 +174,7 @@ describe('docs/dns.md: the wildcard server example', { skip }, () => {
 
     const dir = await mkdtemp(path.join(os.tmpdir(), 'certstate-dns-example-'));
     await writeFile(path.join(dir, 'ca.pem'), pebble!.caBundlePem);
-    const child = spawn(process.execPath, ['--conditions=source', '--import', 'tsx', 'examples/dns-wildcard.ts'], {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'examples/dns-wildcard.ts'], {
       cwd: root,
       stdio: ['ignore', 'pipe', 'pipe'],
       env: {

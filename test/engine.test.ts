@@ -12,6 +12,7 @@ import { CertificateUnavailableError, ConfigError, EngineStoppedError, Handshake
 import type { Storage } from '../src/types.js';
 import { installTestCa, scriptedIssuer } from './helpers/scripted-issuer.js';
 import { countingStorage, interceptStorage } from './helpers/storage-wrap.js';
+import { refusalsAsErrors } from './helpers/tls.js';
 
 async function testStorage(): Promise<Storage> {
   const storage = memoryStorage();
@@ -20,7 +21,7 @@ async function testStorage(): Promise<Storage> {
 }
 
 const sni = (engine: ReturnType<typeof createCertEngine>, name: string) =>
-  new Promise<import('node:tls').SecureContext>((resolve, reject) => engine.tlsOptions().SNICallback(name, (err, ctx) => (err ? reject(err) : resolve(ctx!))));
+  new Promise<import('node:tls').SecureContext>((resolve, reject) => refusalsAsErrors(engine).SNICallback(name, (err, ctx) => (err ? reject(err) : resolve(ctx!))));
 
 describe('engine configuration', () => {
   it('refuses bad options with ConfigError', () => {

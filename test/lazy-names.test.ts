@@ -20,6 +20,7 @@ import type { StorageChange } from '../src/adapters/storage/notify.js';
 import type { Storage } from '../src/types.js';
 import { installTestCa, scriptedIssuer } from './helpers/scripted-issuer.js';
 import { countingStorage, interceptStorage } from './helpers/storage-wrap.js';
+import { refusalsAsErrors } from './helpers/tls.js';
 
 const DAY = 86_400_000;
 const T0 = Math.floor(Date.now() / 1000) * 1000;
@@ -43,7 +44,7 @@ const certLoads = (storage: { loads: Map<string, number> }) => [...storage.loads
 function sniNow(engine: CertEngine, name: string): { sync: boolean; result: Promise<SecureContext> } {
   let settled = false;
   const result = new Promise<SecureContext>((resolve, reject) =>
-    engine.tlsOptions().SNICallback(name, (err, ctx) => {
+    refusalsAsErrors(engine).SNICallback(name, (err, ctx) => {
       settled = true;
       return err ? reject(err) : resolve(ctx!);
     }),

@@ -146,7 +146,7 @@ describe('prom-client bridge', () => {
     const block = /<!-- example:prom-client[^>]*-->\n```ts\n([\s\S]*?)```/.exec(readme)?.[1];
     assert.ok(block, 'README has the prom-client block');
     assert.equal(block, await readFile(join(root, 'examples/prom-client.ts'), 'utf8'));
-    const { stdout } = await promisify(execFile)(process.execPath, ['--conditions=source', '--import', 'tsx', 'examples/prom-client.ts'], { cwd: root, timeout: 60_000 });
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'examples/prom-client.ts'], { cwd: root, timeout: 60_000 });
     assert.match(stdout, /^# TYPE certstate_names gauge$/m);
     assert.match(stdout, /^certstate_names\{state="valid"\} 1$/m);
   });

@@ -18,7 +18,7 @@ export interface TransitionRecord {
   /** Why the attempt runs: `obtain`, `renew` or `expired`. */
   reason?: string;
   /** The attempt's error, on a move to `failed-backoff`. */
-  error?: Pick<ErrorInfo, 'type' | 'message' | 'code' | 'detail'>;
+  error?: Pick<ErrorInfo, 'type' | 'message' | 'code' | 'problemType' | 'detail'>;
   /** The certificate's notAfter, on a move to `valid` after an attempt or an adoption. */
   notAfter?: number;
   /** True when the certificate was found in storage (another process issued it). */

@@ -153,7 +153,7 @@ const CLIENT_JS = `
     return el('div', { class: 'err' },
       el('span', { class: 'err-type' }, e.type), ': ', el('span', { class: 'err-msg' }, e.message),
       e.detail ? el('div', { class: 'err-detail' }, 'CA: ' + txt(e.detail)) : null,
-      e.code ? el('div', { class: 'sub' }, e.code) : null);
+      e.code || e.problemType ? el('div', { class: 'sub' }, [txt(e.code), txt(e.problemType)].filter(Boolean).join(' · ')) : null);
   }
   function action(view) {
     var s = txt(view.state);

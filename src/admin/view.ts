@@ -47,6 +47,7 @@ export function briefError(error: Partial<ErrorInfo> | undefined): NonNullable<T
     type: text(e.type, 100) || 'Error',
     message: text(e.message, 2000),
     ...(e.code !== undefined && e.code !== null ? { code: text(e.code, 200) } : {}),
+    ...(e.problemType !== undefined && e.problemType !== null ? { problemType: text(e.problemType, 200) } : {}),
     ...(e.detail !== undefined && e.detail !== null ? { detail: text(e.detail, 2000) } : {}),
   };
 }

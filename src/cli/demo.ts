@@ -20,7 +20,7 @@ export function demoIssuer(): Issuer {
       if (request.names.some((n) => n.startsWith('flaky.'))) {
         await new Promise((r) => setTimeout(r, 1500)); // long enough to watch the attempt in flight
         throw new AcmeError('authorization failed for flaky.demo.localhost', {
-          code: 'urn:ietf:params:acme:error:connection',
+          problemType: 'urn:ietf:params:acme:error:connection',
           detail: 'demo CA: 127.0.0.1: Fetching http://flaky.demo.localhost/.well-known/acme-challenge/…: Connection refused',
           status: 403,
         });

@@ -1,6 +1,6 @@
 /**
  * The `certstate` command line. `main(argv, io)` returns the exit code (see
- * `exit-codes.ts` and README.md beside this file), so tools and tests can run
+ * `exit-codes.ts` beside this file, docs/cli.md), so tools and tests can run
  * it in-process; `bin/certstate.js` runs it for the shell.
  */
 import { readFileSync } from 'node:fs';

@@ -235,13 +235,14 @@ async function sharedBackoff(deps: AttemptDeps, input: AttemptInput, before: str
     return;
   }
   if (!record.lastError || record.nextAttemptAt === undefined || record.nextAttemptAt <= deps.clock.now()) return;
-  const { type, message, code, detail } = record.lastError;
+  const { type, message, code, problemType, detail } = record.lastError;
   const error = new CertstateError(`${message} (in another process of the cluster; its backoff is shared)`, {
     code: code ?? 'ERR_SHARED_BACKOFF',
     retryAfter: record.nextAttemptAt,
     ...(detail ? { detail } : {}),
   });
   error.name = type;
+  if (problemType !== undefined) Object.assign(error, { problemType });
   throw error;
 }
 

@@ -9,7 +9,6 @@
  */
 import { EventEmitter } from 'node:events';
 import type { SecureContext } from 'node:tls';
-import { pino } from 'pino';
 import { createActor, waitFor, fromPromise } from 'xstate';
 import { realClock } from '../clock.js';
 import {
@@ -36,7 +35,7 @@ import { defaultTimingPolicy, renewalTime, type TimingPolicy } from '../machines
 import { InvalidNameError, RejectionLog, isIpLiteral, normalizeName } from '../names.js';
 import { DEFAULT_DATA_DIR, fileStorage } from '../adapters/storage/file.js';
 import { createHttpChallengeHandler, type HttpChallengeHandler, type HttpFallback } from '../adapters/challenges/http-01.js';
-import { createTlsAlpnResponder, type ALPNCallback } from '../adapters/challenges/tls-alpn-01.js';
+import { createTlsAlpnResponder } from '../adapters/challenges/tls-alpn-01.js';
 import { createAdminHandler, type AdminHandler, type AdminHandlerOptions } from '../admin/handler.js';
 import { createOnDemandGate, OnDemandRefusedError, type OnDemandGate } from './on-demand.js';
 import { keys, nameFromCertificateKey } from '../storage-keys.js';
@@ -45,6 +44,7 @@ import { ariRenewalTime, ARI_DEFAULT_RECHECK_MS, clampAriRecheck } from './ari.j
 import type { CertificateBundle, CertificateMeta, Clock, Issuer, LifecycleState, Logger, NameStatus, Storage } from '../types.js';
 import { isStorageOutage, runAttempt } from './attempt.js';
 import { safeError, withSafeErrors } from '../safe-error.js';
+import { silentLogger } from '../silent-logger.js';
 import type { CertEngineEvent, CertEngineEventOf, CertEngineEventType } from './events.js';
 import { Limiter } from './limiter.js';
 import { certificateCoversName } from '../certs.js';
@@ -52,6 +52,8 @@ import { MaterialCache } from './material-cache.js';
 import { WakeQueue } from './wake-queue.js';
 import { newDomain, type CertActor, type Domain, type Dormant } from './domain.js';
 import type { CertEngineOptions, EngineStats, ServedCertificate, HandshakeInfo, StartOptions } from './options.js';
+import { checkEngineOptions, prepareAdapters } from './config.js';
+import { answerHandshakes, type TlsCallbacks, type TlsOptionsConfig } from './handshake-answers.js';
 
 export type { CertEngineOptions, EngineStats, ServedCertificate, HandshakeInfo, StartOptions } from './options.js';
 import { parseFailure, parseUnit, serializeFailure } from './unit.js';
@@ -104,27 +106,19 @@ export class CertEngine {
   readonly #attempts = new Limiter(32);
   readonly #managedNames: Set<string>;
   readonly #gate: OnDemandGate | undefined;
-  readonly #rejections: RejectionLog;
+  readonly #rejections: RejectionLog<string>;
   #waiting = 0;
   #unwatch: (() => Promise<void>) | undefined;
   #started = false;
   #stopped = false;
 
   constructor(options: CertEngineOptions) {
-    if (!options || typeof options !== 'object') throw new ConfigError('createCertEngine needs an options object');
-    if (!Array.isArray(options.issuers) || options.issuers.length === 0) {
-      throw new ConfigError('options.issuers needs at least one issuer (e.g. acmeIssuer({...}) or localCaIssuer())');
-    }
-    for (const issuer of options.issuers) {
-      if (!issuer || typeof issuer.id !== 'string' || typeof issuer.issue !== 'function') {
-        throw new ConfigError('every issuer needs a string `id` and an `issue()` function');
-      }
-    }
+    checkEngineOptions(options);
     this.#options = options;
     this.#storage = options.storage ?? fileStorage(DEFAULT_DATA_DIR);
     this.#issuers = [...options.issuers];
     this.#clock = options.clock ?? realClock();
-    this.#logger = withSafeErrors(options.logger ?? pino({ level: 'silent' }));
+    this.#logger = withSafeErrors(options.logger ?? silentLogger());
     this.#policy = { ...defaultTimingPolicy, ...options.timing };
     this.#handshakeTimeout = positive(options.handshakeTimeout, DEFAULT_HANDSHAKE_TIMEOUT, 'handshakeTimeout');
     this.#maxWaitersPerName = positive(options.maxWaitersPerName, 10_000, 'maxWaitersPerName');
@@ -132,7 +126,7 @@ export class CertEngine {
     positive(options.lockTtlMs, 60_000, 'lockTtlMs');
     this.#managedNames = new Set((options.names ?? []).map((n) => normalizeName(n, { allowWildcard: true, allowIp: true })));
     this.#gate = options.onDemand ? createOnDemandGate(options.onDemand, { now: () => this.#clock.now(), logger: this.#logger }) : undefined;
-    this.#rejections = new RejectionLog({ logger: this.#logger, now: () => this.#clock.now() });
+    this.#rejections = new RejectionLog<string>({ logger: this.#logger, now: () => this.#clock.now() });
     this.#materials = new MaterialCache(count(options.cacheCapacity, 10_000, 'cacheCapacity'));
     // An injected clock (tests, simulations) is the only clock: there is no storage clock to relate it to.
     this.#storageClock = new StorageClock(options.clock ? undefined : this.#storage, this.#clock);
@@ -161,6 +155,12 @@ export class CertEngine {
     if (this.#stopped) throw new EngineStoppedError();
     if (this.#started) return;
     this.#started = true;
+    try {
+      await prepareAdapters(this.#storage, this.#issuers); // a missing storage driver is a ConfigError here, not a name in backoff
+    } catch (error) {
+      this.#started = false;
+      throw error;
+    }
     // Records first: a handshake arriving while the watch connects must find its name.
     const domains = [...this.#managedNames].map((name) => this.#addDomain(name, true));
     await this.#watchStorage();
@@ -424,13 +424,10 @@ export class CertEngine {
    * same server and picks the application protocol for everyone else (Node
    * forbids `ALPNProtocols` beside `ALPNCallback`, so say them here).
    *
-   * @param options.protocols application protocols in preference order
-   *   (default `['http/1.1']`; `['h2', 'http/1.1']` for `http2.createSecureServer`)
+   * A name the engine cannot serve gets a TLS alert; `defaultName` answers
+   * clients without SNI (see `TlsOptionsConfig` and handshake-answers.ts).
    */
-  tlsOptions(options: { protocols?: string[] } = {}): {
-    SNICallback: (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void;
-    ALPNCallback: ALPNCallback;
-  } {
+  tlsOptions(options: TlsOptionsConfig = {}): TlsCallbacks {
     const alpn = createTlsAlpnResponder(this.#storage, { protocols: options.protocols, logger: this.#logger });
     const sni = (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => {
       // Hot path: a normalised name (the common SNI) is its own Map key; no promise, no allocation.
@@ -444,7 +441,7 @@ export class CertEngine {
         (error: Error) => cb(error),
       );
     };
-    return { SNICallback: alpn.wrapSNICallback(sni), ALPNCallback: alpn.ALPNCallback };
+    return answerHandshakes(sni, alpn, { rejections: this.#rejections, defaultName: this.#options.defaultName, onRefusal: options.onRefusal });
   }
 
   /**

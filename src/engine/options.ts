@@ -20,6 +20,15 @@ export interface CertEngineOptions {
   /** Managed names: obtained at start and kept renewed. `*.example.com` wildcards allowed. */
   names?: string[];
   /**
+   * The managed name whose certificate answers clients that send no SNI
+   * (health checks by IP address). Node runs no callback for such a client
+   * unless it offers ALPN, so this covers TLS 1.3 clients offering ALPN
+   * (curl, browsers, Go and most HTTP health checkers); one that sends
+   * neither SNI nor ALPN gets the server's default `key`/`cert` if it has
+   * one, else a `handshake_failure` alert. Must be one of `names`.
+   */
+  defaultName?: string;
+  /**
    * On-demand issuance: a handshake for an unmanaged name asks `decide` and/or
    * the `ask` endpoint; if allowed (and within the issuance budget), a
    * certificate is obtained during the handshake. See `OnDemandOptions`.

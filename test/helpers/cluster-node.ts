@@ -84,7 +84,7 @@ export type NodeMessage =
   /** An engine event (`cert_obtained`, `cert_renewed`, `cert_failed`). */
   | { type: 'engine'; event: string; name: string; fingerprint?: string; adopted?: boolean; errorType?: string; at: number }
   | { type: 'reply'; id: string; ok: true; value: unknown }
-  | { type: 'reply'; id: string; ok: false; error: { type: string; message: string; code?: string } };
+  | { type: 'reply'; id: string; ok: false; error: { type: string; message: string; code?: string; lastErrorCode?: string; lastErrorProblemType?: string } };
 
 /** Requests a parent can make. */
 export type NodeRequest =
@@ -217,14 +217,11 @@ async function runChild(config: NodeConfig): Promise<void> {
   });
   await engine.start();
 
-  const httpsServer = https.createServer({ ...engine.tlsOptions() }, (_req, res) => res.end(config.id));
-  // Refused handshakes are part of the tests: log why (the client only sees a reset).
-  // (Not a client hanging up right after its handshake: the tests' clients do that on purpose.)
-  httpsServer.on('tlsClientError', (error: Error & { code?: string }, socket: tls.TLSSocket) => {
-    if (error.code === 'ECONNRESET') return;
-    const servername = (socket as tls.TLSSocket & { servername?: string | false }).servername;
+  // Refused handshakes are part of the tests: log why (the client only sees a TLS alert).
+  const onRefusal = (error: Error & { code?: string }, servername: string) =>
     logger.info({ servername, refusal: { type: error.name, message: error.message, code: error.code } }, 'handshake refused');
-  });
+  const httpsServer = https.createServer({ ...engine.tlsOptions({ onRefusal }) }, (_req, res) => res.end(config.id));
+  httpsServer.on('tlsClientError', () => {}); // OpenSSL's side of the refusals above, and clients hanging up on purpose
   const httpServer = http.createServer(engine.httpChallengeHandler());
   await Promise.all([httpsServer, httpServer].map((s) => new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))));
 
@@ -276,9 +273,19 @@ async function runChild(config: NodeConfig): Promise<void> {
     handler(message).then(
       (value) => send({ type: 'reply', id: message.id, ok: true, value }),
       (error: unknown) => {
-        const e = error as { name?: string; message?: string; code?: unknown; cause?: unknown };
+        const e = error as { name?: string; message?: string; code?: unknown; cause?: unknown; lastError?: { code?: unknown; problemType?: unknown } };
         const code = typeof e.code === 'string' ? e.code : undefined;
-        send({ type: 'reply', id: message.id, ok: false, error: { type: e.name ?? 'Error', message: String(e.message ?? error), ...(code ? { code } : {}) } });
+        // A CertificateUnavailableError's own code is fixed; the attempt's error says why.
+        const lastErrorCode = typeof e.lastError?.code === 'string' ? e.lastError.code : undefined;
+        const lastErrorProblemType = typeof e.lastError?.problemType === 'string' ? e.lastError.problemType : undefined;
+        const reply = {
+          type: e.name ?? 'Error',
+          message: String(e.message ?? error),
+          ...(code ? { code } : {}),
+          ...(lastErrorCode ? { lastErrorCode } : {}),
+          ...(lastErrorProblemType ? { lastErrorProblemType } : {}),
+        };
+        send({ type: 'reply', id: message.id, ok: false, error: reply });
       },
     );
   });
@@ -337,10 +344,15 @@ function installExitHook(): void {
 /** The error a child's failed request rejects with: `name` is the child's error type. */
 export class NodeRequestError extends Error {
   readonly code: string | undefined;
-  constructor(error: { type: string; message: string; code?: string }) {
+  /** For a `CertificateUnavailableError`: the code of the attempt's error, and the CA's problem type if a CA refused. */
+  readonly lastErrorCode: string | undefined;
+  readonly lastErrorProblemType: string | undefined;
+  constructor(error: { type: string; message: string; code?: string; lastErrorCode?: string; lastErrorProblemType?: string }) {
     super(error.message);
     this.name = error.type;
     this.code = error.code;
+    this.lastErrorCode = error.lastErrorCode;
+    this.lastErrorProblemType = error.lastErrorProblemType;
   }
 }
 

@@ -29,11 +29,35 @@ export interface TestTlsServer {
   close(): Promise<void>;
 }
 
+type SniCallback = (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) => void;
+
+/**
+ * The engine's `tlsOptions()` callbacks, except that the SNI callback passes
+ * the engine's refusal as its error (the engine itself answers a refusal with
+ * no context, so that the client gets a TLS alert): for tests that check why
+ * a handshake was refused. A server using it resets refused clients.
+ */
+export function refusalsAsErrors(engine: CertEngine, options: { protocols?: string[] } = {}): { SNICallback: SniCallback; ALPNCallback: ReturnType<CertEngine['tlsOptions']>['ALPNCallback'] } {
+  let refusal: Error | undefined;
+  // onRefusal runs right before the engine's cb(null), in the same tick: no other answer comes between.
+  const { SNICallback, ALPNCallback } = engine.tlsOptions({ ...options, onRefusal: (error) => (refusal = error) });
+  return {
+    ALPNCallback,
+    SNICallback(this: tls.TLSSocket | undefined, servername, cb) {
+      SNICallback.call(this, servername, (err, ctx) => {
+        const error = err ?? (ctx ? null : (refusal ?? null));
+        refusal = undefined;
+        cb(error, ctx);
+      });
+    },
+  };
+}
+
 /** A TLS server on 127.0.0.1 answering SNI from the engine. */
 export async function startTlsServer(engine: CertEngine): Promise<TestTlsServer> {
   const answers: SniAnswer[] = [];
   let asked = 0;
-  const { SNICallback } = engine.tlsOptions();
+  const { SNICallback } = refusalsAsErrors(engine);
   const server = tls.createServer({
     SNICallback: (servername, cb) => {
       const askedAt = Date.now();

@@ -6,9 +6,9 @@
  * Built with node-forge and signed by node:crypto (forge's JavaScript RSA
  * costs ~50 ms per signature; this runs while a handshake may be waiting).
  */
-import { X509Certificate, createHash, createPublicKey, generateKeyPair, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
+import { X509Certificate, createHash, generateKeyPair, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
-import forge from 'node-forge';
+import { forgePublicKey, loadForge, signCertificate } from '../forge.js';
 import { ipAddressBytes } from '../../certs.js';
 import { IssuanceError } from '../../errors.js';
 import type { CertificateBundle } from '../../types.js';
@@ -58,8 +58,8 @@ export function buildTlsAlpn01Certificate(
   const digest = createHash('sha256').update(keyAuthorization, 'utf8').digest();
   const ip = ipAddressBytes(name);
 
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = forge.pki.publicKeyFromPem(createPublicKey(privateKey).export({ type: 'spki', format: 'pem' }) as string);
+  const cert = loadForge().pki.createCertificate();
+  cert.publicKey = forgePublicKey(privateKey);
   cert.serialNumber = `01${randomBytes(15).toString('hex')}`; // positive and minimal by construction
   cert.validity.notBefore = new Date(now - 3_600_000);
   cert.validity.notAfter = new Date(now + 7 * 86_400_000);
@@ -76,13 +76,7 @@ export function buildTlsAlpn01Certificate(
     { id: ACME_IDENTIFIER_OID, critical: true, value: `\x04\x20${digest.toString('binary')}` },
   ]);
 
-  // What forge's `cert.sign` does, with the RSA signature computed natively.
-  cert.signatureOid = cert.siginfo.algorithmOid = forge.pki.oids.sha256WithRSAEncryption;
-  cert.tbsCertificate = (forge.pki as unknown as { getTBSCertificate(c: forge.pki.Certificate): forge.asn1.Asn1 })
-    .getTBSCertificate(cert);
-  const tbs = Buffer.from(forge.asn1.toDer(cert.tbsCertificate).getBytes(), 'binary');
-  cert.signature = sign('sha256', tbs, privateKey).toString('binary');
-  const der = Buffer.from(forge.asn1.toDer(forge.pki.certificateToAsn1(cert)).getBytes(), 'binary');
+  const der = signCertificate(cert, privateKey);
 
   return {
     certificatePem: new X509Certificate(der).toString(),

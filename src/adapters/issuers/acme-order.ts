@@ -18,7 +18,7 @@ import { safeError } from '../../safe-error.js';
 import type { DnsProvider } from '../challenges/dns-01.js';
 import { dns01RecordName } from '../challenges/dns-01.js';
 import { abortError, internalsOf, type AcmeResponse } from './acme-http.js';
-import { ACME_ERROR, asProblem, errorFromResponse, isObject, objectBody, parseRetryAfter, problemDetail, type AcmeStep } from './acme-problems.js';
+import { ACME_ERROR, asProblem, errorFromResponse, isObject, objectBody, parseRetryAfter, problemDetail, sanitize, type AcmeStep } from './acme-problems.js';
 import { alternateLinks, choosePreferredChain, pemToBase64Url } from './acme-certificate.js';
 
 /** Challenge types the issuer can answer. */
@@ -136,7 +136,7 @@ export class AcmeOrderFlow {
     try {
       return await this.createOrder(payload);
     } catch (error) {
-      if (payload.replaces !== undefined && error instanceof AcmeError && error.code === `${ACME_ERROR}alreadyReplaced`) {
+      if (payload.replaces !== undefined && error instanceof AcmeError && error.problemType === `${ACME_ERROR}alreadyReplaced`) {
         // Another order already replaces that certificate (ours, lost in a
         // crash, or another process's): order once more without `replaces`.
         this.logger.warn({ replaces: payload.replaces }, 'certificate already replaced; ordering without replaces');
@@ -167,7 +167,7 @@ export class AcmeOrderFlow {
         throw new AcmeError('ACME authorization lacks identifier, status or challenges', { code: 'ERR_ACME_MALFORMED_RESPONSE' });
       }
       if (a.status !== 'valid' && a.status !== 'pending') {
-        throw new ChallengeFailedError(a.identifier.value, undefined, `authorization for ${a.identifier.value} is ${a.status}`, { code: `ERR_ACME_AUTHORIZATION_${a.status.toUpperCase()}` });
+        throw new ChallengeFailedError(a.identifier.value, undefined, `authorization for ${a.identifier.value} is ${sanitize(a.status, 40)}`);
       }
     }
     const pending = authzs.filter((a) => a.status === 'pending').map((authz) => ({ authz, challenge: this.pick(authz) }));
@@ -263,11 +263,11 @@ export class AcmeOrderFlow {
         const problem = asProblem(failed?.error);
         const detail = problemDetail(problem);
         throw new ChallengeFailedError(name, failed?.type ?? challenge.type, `${challenge.type} validation of ${name} failed${detail ? `: ${detail}` : ''}`, {
-          code: problem?.type ?? 'ERR_ACME_CHALLENGE_FAILED',
+          ...(problem?.type ? { problemType: problem.type } : {}),
           ...(detail ? { detail } : {}),
         });
       }
-      throw new ChallengeFailedError(name, challenge.type, `authorization for ${name} became ${String(status)}`, { code: `ERR_ACME_AUTHORIZATION_${String(status).toUpperCase()}` });
+      throw new ChallengeFailedError(name, challenge.type, `authorization for ${name} became ${sanitize(String(status), 40)}`);
     });
   }
 
@@ -314,7 +314,7 @@ export class AcmeOrderFlow {
       if (body.status === 'processing' || body.status === 'ready') return undefined;
       const problem = asProblem(body.error);
       const detail = problemDetail(problem);
-      throw new AcmeError(`ACME order became ${String(body.status)}${detail ? `: ${detail}` : ''}`, { code: problem?.type ?? 'ERR_ACME_ORDER_INVALID', ...(detail ? { detail } : {}) });
+      throw new AcmeError(`ACME order became ${String(body.status)}${detail ? `: ${detail}` : ''}`, { code: 'ERR_ACME_ORDER_INVALID', ...(problem?.type ? { problemType: problem.type } : {}), ...(detail ? { detail } : {}) });
     };
     // A CA that answers `processing` usually issues within milliseconds (and LE within a second):
     // look once at once, as acme-client does, before the usual backoff.

@@ -94,13 +94,13 @@ export function errorFromResponse(res: AcmeResponse, step: AcmeStep, now: number
   const detail = problemDetail(problem);
   const retryAfter = parseRetryAfter(res.headers['retry-after'], now);
   const options: AcmeErrorOptions = { status: res.status };
-  if (problem?.type) options.code = problem.type;
+  if (problem?.type) options.problemType = problem.type;
   if (detail) options.detail = detail;
   if (retryAfter !== undefined) options.retryAfter = retryAfter;
   const message = `ACME ${step} failed: HTTP ${res.status}${problem?.type ? ` ${problem.type.replace(ACME_ERROR, '')}` : ''}${detail ? `: ${detail}` : ''}`;
   if (res.status === 429 || problem?.type === `${ACME_ERROR}rateLimited`) return new AcmeRateLimitedError(message, options);
   if (step === 'account' || (problem?.type !== undefined && ACCOUNT_PROBLEMS.has(problem.type))) return new AccountError(message, options);
-  return new AcmeError(message, { ...options, code: options.code ?? (res.status === 503 ? 'ERR_ACME_UNAVAILABLE' : undefined) });
+  return new AcmeError(message, { ...options, ...(res.status === 503 ? { code: 'ERR_ACME_UNAVAILABLE' } : {}) });
 }
 
 /** Whether `value` is a non-null object (a parsed JSON object). */

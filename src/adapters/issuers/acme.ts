@@ -17,14 +17,16 @@
  *
  * Every failure is a typed error (`AcmeRateLimitedError`, `ChallengeFailedError`,
  * `AccountError`, `AcmeNetworkError`/`AcmeTimeoutError`, `AcmeError`) carrying
- * the CA's problem type as `code`, its `detail`, and `retryAfter` (epoch ms)
+ * the CA's problem type as `problemType`, its `detail`, and `retryAfter` (epoch ms)
  * when the CA sent `Retry-After`: the engine's backoff uses it as a floor.
  * Nothing here retries a failed attempt; that is the statechart's job.
  */
 import https from 'node:https';
-import { Client } from 'acme-client';
+import type { Client } from 'acme-client';
+import { loadAcmeClient } from './acme-client-module.js';
 import type { CertificateBundle, CertificateMeta, IssueContext, IssueRequest, Issuer, Logger, RenewalInfo, Storage } from '../../types.js';
 import { AccountError, AcmeError, ConfigError, IssuanceError } from '../../errors.js';
+import { checkKeys, optionKeys } from '../../option-keys.js';
 import type { DnsProvider } from '../challenges/dns-01.js';
 import { acmeHttpRequest, installTransport, internalsOf, type AcmeResponse, type TransportOptions } from './acme-http.js';
 import { ACME_ERROR, errorFromResponse, isObject, objectBody, parseRetryAfter, sanitize } from './acme-problems.js';
@@ -111,7 +113,14 @@ const USER_AGENT = `certstate/0.1 acme-client/5.4.0 node/${process.version}`;
 /** How long a fetched directory is trusted before it is fetched again. */
 const DIRECTORY_TTL_MS = 12 * 60 * 60 * 1000;
 
+const OPTION_KEYS = optionKeys<AcmeIssuerOptions>({
+  directoryUrl: true, email: true, agreeToTerms: true, externalAccountBinding: true, profile: true, keyType: true, challenges: true,
+  dnsProvider: true, caBundle: true, preferredChain: true, pollInitialMs: true, pollMaxMs: true, pollTimeoutMs: true, requestTimeoutMs: true, maxBadNonceRetries: true,
+});
+
 function validateOptions(o: AcmeIssuerOptions): void {
+  if (typeof o !== 'object' || o === null) throw new ConfigError('acmeIssuer needs an options object: { directoryUrl, email, agreeToTerms: true }');
+  checkKeys(o, OPTION_KEYS, 'acmeIssuer');
   if (o.agreeToTerms !== true) throw new ConfigError('acmeIssuer: agreeToTerms must be true (you must accept the CA\'s terms of service)');
   let url: URL;
   try {
@@ -197,7 +206,8 @@ export function acmeIssuer(options: AcmeIssuerOptions): AcmeIssuer {
   }
 
   /** An acme-client `Client` for one attempt, on our transport, with the directory pre-loaded. */
-  function makeClient(keyPem: string, accountUrl: string | undefined, t: TransportOptions, dir: AcmeDirectory): Client {
+  async function makeClient(keyPem: string, accountUrl: string | undefined, t: TransportOptions, dir: AcmeDirectory): Promise<Client> {
+    const { Client } = await loadAcmeClient();
     const client = new Client({
       directoryUrl,
       accountKey: keyPem,
@@ -212,7 +222,7 @@ export function acmeIssuer(options: AcmeIssuerOptions): AcmeIssuer {
   }
 
   async function register(keyPem: string, t: TransportOptions, dir: AcmeDirectory, now: () => number): Promise<string> {
-    const client = makeClient(keyPem, undefined, t, dir);
+    const client = await makeClient(keyPem, undefined, t, dir);
     const payload: Record<string, unknown> = { termsOfServiceAgreed: true };
     if (options.email) payload.contact = [`mailto:${options.email}`];
     const res = await internalsOf(client).api.apiRequest(dir.newAccount!, payload, [], { includeJwsKid: false, includeExternalAccountBinding: !!eab });
@@ -235,7 +245,7 @@ export function acmeIssuer(options: AcmeIssuerOptions): AcmeIssuer {
     const t = transportFor(signal);
     const dir = await getDirectory(t, context.now);
     if (dir.meta?.externalAccountRequired && !eab) {
-      throw new AccountError(`${directoryUrl} requires External Account Binding: set externalAccountBinding { kid, hmacKey }`, { code: `${ACME_ERROR}externalAccountRequired` });
+      throw new AccountError(`${directoryUrl} requires External Account Binding: set externalAccountBinding { kid, hmacKey }`, { problemType: `${ACME_ERROR}externalAccountRequired` });
     }
 
     // The leaf key is generated while we talk to the CA (RSA-4096 takes a while).
@@ -248,20 +258,20 @@ export function acmeIssuer(options: AcmeIssuerOptions): AcmeIssuer {
     };
     let account = accounts.get(storage) ?? (await ensureAccount(accountOptions));
     accounts.set(storage, account);
-    let client = makeClient(account.keyPem, account.url, t, dir);
+    let client = await makeClient(account.keyPem, account.url, t, dir);
     const flow = new AcmeOrderFlow(client, context, logger, dir, flowSettings);
 
     let order: AcmeOrder;
     try {
       order = await flow.newOrder(names, request);
     } catch (error) {
-      if (!(error instanceof AcmeError) || error.code !== `${ACME_ERROR}accountDoesNotExist`) throw error;
+      if (!(error instanceof AcmeError) || error.problemType !== `${ACME_ERROR}accountDoesNotExist`) throw error;
       // The CA forgot our account (a reset staging CA, a restarted Pebble):
       // register the same key again, once, and retry the order.
       logger.warn({ accountUrl: account.url }, 'ACME account unknown to the CA; re-registering');
       account = await ensureAccount({ ...accountOptions, stale: account });
       accounts.set(storage, account);
-      client = makeClient(account.keyPem, account.url, t, dir);
+      client = await makeClient(account.keyPem, account.url, t, dir);
       flow.client = client;
       order = await flow.newOrder(names, request);
     }
@@ -298,7 +308,12 @@ export function acmeIssuer(options: AcmeIssuerOptions): AcmeIssuer {
     return parseRenewalInfo(res, context.now());
   }
 
-  return { id, directoryUrl, issue, renewalInfo };
+  /** acme-client is imported here (engine.start()) or at the first request, never by `import 'certstate'`. */
+  async function prepare(): Promise<void> {
+    await loadAcmeClient().catch((cause: unknown) => Promise.reject(new ConfigError(`acmeIssuer: cannot load acme-client (${String(cause)})`)));
+  }
+
+  return { id, directoryUrl, issue, renewalInfo, prepare };
 }
 
 /** ARI polling bounds (RFC 9773 §4.3: clients clamp the server's Retry-After). */

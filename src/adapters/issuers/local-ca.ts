@@ -8,13 +8,15 @@
  * 2048-bit signature against ~1 ms natively, and key generation is threaded.
  * forge 1.4 can only encode RSA public keys, so leaf and CA keys are RSA.
  */
-import { X509Certificate, createPrivateKey, createPublicKey, generateKeyPair, KeyObject, randomBytes, sign } from 'node:crypto';
+import { X509Certificate, createPrivateKey, createPublicKey, generateKeyPair, KeyObject, randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
-import forge from 'node-forge';
+import type Forge from 'node-forge';
+import { forgePublicKey, loadForge, signCertificate } from '../forge.js';
 import { ipAddressBytes } from '../../certs.js';
 import { ConfigError, CorruptStorageError, IssuanceError } from '../../errors.js';
 import { keys } from '../../storage-keys.js';
 import { safeError } from '../../safe-error.js';
+import { checkKeys, optionKeys } from '../../option-keys.js';
 import type { CertificateBundle, IssueContext, IssueRequest, Issuer, Logger, Storage } from '../../types.js';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
@@ -54,7 +56,7 @@ interface Settings {
 interface Authority {
   certificatePem: string;
   key: KeyObject;
-  subject: forge.pki.CertificateField[];
+  subject: Forge.pki.CertificateField[];
   /** Subject key identifier, as a forge binary string (the leaves' AKI). */
   keyIdentifier: string;
   notAfter: number;
@@ -75,7 +77,10 @@ const KEY_SEGMENT = /^[A-Za-z0-9._-]+$/;
  *
  * @throws ConfigError for invalid options
  */
+const OPTION_KEYS = optionKeys<LocalCaOptions>({ caId: true, commonName: true, caValidityDays: true, leafValidityMs: true, keyBits: true, leafKey: true });
+
 export function localCaIssuer(options: LocalCaOptions = {}): Issuer {
+  checkKeys(options, OPTION_KEYS, 'localCaIssuer');
   const settings = resolveSettings(options);
   const fixedKeys = options.leafKey === undefined ? undefined : fixedLeafKeys(options.leafKey);
   // Per storage, in case one issuer object is handed to engines with different storages.
@@ -226,8 +231,8 @@ async function loadOrCreateAuthority(
 
 async function createAuthority(settings: Settings, now: number): Promise<CertificateBundle> {
   const { publicKey, privateKey } = await generateKeyPairAsync('rsa', { modulusLength: settings.keyBits });
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = toForgePublicKey(publicKey);
+  const cert = loadForge().pki.createCertificate();
+  cert.publicKey = forgePublicKey(publicKey);
   cert.serialNumber = randomSerialHex();
   cert.validity.notBefore = new Date(now - CA_BACKDATE_MS);
   cert.validity.notAfter = new Date(now + settings.caValidityDays * DAY_MS);
@@ -258,6 +263,7 @@ function decodeAuthority(key: string, json: string): Authority {
     const privateKey = createPrivateKey(value.privateKeyPem);
     if (!x509.ca) throw new Error('certificate is not a CA');
     if (!x509.checkPrivateKey(privateKey)) throw new Error('key does not match certificate');
+    const forge = loadForge();
     const cert = forge.pki.certificateFromPem(value.certificatePem);
     const ski = cert.getExtension('subjectKeyIdentifier') as { subjectKeyIdentifier?: string } | undefined;
     return {
@@ -283,8 +289,8 @@ function decodeAuthority(key: string, json: string): Authority {
 // ─── Certificates ──────────────────────────────────────────────────────────
 
 function buildLeaf(names: string[], publicKey: KeyObject, ca: Authority, notBefore: number, validityMs: number): Buffer {
-  const cert = forge.pki.createCertificate();
-  cert.publicKey = toForgePublicKey(publicKey);
+  const cert = loadForge().pki.createCertificate();
+  cert.publicKey = forgePublicKey(publicKey);
   cert.serialNumber = randomSerialHex();
   cert.validity.notBefore = new Date(notBefore);
   cert.validity.notAfter = new Date(notBefore + validityMs);
@@ -314,23 +320,6 @@ function randomSerialHex(): string {
   const bytes = randomBytes(16);
   if (bytes[0] === 0) bytes[0] = 1; // a leading 0x00 before a byte < 0x80 would not be minimal DER
   return (bytes[0] & 0x80 ? '00' : '') + bytes.toString('hex');
-}
-
-function toForgePublicKey(key: KeyObject): forge.pki.rsa.PublicKey {
-  return forge.pki.publicKeyFromPem(key.export({ type: 'spki', format: 'pem' }) as string) as forge.pki.rsa.PublicKey;
-}
-
-/** forge's `getTBSCertificate` exists at runtime but is missing from @types/node-forge. */
-const getTBSCertificate = (forge.pki as unknown as { getTBSCertificate(cert: forge.pki.Certificate): forge.asn1.Asn1 })
-  .getTBSCertificate;
-
-/** What forge's `cert.sign` does, with the RSA signature computed natively (sha256WithRSAEncryption). */
-function signCertificate(cert: forge.pki.Certificate, key: KeyObject): Buffer {
-  cert.signatureOid = cert.siginfo.algorithmOid = forge.pki.oids.sha256WithRSAEncryption;
-  cert.tbsCertificate = getTBSCertificate(cert);
-  const tbs = Buffer.from(forge.asn1.toDer(cert.tbsCertificate).getBytes(), 'binary');
-  cert.signature = sign('sha256', tbs, key).toString('binary');
-  return Buffer.from(forge.asn1.toDer(forge.pki.certificateToAsn1(cert)).getBytes(), 'binary');
 }
 
 function toPem(der: Buffer): string {

@@ -24,6 +24,8 @@ import { withDeadline } from './deadline.js';
 import { randomUUID } from 'node:crypto';
 import type { Notification, Pool, PoolClient, PoolConfig, QueryResultRow } from 'pg';
 import { CertstateError, ConfigError, FencingError, LockLostError, StorageError } from '../../errors.js';
+import { checkKeys, optionKeys } from '../../option-keys.js';
+import { importOnce } from '../../import-once.js';
 import type { DeleteOptions, LockOptions, Storage, StorageLock, StorageStat, StoreOptions } from '../../types.js';
 import { assertValidKey, assertValidPrefix } from './key.js';
 import { encodeChange, decodeChange, guardWatcher, type ChannelWatchOptions, type Unwatch, type WatchableStorage } from './notify.js';
@@ -339,7 +341,10 @@ async function watchPostgres(pool: Pool, options: ChannelWatchOptions): Promise<
  * const storage = postgresStorage({ connectionString: process.env.DATABASE_URL! });
  * ```
  */
+const OPTION_KEYS = optionKeys<PostgresStorageOptions>({ pool: true, connectionString: true, poolConfig: true, ownsPool: true, table: true, autoMigrate: true, operationTimeoutMs: true, maxLockPollMs: true });
+
 export function postgresStorage(options: PostgresStorageOptions): PostgresStorage {
+  checkKeys(options ?? {}, OPTION_KEYS, 'postgresStorage');
   if ((options.pool === undefined) === (options.connectionString === undefined)) {
     throw new ConfigError('postgresStorage: give exactly one of `pool` or `connectionString`');
   }
@@ -359,16 +364,19 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
   let migrated: Promise<void> | undefined;
   let closed = false;
 
+  /** pg's `Pool`, imported at `prepare()` or the first call: an optional peer, not loaded by the factory. */
+  const loadDriver = importOnce(() =>
+    import('pg').then(
+      (pg) => pg.Pool,
+      (cause: unknown) => Promise.reject(new ConfigError(`postgresStorage({ connectionString }) needs the optional peer dependency pg: npm install pg (${String(cause)})`)),
+    ),
+  );
+
   /** Create the pool for `connectionString` on first use: the factory stays synchronous and `pg` an optional import. */
   function pool(): Promise<Pool> {
     if (poolPromise) return poolPromise;
     poolPromise = (async () => {
-      let PoolClass: typeof Pool;
-      try {
-        PoolClass = (await import('pg')).Pool;
-      } catch (cause) {
-        throw new ConfigError(`postgresStorage({ connectionString }) needs the optional peer dependency pg: npm install pg (${String(cause)})`);
-      }
+      const PoolClass = await loadDriver();
       const created = new PoolClass({
         connectionString: options.connectionString,
         // Bounded by design: waiting for a connection, a reply, and the server's
@@ -436,6 +444,9 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
   }
 
   const storage: PostgresStorage = {
+    prepare: async () => {
+      if (options.connectionString !== undefined) await loadDriver();
+    },
     description,
     table,
     migrate,

@@ -35,6 +35,8 @@ import type { Redis, RedisOptions } from 'ioredis';
 import { ConfigError, FencingError, LockLostError, StorageError, CertstateError } from '../../errors.js';
 import type { DeleteOptions, LockOptions, Storage, StorageLock, StorageStat, StoreOptions } from '../../types.js';
 import { assertValidKey, assertValidPrefix } from './key.js';
+import { checkKeys, optionKeys } from '../../option-keys.js';
+import { importOnce } from '../../import-once.js';
 import { encodeChange, decodeChange, guardWatcher, type ChannelWatchOptions, type Unwatch, type WatchableStorage } from './notify.js';
 import { acquireWithRetry, assertValidTtl, LockWaiters, type Attempt } from './lock-wait.js';
 
@@ -288,7 +290,10 @@ async function watchRedis(client: Redis, options: ChannelWatchOptions): Promise<
  * const storage = redisStorage({ client: new Redis(process.env.REDIS_URL!, { maxRetriesPerRequest: 1 }) });
  * ```
  */
+const OPTION_KEYS = optionKeys<RedisStorageOptions>({ client: true, url: true, redisOptions: true, ownsClient: true, prefix: true, operationTimeoutMs: true, maxLockPollMs: true });
+
 export function redisStorage(options: RedisStorageOptions): RedisStorage {
+  checkKeys(options ?? {}, OPTION_KEYS, 'redisStorage');
   if ((options.client === undefined) === (options.url === undefined)) {
     throw new ConfigError('redisStorage: give exactly one of `client` or `url`');
   }
@@ -314,17 +319,20 @@ export function redisStorage(options: RedisStorageOptions): RedisStorage {
   let clientPromise: Promise<Redis> | undefined = options.client ? Promise.resolve(options.client) : undefined;
   let closed = false;
 
+  /** ioredis' client class, imported at `prepare()` or the first call: an optional peer, not loaded by the factory. */
+  const loadDriver = importOnce(() =>
+    // `Redis` is ioredis' named export of the class (CommonJS, found by Node's ESM interop).
+    import('ioredis').then(
+      (ioredis) => ioredis.Redis,
+      (cause: unknown) => Promise.reject(new ConfigError(`redisStorage({ url }) needs the optional peer dependency ioredis: npm install ioredis (${String(cause)})`)),
+    ),
+  );
+
   /** Create the client for `url` on first use: the factory stays synchronous and ioredis stays an optional import. */
   function client(): Promise<Redis> {
     if (clientPromise) return clientPromise;
     clientPromise = (async () => {
-      let RedisClass: typeof Redis;
-      try {
-        // `Redis` is ioredis' named export of the class (CommonJS, found by Node's ESM interop).
-        RedisClass = (await import('ioredis')).Redis;
-      } catch (cause) {
-        throw new ConfigError(`redisStorage({ url }) needs the optional peer dependency ioredis: npm install ioredis (${String(cause)})`);
-      }
+      const RedisClass = await loadDriver();
       const redis = new RedisClass(options.url!, {
         // Bounded by design: a command queued while disconnected fails after one
         // reconnection attempt or `commandTimeout`, whichever comes first, instead
@@ -387,6 +395,9 @@ export function redisStorage(options: RedisStorageOptions): RedisStorage {
   }
 
   const storage: RedisStorage = {
+    prepare: async () => {
+      if (options.url !== undefined) await loadDriver();
+    },
     description: `redis:${prefix}`,
     prefix,
 
