@@ -397,9 +397,10 @@ export class DnsError extends IssuanceError {
 
 /**
  * A DNS server did not give a usable answer to a query or an update: it timed
- * out (`ERR_DNS_TIMEOUT`), answered with an error RCODE (`ERR_DNS_RCODE_<NAME>`,
- * e.g. `ERR_DNS_RCODE_REFUSED`), failed TSIG (`ERR_DNS_TSIG_<ERROR>`, e.g.
- * `ERR_DNS_TSIG_BADKEY`), or sent a malformed or mismatched message
+ * out (`ERR_DNS_TIMEOUT`), answered with an error RCODE (`ERR_DNS_RCODE`, the
+ * RCODE's name in `rcode`, e.g. `REFUSED`), refused our TSIG signature
+ * (`ERR_DNS_TSIG_REFUSED`, the TSIG error in `rcode`, e.g. `BADKEY`), or sent a
+ * malformed, unsigned or mismatched message
  * (`ERR_DNS_MALFORMED`).
  */
 export class DnsServerError extends DnsError {

@@ -146,7 +146,7 @@ describe('hostile DNS answers are typed errors, never a crash or a hang', () => 
       (q) => dnsPacket.encode({ type: 'response', id: q.id, questions: q.questions, answers: [{ type: 'CNAME', name: q.questions![0]!.name, data: 'a b/../c.test' }] }),
       'ERR_DNS_MALFORMED',
     ],
-    ['SERVFAIL', (q) => dnsPacket.encode({ type: 'response', id: q.id, flags: 2, questions: q.questions }), 'ERR_DNS_RCODE_SERVFAIL'],
+    ['SERVFAIL', (q) => dnsPacket.encode({ type: 'response', id: q.id, flags: 2, questions: q.questions }), 'ERR_DNS_RCODE'],
   ];
   for (const [what, answer, code] of cases) {
     it(what, async () => {

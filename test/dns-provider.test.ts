@@ -32,7 +32,7 @@ after(() => resolver.close());
 describe('defineDnsProvider', () => {
   it('an error carrying a credential leaves without it: foreign errors replaced, ours scrubbed', async () => {
     const foreign = Object.assign(new Error(`401: token ${SECRET} is invalid`), { config: { headers: { authorization: `Bearer ${SECRET}` } } });
-    const ours = new DnsServerError(`refused for key ${SECRET}`, { code: 'ERR_DNS_RCODE_REFUSED' });
+    const ours = new DnsServerError(`refused for key ${SECRET}`, { code: 'ERR_DNS_RCODE', rcode: 'REFUSED' });
     for (const thrown of [foreign, ours, `a string with ${SECRET}`]) {
       const p = defineDnsProvider(writer({ add: async () => Promise.reject(thrown) }), off);
       const error = await p.set('_acme-challenge.example.test', 'v').then(() => undefined, (e: unknown) => e);

@@ -58,6 +58,10 @@ it('README\'s error table: one row per error class, with the code it really has,
     FencingError: () => new e.FencingError('k', 1),
     LockLostError: () => new e.LockLostError('k'),
     InvalidKeyError: () => new e.InvalidKeyError('k', 'r'),
+    DnsError: () => new e.DnsError('x'),
+    DnsServerError: () => new e.DnsServerError('x'),
+    DnsPropagationError: () => new e.DnsPropagationError('f', [], 1),
+    DnsProviderError: () => new e.DnsProviderError('x'),
   };
   const classes = Object.entries(errors)
     .filter(([, value]) => typeof value === 'function' && value.prototype instanceof errors.CertstateError)

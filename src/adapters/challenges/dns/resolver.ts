@@ -62,7 +62,7 @@ export class Resolver {
         const answer = await ask(server, name, type, this.timeoutMs, { signal, recursionDesired: this.recursionDesired });
         if (ANSWERED.has(rcodeOf(answer))) return answer;
         const rcode = rcodeOf(answer);
-        failure = new DnsServerError(`${formatServerAddress(server)} answered ${rcode} for ${name} ${type}`, { code: `ERR_DNS_RCODE_${rcode}`, rcode, server: formatServerAddress(server) });
+        failure = new DnsServerError(`${formatServerAddress(server)} answered ${rcode} for ${name} ${type}`, { code: 'ERR_DNS_RCODE', rcode, server: formatServerAddress(server) });
       } catch (error) {
         if (signal?.aborted) throw signal.reason;
         failure = error;
@@ -134,7 +134,7 @@ export async function authoritativeTxt(server: DnsServerAddress, name: string, t
   const answer = await ask(server, name, 'TXT', timeoutMs, { signal, recursionDesired: false });
   const rcode = rcodeOf(answer);
   if (!ANSWERED.has(rcode)) {
-    throw new DnsServerError(`answered ${rcode}`, { code: `ERR_DNS_RCODE_${rcode}`, rcode, server: formatServerAddress(server) });
+    throw new DnsServerError(`answered ${rcode}`, { code: 'ERR_DNS_RCODE', rcode, server: formatServerAddress(server) });
   }
   return txtValues(answer, name);
 }

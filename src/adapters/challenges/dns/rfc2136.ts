@@ -97,7 +97,7 @@ export function rfc2136DnsProvider(options: Rfc2136DnsProviderOptions): DnsProvi
     }
     if (rcode !== 'NOERROR') {
       const hint = rcode === 'REFUSED' ? ' (is the key allowed to update this zone?)' : rcode === 'NOTAUTH' ? ' (is this the zone\'s primary, and is the key right?)' : '';
-      throw new DnsServerError(`${label} refused to ${change.op} TXT at ${change.name} in zone ${updateZone}: ${rcode}${hint}`, { code: `ERR_DNS_RCODE_${rcode}`, rcode, server: label });
+      throw new DnsServerError(`${label} refused to ${change.op} TXT at ${change.name} in zone ${updateZone}: ${rcode}${hint}`, { code: 'ERR_DNS_RCODE', rcode, server: label });
     }
   }
 

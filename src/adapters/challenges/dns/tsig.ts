@@ -150,8 +150,8 @@ function nameAt(buf: Buffer, start: number): { name: string; bytes: number } {
 
 /**
  * Check the answer to a request signed with `requestMac`. Throws
- * `DnsServerError`: `ERR_DNS_TSIG_<BADSIG|BADKEY|BADTIME|…>` when the server
- * refused our signature, `ERR_DNS_TSIG_UNSIGNED` / `ERR_DNS_TSIG_MISMATCH`
+ * `DnsServerError`: `ERR_DNS_TSIG_REFUSED` (with the TSIG error, `BADSIG`,
+ * `BADKEY`, `BADTIME`, …, as `rcode`) when the server refused our signature, `ERR_DNS_TSIG_UNSIGNED` / `ERR_DNS_TSIG_MISMATCH`
  * when its answer is not signed by our key.
  */
 export function tsigVerify(answer: Buffer, key: PreparedTsigKey, requestMac: Buffer, nowSeconds: number, server: string): void {
@@ -169,7 +169,7 @@ export function tsigVerify(answer: Buffer, key: PreparedTsigKey, requestMac: Buf
       : name === 'BADSIG' ? `the server's secret for key ${key.name} differs from ours`
       : name === 'BADTIME' ? `our clock and the server's differ by more than ${TSIG_FUDGE_SECONDS} s`
       : 'the server refused our signature';
-    throw new DnsServerError(`TSIG ${name} from ${server}: ${why}`, { code: `ERR_DNS_TSIG_${name}`, server });
+    throw new DnsServerError(`TSIG ${name} from ${server}: ${why}`, { code: 'ERR_DNS_TSIG_REFUSED', rcode: name, server });
   }
   if (tsig.keyName !== key.name || tsig.algorithm !== key.algorithm || tsig.mac.length !== DIGEST[key.algorithm].bytes) {
     throw new DnsServerError(`answer from ${server} is signed with another key or algorithm`, { code: 'ERR_DNS_TSIG_MISMATCH', server });
