@@ -36,4 +36,8 @@ export const keys = {
   tlsAlpn01: (name: string) => `challenges/tls-alpn-01/${nameSegment(name)}`,
   /** The local development CA (certificate + key). */
   localCa: (id: string) => `local-ca/${id}.json`,
+  /** The cluster's TLS session-ticket keys (secrets, like private keys). */
+  sessionTicketKeys: 'session-tickets/keys.json',
+  /** Lock taken by the process that adds the next session-ticket key. */
+  sessionTicketLock: 'locks/session-tickets',
 } as const;

@@ -18,6 +18,7 @@ import type { CertificateBundle, CertificateMeta, Clock, Issuer, Logger, Storage
 import type { MaterialCache } from './material-cache.js';
 import { parseFailure, parseUnit, serializeFailure, serializeUnit } from './unit.js';
 import { safeError } from '../safe-error.js';
+import { keepLeaseAlive } from './storage-lock.js';
 
 /** What an attempt needs from the engine. */
 export interface AttemptDeps {
@@ -208,23 +209,4 @@ async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, signal:
   // All issuers failed: the backoff floor is the *earliest* time any of them would take us again;
   // each one's own floor travels in the error (and the failure record) for the next attempt to skip it.
   throw new AllIssuersFailedError(errors, times.length === deps.issuers.length ? Math.min(...times) : undefined, floors);
-}
-
-/** Renew the lock's lease every third of its TTL while the attempt runs. */
-function keepLeaseAlive(lock: { renew(): Promise<void> }, deps: AttemptDeps, signal: AbortSignal) {
-  let timer: ReturnType<Clock['setTimeout']> | undefined;
-  let stopped = false;
-  const schedule = () => {
-    timer = deps.clock.setTimeout(() => {
-      if (stopped || signal.aborted) return;
-      lock.renew().then(schedule, (error: unknown) => deps.logger.warn({ err: safeError(error) }, 'lock lease renewal failed'));
-    }, Math.max(50, Math.floor(deps.lockTtlMs / 3)));
-  };
-  schedule();
-  return {
-    stop() {
-      stopped = true;
-      if (timer !== undefined) deps.clock.clearTimeout(timer);
-    },
-  };
 }

@@ -8,7 +8,7 @@
  * its effects find their name's record through `context.name`.
  */
 import { EventEmitter } from 'node:events';
-import type { SecureContext } from 'node:tls';
+import type { SecureContext, Server as TlsServer } from 'node:tls';
 import { pino } from 'pino';
 import { createActor, waitFor, fromPromise } from 'xstate';
 import { realClock } from '../clock.js';
@@ -51,6 +51,7 @@ import { certificateCoversName } from '../certs.js';
 import { MaterialCache } from './material-cache.js';
 import { WakeQueue } from './wake-queue.js';
 import { newDomain, type CertActor, type Domain, type Dormant } from './domain.js';
+import { SessionTickets, type SessionTicketServerOptions } from './session-tickets.js';
 import type { CertEngineOptions, EngineStats, ServedCertificate, HandshakeInfo, StartOptions } from './options.js';
 
 export type { CertEngineOptions, EngineStats, ServedCertificate, HandshakeInfo, StartOptions } from './options.js';
@@ -100,6 +101,7 @@ export class CertEngine {
   readonly #managedNames: Set<string>;
   readonly #gate: OnDemandGate | undefined;
   readonly #rejections: RejectionLog;
+  readonly #tickets: SessionTickets | undefined;
   #waiting = 0;
   #unwatch: (() => Promise<void>) | undefined;
   #started = false;
@@ -133,6 +135,7 @@ export class CertEngine {
     this.#wakes = new WakeQueue(this.#clock, (name) => this.#wakeDue(name));
     this.#random = options.random ?? Math.random;
     this.#machine = this.#provideMachine();
+    this.#tickets = options.sessionTickets === false ? undefined : new SessionTickets({ storage: this.#storage, clock: this.#clock, logger: this.#logger }, options.sessionTickets);
   }
 
   // ─── Lifecycle ────────────────────────────────────────────────────────────
@@ -149,13 +152,14 @@ export class CertEngine {
     this.#started = true;
     // Records first: a handshake arriving while the watch connects must find its name.
     const domains = [...this.#managedNames].map((name) => this.#addDomain(name, true));
+    const tickets = this.#tickets?.start(); // never rejects
     await this.#watchStorage();
     const scanned = this.#scan(domains);
     if (options.waitForStorage === false) {
       scanned.catch((error: unknown) => this.#logger.error({ err: safeError(error) }, 'reading the managed names from storage failed'));
       return;
     }
-    await scanned;
+    await Promise.all([scanned, tickets]);
   }
 
   /**
@@ -249,7 +253,7 @@ export class CertEngine {
     // Attempts see their AbortSignal; storage calls cannot be aborted, so wait for them only so long.
     let grace: NodeJS.Timeout | undefined;
     const settled = await Promise.race([
-      Promise.allSettled([...this.#inflight]).then(() => true),
+      Promise.allSettled([...this.#inflight, this.#tickets?.stop()]).then(() => true),
       new Promise<boolean>((resolve) => (grace = setTimeout(resolve, this.#options.stopTimeoutMs ?? 10_000, false))),
     ]);
     clearTimeout(grace);
@@ -408,13 +412,20 @@ export class CertEngine {
    * same server and picks the application protocol for everyone else (Node
    * forbids `ALPNProtocols` beside `ALPNCallback`, so say them here).
    *
+   * With session tickets on (the default, see `sessionTickets`), also a
+   * `sessionIdContext` that is the same in every process; pass the server to
+   * `attachServer(server)` and its session tickets are encrypted with the
+   * cluster's keys, so that a session from any process resumes on any other.
+   * (A server not attached is attached by the SNI callback at its first full
+   * handshake.)
+   *
    * @param options.protocols application protocols in preference order
    *   (default `['http/1.1']`; `['h2', 'http/1.1']` for `http2.createSecureServer`)
    */
   tlsOptions(options: { protocols?: string[] } = {}): {
     SNICallback: (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void;
     ALPNCallback: ALPNCallback;
-  } {
+  } & Partial<SessionTicketServerOptions> {
     const alpn = createTlsAlpnResponder(this.#storage, { protocols: options.protocols, logger: this.#logger });
     const sni = (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => {
       // Hot path: a normalised name (the common SNI) is its own Map key; no promise, no allocation.
@@ -428,7 +439,21 @@ export class CertEngine {
         (error: Error) => cb(error),
       );
     };
-    return { SNICallback: alpn.wrapSNICallback(sni), ALPNCallback: alpn.ALPNCallback };
+    const SNICallback = alpn.wrapSNICallback(sni);
+    if (!this.#tickets) return { SNICallback, ALPNCallback: alpn.ALPNCallback };
+    return { SNICallback: this.#tickets.wrapSNICallback(SNICallback), ALPNCallback: alpn.ALPNCallback, ...this.#tickets.serverOptions() };
+  }
+
+  /**
+   * Have a TLS server (created with `tlsOptions()`) encrypt and decrypt its
+   * session tickets with the cluster's keys from now on, through every
+   * rotation. Call it right after creating the server; idempotent. (The SNI
+   * callback attaches a server at its first full handshake anyway, but until
+   * then a new process cannot resume the cluster's sessions.) No-op with
+   * `sessionTickets: false`.
+   */
+  attachServer(server: TlsServer): void {
+    this.#tickets?.attach(server);
   }
 
   /**
@@ -1070,6 +1095,11 @@ export class CertEngine {
     const forget = () => this.#inflight.delete(promise);
     promise.then(forget, forget);
     return promise;
+  }
+
+  /** @internal For tests: resolves when no session-ticket storage step is in flight. */
+  _ticketsSettled(): Promise<void> {
+    return this.#tickets?.settled() ?? Promise.resolve();
   }
 
   /** @internal For tests: the bundle behind a fingerprint. */
