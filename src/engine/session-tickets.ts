@@ -177,9 +177,10 @@ export class SessionTickets {
     if (at === undefined || this.#stop.signal.aborted) return;
     this.#timer = this.#deps.clock.setTimeout(() => {
       this.#timer = undefined;
+      const retryDue = this.#retryAt !== undefined && this.#deps.clock.now() >= this.#retryAt;
+      if (retryDue) this.#retryAt = undefined; // set again if the retry fails
       // Switch at once from memory; the storage step (a new next key, or the retry) follows.
       this.#use(this.#keys);
-      const retryDue = this.#retryAt !== undefined && this.#deps.clock.now() >= this.#retryAt;
       if (this.#view.needsRotation || retryDue) void this.#sync();
     }, Math.max(0, at - this.#deps.clock.now()));
   }
