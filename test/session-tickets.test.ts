@@ -302,7 +302,7 @@ describe('TLS resumption between two engines sharing one storage', () => {
       },
     };
   }
-  const settled = (...engines: CertEngine[]) => Promise.all(engines.map((e) => e._ticketsSettled()));
+  const settled = (...engines: CertEngine[]) => Promise.all(engines.map((e) => e._maintenanceSettled()));
 
   it('a session from one resumes on the other, through a rotation, and not past the overlap', async () => {
     const clock = new ManualClock(Date.now());

@@ -52,6 +52,7 @@ import { MaterialCache } from './material-cache.js';
 import { WakeQueue } from './wake-queue.js';
 import { newDomain, type CertActor, type Domain, type Dormant } from './domain.js';
 import { SessionTickets, type SessionTicketServerOptions } from './session-tickets.js';
+import { StorageCleaner } from './storage-cleaner.js';
 import type { CertEngineOptions, EngineStats, ServedCertificate, HandshakeInfo, StartOptions } from './options.js';
 
 export type { CertEngineOptions, EngineStats, ServedCertificate, HandshakeInfo, StartOptions } from './options.js';
@@ -102,6 +103,7 @@ export class CertEngine {
   readonly #gate: OnDemandGate | undefined;
   readonly #rejections: RejectionLog;
   readonly #tickets: SessionTickets | undefined;
+  readonly #cleaner: StorageCleaner | undefined;
   #waiting = 0;
   #unwatch: (() => Promise<void>) | undefined;
   #started = false;
@@ -136,6 +138,8 @@ export class CertEngine {
     this.#random = options.random ?? Math.random;
     this.#machine = this.#provideMachine();
     this.#tickets = options.sessionTickets === false ? undefined : new SessionTickets({ storage: this.#storage, clock: this.#clock, logger: this.#logger }, options.sessionTickets);
+    const keeps = (name: string) => this.#managedNames.has(name) || this.#domains.has(name);
+    this.#cleaner = options.storageCleaner === false ? undefined : new StorageCleaner({ storage: this.#storage, clock: this.#clock, logger: this.#logger, random: this.#random, keeps }, options.storageCleaner);
   }
 
   // ─── Lifecycle ────────────────────────────────────────────────────────────
@@ -153,6 +157,7 @@ export class CertEngine {
     // Records first: a handshake arriving while the watch connects must find its name.
     const domains = [...this.#managedNames].map((name) => this.#addDomain(name, true));
     const tickets = this.#tickets?.start(); // never rejects
+    this.#cleaner?.start();
     await this.#watchStorage();
     const scanned = this.#scan(domains);
     if (options.waitForStorage === false) {
@@ -253,7 +258,7 @@ export class CertEngine {
     // Attempts see their AbortSignal; storage calls cannot be aborted, so wait for them only so long.
     let grace: NodeJS.Timeout | undefined;
     const settled = await Promise.race([
-      Promise.allSettled([...this.#inflight, this.#tickets?.stop()]).then(() => true),
+      Promise.allSettled([...this.#inflight, this.#tickets?.stop(), this.#cleaner?.stop()]).then(() => true),
       new Promise<boolean>((resolve) => (grace = setTimeout(resolve, this.#options.stopTimeoutMs ?? 10_000, false))),
     ]);
     clearTimeout(grace);
@@ -1097,9 +1102,9 @@ export class CertEngine {
     return promise;
   }
 
-  /** @internal For tests: resolves when no session-ticket storage step is in flight. */
-  _ticketsSettled(): Promise<void> {
-    return this.#tickets?.settled() ?? Promise.resolve();
+  /** @internal For tests: resolves when no session-ticket step or storage-cleaner run is in flight. */
+  async _maintenanceSettled(): Promise<void> {
+    await Promise.all([this.#tickets?.settled(), this.#cleaner?.settled()]);
   }
 
   /** @internal For tests: the bundle behind a fingerprint. */

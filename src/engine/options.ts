@@ -8,6 +8,7 @@ import type { TimingPolicy } from '../machines/policy.js';
 import type { CertificateMeta, Clock, Issuer, Logger, Storage } from '../types.js';
 import type { OnDemandOptions } from './on-demand.js';
 import type { SessionTicketOptions } from './session-tickets.js';
+import type { StorageCleanerOptions } from './storage-cleaner.js';
 
 /** Options of `createCertEngine`. */
 export interface CertEngineOptions {
@@ -74,6 +75,15 @@ export interface CertEngineOptions {
    * `CertEngine.tlsOptions()` and `CertEngine.attachServer()`.
    */
   sessionTickets?: SessionTicketOptions | false;
+  /**
+   * Keep storage bounded: once every `intervalMs` (24 h) one process of the
+   * cluster removes certificates that expired more than `gracePeriodMs`
+   * (14 days) ago and belong to names no longer managed or allowed, their
+   * failure records, old challenge tokens, and lock and temp debris
+   * (`Storage.sweep`). Names this process manages or holds are never
+   * touched. On by default; `false` turns it off.
+   */
+  storageCleaner?: StorageCleanerOptions | false;
 }
 
 /** Options of `CertEngine.start()`. */

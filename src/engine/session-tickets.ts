@@ -67,6 +67,8 @@ const RETRY_MS = 60_000;
 const LOCK_TTL_MS = 30_000;
 /** Longest wait for the rotation lock before reading what its holder wrote instead. */
 const LOCK_WAIT_MS = 10_000;
+/** At start, less: a holder that crashed must not hold up `start()` (the retry a minute later joins the cluster). */
+const START_LOCK_WAIT_MS = 2_000;
 
 /** Validate the options (ConfigError) and fill in the defaults. */
 export function ticketSchedule(options: SessionTicketOptions = {}): TicketSchedule {
@@ -106,7 +108,7 @@ export class SessionTickets {
 
   /** Read (or create) the cluster's keys and follow their schedule. Never rejects: trouble is logged and retried. */
   start(): Promise<void> {
-    return this.#sync();
+    return this.#sync(START_LOCK_WAIT_MS);
   }
 
   /** Stop rotating (servers keep the keys they have) and wait for a storage step in flight. */
@@ -186,20 +188,20 @@ export class SessionTickets {
   }
 
   /** One storage step at a time: read the cluster's keys, and add the next key under the lock if none is published. */
-  #sync(): Promise<void> {
-    this.#syncing ??= this.#syncOnce().finally(() => {
+  #sync(lockWaitMs = LOCK_WAIT_MS): Promise<void> {
+    this.#syncing ??= this.#syncOnce(lockWaitMs).finally(() => {
       this.#syncing = undefined;
     });
     return this.#syncing;
   }
 
-  async #syncOnce(): Promise<void> {
+  async #syncOnce(lockWaitMs: number): Promise<void> {
     if (this.#stop.signal.aborted) return;
     const { storage, clock, logger } = this.#deps;
     try {
       let stored = await this.#load();
       if (!stored || viewAt(stored, clock.now(), this.#schedule).needsRotation) {
-        const written = await withStorageLock(storage, storageKeys.sessionTicketLock, { clock, logger, lockTtlMs: LOCK_TTL_MS }, { waitMs: LOCK_WAIT_MS, signal: this.#stop.signal }, async (fence) => {
+        const written = await withStorageLock(storage, storageKeys.sessionTicketLock, { clock, logger, lockTtlMs: LOCK_TTL_MS }, { waitMs: lockWaitMs, signal: this.#stop.signal }, async (fence) => {
           const current = await this.#load();
           // A set lost from storage is replaced by ours, so the tickets we issued still resume.
           const base = current ?? this.#keys;

@@ -57,7 +57,7 @@ serveRpc({
   },
   async advance(ms: number): Promise<void> {
     clock!.advance(ms);
-    await engine!._ticketsSettled();
+    await engine!._maintenanceSettled();
   },
   async stop(): Promise<void> {
     await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));

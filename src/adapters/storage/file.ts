@@ -43,9 +43,10 @@ import * as fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { CertstateError, CorruptStorageError, FencingError, LockLostError, StorageError } from '../../errors.js';
-import type { Fence, LockOptions, Storage, StorageLock, StorageStat, StoreOptions } from '../../types.js';
+import type { Fence, LockOptions, Storage, StorageLock, StorageStat, StoreOptions, SweepOptions } from '../../types.js';
 import { assertValidKey, assertValidPrefix, isValidKey } from './key.js';
 import { acquireWithRetry, assertValidTtl, LockWaiters, type Attempt } from './lock-wait.js';
+import { sweepFileDebris } from './file-sweep.js';
 
 /** Data directory used when none is given, relative to the working directory. */
 export const DEFAULT_DATA_DIR = './certstate-data';
@@ -567,5 +568,8 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
       };
       return acquireWithRetry(key, waiters, pollMs, attempt, (lock) => lock.release(), lockOptions?.signal);
     },
+
+    /** Temp files of crashed writes and directories of dead locks (see file-sweep.ts). */
+    sweep: (sweepOptions: SweepOptions) => sweepFileDebris(root, { tempMark: TEMP_MARK, locksDir: LOCKS_DIR, staleTempMs: STALE_TEMP_MS }, sweepOptions),
   };
 }
