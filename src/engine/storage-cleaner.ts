@@ -196,13 +196,15 @@ export class StorageCleaner {
 
   /**
    * Remove a name's certificate and failure record if both are past the
-   * grace period, under the name's issuance lock (re-read under it). False
-   * when something is still live, or an attempt holds the lock.
+   * grace period, under the name's issuance lock (read once without it, so a
+   * live name costs no lock, and again under it). False when something is
+   * still live, or an attempt holds the lock.
    */
   async #removeIfDead(name: string, cutoff: number): Promise<boolean> {
     const { storage, clock, logger } = this.#deps;
+    if (!(await this.#deadSince(name, cutoff, false))) return false;
     const outcome = await withStorageLock(storage, keys.issueLock(name), { clock, logger, lockTtlMs: LOCK_TTL_MS }, { waitMs: NAME_LOCK_WAIT_MS, signal: this.#stop.signal }, async () => {
-      if (this.#deps.keeps(name) || !(await this.#deadSince(name, cutoff))) return false;
+      if (this.#deps.keeps(name) || !(await this.#deadSince(name, cutoff, true))) return false;
       await storage.delete(keys.certificate(name));
       await storage.delete(keys.failure(name));
       return true;
@@ -211,7 +213,7 @@ export class StorageCleaner {
   }
 
   /** Whether nothing stored for `name` has been alive since `cutoff`: no certificate valid then, no backoff running then. */
-  async #deadSince(name: string, cutoff: number): Promise<boolean> {
+  async #deadSince(name: string, cutoff: number, underLock: boolean): Promise<boolean> {
     const { storage, logger } = this.#deps;
     const [unitRaw, failureRaw] = await Promise.all([storage.load(keys.certificate(name)), storage.load(keys.failure(name))]);
     try {
@@ -226,7 +228,7 @@ export class StorageCleaner {
       const keysOf = [keys.certificate(name), keys.failure(name)];
       const stats = await Promise.all(keysOf.map((key) => storage.stat(key)));
       if (stats.some((stat) => stat !== undefined && stat.modified >= cutoff)) return false;
-      logger.info({ name }, 'storage cleaner: removing corrupt stored values older than the grace period');
+      if (underLock) logger.info({ name }, 'storage cleaner: removing corrupt stored values older than the grace period');
     }
     return unitRaw !== undefined || failureRaw !== undefined;
   }
