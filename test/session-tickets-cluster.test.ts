@@ -9,7 +9,6 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import tls from 'node:tls';
 import { describe, it } from 'node:test';
 import { forkTs, type RpcChild } from '../bench/lib/children.js';
 import { fileStorage } from '../src/adapters/storage/file.js';
@@ -18,22 +17,14 @@ import { keys } from '../src/storage-keys.js';
 import type { Storage } from '../src/types.js';
 import { backendSkip, dropStorage, openNodeStorage, runId, storageFor } from './helpers/cluster-node.js';
 import type { TicketNodeConfig } from './helpers/ticket-node.js';
+import { connectResuming } from './helpers/tls.js';
 
 const HOUR = 3_600_000;
 const schedule = { rotationIntervalMs: 12 * HOUR, overlapMs: 6 * HOUR };
 
-function connect(port: number, session?: Buffer): Promise<{ reused: boolean; session: Buffer | undefined; from: string }> {
-  return new Promise((resolve, reject) => {
-    let latest: Buffer | undefined;
-    let reused = false;
-    let from = '';
-    const socket = tls.connect({ host: '127.0.0.1', port, servername: 'app.localhost', rejectUnauthorized: false, ...(session ? { session } : {}) });
-    socket.on('session', (s: Buffer) => (latest = s));
-    socket.once('secureConnect', () => (reused = socket.isSessionReused()));
-    socket.on('data', (chunk: Buffer) => (from += chunk.toString()));
-    socket.once('error', reject);
-    socket.once('close', () => resolve({ reused, session: latest, from }));
-  });
+async function connect(port: number, session?: Buffer): Promise<{ reused: boolean; session: Buffer | undefined; from: string }> {
+  const { reused, session: next, data } = await connectResuming(port, { session });
+  return { reused, session: next, from: data };
 }
 
 /** Every way a stored key could be spelled in a log line. */

@@ -14,6 +14,7 @@ import { memoryStorage } from '../src/adapters/storage/memory.js';
 import { compileTicketKeys, installTicketKeyCallback, supportsTicketKeyCallback } from '../src/engine/ticket-key-callback.js';
 import type { CertificateBundle } from '../src/types.js';
 import { installTestCa, testLeafKey } from './helpers/scripted-issuer.js';
+import { connectResuming } from './helpers/tls.js';
 
 let bundle: Promise<CertificateBundle> | undefined;
 /** One certificate for `app.localhost` from the test CA. */
@@ -50,22 +51,7 @@ async function serve(options: tls.TlsOptions & { sniTicketKeys?: Buffer } = {}):
   return { port: (server.address() as AddressInfo).port, server, sniCalls, close: () => new Promise((resolve) => server.close(() => resolve())) };
 }
 
-function connect(port: number, maxVersion: tls.SecureVersion, session?: Buffer): Promise<{ reused: boolean; session: Buffer | undefined }> {
-  return new Promise((resolve, reject) => {
-    let latest: Buffer | undefined;
-    let reused = false;
-    const socket = tls.connect({ host: '127.0.0.1', port, servername: 'app.localhost', rejectUnauthorized: false, maxVersion, ...(session ? { session } : {}) });
-    socket.on('session', (s: Buffer) => (latest = s));
-    socket.once('secureConnect', () => {
-      reused = socket.isSessionReused();
-      // TLS 1.2 delivers a renewed ticket in the handshake, without a 'session' event.
-      latest = socket.getSession();
-    });
-    socket.on('data', () => {});
-    socket.once('error', reject);
-    socket.once('close', () => resolve({ reused, session: latest }));
-  });
-}
+const connect = (port: number, maxVersion: tls.SecureVersion, session?: Buffer) => connectResuming(port, { maxVersion, session });
 
 /** Does a session from server `from` resume on server `to`? */
 async function resumes(from: Served, to: Served, version: tls.SecureVersion): Promise<boolean> {

@@ -7,7 +7,6 @@
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import type { AddressInfo } from 'node:net';
-import { Writable } from 'node:stream';
 import tls from 'node:tls';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
@@ -21,6 +20,8 @@ import { ConfigError, CorruptStorageError, StorageError } from '../src/errors.js
 import { keys } from '../src/storage-keys.js';
 import type { Storage } from '../src/types.js';
 import { installTestCa } from './helpers/scripted-issuer.js';
+import { connectResuming } from './helpers/tls.js';
+import { captureLogs } from './helpers/log-capture.js';
 import { interceptStorage } from './helpers/storage-wrap.js';
 
 const HOUR = 3_600_000;
@@ -35,16 +36,6 @@ const testKey = () => {
 };
 const id = (key: Buffer) => key[0];
 
-function capture() {
-  const lines: string[] = [];
-  const stream = new Writable({
-    write(chunk, _encoding, done) {
-      lines.push(String(chunk));
-      done();
-    },
-  });
-  return { logger: pino({ level: 'trace' }, stream), text: () => lines.join('') };
-}
 
 /**
  * A stand-in for a tls.Server with Node's internal context: the manager talks
@@ -221,7 +212,7 @@ describe('session-ticket keys on the engine clock, shared through storage', () =
     const flaky = interceptStorage(inner, {
       load: (key, next) => (down ? (triesWhileDown++, Promise.reject(new StorageError('storage down'))) : next(key)),
     });
-    const { logger, text } = capture();
+    const { logger, text } = captureLogs();
     const lonely = new SessionTickets({ storage: flaky, clock, logger }, schedule);
     await lonely.start();
     const server = fakeServer();
@@ -252,7 +243,7 @@ describe('session-ticket keys on the engine clock, shared through storage', () =
     const clock = new ManualClock(T0);
     const storage = memoryStorage({ now: () => clock.now() });
     await storage.store(keys.sessionTicketKeys, '{"version":1,"keys":[{"activeFrom":1,"key":"AAAA"}');
-    const { logger, text } = capture();
+    const { logger, text } = captureLogs();
     const tickets = new SessionTickets({ storage, clock, logger }, schedule);
     await tickets.start();
     const secretsAtStart = await storedSecrets(storage);
@@ -270,19 +261,7 @@ describe('session-ticket keys on the engine clock, shared through storage', () =
   });
 });
 
-/** Connect, finish the handshake, read the server's reply, and report whether the session was resumed and the session to resume next time. */
-function connect(port: number, session?: Buffer): Promise<{ reused: boolean; session: Buffer | undefined }> {
-  return new Promise((resolve, reject) => {
-    let latest: Buffer | undefined;
-    let reused = false;
-    const socket = tls.connect({ host: '127.0.0.1', port, servername: 'app.localhost', rejectUnauthorized: false, ...(session ? { session } : {}) });
-    socket.on('session', (s: Buffer) => (latest = s));
-    socket.once('secureConnect', () => (reused = socket.isSessionReused()));
-    socket.on('data', () => {});
-    socket.once('error', reject);
-    socket.once('close', () => resolve({ reused, session: latest }));
-  });
-}
+const connect = (port: number, session?: Buffer) => connectResuming(port, { session });
 
 describe('TLS resumption between two engines sharing one storage', () => {
   async function node(storage: Storage, clock: ManualClock, options: { sessionTickets?: false; attach?: boolean } = {}) {
@@ -303,14 +282,23 @@ describe('TLS resumption between two engines sharing one storage', () => {
     };
   }
   const settled = (...engines: CertEngine[]) => Promise.all(engines.map((e) => e._maintenanceSettled()));
-
-  it('a session from one resumes on the other, through a rotation, and not past the overlap', async () => {
+  /** Two engines on one memory storage and manual clock, each behind its own TLS server; `body` runs, then both stop. */
+  async function twoEngines(options: [Parameters<typeof node>[2], Parameters<typeof node>[2]], body: (a: Awaited<ReturnType<typeof node>>, b: Awaited<ReturnType<typeof node>>, clock: ManualClock, storage: Storage) => Promise<void>): Promise<void> {
     const clock = new ManualClock(Date.now());
     const storage = memoryStorage({ now: () => clock.now() });
     await installTestCa(storage);
-    const a = await node(storage, clock);
-    const b = await node(storage, clock);
+    const a = await node(storage, clock, options[0]);
+    const b = await node(storage, clock, options[1]);
     try {
+      await body(a, b, clock, storage);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  }
+
+  it('a session from one resumes on the other, through a rotation, and not past the overlap', () =>
+    twoEngines([{}, {}], async (a, b, clock) => {
       assert.equal(a.tlsOptions.sessionIdContext, b.tlsOptions.sessionIdContext);
       assert.ok(!('ticketKeys' in a.tlsOptions), 'no key is handed to a server that may never be attached');
       const first = await connect(a.port);
@@ -329,43 +317,21 @@ describe('TLS resumption between two engines sharing one storage', () => {
       assert.equal((await connect(a.port, first.session)).reused, false, 'past the overlap: full handshake');
       assert.equal((await connect(b.port, first.session)).reused, false);
       assert.equal((await connect(b.port, fresh.session)).reused, true, 'the newer ticket still resumes');
-    } finally {
-      await a.close();
-      await b.close();
-    }
-  });
+    }));
 
-  it('a server nobody attached is attached by its first full handshake', async () => {
-    const clock = new ManualClock(Date.now());
-    const storage = memoryStorage({ now: () => clock.now() });
-    await installTestCa(storage);
-    const a = await node(storage, clock);
-    const b = await node(storage, clock, { attach: false });
-    try {
+  it('a server nobody attached is attached by its first full handshake', () =>
+    twoEngines([{}, { attach: false }], async (a, b) => {
       const fromA = await connect(a.port);
       assert.equal((await connect(b.port, fromA.session)).reused, false, 'not attached yet: its own random key');
       assert.equal((await connect(b.port, fromA.session)).reused, true, 'that full handshake attached it');
-    } finally {
-      await a.close();
-      await b.close();
-    }
-  });
+    }));
 
-  it('sessionTickets: false leaves tickets to Node: no shared keys, no session id context', async () => {
-    const clock = new ManualClock(Date.now());
-    const storage = memoryStorage({ now: () => clock.now() });
-    await installTestCa(storage);
-    const a = await node(storage, clock, { sessionTickets: false });
-    const b = await node(storage, clock, { sessionTickets: false });
-    try {
+  it('sessionTickets: false leaves tickets to Node: no shared keys, no session id context', () =>
+    twoEngines([{ sessionTickets: false }, { sessionTickets: false }], async (a, b, _clock, storage) => {
       assert.ok(!('sessionIdContext' in a.tlsOptions));
       const fromA = await connect(a.port);
       assert.equal((await connect(a.port, fromA.session)).reused, true, 'Node still resumes on the same server');
       assert.equal((await connect(b.port, fromA.session)).reused, false, 'but not on another');
       assert.equal(await storage.load(keys.sessionTicketKeys), undefined, 'nothing stored');
-    } finally {
-      await a.close();
-      await b.close();
-    }
-  });
+    }));
 });

@@ -7,7 +7,6 @@ import assert from 'node:assert/strict';
 import { lstat, mkdtemp, readdir, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { localCaIssuer } from '../src/adapters/issuers/local-ca.js';
@@ -20,6 +19,7 @@ import { serializeFailure } from '../src/engine/unit.js';
 import { ConfigError } from '../src/errors.js';
 import { keys } from '../src/storage-keys.js';
 import type { Issuer, Storage } from '../src/types.js';
+import { captureLogs } from './helpers/log-capture.js';
 import { installTestCa, testLeafKey } from './helpers/scripted-issuer.js';
 import { seedCertificate } from './helpers/tls.js';
 
@@ -27,15 +27,10 @@ const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 const silent = pino({ level: 'silent' });
 
+/** A logger, and the `storage cleaned` lines it got (one per run). */
 function capture() {
-  const lines: string[] = [];
-  const stream = new Writable({
-    write(chunk, _encoding, done) {
-      lines.push(String(chunk));
-      done();
-    },
-  });
-  return { logger: pino({ level: 'info' }, stream), runs: () => lines.filter((l) => l.includes('"storage cleaned"')).map((l) => JSON.parse(l) as Record<string, any>) };
+  const logs = captureLogs('info');
+  return { logger: logs.logger, runs: () => logs.lines().filter((l) => l.includes('"storage cleaned"')).map((l) => JSON.parse(l) as Record<string, any>) };
 }
 
 /** Store a certificate for `name` valid from `notBefore` for `validityMs`. */
