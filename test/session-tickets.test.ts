@@ -219,7 +219,7 @@ describe('session-ticket keys on the engine clock, shared through storage', () =
     lonely.attach(server.server);
     const own = server.encryptingName();
     assert.equal(server.decrypt(own), 1, 'its own tickets resume on it');
-    assert.match(text(), /storage unavailable/);
+    assert.match(text(), /cannot use the cluster's keys yet/);
 
     const healthy = new SessionTickets({ storage: inner, clock, logger: pino({ level: 'silent' }) }, schedule);
     await healthy.start();
@@ -237,6 +237,29 @@ describe('session-ticket keys on the engine clock, shared through storage', () =
     await lonely.settled();
     assert.deepEqual(server.encryptingName(), other.encryptingName(), 'after the retry it uses the cluster keys');
     await Promise.all([lonely.stop(), healthy.stop()]);
+  });
+
+  it('a rotation lock held by a process that died delays the rotation by a minute, not for ever', async () => {
+    const clock = new ManualClock(T0);
+    const storage = memoryStorage({ now: () => clock.now() });
+    const tickets = new SessionTickets({ storage, clock, logger: pino({ level: 'silent' }) }, schedule);
+    await tickets.start();
+    const server = fakeServer();
+    tickets.attach(server.server);
+    const stored = async () => parseTicketKeys('k', (await storage.load(keys.sessionTicketKeys))!);
+    const [, next] = await stored();
+    clock.advance(12 * HOUR - 1000);
+    await storage.lock(keys.sessionTicketLock, 30_000); // taken just before the rotation, never released
+    clock.advance(1000);
+    await tickets.settled(); // (waits for the lock a moment, in real time, then gives up)
+    assert.deepEqual(server.encryptingName(), next!.key.subarray(0, 16), 'the published next key encrypts anyway');
+    assert.equal((await stored()).length, 2, 'no new next key while the lock is held');
+    clock.advance(60_000);
+    await tickets.settled();
+    const after = await stored();
+    assert.equal(after.length, 3, 'a minute later, the lease gone, the next key is published');
+    assert.equal(viewAt(after, clock.now(), schedule).needsRotation, false);
+    await tickets.stop();
   });
 
   it('a corrupt stored set is replaced under the lock, and no key ever reaches a log line', async () => {

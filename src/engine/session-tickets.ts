@@ -65,10 +65,12 @@ export const SESSION_ID_CONTEXT = 'certstate';
 /** Storage unreachable at a rotation: try again after this long (engine clock). */
 const RETRY_MS = 60_000;
 const LOCK_TTL_MS = 30_000;
-/** Longest wait for the rotation lock before reading what its holder wrote instead. */
-const LOCK_WAIT_MS = 10_000;
-/** At start, less: a holder that crashed must not hold up `start()` (the retry a minute later joins the cluster). */
-const START_LOCK_WAIT_MS = 2_000;
+/**
+ * Longest wait for the rotation lock before reading what its holder wrote instead: a live
+ * holder writes in milliseconds, and one that crashed must not hold up `start()` (the
+ * retry a minute later finds its lease run out).
+ */
+const LOCK_WAIT_MS = 2_000;
 
 /** Validate the options (ConfigError) and fill in the defaults. */
 export function ticketSchedule(options: SessionTicketOptions = {}): TicketSchedule {
@@ -108,7 +110,7 @@ export class SessionTickets {
 
   /** Read (or create) the cluster's keys and follow their schedule. Never rejects: trouble is logged and retried. */
   start(): Promise<void> {
-    return this.#sync(START_LOCK_WAIT_MS);
+    return this.#sync();
   }
 
   /** Stop rotating (servers keep the keys they have) and wait for a storage step in flight. */
@@ -188,20 +190,20 @@ export class SessionTickets {
   }
 
   /** One storage step at a time: read the cluster's keys, and add the next key under the lock if none is published. */
-  #sync(lockWaitMs = LOCK_WAIT_MS): Promise<void> {
-    this.#syncing ??= this.#syncOnce(lockWaitMs).finally(() => {
+  #sync(): Promise<void> {
+    this.#syncing ??= this.#syncOnce().finally(() => {
       this.#syncing = undefined;
     });
     return this.#syncing;
   }
 
-  async #syncOnce(lockWaitMs: number): Promise<void> {
+  async #syncOnce(): Promise<void> {
     if (this.#stop.signal.aborted) return;
     const { storage, clock, logger } = this.#deps;
     try {
       let stored = await this.#load();
       if (!stored || viewAt(stored, clock.now(), this.#schedule).needsRotation) {
-        const written = await withStorageLock(storage, storageKeys.sessionTicketLock, { clock, logger, lockTtlMs: LOCK_TTL_MS }, { waitMs: lockWaitMs, signal: this.#stop.signal }, async (fence) => {
+        const written = await withStorageLock(storage, storageKeys.sessionTicketLock, { clock, logger, lockTtlMs: LOCK_TTL_MS }, { waitMs: LOCK_WAIT_MS, signal: this.#stop.signal }, async (fence) => {
           const current = await this.#load();
           // A set lost from storage is replaced by ours, so the tickets we issued still resume.
           const base = current ?? this.#keys;
@@ -215,12 +217,13 @@ export class SessionTickets {
         stored = written.ran ? written.value : await this.#load();
       }
       if (this.#stop.signal.aborted) return;
-      if (!stored) throw new Error('no session-ticket keys in storage after the rotation');
-      this.#retryAt = undefined;
+      if (!stored) throw new Error('no session-ticket keys in storage, and their lock is held (by a process that may have died)');
+      // Not rotated when the lock stayed taken: look again in a minute (a dead holder's lease runs out).
+      this.#retryAt = viewAt(stored, clock.now(), this.#schedule).needsRotation ? clock.now() + RETRY_MS : undefined;
       this.#use(stored);
     } catch (error) {
       if (this.#stop.signal.aborted) return;
-      logger.warn({ err: safeError(error) }, 'session-ticket keys: storage unavailable; rotating this process\'s own keys and retrying');
+      logger.warn({ err: safeError(error) }, 'session-ticket keys: cannot use the cluster\'s keys yet; rotating this process\'s own and trying again in a minute');
       this.#retryAt = clock.now() + RETRY_MS;
       this.#use(rotate(this.#keys, clock.now(), this.#schedule, newKey));
     }
