@@ -16,7 +16,7 @@ import { ManualClock } from '../src/clock.js';
 import { createCertEngine, type CertEngine } from '../src/engine/engine.js';
 import { StorageCleaner, cleanerSettings } from '../src/engine/storage-cleaner.js';
 import { serializeFailure } from '../src/engine/unit.js';
-import { ConfigError } from '../src/errors.js';
+import { ConfigError, StorageError } from '../src/errors.js';
 import { keys } from '../src/storage-keys.js';
 import type { Issuer, Storage } from '../src/types.js';
 import { captureLogs } from './helpers/log-capture.js';
@@ -244,10 +244,11 @@ describe('a simulated month of churning on-demand names', () => {
       const storage = fileStorage(root);
       await installTestCa(storage);
       const ca = localCaIssuer({ leafValidityMs: VALIDITY, leafKey: testLeafKey() });
-      // The managed name's renewals all fail: its certificate expires and must stay.
+      // The managed name's renewals all fail, with an error of our own storage (not persisted as a
+      // failure record, which would keep the name anyway): only its being managed keeps its certificate.
       const issuer: Issuer = {
         id: 'month',
-        issue: (request, context) => (request.names[0] === 'managed.example.com' && managedFails ? Promise.reject(new Error('CA down for this name')) : ca.issue(request, context)),
+        issue: (request, context) => (request.names[0] === 'managed.example.com' && managedFails ? Promise.reject(new StorageError('account storage down')) : ca.issue(request, context)),
       };
       let managedFails = false;
       const allowed = new Set<string>();
@@ -259,6 +260,7 @@ describe('a simulated month of churning on-demand names', () => {
         issuers: [issuer],
         names: ['managed.example.com'],
         onDemand: { decide: (name) => allowed.has(name), rateLimit: { burst: 100, refillPerSecond: 1 } },
+        timing: { storageRetryMs: 6 * HOUR }, // (5 s by default: a month of retries)
         sessionTickets: false,
       });
       await engine.start();
@@ -289,6 +291,7 @@ describe('a simulated month of churning on-demand names', () => {
       await engine.stop();
 
       assert.ok(await storage.load(keys.certificate('managed.example.com')), 'the managed certificate, expired 35 days ago, is still there');
+      assert.equal(await storage.load(keys.failure('managed.example.com')), undefined, 'with no failure record to keep it');
       // Names of day 22 expired on day 27, 13 days before the end: kept. Day 19's expired 16 days before: gone.
       assert.ok(await storage.load(keys.certificate(`d${DAYS - 18}-0.example.com`)), 'expired 13 days ago: within the grace period');
       assert.equal(await storage.load(keys.certificate(`d${DAYS - 21}-0.example.com`)), undefined, 'expired 16 days ago: removed');
