@@ -16,10 +16,9 @@ import type { AddressInfo } from 'node:net';
 import tls from 'node:tls';
 import { fileStorage } from '../../src/adapters/storage/file.js';
 import type { CertEngine } from '../../src/engine/engine.js';
-import type { Issuer } from '../../src/types.js';
 import { serveRpc } from '../lib/children.js';
 import { ensureDataset } from '../lib/dataset.js';
-import { engineModule } from '../lib/engine-module.js';
+import { engineModule, refusingIssuer } from '../lib/engine-module.js';
 
 export type ResumeServerMode = 'certstate' | 'node';
 
@@ -31,12 +30,6 @@ export interface ResumeEnd {
   clientErrors: number;
 }
 
-const refusingIssuer: Issuer = {
-  id: 'bench:none',
-  async issue() {
-    throw new Error('bench: no issuance expected');
-  },
-};
 
 let server: tls.Server | undefined;
 let engine: CertEngine | undefined;
@@ -52,7 +45,7 @@ async function serverOptions(mode: ResumeServerMode, names: number, storageDir: 
     return { options: { cert: unit.certificatePem, key: unit.privateKeyPem, ticketKeys: randomBytes(48), sessionIdContext: 'bench', ALPNProtocols: ['http/1.1'] } };
   }
   const { createCertEngine } = await engineModule();
-  const e = createCertEngine({ storage: fileStorage(storageDir), issuers: [refusingIssuer], names: dataset.names });
+  const e = createCertEngine({ storage: fileStorage(storageDir), issuers: [refusingIssuer('resume')], names: dataset.names });
   await e.start();
   for (const name of dataset.names) await e.getCertificate(name); // every SecureContext built: steady state
   return { options: e.tlsOptions() as tls.TlsOptions, engine: e };
