@@ -297,6 +297,7 @@ describe('TLS resumption between two engines sharing one storage', () => {
     return {
       engine,
       tlsOptions,
+      server,
       port: (server.address() as AddressInfo).port,
       close: async () => {
         await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -346,6 +347,18 @@ describe('TLS resumption between two engines sharing one storage', () => {
     twoEngines([{}, { attach: false }], async (a, b) => {
       const fromA = await connect(a.port);
       assert.equal((await connect(b.port, fromA.session)).reused, false, 'not attached yet: its own random key');
+      assert.equal((await connect(b.port, fromA.session)).reused, true, 'that full handshake attached it');
+    }));
+
+  it('server.setSecureContext() replaces the context the keys were on: attachServer() wires the new one (and so does the next full handshake)', () =>
+    twoEngines([{}, {}], async (a, b) => {
+      const fromA = await connect(a.port);
+      assert.equal((await connect(b.port, fromA.session)).reused, true);
+      b.server.setSecureContext({ sessionIdContext: b.tlsOptions.sessionIdContext! });
+      b.engine.attachServer(b.server);
+      assert.equal((await connect(b.port, fromA.session)).reused, true, 'attached again at once');
+      b.server.setSecureContext({ sessionIdContext: b.tlsOptions.sessionIdContext! });
+      assert.equal((await connect(b.port, fromA.session)).reused, false, 'a new context, not attached: its own random key');
       assert.equal((await connect(b.port, fromA.session)).reused, true, 'that full handshake attached it');
     }));
 

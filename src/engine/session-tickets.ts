@@ -27,7 +27,7 @@ import { ConfigError, CorruptStorageError } from '../errors.js';
 import { keys as storageKeys } from '../storage-keys.js';
 import { safeError } from '../safe-error.js';
 import type { Clock, Logger, Storage, TimerHandle } from '../types.js';
-import { compileTicketKeys, installTicketKeyCallback, type CompiledTicketKeys } from './ticket-key-callback.js';
+import { compileTicketKeys, installTicketKeyCallback, ticketKeyContext, type CompiledTicketKeys } from './ticket-key-callback.js';
 import { parseTicketKeys, rotate, serializeTicketKeys, TICKET_KEY_BYTES, viewAt, type TicketKey, type TicketKeyView, type TicketSchedule } from './ticket-keys.js';
 import { withStorageLock } from './storage-lock.js';
 
@@ -95,8 +95,8 @@ export class SessionTickets {
   #syncing: Promise<void> | undefined;
   /** Storage failed: when to try again (engine clock). */
   #retryAt: number | undefined;
-  /** Servers wired to these keys; those without Node's callback get `setTicketKeys()` at every change. */
-  readonly #attached = new WeakSet<tls.Server>();
+  /** Servers wired to these keys, with the context the callback went on; those without Node's callback get `setTicketKeys()` at every change. */
+  readonly #attached = new WeakMap<tls.Server, object | undefined>();
   readonly #fallback = new Set<tls.Server>();
   readonly #stop = new AbortController();
 
@@ -133,13 +133,14 @@ export class SessionTickets {
 
   /**
    * Make `server` encrypt and decrypt its session tickets with these keys
-   * from now on, through every rotation (idempotent).
+   * from now on, through every rotation (idempotent; again after
+   * `server.setSecureContext()`, which replaces the context they were on).
    */
   attach(server: tls.Server): void {
-    if (this.#attached.has(server)) return;
-    this.#attached.add(server);
+    if (this.#isAttached(server)) return;
+    this.#attached.set(server, ticketKeyContext(server));
     if (installTicketKeyCallback(server, () => this.#compiled)) return;
-    if (typeof server.setTicketKeys !== 'function') return;
+    if (typeof server.setTicketKeys !== 'function' || this.#fallback.has(server)) return;
     if (this.#fallback.size === 0) this.#deps.logger.warn('this Node offers one session-ticket key per server: keys rotate without an overlap window (tickets from before a rotation do not resume)');
     this.#fallback.add(server);
     server.once('close', () => this.#fallback.delete(server));
@@ -148,14 +149,17 @@ export class SessionTickets {
 
   /** Wrap an SNI callback so that the server it runs for is attached at its first full handshake. */
   wrapSNICallback<F extends (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) => void>(sni: F): F {
-    const attached = this.#attached;
     const attach = (server: tls.Server) => this.attach(server);
     return function certstateTicketsSNICallback(this: unknown, servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) {
       // Node calls it as a method of the server-side TLSSocket, whose `server` is the tls.Server.
       const server = (this as { server?: tls.Server } | undefined)?.server;
-      if (server && !attached.has(server)) attach(server);
+      if (server) attach(server);
       return sni.call(this, servername, cb);
     } as F;
+  }
+
+  #isAttached(server: tls.Server): boolean {
+    return this.#attached.has(server) && this.#attached.get(server) === ticketKeyContext(server);
   }
 
   /** @internal For tests: resolves when no storage step is in flight. */

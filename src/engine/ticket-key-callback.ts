@@ -69,6 +69,15 @@ function internalContext(server: tls.Server): InternalContext | undefined {
   return typeof context?.enableTicketKeyCallback === 'function' ? context : undefined;
 }
 
+/**
+ * The context whose ticket keys `server` uses now (undefined without Node's
+ * hook). `server.setSecureContext()` replaces it: a callback installed on the
+ * old one no longer applies.
+ */
+export function ticketKeyContext(server: tls.Server): object | undefined {
+  return internalContext(server);
+}
+
 /** Whether this Node lets a server hold several ticket keys (see the file comment). */
 export function supportsTicketKeyCallback(server: tls.Server): boolean {
   return internalContext(server) !== undefined;
