@@ -11,6 +11,7 @@ engine.on('cert_obtained', (e) => console.log(`obtained ${e.name}, valid until $
 await engine.start();
 
 const server = https.createServer({ ...engine.tlsOptions() }, (req, res) => res.end('hello over TLS\n'));
+engine.attachServer(server); // session tickets under the cluster's keys: sessions resume on every process
 await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
 
 const cert = await engine.getCertificate('app.localhost'); // what a handshake for app.localhost gets

@@ -40,6 +40,7 @@ const server = https.createServer({ ...engine.tlsOptions() }, (req, res) => {
   res.writeHead(200, { 'content-type': 'application/json' });
   res.end(`${JSON.stringify({ hello: name, state: status?.state, notAfter: status?.certificate && new Date(status.certificate.notAfter).toISOString(), issuer: status?.certificate?.issuer }, null, 2)}\n`);
 });
+engine.attachServer(server);
 server.listen(port, '127.0.0.1', () => {
   const { port: bound } = server.address() as AddressInfo;
   // A plain line on stdout, for people and for the test that starts this demo.

@@ -8,6 +8,8 @@ export { createCertEngine, CertEngine, stateOf } from './engine/engine.js';
 export type { CertEngineOptions, StartOptions, EngineStats, ServedCertificate, HandshakeInfo } from './engine/engine.js';
 export type { TlsOptionsConfig, TlsCallbacks } from './engine/handshake-answers.js';
 export type { OnDemandOptions, DecisionInfo, OnDemandStats } from './engine/on-demand.js';
+export type { SessionTicketOptions, SessionTicketServerOptions } from './engine/session-tickets.js';
+export type { StorageCleanerOptions } from './engine/storage-cleaner.js';
 export type { CertEngineEvent, CertEngineEventOf, CertEngineEventType, StateChangedEvent, HandshakeEvent, IssuerAttemptEvent } from './engine/events.js';
 
 export { certificateMachine, createCertificateMachine } from './machines/certificate.js';

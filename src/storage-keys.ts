@@ -9,12 +9,22 @@ export function nameSegment(name: string): string {
   return name.startsWith('*.') ? `_wildcard_.${name.slice(2)}` : name;
 }
 
+/** The name a key under `dir/` (`<dir>/<name segment>.json`) belongs to, or undefined for any other key. */
+function nameFromKey(dir: string, key: string): string | undefined {
+  if (!key.startsWith(`${dir}/`) || !key.endsWith('.json')) return undefined;
+  const segment = key.slice(dir.length + 1, -'.json'.length);
+  if (segment.length === 0 || segment.includes('/')) return undefined;
+  return segment.startsWith('_wildcard_.') ? `*.${segment.slice('_wildcard_.'.length)}` : segment;
+}
+
 /** The name a certificate key belongs to, or undefined for any other key. */
 export function nameFromCertificateKey(key: string): string | undefined {
-  const match = /^certificates\/([^/]+)\.json$/.exec(key);
-  if (!match) return undefined;
-  const segment = match[1]!;
-  return segment.startsWith('_wildcard_.') ? `*.${segment.slice('_wildcard_.'.length)}` : segment;
+  return nameFromKey('certificates', key);
+}
+
+/** The name a failure-record key belongs to, or undefined for any other key. */
+export function nameFromFailureKey(key: string): string | undefined {
+  return nameFromKey('failures', key);
 }
 
 export const keys = {
@@ -36,4 +46,13 @@ export const keys = {
   tlsAlpn01: (name: string) => `challenges/tls-alpn-01/${nameSegment(name)}`,
   /** The local development CA (certificate + key). */
   localCa: (id: string) => `local-ca/${id}.json`,
+  /** The cluster's TLS session-ticket keys (secrets, like private keys). */
+  sessionTicketKeys: 'session-tickets/keys.json',
+  /** Lock taken by the process that adds the next session-ticket key. */
+  sessionTicketLock: 'locks/session-tickets',
+  /** When the storage cleaner last ran, for the whole cluster. */
+  storageCleanerRecord: 'maintenance/storage-cleaner.json',
+  /** Lock held by the process running the storage cleaner. */
+  storageCleanerLock: 'locks/storage-cleaner',
+  challengesPrefix: 'challenges/',
 } as const;

@@ -136,6 +136,30 @@ export interface Storage {
    * so a missing driver rejects `start()` with a `ConfigError`.
    */
   prepare?(): Promise<void>;
+  /**
+   * Remove the backend's own debris that no key names (optional): file
+   * storage's temp files of crashed writes and lock directories of locks
+   * nobody holds. Only what was last written before `options.before` goes,
+   * and never a lock still held or a write that may be in flight. The storage
+   * cleaner calls it once per interval for the whole cluster.
+   */
+  sweep?(options: SweepOptions): Promise<SweepResult>;
+}
+
+/** Options of `Storage.sweep`. */
+export interface SweepOptions {
+  /** Debris last written before this time (ms since epoch) may be removed. */
+  before: number;
+  /** Stop early (the engine is stopping). */
+  signal?: AbortSignal;
+}
+
+/** What a `Storage.sweep` removed. */
+export interface SweepResult {
+  /** Files, directories or entries removed. */
+  removed: number;
+  /** Bytes they held (as far as the backend can tell). */
+  bytes: number;
 }
 
 // ─── Issuers ───────────────────────────────────────────────────────────────

@@ -78,6 +78,18 @@ describe('benches run at a small size and report what BENCHMARKS.md quotes', { c
     assert.equal(r.results.modes.certstate.errors, 0, 'every certstate handshake succeeded');
   });
 
+  it('bench:resume', async () => {
+    const r = await runBench('resume', ['--names', '20', '--seconds', '1', '--runs', '1', '--warmup-seconds', '0', '--clients', '1', '--concurrency', '4'], 120_000);
+    for (const kind of ['certstate full', 'certstate resumed', 'node full', 'node resumed']) {
+      assertSummary(r.results.kinds[kind].cpuPerHandshakeUs, `${kind} CPU per handshake`);
+      assert.equal(r.results.kinds[kind].errors, 0, `${kind}: every handshake succeeded`);
+    }
+    // The bench itself refuses a run where a resumption fell back to a full handshake.
+    for (const run of r.results.runs) assert.equal(run.resumed, run.kind.endsWith('resumed') ? run.handshakes : 0, `${run.kind}: resumed as expected`);
+    assertSummary(r.results.ratios.certstateResumedVsFull, 'certstate resumed ÷ full');
+    assertSummary(r.results.ratios.nodeResumedVsFull, 'node resumed ÷ full');
+  });
+
   it('bench:herd', async () => {
     const r = await runBench('herd', ['--handshakes', '1000', '--runs', '1', '--delay-ms', '100', '--tls-connections', '20'], 120_000);
     for (const outcome of ['fail', 'succeed']) {

@@ -86,7 +86,8 @@ describe('the handshake path', () => {
   it('each waiter times out at its own deadline (one timer per name, re-armed for the next oldest)', async () => {
     const clock = new ManualClock();
     const issuer = scriptedIssuer();
-    const engine = createCertEngine({ storage: await testStorage(), issuers: [issuer], names: ['queue.localhost'], clock, handshakeTimeout: 5000 });
+    // No session-ticket or storage-cleaner timers: the test counts the name's timers.
+    const engine = createCertEngine({ storage: await testStorage(), issuers: [issuer], names: ['queue.localhost'], clock, handshakeTimeout: 5000, sessionTickets: false, storageCleaner: false });
     await engine.start();
     await issuer.untilPending();
     const settled: number[] = [];

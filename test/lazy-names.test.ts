@@ -365,6 +365,7 @@ describe('a reconnected change feed', () => {
       await other.stop();
       const { serializeUnit } = await import('../src/engine/unit.js');
       await inner.store(keys.certificate(changed), serializeUnit(fresh, fresh.meta, clock.now()));
+      await engine._maintenanceSettled(); // the day's session-ticket rotation and storage cleaning read storage too
       storage.resetMaxActive();
       assert.ok(onChange, 'the engine watches storage');
       onChange({ type: 'resync' });

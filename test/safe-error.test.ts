@@ -6,7 +6,6 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { localCaIssuer } from '../src/adapters/issuers/local-ca.js';
@@ -14,6 +13,7 @@ import { memoryStorage } from '../src/adapters/storage/memory.js';
 import { createCertEngine } from '../src/engine/engine.js';
 import { safeError, withSafeErrors } from '../src/safe-error.js';
 import type { Issuer } from '../src/types.js';
+import { captureLogs } from './helpers/log-capture.js';
 import { interceptStorage } from './helpers/storage-wrap.js';
 
 const SECRET = 'S3CRET-do-not-log';
@@ -29,16 +29,7 @@ function leakyError(): Error {
   return error;
 }
 
-function capture() {
-  const lines: string[] = [];
-  const stream = new Writable({
-    write(chunk, _encoding, done) {
-      lines.push(String(chunk));
-      done();
-    },
-  });
-  return { logger: pino({ level: 'debug' }, stream), text: () => lines.join('') };
-}
+const capture = () => captureLogs('debug');
 
 describe('safe error serializer', () => {
   it('keeps type, message and code; masks URL credentials; drops every other field', () => {

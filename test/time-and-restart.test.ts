@@ -127,8 +127,9 @@ describe('restart', () => {
       const clock = new ManualClock();
       const issuer = scriptedIssuer({ mode: { kind: 'fail', message: 'CA down' } });
       const first = createCertEngine({ storage: fileStorage(dir), issuers: [issuer], names: [NAME], clock, random: () => 0.5 });
-      await first.start();
+      // Listening before start(): the attempt may fail before start() resolves.
       const failed = new Promise((r) => first.on('cert_failed', r));
+      await first.start();
       await failed;
       const { nextAttemptAt, attempts } = first.status()[0]!;
       assert.equal(attempts, 1);

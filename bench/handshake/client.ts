@@ -1,7 +1,8 @@
 /**
- * Worker thread: a TLS load client. Keeps `concurrency` full handshakes in
+ * Worker thread: a TLS load client. Keeps `concurrency` handshakes in
  * flight against `port` for `seconds`, each a new connection with a random
- * SNI from `names` and no session to resume, then reports and exits.
+ * SNI from `names` and no session to resume (or, with `session`, that session
+ * every time), then reports and exits.
  *
  * Bounded: no new connection starts after the deadline, and each connection
  * has its own timeout, so the worker always ends.
@@ -23,6 +24,8 @@ export interface ClientJob {
    * touches every name once).
    */
   each?: { offset: number; stride: number };
+  /** A TLS session to resume at every connection (base64 of `tls` 'session' bytes); none: full handshakes. */
+  session?: string;
 }
 
 export interface ClientReport {
@@ -52,6 +55,7 @@ function prng(seed: number): () => number {
 }
 
 const random = prng(job.seed);
+const session = job.session ? Buffer.from(job.session, 'base64') : undefined;
 const latencies: number[] = [];
 let errors = 0;
 let firstError: string | undefined;
@@ -77,6 +81,7 @@ function once(servername: string): Promise<void> {
       servername,
       rejectUnauthorized: false, // the server's CPU is measured, not the client's chain check
       ...(job.alpn ? { ALPNProtocols: ['http/1.1'] } : {}),
+      ...(session ? { session } : {}),
     });
     const finish = (error?: Error) => {
       socket.removeAllListeners();

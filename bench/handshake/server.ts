@@ -18,9 +18,8 @@ import { PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import tls from 'node:tls';
 import { memoryStorage } from '../../src/adapters/storage/memory.js';
 import type { CertEngine } from '../../src/engine/engine.js';
-import type { Issuer } from '../../src/types.js';
 import { serveRpc } from '../lib/children.js';
-import { engineModule } from '../lib/engine-module.js';
+import { engineModule, refusingIssuer } from '../lib/engine-module.js';
 import { ensureDataset, seedStorage, type Dataset } from '../lib/dataset.js';
 import { memoryAfterGc } from '../lib/memory.js';
 
@@ -48,13 +47,6 @@ export interface EndReply {
 
 const ALPN = ['http/1.1'];
 
-/** An issuer that must never be called here: every name has a valid certificate. */
-const refusingIssuer: Issuer = {
-  id: 'bench:none',
-  async issue() {
-    throw new Error('bench: no issuance expected in the handshake bench');
-  },
-};
 
 let server: tls.Server | undefined;
 let engine: CertEngine | undefined;
@@ -95,7 +87,7 @@ async function serverOptions(mode: Mode, dataset: Dataset): Promise<{ options: t
   const storage = memoryStorage();
   await seedStorage(dataset, storage);
   const { createCertEngine } = await engineModule();
-  engine = createCertEngine({ storage, issuers: [refusingIssuer], names: dataset.names });
+  engine = createCertEngine({ storage, issuers: [refusingIssuer('handshake')], names: dataset.names });
   await engine.start();
   // Steady state is what the bar measures: build every SecureContext now (the
   // engine builds one lazily at a name's first handshake) and time it apart.

@@ -11,6 +11,16 @@ import { REPO_DIR } from './paths.js';
 
 type EngineModule = typeof import('../../src/engine/engine.js');
 
+/** An issuer that must never be called: every name a bench serves has a valid certificate. */
+export function refusingIssuer(bench: string): import('../../src/types.js').Issuer {
+  return {
+    id: 'bench:none',
+    async issue() {
+      throw new Error(`bench: no issuance expected in the ${bench} bench`);
+    },
+  };
+}
+
 let loaded: Promise<EngineModule> | undefined;
 
 export function engineModulePath(): string {

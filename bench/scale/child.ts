@@ -8,9 +8,8 @@ import path from 'node:path';
 import { fileStorage } from '../../src/adapters/storage/file.js';
 import type { CertEngine } from '../../src/engine/engine.js';
 import { keys } from '../../src/storage-keys.js';
-import type { Issuer } from '../../src/types.js';
 import { serveRpc } from '../lib/children.js';
-import { engineModule } from '../lib/engine-module.js';
+import { engineModule, refusingIssuer } from '../lib/engine-module.js';
 import { nameOf } from '../lib/dataset.js';
 import { memoryAfterGc, type MemoryReading } from '../lib/memory.js';
 import { summarize, type Summary } from '../lib/stats.js';
@@ -46,12 +45,6 @@ export interface IdleReply {
   windowSeconds: number;
 }
 
-const refusingIssuer: Issuer = {
-  id: 'bench:none',
-  async issue() {
-    throw new Error('bench: no issuance expected in the scale bench');
-  },
-};
 
 let engine: CertEngine | undefined;
 let baseline: Map<string, unknown> | undefined;
@@ -97,7 +90,7 @@ serveRpc({
     const list = names(count);
     const before = memoryAfterGc();
     const { createCertEngine } = await engineModule();
-    const e = createCertEngine({ storage: fileStorage(dir), issuers: [refusingIssuer], names: list });
+    const e = createCertEngine({ storage: fileStorage(dir), issuers: [refusingIssuer('scale')], names: list });
     engine = e;
     const t0 = performance.now();
     const started = e.start().then(() => performance.now() - t0);

@@ -68,6 +68,11 @@ const objectOf = (rows: Record<string, Check>): Check => (v, path) => {
   }
 };
 
+/** `false` (off), or an object of these options. */
+const offOr = (rows: Record<string, Check>): Check => (v, path) => {
+  if (v !== false) objectOf(rows)(v, path);
+};
+
 const TIMING: Record<string, Check> = {
   backoffInitialMs: positiveMs,
   backoffFactor: (v, path) => {
@@ -158,6 +163,8 @@ export const ENGINE_OPTIONS: { readonly [K in keyof CertEngineOptions]-?: Option
   stopTimeoutMs: { check: positiveMs, default: '10 000 ms' },
   cacheCapacity: { check: wholeAtLeast(1), default: '10 000' },
   maxLiveActors: { check: wholeAtLeast(0), default: '1 000' },
+  sessionTickets: { check: offOr({ rotationIntervalMs: wholeAtLeast(60_000), overlapMs: wholeAtLeast(0) }), default: 'on: `{ rotationIntervalMs: 12 h, overlapMs: 12 h }`' },
+  storageCleaner: { check: offOr({ intervalMs: wholeAtLeast(60_000), gracePeriodMs: wholeAtLeast(0) }), default: 'on: `{ intervalMs: 24 h, gracePeriodMs: 14 days }`' },
 };
 
 /**

@@ -8,7 +8,7 @@
  * its effects find their name's record through `context.name`.
  */
 import { EventEmitter } from 'node:events';
-import type { SecureContext } from 'node:tls';
+import type { SecureContext, Server as TlsServer } from 'node:tls';
 import { createActor, waitFor, fromPromise } from 'xstate';
 import { realClock } from '../clock.js';
 import {
@@ -51,6 +51,8 @@ import { certificateCoversName } from '../certs.js';
 import { MaterialCache } from './material-cache.js';
 import { WakeQueue } from './wake-queue.js';
 import { newDomain, type CertActor, type Domain, type Dormant } from './domain.js';
+import { SessionTickets, type SessionTicketServerOptions } from './session-tickets.js';
+import { StorageCleaner } from './storage-cleaner.js';
 import type { CertEngineOptions, EngineStats, ServedCertificate, HandshakeInfo, StartOptions } from './options.js';
 import { checkEngineOptions, prepareAdapters } from './config.js';
 import { answerHandshakes, type TlsCallbacks, type TlsOptionsConfig } from './handshake-answers.js';
@@ -107,6 +109,8 @@ export class CertEngine {
   readonly #managedNames: Set<string>;
   readonly #gate: OnDemandGate | undefined;
   readonly #rejections: RejectionLog<string>;
+  readonly #tickets: SessionTickets | undefined;
+  readonly #cleaner: StorageCleaner | undefined;
   #waiting = 0;
   #unwatch: (() => Promise<void>) | undefined;
   #started = false;
@@ -141,6 +145,9 @@ export class CertEngine {
     this.#wakes = new WakeQueue(this.#clock, (name) => this.#wakeDue(name));
     this.#random = options.random ?? Math.random;
     this.#machine = this.#provideMachine();
+    this.#tickets = options.sessionTickets === false ? undefined : new SessionTickets({ storage: this.#storage, clock: this.#clock, logger: this.#logger }, options.sessionTickets);
+    const keeps = (name: string) => this.#managedNames.has(name) || this.#domains.has(name);
+    this.#cleaner = options.storageCleaner === false ? undefined : new StorageCleaner({ storage: this.#storage, clock: this.#clock, logger: this.#logger, random: this.#random, keeps }, options.storageCleaner);
   }
 
   // ─── Lifecycle ────────────────────────────────────────────────────────────
@@ -163,13 +170,15 @@ export class CertEngine {
     }
     // Records first: a handshake arriving while the watch connects must find its name.
     const domains = [...this.#managedNames].map((name) => this.#addDomain(name, true));
+    const tickets = this.#tickets?.start(); // never rejects
+    this.#cleaner?.start();
     await this.#watchStorage();
     const scanned = this.#scan(domains);
     if (options.waitForStorage === false) {
       scanned.catch((error: unknown) => this.#logger.error({ err: safeError(error) }, 'reading the managed names from storage failed'));
       return;
     }
-    await scanned;
+    await Promise.all([scanned, tickets]);
   }
 
   /**
@@ -264,7 +273,7 @@ export class CertEngine {
     // Attempts see their AbortSignal; storage calls cannot be aborted, so wait for them only so long.
     let grace: NodeJS.Timeout | undefined;
     const settled = await Promise.race([
-      Promise.allSettled([...this.#inflight]).then(() => true),
+      Promise.allSettled([...this.#inflight, this.#tickets?.stop(), this.#cleaner?.stop()]).then(() => true),
       new Promise<boolean>((resolve) => (grace = setTimeout(resolve, this.#options.stopTimeoutMs ?? 10_000, false))),
     ]);
     clearTimeout(grace);
@@ -426,8 +435,15 @@ export class CertEngine {
    *
    * A name the engine cannot serve gets a TLS alert; `defaultName` answers
    * clients without SNI (see `TlsOptionsConfig` and handshake-answers.ts).
+   *
+   * With session tickets on (the default, see `sessionTickets`), also a
+   * `sessionIdContext` that is the same in every process; pass the server to
+   * `attachServer(server)` and its session tickets are encrypted with the
+   * cluster's keys, so that a session from any process resumes on any other.
+   * (A server not attached is attached by the SNI callback at its first full
+   * handshake.)
    */
-  tlsOptions(options: TlsOptionsConfig = {}): TlsCallbacks {
+  tlsOptions(options: TlsOptionsConfig = {}): TlsCallbacks & Partial<SessionTicketServerOptions> {
     const alpn = createTlsAlpnResponder(this.#storage, { protocols: options.protocols, logger: this.#logger });
     const sni = (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => {
       // Hot path: a normalised name (the common SNI) is its own Map key; no promise, no allocation.
@@ -441,7 +457,21 @@ export class CertEngine {
         (error: Error) => cb(error),
       );
     };
-    return answerHandshakes(sni, alpn, { rejections: this.#rejections, defaultName: this.#options.defaultName, onRefusal: options.onRefusal });
+    const callbacks = answerHandshakes(sni, alpn, { rejections: this.#rejections, defaultName: this.#options.defaultName, onRefusal: options.onRefusal });
+    if (!this.#tickets) return callbacks;
+    return { ...callbacks, SNICallback: this.#tickets.wrapSNICallback(callbacks.SNICallback), ...this.#tickets.serverOptions() };
+  }
+
+  /**
+   * Have a TLS server (created with `tlsOptions()`) encrypt and decrypt its
+   * session tickets with the cluster's keys from now on, through every
+   * rotation. Call it right after creating the server; idempotent. (The SNI
+   * callback attaches a server at its first full handshake anyway, but until
+   * then a new process cannot resume the cluster's sessions.) No-op with
+   * `sessionTickets: false`.
+   */
+  attachServer(server: TlsServer): void {
+    this.#tickets?.attach(server);
   }
 
   /**
@@ -1086,6 +1116,11 @@ export class CertEngine {
     const forget = () => this.#inflight.delete(promise);
     promise.then(forget, forget);
     return promise;
+  }
+
+  /** @internal For tests: resolves when no session-ticket step or storage-cleaner run is in flight. */
+  async _maintenanceSettled(): Promise<void> {
+    await Promise.all([this.#tickets?.settled(), this.#cleaner?.settled()]);
   }
 
   /** @internal For tests: the bundle behind a fingerprint. */

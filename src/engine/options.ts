@@ -7,6 +7,8 @@ import type { InspectionEvent, Observer } from 'xstate';
 import type { TimingPolicy } from '../machines/policy.js';
 import type { CertificateMeta, Clock, Issuer, Logger, Storage } from '../types.js';
 import type { OnDemandOptions } from './on-demand.js';
+import type { SessionTicketOptions } from './session-tickets.js';
+import type { StorageCleanerOptions } from './storage-cleaner.js';
 
 /** Options of `createCertEngine`. */
 export interface CertEngineOptions {
@@ -73,6 +75,24 @@ export interface CertEngineOptions {
    * `0`: every `valid` name sleeps (least memory; no actors to inspect at rest).
    */
   maxLiveActors?: number;
+  /**
+   * TLS session tickets that resume on every process sharing the storage:
+   * keys kept in storage, a new one encrypting every `rotationIntervalMs`
+   * (12 h), the previous ones still decrypting for `overlapMs` (12 h). On by
+   * default; `false` leaves tickets to Node (a random key per server, never
+   * rotated: sessions resume only on the process that issued them). See
+   * `CertEngine.tlsOptions()` and `CertEngine.attachServer()`.
+   */
+  sessionTickets?: SessionTicketOptions | false;
+  /**
+   * Keep storage bounded: once every `intervalMs` (24 h) one process of the
+   * cluster removes certificates that expired more than `gracePeriodMs`
+   * (14 days) ago and belong to names no longer managed or allowed, their
+   * failure records, old challenge tokens, and lock and temp debris
+   * (`Storage.sweep`). Names this process manages or holds are never
+   * touched. On by default; `false` turns it off.
+   */
+  storageCleaner?: StorageCleanerOptions | false;
 }
 
 /** Options of `CertEngine.start()`. */

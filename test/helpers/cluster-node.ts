@@ -117,6 +117,20 @@ export interface ServedInfo {
 
 // ═══ Child side ═════════════════════════════════════════════════════════════
 
+/** A child's connection to the shared storage (`id` names its Redis connection). */
+export async function openNodeStorage(config: NodeStorageConfig, id: string, operationTimeoutMs = 5000): Promise<import('../../src/types.js').Storage & { close(): Promise<void> }> {
+  if (config.kind === 'redis') {
+    const { redisStorage } = await import('../../src/adapters/storage/redis.js');
+    return redisStorage({ url: config.url, prefix: config.prefix, operationTimeoutMs, redisOptions: { connectionName: `certstate-${id}` } });
+  }
+  if (config.kind === 'postgres') {
+    const { postgresStorage } = await import('../../src/adapters/storage/postgres.js');
+    return postgresStorage({ connectionString: config.connectionString, table: config.table, operationTimeoutMs });
+  }
+  const { fileStorage } = await import('../../src/adapters/storage/file.js');
+  return { close: async () => {}, ...fileStorage(config.dir) };
+}
+
 async function runChild(config: NodeConfig): Promise<void> {
   const { pino } = await import('pino');
   const { createCertEngine } = await import('../../src/engine/engine.js');
@@ -134,17 +148,7 @@ async function runChild(config: NodeConfig): Promise<void> {
   const logger = pino({ level: config.logLevel ?? 'info', base: { node: config.id } }, pino.destination({ fd: 1, sync: true }));
   const operationTimeoutMs = config.operationTimeoutMs ?? 5000;
 
-  let storage: Storage & { close(): Promise<void> };
-  if (config.storage.kind === 'redis') {
-    const { redisStorage } = await import('../../src/adapters/storage/redis.js');
-    storage = redisStorage({ url: config.storage.url, prefix: config.storage.prefix, operationTimeoutMs, redisOptions: { connectionName: `certstate-${config.id}` } });
-  } else if (config.storage.kind === 'postgres') {
-    const { postgresStorage } = await import('../../src/adapters/storage/postgres.js');
-    storage = postgresStorage({ connectionString: config.storage.connectionString, table: config.storage.table, operationTimeoutMs });
-  } else {
-    const { fileStorage } = await import('../../src/adapters/storage/file.js');
-    storage = { close: async () => {}, ...fileStorage(config.storage.dir) };
-  }
+  const storage = await openNodeStorage(config.storage, config.id, operationTimeoutMs);
 
   // Report every write of a certificate unit, and whether fencing refused it.
   const reporting: Storage = {

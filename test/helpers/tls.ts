@@ -112,6 +112,42 @@ export async function seedCertificate(storage: Storage, name: string, bundle: Ce
   await storage.store(keys.certificate(name), serializeUnit(bundle, meta, Date.now()));
 }
 
+/** What one connection made of a session: resumed or not, the session to resume next, and what the server wrote. */
+export interface ResumeResult {
+  reused: boolean;
+  session: Buffer | undefined;
+  data: string;
+}
+
+/**
+ * Connect (offering `session` when given), read until the server closes, and
+ * report whether the session was resumed and the newest session the server
+ * gave (TLS 1.3 sends tickets after the handshake; TLS 1.2 renews them inside it).
+ */
+export function connectResuming(port: number, options: { session?: Buffer; servername?: string; maxVersion?: tls.SecureVersion } = {}): Promise<ResumeResult> {
+  return new Promise((resolve, reject) => {
+    let latest: Buffer | undefined;
+    let reused = false;
+    let data = '';
+    const socket = tls.connect({
+      host: '127.0.0.1',
+      port,
+      servername: options.servername ?? 'app.localhost',
+      rejectUnauthorized: false,
+      ...(options.maxVersion ? { maxVersion: options.maxVersion } : {}),
+      ...(options.session ? { session: options.session } : {}),
+    });
+    socket.on('session', (s: Buffer) => (latest = s));
+    socket.once('secureConnect', () => {
+      reused = socket.isSessionReused();
+      latest = socket.getSession();
+    });
+    socket.on('data', (chunk: Buffer) => (data += chunk.toString()));
+    socket.once('error', reject);
+    socket.once('close', () => resolve({ reused, session: latest, data }));
+  });
+}
+
 function stackDepth(): number {
   const limit = Error.stackTraceLimit;
   Error.stackTraceLimit = Infinity;

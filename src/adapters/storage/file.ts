@@ -35,12 +35,13 @@ import { constants, type Stats, watch as watchFs, type FSWatcher } from 'node:fs
 import * as fs from 'node:fs/promises';
 import path from 'node:path';
 import { CorruptStorageError, FencingError, StorageError } from '../../errors.js';
-import type { DeleteOptions, Fence, LockOptions, StorageLock, StorageStat, StoreOptions } from '../../types.js';
+import type { DeleteOptions, Fence, LockOptions, StorageLock, StorageStat, StoreOptions, SweepOptions } from '../../types.js';
 import { assertValidKey, assertValidPrefix, isValidKey } from './key.js';
 import { acquireWithRetry, assertValidTtl, LockWaiters } from './lock-wait.js';
 import { DIR_MODE, TEMP_MARK, errorCode, filesystemNow, lstatOrUndefined, syncDir, wrap, writeAtomic } from './file-io.js';
 import { assertFresh, tryLock, type FileLockContext } from './file-lock.js';
 import { guardWatcher, type Unwatch, type WatchableStorage } from './notify.js';
+import { sweepFileDebris } from './file-sweep.js';
 
 /** Data directory used when none is given, relative to the working directory. */
 export const DEFAULT_DATA_DIR = './certstate-data';
@@ -443,6 +444,9 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
       };
       return acquireWithRetry(key, waiters, pollMs, attempt, (lock) => lock.release(), lockOptions?.signal);
     },
+
+    /** Temp files of crashed writes and directories of dead locks (see file-sweep.ts). */
+    sweep: (sweepOptions: SweepOptions) => sweepFileDebris(root, { tempMark: TEMP_MARK, locksDir: LOCKS_DIR, staleTempMs: STALE_TEMP_MS }, sweepOptions),
 
     async now(): Promise<number> {
       try {

@@ -73,6 +73,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       if (tlsAt) {
         tlsServer = https.createServer({ ...engine.tlsOptions() }, (_req, res) => res.end('hello from certstate\n'));
         tlsServer.on('tlsClientError', () => {}); // refused handshakes are logged by the engine
+        engine.attachServer(tlsServer);
         await new Promise<void>((resolve, reject) => tlsServer!.once('error', reject).listen(tlsAt.port, tlsAt.host, () => resolve()));
         io.stdout.write(`https: https://${tlsAt.host}:${(tlsServer.address() as AddressInfo).port}/\n`);
       }
