@@ -116,6 +116,12 @@ async function replay(steps: Array<{ event: ModelEvent; state: { value: unknown 
         assert.equal(r.served.meta.fingerprint, status.certificate!.fingerprint);
         break;
       }
+      case 'storage-unreadable': {
+        assert.ok(p.settled, 'storage-unreadable: answered at once');
+        const r = await p.promise;
+        assert.ok(!r.ok && r.error.name === 'CertificateUnavailableError' && r.error.message.includes('storage down'), 'storage-unreadable: the storage error');
+        break;
+      }
       case 'failed-backoff': {
         assert.ok(p.settled, 'failed-backoff: answered at once');
         const r = await p.promise;
@@ -180,6 +186,10 @@ async function replay(steps: Array<{ event: ModelEvent; state: { value: unknown 
           lastFailure = 'storage down';
           await settleHeld('failure');
           rearm(); // the retry after the backoff loads again, when the path says so
+          break;
+        case 'xstate.after.untilNextAttempt.certificate.storage-unreadable':
+          release(false);
+          clock.advanceTo(status()!.nextAttemptAt!);
           break;
         case 'xstate.done.actor.attempt':
           await issuer.untilPending();

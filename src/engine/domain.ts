@@ -3,7 +3,7 @@
  * held handshakes, and the answers memoised from its latest state.
  */
 import type { Actor, Subscription } from 'xstate';
-import type { CertificateMachine, HandshakeAnswer, HandshakeReply, LoadedState } from '../machines/certificate.js';
+import type { CertificateMachine, HandshakeAnswer, HandshakeReply, LoadedState, OperatorReply } from '../machines/certificate.js';
 import type { CertificateMeta, LifecycleState, TimerHandle } from '../types.js';
 
 export type CertActor = Actor<CertificateMachine>;
@@ -34,6 +34,8 @@ export interface Domain {
    * Created with the first waiter: most names never have one (~300 B saved per name).
    */
   waiters: Map<HandshakeReply, number> | undefined;
+  /** Operators waiting for the outcome of the attempt they asked for. */
+  operators: Set<OperatorReply> | undefined;
   deadlineTimer: TimerHandle | undefined;
   state: LifecycleState | undefined;
   /** The certificate in use (metadata only). */
@@ -46,7 +48,7 @@ export interface Domain {
    * memoised from the latest snapshot so a handshake costs a Map lookup, not
    * an XState macrostep. Unset in every other state: those handshakes are events.
    */
-  ready: { fingerprint: string; notAfter: number } | undefined;
+  ready: { fingerprint: string; notAfter: number; expired: boolean } | undefined;
   /**
    * The answer of `failed-backoff` with nothing to serve, memoised the same
    * way: a flood of handshakes during backoff costs no XState event each.
@@ -67,6 +69,7 @@ export function newDomain(name: string, managed: boolean): Domain {
     waking: false,
     reloading: undefined,
     waiters: undefined,
+    operators: undefined,
     deadlineTimer: undefined,
     state: undefined,
     certificate: undefined,

@@ -19,11 +19,14 @@ import {
   EngineStoppedError,
   HandshakeTimeoutError,
   NameNotAllowedError,
+  OperatorTimeoutError,
   TooManyWaitersError,
 } from '../errors.js';
 import {
   createCertificateMachine,
-  errorAnswer,
+  lifecycleStateOf,
+  refusalOf,
+  TAGS,
   type AttemptInput,
   type CertificateContext,
   type CertificateMachine,
@@ -31,6 +34,8 @@ import {
   type HandshakeAnswer,
   type HandshakeReply,
   type LoadedState,
+  type OperatorOutcome,
+  type OperatorReply,
 } from '../machines/certificate.js';
 import { defaultTimingPolicy, renewalTime, type TimingPolicy } from '../machines/policy.js';
 import { InvalidNameError, RejectionLog, isIpLiteral, normalizeName } from '../names.js';
@@ -57,6 +62,7 @@ export type { CertEngineOptions, EngineStats, ServedCertificate, HandshakeInfo, 
 import { parseFailure, parseUnit, serializeFailure } from './unit.js';
 
 const DEFAULT_HANDSHAKE_TIMEOUT = 30_000;
+const DEFAULT_OPERATOR_TIMEOUT = 5 * 60_000;
 /** Storage reads in flight during the start-up scan of managed names. */
 const SCAN_CONCURRENCY = 64;
 
@@ -74,6 +80,7 @@ export class CertEngine {
   readonly #policy: TimingPolicy;
   readonly #options: CertEngineOptions;
   readonly #handshakeTimeout: number;
+  readonly #operatorTimeout: number;
   readonly #maxWaitersPerName: number;
   readonly #maxWaiters: number;
   readonly #domains = new Map<string, Domain>();
@@ -122,6 +129,7 @@ export class CertEngine {
     this.#logger = withSafeErrors(options.logger ?? pino({ level: 'silent' }));
     this.#policy = { ...defaultTimingPolicy, ...options.timing };
     this.#handshakeTimeout = positive(options.handshakeTimeout, DEFAULT_HANDSHAKE_TIMEOUT, 'handshakeTimeout');
+    this.#operatorTimeout = positive(options.operatorTimeout, DEFAULT_OPERATOR_TIMEOUT, 'operatorTimeout');
     this.#maxWaitersPerName = positive(options.maxWaitersPerName, 10_000, 'maxWaitersPerName');
     this.#maxWaiters = positive(options.maxWaiters, 100_000, 'maxWaiters');
     positive(options.lockTtlMs, 60_000, 'lockTtlMs');
@@ -299,7 +307,7 @@ export class CertEngine {
         await this.#reloadMaterial(domain);
         ready = this.#readyContext(domain);
       }
-      const answer = ready ? { ok: true as const, fingerprint: domain.ready!.fingerprint, expired: false } : (domain.refusal ?? (await this.#handshake(domain)));
+      const answer = ready ? { ok: true as const, fingerprint: domain.ready!.fingerprint, expired: domain.ready!.expired } : (domain.refusal ?? (await this.#handshake(domain)));
       // (A certificate OpenSSL refused is being replaced: reading it again would not help.)
       if (answer.ok && !this.#materials.has(answer.fingerprint) && !this.#repairing.has(answer.fingerprint)) await this.#reloadMaterial(domain);
       // A memoised `ready` answer is this call's own object: nothing to share it with.
@@ -491,22 +499,33 @@ export class CertEngine {
    * joined, not duplicated). Resolves with the certificate, or rejects with
    * the attempt's error.
    */
-  async forceRenew(servername: string): Promise<CertificateMeta> {
+  async forceRenew(servername: string, options: { timeoutMs?: number } = {}): Promise<CertificateMeta> {
     this.#assertRunning();
     const name = normalizeName(servername, { allowWildcard: true, allowIp: true });
     const domain = this.#domains.get(name);
     if (!domain) throw new NameNotAllowedError(name, 'unknown name');
+    const timeoutMs = positive(options.timeoutMs, this.#operatorTimeout, 'timeoutMs');
     const actor = this.#wake(domain, true);
-    await untilLoaded(actor);
-    const before = actor.getSnapshot();
-    if (!before.matches('attempting')) actor.send({ type: 'FORCE_RENEW' });
-    const seq = before.matches('attempting') ? before.context.attemptSeq : before.context.attemptSeq + 1;
-    const after = await waitFor(actor, (s) => s.status !== 'active' || (s.context.attemptSeq >= seq && !s.matches('attempting')), {
-      timeout: Infinity,
+    return new Promise<CertificateMeta>((resolve, reject) => {
+      let settled = false;
+      const reply: OperatorReply = (outcome) => {
+        if (settled) return;
+        settled = true;
+        this.#clock.clearTimeout(timer);
+        if (outcome.ok) resolve(outcome.certificate);
+        else if ('stopped' in outcome) reject(new EngineStoppedError());
+        else reject(new CertificateUnavailableError(name, outcome.error, outcome.nextAttemptAt));
+      };
+      const timer = this.#clock.setTimeout(() => {
+        if (settled) return;
+        settled = true;
+        domain.operators?.delete(reply);
+        reject(new OperatorTimeoutError(name, timeoutMs));
+      }, timeoutMs);
+      actor.send({ type: 'FORCE_RENEW', reply });
+      // A stopped actor ignores events: answer rather than hang.
+      if (actor.getSnapshot().status !== 'active') reply({ ok: false, stopped: true });
     });
-    if (after.matches('valid') && after.context.certificate) return after.context.certificate;
-    if (after.status !== 'active' || after.matches('stopped')) throw new EngineStoppedError();
-    throw new CertificateUnavailableError(name, after.context.lastError ?? { type: 'Error', message: 'attempt failed', at: this.#clock.now() }, after.context.nextAttemptAt);
   }
 
   /**
@@ -586,7 +605,7 @@ export class CertEngine {
     this.#liveActors++;
     actor.on('*', (event) => this.#publish(event as CertEngineEvent));
     domain.subscription = actor.subscribe({
-      next: (snapshot) => this.#observe(domain, stateOf(snapshot.value), snapshot.context),
+      next: (snapshot) => this.#observe(domain, stateOf(snapshot.value), snapshot.context, answerOf(snapshot, this.#clock.now())),
       error: (error) => this.#logger.error({ name: domain.name, err: safeError(error) }, 'certificate actor failed'),
     });
     actor.start();
@@ -608,7 +627,8 @@ export class CertEngine {
     // Its first ARI question waits a random part of the usual recheck interval: 100,000 names read at
     // start must not become 100,000 requests to the CA within seconds (a new certificate still asks at once).
     const ariDelayMs = Math.max(1, Math.round(this.#random() * ARI_DEFAULT_RECHECK_MS));
-    this.#show(domain, 'valid', { name: domain.name, certificate, renewAt, attempts: loaded.failure?.attempts ?? 0, attemptSeq: 0, serveExpired: false, loaded: true }, ariDelayMs);
+    const context = { name: domain.name, certificate, renewAt, attempts: loaded.failure?.attempts ?? 0, attemptSeq: 0, serveExpired: false, forced: false };
+    this.#show(domain, 'valid', context, { ok: true, fingerprint: certificate.fingerprint, expired: false }, ariDelayMs);
     return true;
   }
 
@@ -653,7 +673,7 @@ export class CertEngine {
   }
 
   /** Track transitions: log one line each, publish `state_changed`, drop key material no longer in use. */
-  #observe(domain: Domain, state: LifecycleState, ctx: CertificateContext): void {
+  #observe(domain: Domain, state: LifecycleState, ctx: CertificateContext, answer: HandshakeAnswer | undefined): void {
     // A name woken from sleep reloads its known record: to the outside it stays `valid`.
     if (domain.waking && state === 'loading') return;
     domain.waking = false;
@@ -664,16 +684,16 @@ export class CertEngine {
     } else {
       this.#liveValid.delete(domain.name);
     }
-    this.#show(domain, state, ctx);
+    this.#show(domain, state, ctx, answer);
   }
 
   /** Record a name's state and certificate (from its actor, or from a sleeping record), log and publish the change. */
-  #show(domain: Domain, state: LifecycleState, ctx: CertificateContext, ariDelayMs = 0): void {
+  #show(domain: Domain, state: LifecycleState, ctx: CertificateContext, answer: HandshakeAnswer | undefined, ariDelayMs = 0): void {
     const { certificate } = ctx;
     const fingerprint = certificate?.fingerprint;
     domain.certificate = certificate;
-    domain.ready = (state === 'valid' || state === 'renewing') && certificate ? { fingerprint: certificate.fingerprint, notAfter: certificate.notAfter } : undefined;
-    domain.refusal = state === 'failed-backoff' && !certificate ? errorAnswer(ctx) : undefined;
+    domain.ready = answer?.ok && certificate ? { fingerprint: certificate.fingerprint, notAfter: answer.expired ? Infinity : certificate.notAfter, expired: answer.expired } : undefined;
+    domain.refusal = answer && !answer.ok ? answer : undefined;
     if (fingerprint !== domain.fingerprint) {
       if (domain.fingerprint !== undefined) this.#materials.delete(domain.fingerprint);
       domain.fingerprint = fingerprint;
@@ -774,11 +794,7 @@ export class CertEngine {
     this.#repairing.add(fingerprint);
     this.#logger.warn({ name: domain.name }, 'the stored certificate cannot be served (its key does not match it?): obtaining a new one');
     this.#materials.delete(fingerprint);
-    const actor = this.#wake(domain, true);
-    const force = () => actor.send({ type: 'FORCE_RENEW' });
-    const loading = untilLoaded(actor);
-    if (loading) void loading.then(force);
-    else force();
+    this.#wake(domain, true).send({ type: 'FORCE_RENEW' });
   }
 
   #statusOf(domain: Domain): NameStatus {
@@ -857,11 +873,19 @@ export class CertEngine {
         }),
       },
       actions: {
-        holdHandshake: ({ context, event }) => {
-          if (event.type !== 'HANDSHAKE') return;
-          this.#hold(context.name, event.reply);
-        },
+        holdHandshake: ({ context }, { reply }: { reply: HandshakeReply }) => this.#hold(context.name, reply),
         releaseHandshakes: ({ context }, answer: HandshakeAnswer) => this.#release(context.name, answer),
+        holdOperator: ({ context }, { reply }: { reply?: OperatorReply }) => {
+          const domain = this.#domains.get(context.name);
+          if (reply && domain) (domain.operators ??= new Set()).add(reply);
+        },
+        releaseOperators: ({ context }, outcome: OperatorOutcome) => {
+          const domain = this.#domains.get(context.name);
+          const held = domain?.operators;
+          if (!domain || !held) return;
+          domain.operators = undefined;
+          for (const reply of held) reply(outcome);
+        },
       },
     });
   }
@@ -1090,11 +1114,16 @@ function untilLoaded(actor: CertActor): Promise<void> | undefined {
   );
 }
 
-/** Map a snapshot value to the lifecycle state name shown to users. */
-export function stateOf(value: unknown): LifecycleState {
-  if (typeof value === 'string') return value as LifecycleState;
-  const attempting = (value as { attempting?: string }).attempting;
-  return (attempting ?? 'loading') as LifecycleState;
+/** Map a snapshot value to the lifecycle state name shown to users (see `lifecycleStateOf`). */
+export const stateOf = lifecycleStateOf;
+
+/** The answer the chart gives a handshake at once in this snapshot, by its tags; undefined when it holds. */
+function answerOf(snapshot: ReturnType<CertActor['getSnapshot']>, now: number): HandshakeAnswer | undefined {
+  const { certificate } = snapshot.context;
+  if (certificate && snapshot.hasTag(TAGS.servesCertificate)) return { ok: true, fingerprint: certificate.fingerprint, expired: now >= certificate.notAfter };
+  if (certificate && snapshot.hasTag(TAGS.servesExpiredCertificate)) return { ok: true, fingerprint: certificate.fingerprint, expired: true };
+  if (snapshot.hasTag(TAGS.refuses)) return refusalOf(snapshot.context);
+  return undefined;
 }
 
 function count(value: number | undefined, fallback: number, what: string, min = 1): number {

@@ -1,26 +1,35 @@
 /**
- * The lifecycle statechart of one name's certificate.
+ * The lifecycle statechart of one name's certificate: the one decision table
+ * of certstate.
  *
- * Pure: it decides *what* happens (which state, who gets answered, when the
- * next attempt may start) and names every effect; the engine provides the
- * effects (loading, the issuance attempt, persisting failures, holding and
- * releasing waiting handshakes) with `machine.provide()`.
+ * Pure: it decides *what* happens (which state, what a handshake or an
+ * operator gets, when the next attempt may start) and names every effect; the
+ * engine provides the effects (loading, the issuance attempt, persisting
+ * failures, holding and releasing replies) with `machine.provide()`, and reads
+ * the chart's decisions back from snapshots (`hasTag`) — never recomputes them.
  *
  * The guarantee the project exists for lives in the shape of this chart:
  * - one `attempting` state owns the single in-flight attempt (`invoke`);
  *   `obtaining`, `renewing` and `expired-renewing` are its children, so
  *   moving between them (a certificate expiring mid-renewal) never restarts it;
- * - a handshake is an event; in states with nothing to serve it is *held*,
- *   and held handshakes are released only on entry to `valid` or
- *   `failed-backoff`, i.e. by the transition that ends the attempt, with
- *   that state's answer; releasing never sends an event back, so nothing
- *   can recurse or start a second attempt;
- * - the only ways into `attempting` are start-up routing, the renewal timer,
- *   the backoff timer and an operator's FORCE_RENEW — never a handshake.
+ * - a handshake is an event; in states tagged `holds` it is *held*, and held
+ *   replies are released only on entry to the state that ends what they wait
+ *   for, with that state's answer; releasing never sends an event back, so
+ *   nothing can recurse or start a second attempt;
+ * - the only ways into `attempting` are routing (nothing usable stored, the
+ *   renewal time, the end of a backoff) and an operator's FORCE_RENEW —
+ *   never a handshake.
+ *
+ * What a handshake gets is said by exactly one tag per resting state:
+ * `serves-certificate` (at once, the certificate), `serves-expired-certificate`
+ * (at once, an expired certificate the user opted in to: `serveExpired`),
+ * `refuses` (at once, the recorded error) or `holds` (the outcome of what is
+ * in flight). `may-sleep` marks the resting state a name may leave its actor
+ * in (the engine keeps it as a small record and wakes it at the chart's next timer).
  */
-import { and, assign, emit, enqueueActions, fromPromise, not, setup } from 'xstate';
+import { and, assign, emit, fromPromise, not, setup } from 'xstate';
 import { toErrorInfo } from '../errors.js';
-import type { CertificateMeta, ErrorInfo } from '../types.js';
+import type { CertificateMeta, ErrorInfo, LifecycleState } from '../types.js';
 import { defaultTimingPolicy, nextAttemptTime, renewalTime, type TimingPolicy } from './policy.js';
 
 // ─── Context, events, actor I/O ────────────────────────────────────────────
@@ -35,16 +44,16 @@ export interface CertificateContext {
   renewAt?: number;
   /** Consecutive failed attempts (reset by success). */
   attempts: number;
-  /** The last attempt's error. */
+  /** The last attempt's (or storage read's) error. */
   lastError?: ErrorInfo;
-  /** No attempt before this time, ms since epoch (backoff). */
+  /** No attempt (in `storage-unreadable`: no read) before this time, ms since epoch. */
   nextAttemptAt?: number;
   /** Attempts started by this actor, for logs. */
   attemptSeq: number;
   /** Serve an expired certificate during backoff instead of failing the handshake. */
   serveExpired: boolean;
-  /** Storage has been read at least once: until then, a retry re-reads instead of ordering. */
-  loaded: boolean;
+  /** An operator asked for an attempt before storage was read: routing starts one, whatever the renewal time or backoff. */
+  forced: boolean;
 }
 
 /** What a handshake is answered with. */
@@ -55,6 +64,15 @@ export type HandshakeAnswer =
 
 /** The reply callback a handshake event carries; called exactly once. */
 export type HandshakeReply = (answer: HandshakeAnswer) => void;
+
+/** What an operator's FORCE_RENEW is answered with: the outcome of the attempt it asked for. */
+export type OperatorOutcome =
+  | { ok: true; certificate: CertificateMeta }
+  | { ok: false; error: ErrorInfo; nextAttemptAt?: number }
+  | { ok: false; stopped: true };
+
+/** The reply callback a FORCE_RENEW event may carry; called at most once. */
+export type OperatorReply = (outcome: OperatorOutcome) => void;
 
 /** Failure record persisted beside the certificate, so a restart keeps the backoff. */
 export interface FailureRecord {
@@ -67,7 +85,7 @@ export interface FailureRecord {
 export interface LoadedState {
   certificate?: CertificateMeta;
   failure?: FailureRecord;
-  /** The renewal time already drawn for `certificate` (a name woken from dormancy keeps its jitter). */
+  /** The renewal time already drawn for `certificate` (a name woken from sleep keeps its jitter). */
   renewAt?: number;
 }
 
@@ -91,7 +109,7 @@ export interface AttemptOutput {
 
 export type CertificateEvent =
   | { type: 'HANDSHAKE'; reply: HandshakeReply }
-  | { type: 'FORCE_RENEW' }
+  | { type: 'FORCE_RENEW'; reply?: OperatorReply }
   | { type: 'STORAGE_CHANGED'; certificate: CertificateMeta }
   | { type: 'RENEWAL_INFO'; renewAt: number }
   | { type: 'STOP' };
@@ -120,6 +138,22 @@ export interface MachineDeps {
   policy: TimingPolicy;
 }
 
+/**
+ * The tags by which the chart says what a handshake gets in a resting state
+ * (exactly one per state that can be at rest, except `stopped`), and
+ * `may-sleep` for the state a name may rest in without an actor.
+ */
+export const TAGS = {
+  servesCertificate: 'serves-certificate',
+  servesExpiredCertificate: 'serves-expired-certificate',
+  refuses: 'refuses',
+  holds: 'holds',
+  maySleep: 'may-sleep',
+} as const;
+
+/** The answer tags: one of them marks every resting state but `stopped`. */
+export const ANSWER_TAGS = [TAGS.servesCertificate, TAGS.servesExpiredCertificate, TAGS.refuses, TAGS.holds] as const;
+
 const notProvided = (what: string) => () => {
   throw new Error(`certificate machine: ${what} was not provided (use machine.provide)`);
 };
@@ -127,8 +161,13 @@ const notProvided = (what: string) => () => {
 /** Build the lifecycle machine with the given clock, randomness and policy. Effects must be provided. */
 export function createCertificateMachine(deps: MachineDeps = { now: Date.now, random: Math.random, policy: defaultTimingPolicy }) {
   const { now, random, policy } = deps;
-  const usable = (c: CertificateContext) => c.certificate !== undefined && now() < c.certificate.notAfter;
+  const kind = (context: CertificateContext) => certificateKind(context, now());
   const untilMs = (at: number | undefined) => (at === undefined ? 0 : Math.max(0, at - now()));
+  const certificateAnswer = (context: CertificateContext): HandshakeAnswer => ({
+    ok: true,
+    fingerprint: context.certificate!.fingerprint,
+    expired: kind(context) === 'expired',
+  });
 
   return setup({
     types: {
@@ -146,74 +185,73 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
       persistFailure: fromPromise<void, { name: string; record: FailureRecord }>(notProvided('persistFailure')),
     },
     actions: {
-      /** Keep a handshake until the attempt in flight ends (engine-provided: it also arms the handshake deadline). */
-      holdHandshake: notProvided('holdHandshake'),
+      /** Keep a handshake until the state that ends what it waits for (engine-provided: it also arms the handshake deadline). */
+      holdHandshake: (_, _params: { reply: HandshakeReply }) => notProvided('holdHandshake')(),
+      /** Keep an operator's reply until the outcome of the attempt it asked for (engine-provided). */
+      holdOperator: (_, _params: { reply?: OperatorReply }) => notProvided('holdOperator')(),
       /** Answer every held handshake with this answer (engine-provided). */
       releaseHandshakes: (_, _answer: HandshakeAnswer) => notProvided('releaseHandshakes')(),
-      replyWithCertificate: ({ context, event }) => {
-        if (event.type !== 'HANDSHAKE' || !context.certificate) return;
-        event.reply({ ok: true, fingerprint: context.certificate.fingerprint, expired: !usable(context) });
-      },
-      replyWithError: ({ context, event }) => {
-        if (event.type !== 'HANDSHAKE') return;
-        event.reply(errorAnswer(context));
-      },
-      adoptStored: assign(({ context, event }) => {
-        const loaded = (event as unknown as { output: LoadedState }).output;
+      /** Answer every held operator with this outcome (engine-provided). */
+      releaseOperators: (_, _outcome: OperatorOutcome) => notProvided('releaseOperators')(),
+      /** Answer one handshake now. */
+      answerHandshake: (_, { reply, answer }: { reply: HandshakeReply; answer: HandshakeAnswer }) => reply(answer),
+      adoptStored: assign(({ context }, loaded: LoadedState) => {
         const cert = loaded.certificate;
         return {
           certificate: cert,
           renewAt: cert ? (loaded.renewAt ?? renewalTime(cert, random(), policy)) : undefined,
-          loaded: true,
           attempts: loaded.failure?.attempts ?? context.attempts,
           lastError: loaded.failure?.lastError,
           nextAttemptAt: loaded.failure?.nextAttemptAt,
         };
       }),
-      countAttempt: assign({ attemptSeq: ({ context }) => context.attemptSeq + 1 }),
-      adoptIssued: assign(({ event }) => {
-        const { certificate } = (event as unknown as { output: AttemptOutput }).output;
-        return {
-          certificate,
-          renewAt: renewalTime(certificate, random(), policy),
-          attempts: 0,
-          lastError: undefined,
-          nextAttemptAt: undefined,
-        };
-      }),
-      adoptChanged: assign(({ event }) => {
-        const { certificate } = event as Extract<CertificateEvent, { type: 'STORAGE_CHANGED' }>;
-        return { certificate, renewAt: renewalTime(certificate, random(), policy), attempts: 0, lastError: undefined, nextAttemptAt: undefined };
-      }),
-      setRenewAt: assign({ renewAt: ({ event }) => (event as Extract<CertificateEvent, { type: 'RENEWAL_INFO' }>).renewAt }),
-      recordFailure: assign(({ context, event }) => {
+      /** An attempt starts: count it, consume an operator's request, and drop the backoff it overrides or outlived. */
+      startAttempt: assign({ attemptSeq: ({ context }) => context.attemptSeq + 1, forced: false, nextAttemptAt: undefined }),
+      markForced: assign({ forced: true }),
+      adoptIssued: assign((_, { certificate }: AttemptOutput) => ({
+        certificate,
+        renewAt: renewalTime(certificate, random(), policy),
+        attempts: 0,
+        lastError: undefined,
+        nextAttemptAt: undefined,
+      })),
+      adoptChanged: assign((_, certificate: CertificateMeta) => ({
+        certificate,
+        renewAt: renewalTime(certificate, random(), policy),
+        attempts: 0,
+        lastError: undefined,
+        nextAttemptAt: undefined,
+      })),
+      setRenewAt: assign((_, renewAt: number) => ({ renewAt })),
+      recordFailure: assign(({ context }, { error: cause }: { error: unknown }) => {
         const at = now();
-        const error = toErrorInfo((event as unknown as { error: unknown }).error, at);
+        const error = toErrorInfo(cause, at);
         // Our storage being unreachable is not the CA's verdict: retry in about
         // 5 s (jittered), without counting an attempt or growing the CA backoff.
-        if (error.code === 'ERR_STORAGE' || error.code === 'ERR_STORAGE_TIMEOUT') {
-          return { lastError: error, nextAttemptAt: at + Math.round(policy.storageRetryMs * (0.8 + 0.4 * random())) };
-        }
+        if (isStorageOutage(error)) return { lastError: error, nextAttemptAt: storageRetryTime(at) };
         const attempts = context.attempts + 1;
         return { attempts, lastError: error, nextAttemptAt: nextAttemptTime(at, attempts, random(), error.retryAfter, policy) };
       }),
-      clearBackoff: assign({ nextAttemptAt: undefined }),
+      /** Storage could not be read: read again in about 5 s (jittered). Never an attempt, never counted, never persisted. */
+      recordStorageFailure: assign((_, { error: cause }: { error: unknown }) => {
+        const at = now();
+        return { lastError: toErrorInfo(cause, at), nextAttemptAt: storageRetryTime(at), forced: false };
+      }),
       emitObtaining: emit(({ context }) => ({
         type: 'cert_obtaining' as const,
         name: context.name,
-        reason: attemptReason(context, usable(context)),
+        reason: attemptReason(kind(context)),
         attempt: context.attemptSeq,
       })),
-      emitIssued: emit(({ context, event }) => {
-        const { certificate, adopted } = (event as unknown as { output: AttemptOutput }).output;
-        return context.certificate
+      emitIssued: emit(({ context }, { certificate, adopted }: AttemptOutput) =>
+        context.certificate
           ? { type: 'cert_renewed' as const, name: context.name, certificate, previous: context.certificate, adopted }
-          : { type: 'cert_obtained' as const, name: context.name, certificate, adopted };
-      }),
+          : { type: 'cert_obtained' as const, name: context.name, certificate, adopted },
+      ),
       emitFailed: emit(({ context }) => ({
         type: 'cert_failed' as const,
         name: context.name,
-        error: context.lastError!,
+        error: refusalOf(context).error,
         attempts: context.attempts,
         nextAttemptAt: context.nextAttemptAt ?? now(),
       })),
@@ -221,20 +259,18 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
     },
     guards: {
       /** A certificate is in memory and has not expired. */
-      hasUsableCertificate: ({ context }) => usable(context),
-      /** Storage has not been read successfully yet. */
-      notLoaded: ({ context }) => !context.loaded,
+      hasUsableCertificate: ({ context }) => kind(context) === 'usable',
       /** A certificate is in memory (maybe expired). */
-      hasCertificate: ({ context }) => context.certificate !== undefined,
-      /** A certificate can be served during backoff: unexpired, or expired and the user opted in. */
-      canServeInBackoff: ({ context }) => context.certificate !== undefined && (usable(context) || context.serveExpired),
+      hasCertificate: ({ context }) => kind(context) !== 'none',
+      /** The user opted in to serving an expired certificate during backoff. */
+      servesExpired: ({ context }) => context.serveExpired,
+      /** An operator asked for an attempt while storage was being read. */
+      forced: ({ context }) => context.forced,
       renewalDue: ({ context }) => context.renewAt !== undefined && now() >= context.renewAt,
       backoffPending: ({ context }) => context.nextAttemptAt !== undefined && now() < context.nextAttemptAt,
-      isNewerCertificate: ({ context, event }) => {
-        if (event.type !== 'STORAGE_CHANGED') return false;
-        const incoming = event.certificate;
-        return incoming.fingerprint !== context.certificate?.fingerprint && incoming.notAfter > (context.certificate?.notAfter ?? -Infinity) && now() < incoming.notAfter;
-      },
+      /** Another process stored a certificate that outlives ours and is still valid. */
+      isNewerCertificate: ({ context }, incoming: CertificateMeta) =>
+        incoming.fingerprint !== context.certificate?.fingerprint && incoming.notAfter > (context.certificate?.notAfter ?? -Infinity) && now() < incoming.notAfter,
     },
     delays: {
       untilRenewal: ({ context }) => untilMs(context.renewAt),
@@ -243,86 +279,111 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
     },
   }).createMachine({
     id: 'certificate',
-    context: ({ input }) => ({ name: input.name, attempts: 0, attemptSeq: 0, serveExpired: input.serveExpired ?? false, loaded: false }),
+    context: ({ input }) => ({ name: input.name, attempts: 0, attemptSeq: 0, serveExpired: input.serveExpired ?? false, forced: false }),
     initial: 'loading',
     on: { STOP: '.stopped' },
     states: {
+      /** Reading the stored certificate and failure record. */
       loading: {
+        tags: [TAGS.holds],
         invoke: {
           id: 'load',
           src: 'loadStored',
           input: ({ context }) => ({ name: context.name }),
-          onDone: { target: 'routing', actions: 'adoptStored' },
-          onError: { target: 'failed-backoff', actions: ['recordFailure', 'emitFailed'] },
+          onDone: { target: 'routing', actions: { type: 'adoptStored', params: ({ event }) => event.output } },
+          onError: { target: 'storage-unreadable', actions: { type: 'recordStorageFailure', params: ({ event }) => ({ error: event.error }) } },
         },
-        on: { HANDSHAKE: { actions: 'holdHandshake' } },
+        on: {
+          HANDSHAKE: { actions: { type: 'holdHandshake', params: ({ event }) => ({ reply: event.reply }) } },
+          // The operator's attempt starts once storage is read (routing reads the flag).
+          FORCE_RENEW: { actions: [{ type: 'holdOperator', params: ({ event }) => ({ reply: event.reply }) }, 'markForced'] },
+        },
       },
       /** Decide where to go from what is known; transient. */
       routing: {
         always: [
+          { guard: 'forced', target: 'attempting' },
           { guard: and(['hasUsableCertificate', not('renewalDue')]), target: 'valid' },
           { guard: 'backoffPending', target: 'failed-backoff' },
-          { guard: 'hasUsableCertificate', target: 'attempting.renewing' },
-          { guard: 'hasCertificate', target: 'attempting.expired-renewing' },
-          { target: 'attempting.obtaining' },
+          { target: 'attempting' },
         ],
       },
+      /** One issuance attempt in flight; its children say what a handshake gets meanwhile. */
       attempting: {
-        initial: 'obtaining',
-        entry: ['countAttempt', 'emitObtaining'],
+        entry: ['startAttempt', 'emitObtaining'],
         invoke: {
           id: 'attempt',
           src: 'attempt',
           input: ({ context }) => ({
             name: context.name,
             current: context.certificate,
-            reason: attemptReason(context, usable(context)),
+            reason: attemptReason(kind(context)),
             ...(context.lastError?.issuerRetryAfter ? { issuerRetryAfter: context.lastError.issuerRetryAfter } : {}),
           }),
-          onDone: { target: 'valid', actions: ['emitIssued', 'adoptIssued'] },
-          onError: { target: 'failed-backoff', actions: ['recordFailure', 'emitFailed'] },
+          onDone: {
+            target: 'valid',
+            actions: [
+              { type: 'emitIssued', params: ({ event }) => event.output },
+              { type: 'adoptIssued', params: ({ event }) => event.output },
+            ],
+          },
+          onError: { target: 'failed-backoff', actions: [{ type: 'recordFailure', params: ({ event }) => ({ error: event.error }) }, 'emitFailed'] },
         },
+        // An operator joins the attempt in flight: one attempt, one outcome.
+        on: { FORCE_RENEW: { actions: { type: 'holdOperator', params: ({ event }) => ({ reply: event.reply }) } } },
+        initial: 'choosing',
         states: {
+          /** Which kind of attempt, by the certificate in hand; transient. */
+          choosing: {
+            always: [
+              { guard: 'hasUsableCertificate', target: 'renewing' },
+              { guard: 'hasCertificate', target: 'expired-renewing' },
+              { target: 'obtaining' },
+            ],
+          },
           obtaining: {
-            on: { HANDSHAKE: { actions: 'holdHandshake' } },
+            tags: [TAGS.holds],
+            on: { HANDSHAKE: { actions: { type: 'holdHandshake', params: ({ event }) => ({ reply: event.reply }) } } },
           },
           renewing: {
+            tags: [TAGS.servesCertificate],
             // Handshakes held while loading get the still-valid certificate now, not after the renewal.
-            entry: enqueueActions(({ context, enqueue }) => {
-              enqueue({ type: 'releaseHandshakes', params: { ok: true, fingerprint: context.certificate!.fingerprint, expired: false } });
-            }),
-            on: { HANDSHAKE: { actions: 'replyWithCertificate' } },
+            entry: { type: 'releaseHandshakes', params: ({ context }) => certificateAnswer(context) },
+            on: { HANDSHAKE: { actions: { type: 'answerHandshake', params: ({ context, event }) => ({ reply: event.reply, answer: certificateAnswer(context) }) } } },
             after: { untilExpiry: { target: 'expired-renewing', actions: 'emitExpired' } },
           },
           'expired-renewing': {
-            on: { HANDSHAKE: { actions: 'holdHandshake' } },
+            tags: [TAGS.holds],
+            on: { HANDSHAKE: { actions: { type: 'holdHandshake', params: ({ event }) => ({ reply: event.reply }) } } },
           },
         },
       },
+      /** A usable certificate, renewal not yet due. */
       valid: {
-        entry: enqueueActions(({ context, enqueue }) => {
-          enqueue({ type: 'releaseHandshakes', params: { ok: true, fingerprint: context.certificate!.fingerprint, expired: false } });
-        }),
+        tags: [TAGS.servesCertificate, TAGS.maySleep],
+        entry: [
+          { type: 'releaseHandshakes', params: ({ context }) => certificateAnswer(context) },
+          { type: 'releaseOperators', params: ({ context }) => ({ ok: true, certificate: context.certificate! }) },
+        ],
         after: {
-          untilRenewal: { target: 'attempting.renewing' },
+          untilRenewal: { target: 'attempting' },
           untilExpiry: { target: 'routing', actions: 'emitExpired' },
         },
         on: {
-          HANDSHAKE: { actions: 'replyWithCertificate' },
-          FORCE_RENEW: { target: 'attempting.renewing' },
-          RENEWAL_INFO: { target: 'valid', reenter: true, actions: 'setRenewAt' },
-          STORAGE_CHANGED: { guard: 'isNewerCertificate', target: 'valid', reenter: true, actions: 'adoptChanged' },
+          HANDSHAKE: { actions: { type: 'answerHandshake', params: ({ context, event }) => ({ reply: event.reply, answer: certificateAnswer(context) }) } },
+          FORCE_RENEW: { target: 'attempting', actions: { type: 'holdOperator', params: ({ event }) => ({ reply: event.reply }) } },
+          RENEWAL_INFO: { target: 'valid', reenter: true, actions: { type: 'setRenewAt', params: ({ event }) => event.renewAt } },
+          STORAGE_CHANGED: {
+            guard: { type: 'isNewerCertificate', params: ({ event }) => event.certificate },
+            target: 'valid',
+            reenter: true,
+            actions: { type: 'adoptChanged', params: ({ event }) => event.certificate },
+          },
         },
       },
+      /** The last attempt failed: no attempt before `nextAttemptAt` (the CA's verdict, persisted). */
       'failed-backoff': {
-        entry: enqueueActions(({ context, enqueue, check }) => {
-          enqueue({
-            type: 'releaseHandshakes',
-            params: check('canServeInBackoff')
-              ? { ok: true, fingerprint: context.certificate!.fingerprint, expired: !usable(context) }
-              : errorAnswer(context),
-          });
-        }),
+        entry: { type: 'releaseOperators', params: ({ context }) => refusalOf(context) },
         invoke: {
           id: 'persistFailure',
           src: 'persistFailure',
@@ -331,40 +392,114 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
             record: { attempts: context.attempts, lastError: context.lastError, nextAttemptAt: context.nextAttemptAt },
           }),
         },
-        // A failed *load* is retried by loading again: an unread storage is never a reason to order.
-        after: { untilNextAttempt: [{ guard: 'notLoaded', target: 'loading' }, { target: 'routing' }] },
+        after: { untilNextAttempt: { target: 'routing' } },
         on: {
-          HANDSHAKE: [{ guard: 'canServeInBackoff', actions: 'replyWithCertificate' }, { actions: 'replyWithError' }],
           // An operator's retry: an attempt now, whatever the backoff or the renewal time.
-          FORCE_RENEW: [
-            { guard: 'notLoaded', target: 'loading', actions: 'clearBackoff' },
-            { guard: 'hasUsableCertificate', target: 'attempting.renewing', actions: 'clearBackoff' },
-            { guard: 'hasCertificate', target: 'attempting.expired-renewing', actions: 'clearBackoff' },
-            { target: 'attempting.obtaining', actions: 'clearBackoff' },
-          ],
-          STORAGE_CHANGED: { guard: 'isNewerCertificate', target: 'valid', actions: 'adoptChanged' },
+          FORCE_RENEW: { target: 'attempting', actions: { type: 'holdOperator', params: ({ event }) => ({ reply: event.reply }) } },
+          STORAGE_CHANGED: {
+            guard: { type: 'isNewerCertificate', params: ({ event }) => event.certificate },
+            target: 'valid',
+            actions: { type: 'adoptChanged', params: ({ event }) => event.certificate },
+          },
+        },
+        initial: 'choosing',
+        states: {
+          /** Serve or refuse, by the certificate in hand; transient. */
+          choosing: {
+            always: [
+              { guard: 'hasUsableCertificate', target: 'serving' },
+              { guard: and(['hasCertificate', 'servesExpired']), target: 'serving-expired' },
+              { target: 'refusing' },
+            ],
+          },
+          /** A still-valid certificate, served until it expires. */
+          serving: {
+            tags: [TAGS.servesCertificate],
+            entry: { type: 'releaseHandshakes', params: ({ context }) => certificateAnswer(context) },
+            on: { HANDSHAKE: { actions: { type: 'answerHandshake', params: ({ context, event }) => ({ reply: event.reply, answer: certificateAnswer(context) }) } } },
+            after: {
+              untilExpiry: [
+                { guard: 'servesExpired', target: 'serving-expired', actions: 'emitExpired' },
+                { target: 'refusing', actions: 'emitExpired' },
+              ],
+            },
+          },
+          /** An expired certificate, served because the user opted in (`serveExpired`). */
+          'serving-expired': {
+            tags: [TAGS.servesExpiredCertificate],
+            entry: { type: 'releaseHandshakes', params: ({ context }) => certificateAnswer(context) },
+            on: { HANDSHAKE: { actions: { type: 'answerHandshake', params: ({ context, event }) => ({ reply: event.reply, answer: certificateAnswer(context) }) } } },
+          },
+          /** Nothing to serve: the recorded error, at once. */
+          refusing: {
+            tags: [TAGS.refuses],
+            entry: { type: 'releaseHandshakes', params: ({ context }) => refusalOf(context) },
+            on: { HANDSHAKE: { actions: { type: 'answerHandshake', params: ({ context, event }) => ({ reply: event.reply, answer: refusalOf(context) }) } } },
+          },
+        },
+      },
+      /** Our storage could not be read (not the CA's verdict): refuse, and read again after `nextAttemptAt`. */
+      'storage-unreadable': {
+        tags: [TAGS.refuses],
+        entry: [
+          { type: 'releaseHandshakes', params: ({ context }) => refusalOf(context) },
+          { type: 'releaseOperators', params: ({ context }) => refusalOf(context) },
+        ],
+        after: { untilNextAttempt: { target: 'loading' } },
+        on: {
+          HANDSHAKE: { actions: { type: 'answerHandshake', params: ({ context, event }) => ({ reply: event.reply, answer: refusalOf(context) }) } },
+          // Read again now, then start the attempt the operator asked for.
+          FORCE_RENEW: { target: 'loading', actions: [{ type: 'holdOperator', params: ({ event }) => ({ reply: event.reply }) }, 'markForced'] },
         },
       },
       stopped: {
         type: 'final',
-        entry: { type: 'releaseHandshakes', params: { ok: false, stopped: true } },
+        entry: [
+          { type: 'releaseHandshakes', params: { ok: false, stopped: true } },
+          { type: 'releaseOperators', params: { ok: false, stopped: true } },
+        ],
       },
     },
   });
+
+  function storageRetryTime(at: number): number {
+    return at + Math.round(policy.storageRetryMs * (0.8 + 0.4 * random()));
+  }
 }
 
-function attemptReason(context: CertificateContext, isUsable: boolean): AttemptInput['reason'] {
-  if (!context.certificate) return 'obtain';
-  return isUsable ? 'renew' : 'expired';
+/** What the certificate in hand is worth at `now`. */
+export function certificateKind(context: Pick<CertificateContext, 'certificate'>, now: number): 'none' | 'usable' | 'expired' {
+  if (context.certificate === undefined) return 'none';
+  return now < context.certificate.notAfter ? 'usable' : 'expired';
 }
 
-/** The answer of a state with nothing to serve: the recorded error and when the next attempt may start. */
-export function errorAnswer(context: CertificateContext): HandshakeAnswer {
+function attemptReason(kind: 'none' | 'usable' | 'expired'): AttemptInput['reason'] {
+  return kind === 'none' ? 'obtain' : kind === 'usable' ? 'renew' : 'expired';
+}
+
+function isStorageOutage(error: ErrorInfo): boolean {
+  return error.code === 'ERR_STORAGE' || error.code === 'ERR_STORAGE_TIMEOUT';
+}
+
+/** The answer of a state that refuses: the recorded error, and when the next attempt (or read) may start. */
+export function refusalOf(context: Pick<CertificateContext, 'lastError' | 'nextAttemptAt'>): { ok: false; error: ErrorInfo; nextAttemptAt?: number } {
   return {
     ok: false,
     error: context.lastError ?? { type: 'CertificateUnavailableError', message: 'no certificate', at: 0 },
     nextAttemptAt: context.nextAttemptAt,
   };
+}
+
+/**
+ * The lifecycle state shown to users for a snapshot value (`snapshot.value`):
+ * the top-level state's name, except inside `attempting`, which is shown as
+ * the kind of attempt in flight (`obtaining`, `renewing`, `expired-renewing`).
+ * The substates of `failed-backoff` (serving, refusing) show as `failed-backoff`.
+ */
+export function lifecycleStateOf(value: unknown): LifecycleState {
+  if (typeof value === 'string') return value as LifecycleState;
+  const [top, child] = Object.entries(value as Record<string, unknown>)[0] ?? ['loading'];
+  return (top === 'attempting' ? child : top) as LifecycleState;
 }
 
 /** The machine type, for typing provided implementations. */

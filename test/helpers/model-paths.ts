@@ -44,6 +44,7 @@ export function traversalEvents(): ModelEvent[] {
     { type: 'xstate.after.untilExpiry.certificate.valid' },
     { type: 'xstate.after.untilExpiry.certificate.attempting.renewing' },
     { type: 'xstate.after.untilNextAttempt.certificate.failed-backoff' },
+    { type: 'xstate.after.untilNextAttempt.certificate.storage-unreadable' },
     { type: 'FORCE_RENEW' },
     { type: 'STORAGE_CHANGED', certificate: fakeCert('changed') },
     { type: 'STOP' },
