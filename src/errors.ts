@@ -127,6 +127,11 @@ export class OperatorTimeoutError extends CertstateError {
   }
 }
 
+/** The storage itself is unreachable or timing out (not a corrupt value, not fencing): our problem, not the CA's verdict. */
+export function isStorageOutage(code: string | undefined): boolean {
+  return code === 'ERR_STORAGE' || code === 'ERR_STORAGE_TIMEOUT';
+}
+
 /** The engine (or the name's actor) was stopped while the handshake waited. */
 export class EngineStoppedError extends CertstateError {
   constructor() {

@@ -352,7 +352,7 @@ describe('diagrams', () => {
       'state routing <<choice>>',
       'state attempting {',
       'attempting --> failed_backoff : attempt error',
-      'valid --> attempting : after untilRenewal',
+      'valid --> routing : after untilRenewal',
       'failed_backoff --> attempting : FORCE_RENEW',
       'loading --> storage_unreadable : load error',
       'serving --> refusing : after untilExpiry',
@@ -401,7 +401,7 @@ describe('event iterator', () => {
     })();
     await engine.start();
     await consumer;
-    assert.deepEqual(seen, ['state_changed:loading', 'cert_obtaining', 'state_changed:obtaining', 'cert_obtained', 'state_changed:valid']);
+    assert.deepEqual(seen, ['cert_obtaining', 'state_changed:obtaining', 'cert_obtained', 'state_changed:valid']);
     await engine.stop();
   });
 });

@@ -13,7 +13,7 @@ import { localCaIssuer } from '../src/adapters/issuers/local-ca.js';
 import { memoryStorage } from '../src/adapters/storage/memory.js';
 import { ManualClock } from '../src/clock.js';
 import { createCertEngine, stateOf, type CertEngine, type ServedCertificate } from '../src/engine/engine.js';
-import { serializeFailure } from '../src/engine/unit.js';
+import { serializeFailureRecord } from '../src/engine/stored.js';
 import { StorageError } from '../src/errors.js';
 import { keys } from '../src/storage-keys.js';
 import type { LifecycleState, Storage } from '../src/types.js';
@@ -90,7 +90,7 @@ async function replay(steps: Array<{ event: ModelEvent; state: { value: unknown 
   const { storage, release, rearm } = gatedStorage(inner);
   const issuer: ScriptedIssuer = scriptedIssuer({ validityMs: 90 * DAY });
   const engine = createCertEngine({ storage, issuers: [issuer], names: [NAME], clock, random: () => 0.5, handshakeTimeout: 30_000 });
-  let current: LifecycleState | undefined;
+  let current: LifecycleState | undefined = 'loading'; // a name is loading before its first event
   const trace: string[] = [];
   engine.on('state_changed', (e) => {
     current = e.to;
@@ -171,7 +171,7 @@ async function replay(steps: Array<{ event: ModelEvent; state: { value: unknown 
           if (v.certificate) await seed(inner, clock, v.certificate);
           if (v.backoff) {
             const record = { attempts: 1, nextAttemptAt: clock.now() + 600_000, lastError: { type: 'IssuanceError', message: 'stored failure', at: clock.now() - 1 } };
-            await inner.store(keys.failure(NAME), serializeFailure(record));
+            await inner.store(keys.failure(NAME), serializeFailureRecord(record));
             lastFailure = 'stored failure';
           }
           release(false);

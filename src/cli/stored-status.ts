@@ -3,7 +3,7 @@
  * start renewals): every stored certificate and failure record, and what an
  * engine would do next with it. Uses the default timing policy, without jitter.
  */
-import { parseFailure, parseUnit } from '../engine/unit.js';
+import { parseFailureRecord, parseStoredCertificate } from '../engine/stored.js';
 import { defaultTimingPolicy, renewalTime, type TimingPolicy } from '../machines/policy.js';
 import { keys } from '../storage-keys.js';
 import type { CertificateBundle, CertificateMeta, ErrorInfo, Storage } from '../types.js';
@@ -56,7 +56,7 @@ export async function storedNames(storage: Storage, prefix: string): Promise<str
 /** A name's stored certificate unit (key included), or `undefined` when absent. Throws `CorruptStorageError`. */
 export async function loadStoredCertificate(storage: Storage, name: string): Promise<{ bundle: CertificateBundle; meta: CertificateMeta } | undefined> {
   const raw = await storage.load(keys.certificate(name));
-  return raw === undefined ? undefined : parseUnit(keys.certificate(name), raw);
+  return raw === undefined ? undefined : parseStoredCertificate(keys.certificate(name), raw);
 }
 
 /** Status of every name in storage, sorted by name. */
@@ -75,10 +75,10 @@ async function statusOf(storage: Storage, name: string, now: number, policy: Tim
   } catch (error) {
     problems.push(error instanceof Error ? error.message : String(error));
   }
-  let failure: ReturnType<typeof parseFailure> | undefined;
+  let failure: ReturnType<typeof parseFailureRecord> | undefined;
   try {
     const raw = await storage.load(keys.failure(name));
-    if (raw !== undefined) failure = parseFailure(keys.failure(name), raw);
+    if (raw !== undefined) failure = parseFailureRecord(keys.failure(name), raw);
   } catch (error) {
     problems.push(error instanceof Error ? error.message : String(error));
   }

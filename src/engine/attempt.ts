@@ -10,13 +10,13 @@
  * material cache) or throws the attempt's error.
  */
 import { certificateCoversName, parseCertificateBundle } from '../certs.js';
-import { AllIssuersFailedError, CertstateError, FencingError, InvalidCertificateError, IssuerOnHoldError, toErrorInfo } from '../errors.js';
+import { AllIssuersFailedError, CertstateError, FencingError, InvalidCertificateError, IssuerOnHoldError, isStorageOutage, toErrorInfo } from '../errors.js';
 import type { AttemptInput, AttemptOutput, FailureRecord } from '../machines/certificate.js';
 import { nextAttemptTime, renewalTime, type TimingPolicy } from '../machines/policy.js';
 import { keys } from '../storage-keys.js';
 import type { CertificateBundle, CertificateMeta, Clock, Issuer, Logger, Storage } from '../types.js';
 import type { MaterialCache } from './material-cache.js';
-import { parseFailure, parseUnit, serializeFailure, serializeUnit } from './unit.js';
+import { parseFailureRecord, parseStoredCertificate, serializeFailureRecord, serializeStoredCertificate } from './stored.js';
 import { safeError } from '../safe-error.js';
 
 /** What an attempt needs from the engine. */
@@ -63,7 +63,7 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
     }
     const { bundle, meta } = issued;
     try {
-      await storage.store(keys.certificate(input.name), serializeUnit(bundle, meta, clock.now()), {
+      await storage.store(keys.certificate(input.name), serializeStoredCertificate(bundle, meta, clock.now()), {
         fence: { lockKey, token: lock.fencingToken },
       });
     } catch (error) {
@@ -97,7 +97,7 @@ async function sharedBackoff(deps: AttemptDeps, input: AttemptInput, before: str
   if (raw === undefined || raw === before) return;
   let record: FailureRecord;
   try {
-    record = parseFailure(key, raw);
+    record = parseFailureRecord(key, raw);
   } catch {
     return;
   }
@@ -120,18 +120,13 @@ async function recordSharedFailure(deps: AttemptDeps, input: AttemptInput, error
     const lastError = toErrorInfo(error, now);
     if (isStorageOutage(lastError.code)) return;
     const raw = await deps.storage.load(key);
-    const attempts = (raw === undefined ? 0 : parseFailure(key, raw).attempts) + 1;
+    const attempts = (raw === undefined ? 0 : parseFailureRecord(key, raw).attempts) + 1;
     // The middle of the jitter range: the statechart's record, with its own jitter, follows.
     const record: FailureRecord = { attempts, lastError, nextAttemptAt: nextAttemptTime(now, attempts, 0.5, lastError.retryAfter, deps.policy) };
-    await deps.storage.store(key, serializeFailure(record), { fence });
+    await deps.storage.store(key, serializeFailureRecord(record), { fence });
   } catch (storeError) {
     deps.logger.warn({ name: input.name, err: safeError(storeError) }, 'could not record the failure for the cluster');
   }
-}
-
-/** The storage itself is unreachable or timing out (not a corrupt value, not fencing). */
-export function isStorageOutage(code: string | undefined): boolean {
-  return code === 'ERR_STORAGE' || code === 'ERR_STORAGE_TIMEOUT';
 }
 
 /** A stored certificate newer than the one we hold and not yet due for renewal, or undefined. */
@@ -141,7 +136,7 @@ async function freshStoredCertificate(deps: AttemptDeps, input: AttemptInput): P
   if (raw === undefined) return undefined;
   let unit: { bundle: CertificateBundle; meta: CertificateMeta };
   try {
-    unit = parseUnit(key, raw);
+    unit = parseStoredCertificate(key, raw);
   } catch (error) {
     deps.logger.warn({ name: input.name, err: safeError(error) }, 'ignoring corrupt stored certificate');
     return undefined;

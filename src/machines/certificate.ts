@@ -28,7 +28,7 @@
  * in (the engine keeps it as a small record and wakes it at the chart's next timer).
  */
 import { and, assign, emit, fromPromise, not, setup } from 'xstate';
-import { toErrorInfo } from '../errors.js';
+import { isStorageOutage, toErrorInfo } from '../errors.js';
 import type { CertificateMeta, ErrorInfo, LifecycleState } from '../types.js';
 import { defaultTimingPolicy, nextAttemptTime, renewalTime, type TimingPolicy } from './policy.js';
 
@@ -61,6 +61,9 @@ export type HandshakeAnswer =
   | { ok: true; fingerprint: string; expired: boolean }
   | { ok: false; error: ErrorInfo; nextAttemptAt?: number }
   | { ok: false; stopped: true };
+
+/** An answer a state gives at once (never `stopped`: only the final state gives that). */
+export type ImmediateAnswer = Exclude<HandshakeAnswer, { stopped: true }>;
 
 /** The reply callback a handshake event carries; called exactly once. */
 export type HandshakeReply = (answer: HandshakeAnswer) => void;
@@ -228,7 +231,7 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
         const error = toErrorInfo(cause, at);
         // Our storage being unreachable is not the CA's verdict: retry in about
         // 5 s (jittered), without counting an attempt or growing the CA backoff.
-        if (isStorageOutage(error)) return { lastError: error, nextAttemptAt: storageRetryTime(at) };
+        if (isStorageOutage(error.code)) return { lastError: error, nextAttemptAt: storageRetryTime(at) };
         const attempts = context.attempts + 1;
         return { attempts, lastError: error, nextAttemptAt: nextAttemptTime(at, attempts, random(), error.retryAfter, policy) };
       }),
@@ -365,8 +368,9 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
           { type: 'releaseHandshakes', params: ({ context }) => certificateAnswer(context) },
           { type: 'releaseOperators', params: ({ context }) => ({ ok: true, certificate: context.certificate! }) },
         ],
+        // Through routing, so a backoff recorded meanwhile (by another process) still holds at the renewal time.
         after: {
-          untilRenewal: { target: 'attempting' },
+          untilRenewal: { target: 'routing' },
           untilExpiry: { target: 'routing', actions: 'emitExpired' },
         },
         on: {
@@ -475,10 +479,6 @@ export function certificateKind(context: Pick<CertificateContext, 'certificate'>
 
 function attemptReason(kind: 'none' | 'usable' | 'expired'): AttemptInput['reason'] {
   return kind === 'none' ? 'obtain' : kind === 'usable' ? 'renew' : 'expired';
-}
-
-function isStorageOutage(error: ErrorInfo): boolean {
-  return error.code === 'ERR_STORAGE' || error.code === 'ERR_STORAGE_TIMEOUT';
 }
 
 /** The answer of a state that refuses: the recorded error, and when the next attempt (or read) may start. */

@@ -7,7 +7,7 @@ import tls from 'node:tls';
 import type { CertEngine } from '../../src/engine/engine.js';
 import { keys } from '../../src/storage-keys.js';
 import { parseCertificateBundle } from '../../src/certs.js';
-import { serializeUnit } from '../../src/engine/unit.js';
+import { serializeStoredCertificate } from '../../src/engine/stored.js';
 import type { CertificateBundle, Storage } from '../../src/types.js';
 
 /** What the server's SNI callback answered, one entry per callback call. */
@@ -85,7 +85,7 @@ export function handshake(port: number, servername: string, ca?: string): Promis
 /** Store a certificate unit directly, as a previous run would have left it. */
 export async function seedCertificate(storage: Storage, name: string, bundle: CertificateBundle, issuerId = 'seed'): Promise<void> {
   const meta = parseCertificateBundle(bundle, issuerId);
-  await storage.store(keys.certificate(name), serializeUnit(bundle, meta, Date.now()));
+  await storage.store(keys.certificate(name), serializeStoredCertificate(bundle, meta, Date.now()));
 }
 
 function stackDepth(): number {
