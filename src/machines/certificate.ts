@@ -352,7 +352,13 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
             tags: [TAGS.servesCertificate],
             // Handshakes held while loading get the still-valid certificate now, not after the renewal.
             entry: { type: 'releaseHandshakes', params: ({ context }) => certificateAnswer(context) },
-            on: { HANDSHAKE: { actions: { type: 'answerHandshake', params: ({ context, event }) => ({ reply: event.reply, answer: certificateAnswer(context) }) } } },
+            on: {
+              HANDSHAKE: [
+                { guard: 'hasUsableCertificate', actions: { type: 'answerHandshake', params: ({ context, event }) => ({ reply: event.reply, answer: certificateAnswer(context) }) } },
+                // Expired a moment before the expiry timer fired: held until that timer moves the state on.
+                { actions: { type: 'holdHandshake', params: ({ event }) => ({ reply: event.reply }) } },
+              ],
+            },
             after: { untilExpiry: { target: 'expired-renewing', actions: 'emitExpired' } },
           },
           'expired-renewing': {
@@ -374,7 +380,11 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
           untilExpiry: { target: 'routing', actions: 'emitExpired' },
         },
         on: {
-          HANDSHAKE: { actions: { type: 'answerHandshake', params: ({ context, event }) => ({ reply: event.reply, answer: certificateAnswer(context) }) } },
+          HANDSHAKE: [
+            { guard: 'hasUsableCertificate', actions: { type: 'answerHandshake', params: ({ context, event }) => ({ reply: event.reply, answer: certificateAnswer(context) }) } },
+            // Expired a moment before the expiry timer fired: held until that timer moves the state on.
+            { actions: { type: 'holdHandshake', params: ({ event }) => ({ reply: event.reply }) } },
+          ],
           FORCE_RENEW: { target: 'attempting', actions: { type: 'holdOperator', params: ({ event }) => ({ reply: event.reply }) } },
           RENEWAL_INFO: { target: 'valid', reenter: true, actions: { type: 'setRenewAt', params: ({ event }) => event.renewAt } },
           STORAGE_CHANGED: {
@@ -420,7 +430,13 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
           serving: {
             tags: [TAGS.servesCertificate],
             entry: { type: 'releaseHandshakes', params: ({ context }) => certificateAnswer(context) },
-            on: { HANDSHAKE: { actions: { type: 'answerHandshake', params: ({ context, event }) => ({ reply: event.reply, answer: certificateAnswer(context) }) } } },
+            on: {
+              HANDSHAKE: [
+                { guard: 'hasUsableCertificate', actions: { type: 'answerHandshake', params: ({ context, event }) => ({ reply: event.reply, answer: certificateAnswer(context) }) } },
+                // Expired a moment before the expiry timer fired: held until that timer moves the state on.
+                { actions: { type: 'holdHandshake', params: ({ event }) => ({ reply: event.reply }) } },
+              ],
+            },
             after: {
               untilExpiry: [
                 { guard: 'servesExpired', target: 'serving-expired', actions: 'emitExpired' },
