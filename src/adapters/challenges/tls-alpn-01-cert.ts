@@ -9,7 +9,7 @@
 import { X509Certificate, createHash, createPublicKey, generateKeyPair, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
 import forge from 'node-forge';
-import { ipAddressBytes } from '../../certs.js';
+import { ipAddressBytes } from '../../ip.js';
 import { IssuanceError } from '../../errors.js';
 import type { CertificateBundle } from '../../types.js';
 

@@ -11,7 +11,8 @@
 import { X509Certificate, createPrivateKey, createPublicKey, generateKeyPair, KeyObject, randomBytes, sign } from 'node:crypto';
 import { promisify } from 'node:util';
 import forge from 'node-forge';
-import { ipAddressBytes } from '../../certs.js';
+import { ipAddressBytes } from '../../ip.js';
+import { derToPem } from '../../pem.js';
 import { ConfigError, CorruptStorageError, IssuanceError } from '../../errors.js';
 import { keys } from '../../storage-keys.js';
 import { safeError } from '../../safe-error.js';
@@ -113,7 +114,7 @@ export function localCaIssuer(options: LocalCaOptions = {}): Issuer {
       }
       const leafDer = buildLeaf(names, leafKeys.publicKey, authority, notBefore, settings.leafValidityMs);
       return {
-        certificatePem: toPem(leafDer) + authority.certificatePem,
+        certificatePem: derToPem(leafDer) + authority.certificatePem,
         // PKCS#1 rather than PKCS#8: parseCertificateBundle reads traditional keys ~3× faster.
         privateKeyPem: leafKeys.privateKey.export({ type: 'pkcs1', format: 'pem' }) as string,
       };
@@ -242,7 +243,7 @@ async function createAuthority(settings: Settings, now: number): Promise<Certifi
     { name: 'authorityKeyIdentifier', keyIdentifier: true },
   ]);
   return {
-    certificatePem: toPem(signCertificate(cert, privateKey)),
+    certificatePem: derToPem(signCertificate(cert, privateKey)),
     privateKeyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
   };
 }
@@ -331,11 +332,6 @@ function signCertificate(cert: forge.pki.Certificate, key: KeyObject): Buffer {
   const tbs = Buffer.from(forge.asn1.toDer(cert.tbsCertificate).getBytes(), 'binary');
   cert.signature = sign('sha256', tbs, key).toString('binary');
   return Buffer.from(forge.asn1.toDer(forge.pki.certificateToAsn1(cert)).getBytes(), 'binary');
-}
-
-function toPem(der: Buffer): string {
-  const body = der.toString('base64').replace(/.{64}/g, '$&\n').replace(/\n?$/, '\n');
-  return `-----BEGIN CERTIFICATE-----\n${body}-----END CERTIFICATE-----\n`;
 }
 
 /** Settle with `promise`, or reject with the signal's reason as soon as it aborts. */
