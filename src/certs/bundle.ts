@@ -1,11 +1,12 @@
 /**
- * Certificate inspection on node:crypto alone.
+ * Parsing a certificate bundle into the key-free metadata the engine keeps,
+ * on node:crypto alone, and the ARI certificate id.
  *
  * node-forge cannot parse ECDSA certificates (which ACME CAs issue), so the
  * leaf is parsed with `X509Certificate`. What that class does not expose (the
  * Authority Key Identifier, the serial's exact DER bytes, SAN entries without
  * the quoting of its text form) is read by a small bounds-checked DER walker
- * below. `forge.asn1.fromDer` would decode as fast (both take a few µs against
+ * (`fields.ts`). `forge.asn1.fromDer` would decode as fast (both take a few µs against
  * ~0.5 ms of OpenSSL parsing), but it accepts BER (indefinite lengths), throws
  * untyped errors, hands back binary strings, and still needs the same
  * positional navigation; the walker keeps this module free of forge, strict
@@ -21,7 +22,6 @@ import { onlyPemBlock, pemToDer, splitPemChain } from '../pem.js';
 import type { CertificateBundle, CertificateMeta } from '../types.js';
 import { readCertificateFields, readLeaf, type CertificateFields } from './fields.js';
 import { EMPTY_ISSUER } from './issuer-name.js';
-// ─── Parsing a bundle ──────────────────────────────────────────────────────
 
 /** Options of {@link parseCertificateBundle}. */
 export interface ParseCertificateOptions {
