@@ -35,10 +35,11 @@ export async function startTlsServer(engine: CertEngine): Promise<TestTlsServer>
   let asked = 0;
   const { SNICallback } = engine.tlsOptions();
   const server = tls.createServer({
-    SNICallback: (servername, cb) => {
+    // Node calls it as a method of the TLSSocket: keep that `this` (the engine reads the peer's address from it).
+    SNICallback(this: tls.TLSSocket, servername, cb) {
       const askedAt = Date.now();
       asked++;
-      SNICallback(servername, (err, ctx) => {
+      SNICallback.call(this, servername, (err, ctx) => {
         answers.push({ servername, depth: stackDepth(), askedAt, at: Date.now(), ...(err ? { error: err } : {}) });
         cb(err, ctx);
       });
