@@ -14,8 +14,6 @@ import type { CertificateBundle, Storage } from '../../src/types.js';
 export interface SniAnswer {
   servername: string;
   error?: Error;
-  /** Stack depth when the answer was given (no recursion means it stays flat). */
-  depth: number;
   /** When the SNI callback was called and when it was answered (Date.now()). */
   askedAt: number;
   at: number;
@@ -40,7 +38,7 @@ export async function startTlsServer(engine: CertEngine): Promise<TestTlsServer>
       const askedAt = Date.now();
       asked++;
       SNICallback.call(this, servername, (err, ctx) => {
-        answers.push({ servername, depth: stackDepth(), askedAt, at: Date.now(), ...(err ? { error: err } : {}) });
+        answers.push({ servername, askedAt, at: Date.now(), ...(err ? { error: err } : {}) });
         cb(err, ctx);
       });
     },
@@ -87,12 +85,4 @@ export function handshake(port: number, servername: string, ca?: string): Promis
 export async function seedCertificate(storage: Storage, name: string, bundle: CertificateBundle, issuerId = 'seed'): Promise<void> {
   const meta = parseCertificateBundle(bundle, issuerId);
   await storage.store(keys.certificate(name), serializeStoredCertificate(bundle, meta, Date.now()));
-}
-
-function stackDepth(): number {
-  const limit = Error.stackTraceLimit;
-  Error.stackTraceLimit = Infinity;
-  const depth = (new Error().stack ?? '').split('\n').length;
-  Error.stackTraceLimit = limit;
-  return depth;
 }
