@@ -29,6 +29,17 @@ async function testStorage(): Promise<Storage> {
   return storage;
 }
 
+/** A storage holding a certificate for `name`, obtained from `issuer` (which then issues again, on its next call). */
+async function seededWith(name: string, clock: ManualClock) {
+  const inner = await testStorage();
+  const issuer = scriptedIssuer({ mode: { kind: 'succeed' } });
+  const seeder = createCertEngine({ storage: inner, issuers: [issuer], names: [name], clock });
+  await seeder.start();
+  const stored = await seeder.getCertificate(name);
+  await seeder.stop();
+  return { inner, issuer, stored };
+}
+
 /** A storage that can be switched off: every call then fails as an unreachable storage does. */
 function switchable(inner: Storage) {
   const state = { down: false };
@@ -40,12 +51,7 @@ function switchable(inner: Storage) {
 describe('forceRenew settles with the outcome it asked for', () => {
   it('storage down at start: storage-unreadable; forceRenew while down gets the storage error; storage back, forceRenew settles with a new certificate', async () => {
     const clock = new ManualClock(T0);
-    const inner = await testStorage();
-    const issuer = scriptedIssuer({ mode: { kind: 'succeed' } });
-    const seeder = createCertEngine({ storage: inner, issuers: [issuer], names: ['down.localhost'], clock });
-    await seeder.start();
-    const stored = await seeder.getCertificate('down.localhost');
-    await seeder.stop();
+    const { inner, issuer, stored } = await seededWith('down.localhost', clock);
 
     const { storage, state } = switchable(inner);
     state.down = true;
@@ -78,12 +84,7 @@ describe('forceRenew settles with the outcome it asked for', () => {
 
   it('storage-unreadable reads again on its own after about 5 s, never ordering', async () => {
     const clock = new ManualClock(T0);
-    const inner = await testStorage();
-    const issuer = scriptedIssuer({ mode: { kind: 'succeed' } });
-    const seeder = createCertEngine({ storage: inner, issuers: [issuer], names: ['retry.localhost'], clock });
-    await seeder.start();
-    await seeder.getCertificate('retry.localhost');
-    await seeder.stop();
+    const { inner, issuer } = await seededWith('retry.localhost', clock);
     const { storage, state } = switchable(inner);
     state.down = true;
     const engine = createCertEngine({ storage, issuers: [issuer], names: ['retry.localhost'], clock, random: () => 0.5 });
@@ -106,12 +107,7 @@ describe('forceRenew settles with the outcome it asked for', () => {
 
   it('forceRenew while the name is being read starts the attempt asked for, even when the stored certificate is not due', async () => {
     const clock = new ManualClock(T0);
-    const inner = await testStorage();
-    const issuer = scriptedIssuer({ mode: { kind: 'succeed' } });
-    const seeder = createCertEngine({ storage: inner, issuers: [issuer], names: ['read.localhost'], clock });
-    await seeder.start();
-    const stored = await seeder.getCertificate('read.localhost');
-    await seeder.stop();
+    const { inner, issuer, stored } = await seededWith('read.localhost', clock);
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     const storage = interceptStorage(inner, { load: async (key, next) => (await gate, next(key)) });

@@ -53,11 +53,11 @@ export function expectTag(element: Element, tag: number, what: string): Element 
   return element;
 }
 
-/** The elements inside a constructed element, in order. */
-export function children(der: Uint8Array, parent: Element): Element[] {
+/** The elements inside a constructed element, in order (each read with `read`: DER's shortest lengths with `readCanonical`). */
+export function children(der: Uint8Array, parent: Element, read = readElement): Element[] {
   const out: Element[] = [];
   for (let pos = parent.start; pos < parent.end; ) {
-    const child = readElement(der, pos, parent.end);
+    const child = read(der, pos, parent.end);
     out.push(child);
     pos = child.end;
   }
@@ -68,10 +68,6 @@ export function bytesEqual(der: Uint8Array, element: Element, expected: readonly
   if (element.end - element.start !== expected.length) return false;
   return expected.every((byte, i) => der[element.start + i] === byte);
 }
-
-/**
- * Read serial, AKI and SAN from a certificate's DER. Every read is bounds
- * checked; the only error this throws is `InvalidCertificateError`.
 
 /** Bytes of tag and length in the shortest form for `element`'s length. */
 export function headerLength(element: Element): number {
@@ -90,14 +86,9 @@ export function readCanonical(der: Uint8Array, pos: number, limit: number): Elem
   return element;
 }
 
+/** `children`, each in DER's shortest form. */
 export function canonicalChildren(der: Uint8Array, parent: Element): Element[] {
-  const out: Element[] = [];
-  for (let pos = parent.start; pos < parent.end; ) {
-    const child = readCanonical(der, pos, parent.end);
-    out.push(child);
-    pos = child.end;
-  }
-  return out;
+  return children(der, parent, readCanonical);
 }
 
 /**

@@ -29,133 +29,29 @@
  */
 import { and, assign, emit, fromPromise, not, setup } from 'xstate';
 import { isStorageOutage, toErrorInfo } from '../errors.js';
-import type { CertificateMeta, ErrorInfo, LifecycleState } from '../types.js';
-import { defaultTimingPolicy, nextAttemptTime, renewalTime, type TimingPolicy } from './policy.js';
+import type { CertificateMeta } from '../types.js';
+import {
+  certificateKind,
+  refusalOf,
+  TAGS,
+  type AttemptInput,
+  type AttemptOutput,
+  type CertificateContext,
+  type CertificateEmitted,
+  type CertificateEvent,
+  type CertificateInput,
+  type FailureRecord,
+  type HandshakeAnswer,
+  type HandshakeReply,
+  type LoadedState,
+  type MachineDeps,
+  type OperatorOutcome,
+  type OperatorReply,
+} from './certificate-io.js';
+import { defaultTimingPolicy, nextAttemptTime, renewalTime } from './policy.js';
 
-// ─── Context, events, actor I/O ────────────────────────────────────────────
-
-/** Context: metadata only. Keys and PEMs never enter it (the inspector shows context). */
-export interface CertificateContext {
-  /** The (normalised) name this actor manages. */
-  name: string;
-  /** The certificate in use, if any (may be expired). */
-  certificate?: CertificateMeta;
-  /** When renewal is due, ms since epoch. */
-  renewAt?: number;
-  /** Consecutive failed attempts (reset by success). */
-  attempts: number;
-  /** The last attempt's (or storage read's) error. */
-  lastError?: ErrorInfo;
-  /** No attempt (in `storage-unreadable`: no read) before this time, ms since epoch. */
-  nextAttemptAt?: number;
-  /** Attempts started by this actor, for logs. */
-  attemptSeq: number;
-  /** Serve an expired certificate during backoff instead of failing the handshake. */
-  serveExpired: boolean;
-  /** An operator asked for an attempt before storage was read: routing starts one, whatever the renewal time or backoff. */
-  forced: boolean;
-}
-
-/** What a handshake is answered with. */
-export type HandshakeAnswer =
-  | { ok: true; fingerprint: string; expired: boolean }
-  | { ok: false; error: ErrorInfo; nextAttemptAt?: number }
-  | { ok: false; stopped: true };
-
-/** An answer a state gives at once (never `stopped`: only the final state gives that). */
-export type ImmediateAnswer = Exclude<HandshakeAnswer, { stopped: true }>;
-
-/** The reply callback a handshake event carries; called exactly once. */
-export type HandshakeReply = (answer: HandshakeAnswer) => void;
-
-/** What an operator's FORCE_RENEW is answered with: the outcome of the attempt it asked for. */
-export type OperatorOutcome =
-  | { ok: true; certificate: CertificateMeta }
-  | { ok: false; error: ErrorInfo; nextAttemptAt?: number }
-  | { ok: false; stopped: true };
-
-/** The reply callback a FORCE_RENEW event may carry; called at most once. */
-export type OperatorReply = (outcome: OperatorOutcome) => void;
-
-/** Failure record persisted beside the certificate, so a restart keeps the backoff. */
-export interface FailureRecord {
-  attempts: number;
-  lastError?: ErrorInfo;
-  nextAttemptAt?: number;
-}
-
-/** Output of the `loadStored` actor. */
-export interface LoadedState {
-  certificate?: CertificateMeta;
-  failure?: FailureRecord;
-  /** The renewal time already drawn for `certificate` (a name woken from sleep keeps its jitter). */
-  renewAt?: number;
-}
-
-/** Input of the `attempt` actor. */
-export interface AttemptInput {
-  name: string;
-  /** The certificate being replaced, if any (for `replaces` and the re-read after locking). */
-  current?: CertificateMeta;
-  /** Why this attempt runs. */
-  reason: 'obtain' | 'renew' | 'expired';
-  /** Issuers whose CA's Retry-After (from the last failure) has not passed: issuer id → ms since epoch. */
-  issuerRetryAfter?: Record<string, number>;
-}
-
-/** Output of the `attempt` actor: the certificate now in storage (issued, or found fresh after locking). */
-export interface AttemptOutput {
-  certificate: CertificateMeta;
-  /** True when another process had already stored a fresh certificate: nothing was issued. */
-  adopted: boolean;
-}
-
-export type CertificateEvent =
-  | { type: 'HANDSHAKE'; reply: HandshakeReply }
-  | { type: 'FORCE_RENEW'; reply?: OperatorReply }
-  | { type: 'STORAGE_CHANGED'; certificate: CertificateMeta }
-  | { type: 'RENEWAL_INFO'; renewAt: number }
-  | { type: 'STOP' };
-
-/** Notifications the machine emits (engine.on(...) re-publishes them). */
-export type CertificateEmitted =
-  | { type: 'cert_obtaining'; name: string; reason: AttemptInput['reason']; attempt: number }
-  | { type: 'cert_obtained'; name: string; certificate: CertificateMeta; adopted: boolean }
-  | { type: 'cert_renewed'; name: string; certificate: CertificateMeta; previous: CertificateMeta; adopted: boolean }
-  | { type: 'cert_failed'; name: string; error: ErrorInfo; attempts: number; nextAttemptAt: number }
-  | { type: 'cert_expired'; name: string; certificate: CertificateMeta };
-
-/** Input when creating a per-name actor. */
-export interface CertificateInput {
-  name: string;
-  serveExpired?: boolean;
-}
-
-/** What the machine needs from the outside world to *decide* (not to act). */
-export interface MachineDeps {
-  /** The engine clock's `now()`. */
-  now(): number;
-  /** Uniform [0, 1) for jitter. */
-  random(): number;
-  /** Renewal and backoff tunables. */
-  policy: TimingPolicy;
-}
-
-/**
- * The tags by which the chart says what a handshake gets in a resting state
- * (exactly one per state that can be at rest, except `stopped`), and
- * `may-sleep` for the state a name may rest in without an actor.
- */
-export const TAGS = {
-  servesCertificate: 'serves-certificate',
-  servesExpiredCertificate: 'serves-expired-certificate',
-  refuses: 'refuses',
-  holds: 'holds',
-  maySleep: 'may-sleep',
-} as const;
-
-/** The answer tags: one of them marks every resting state but `stopped`. */
-export const ANSWER_TAGS = [TAGS.servesCertificate, TAGS.servesExpiredCertificate, TAGS.refuses, TAGS.holds] as const;
+// The chart's vocabulary (context, events, answers, effect I/O, tags) lives in certificate-io.ts.
+export * from './certificate-io.js';
 
 const notProvided = (what: string) => () => {
   throw new Error(`certificate machine: ${what} was not provided (use machine.provide)`);
@@ -171,6 +67,17 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
     fingerprint: context.certificate!.fingerprint,
     expired: kind(context) === 'expired',
   });
+  // Params of the reply actions, from the event that carries the reply.
+  type WithReply<R> = { context: CertificateContext; event: { reply: R } };
+  const replyOf = ({ event }: WithReply<HandshakeReply>) => ({ reply: event.reply });
+  const operatorOf = ({ event }: { event: { reply?: OperatorReply } }) => ({ reply: event.reply });
+  const withCertificate = ({ context, event }: WithReply<HandshakeReply>) => ({ reply: event.reply, answer: certificateAnswer(context) });
+  const withRefusal = ({ context, event }: WithReply<HandshakeReply>) => ({ reply: event.reply, answer: refusalOf(context) });
+  /** A handshake in a state that serves its certificate: answered at once while it is usable, held a moment after its expiry, until the expiry timer moves the state on. */
+  const serveOrHold = [
+    { guard: 'hasUsableCertificate' as const, actions: { type: 'answerHandshake' as const, params: withCertificate } },
+    { actions: { type: 'holdHandshake' as const, params: replyOf } },
+  ];
 
   return setup({
     types: {
@@ -297,9 +204,9 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
           onError: { target: 'storage-unreadable', actions: { type: 'recordStorageFailure', params: ({ event }) => ({ error: event.error }) } },
         },
         on: {
-          HANDSHAKE: { actions: { type: 'holdHandshake', params: ({ event }) => ({ reply: event.reply }) } },
+          HANDSHAKE: { actions: { type: 'holdHandshake', params: replyOf } },
           // The operator's attempt starts once storage is read (routing reads the flag).
-          FORCE_RENEW: { actions: [{ type: 'holdOperator', params: ({ event }) => ({ reply: event.reply }) }, 'markForced'] },
+          FORCE_RENEW: { actions: [{ type: 'holdOperator', params: operatorOf }, 'markForced'] },
         },
       },
       /** Decide where to go from what is known; transient. */
@@ -333,7 +240,7 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
           onError: { target: 'failed-backoff', actions: [{ type: 'recordFailure', params: ({ event }) => ({ error: event.error }) }, 'emitFailed'] },
         },
         // An operator joins the attempt in flight: one attempt, one outcome.
-        on: { FORCE_RENEW: { actions: { type: 'holdOperator', params: ({ event }) => ({ reply: event.reply }) } } },
+        on: { FORCE_RENEW: { actions: { type: 'holdOperator', params: operatorOf } } },
         initial: 'choosing',
         states: {
           /** Which kind of attempt, by the certificate in hand; transient. */
@@ -346,24 +253,20 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
           },
           obtaining: {
             tags: [TAGS.holds],
-            on: { HANDSHAKE: { actions: { type: 'holdHandshake', params: ({ event }) => ({ reply: event.reply }) } } },
+            on: { HANDSHAKE: { actions: { type: 'holdHandshake', params: replyOf } } },
           },
           renewing: {
             tags: [TAGS.servesCertificate],
             // Handshakes held while loading get the still-valid certificate now, not after the renewal.
             entry: { type: 'releaseHandshakes', params: ({ context }) => certificateAnswer(context) },
             on: {
-              HANDSHAKE: [
-                { guard: 'hasUsableCertificate', actions: { type: 'answerHandshake', params: ({ context, event }) => ({ reply: event.reply, answer: certificateAnswer(context) }) } },
-                // Expired a moment before the expiry timer fired: held until that timer moves the state on.
-                { actions: { type: 'holdHandshake', params: ({ event }) => ({ reply: event.reply }) } },
-              ],
+              HANDSHAKE: serveOrHold,
             },
             after: { untilExpiry: { target: 'expired-renewing', actions: 'emitExpired' } },
           },
           'expired-renewing': {
             tags: [TAGS.holds],
-            on: { HANDSHAKE: { actions: { type: 'holdHandshake', params: ({ event }) => ({ reply: event.reply }) } } },
+            on: { HANDSHAKE: { actions: { type: 'holdHandshake', params: replyOf } } },
           },
         },
       },
@@ -380,12 +283,8 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
           untilExpiry: { target: 'routing', actions: 'emitExpired' },
         },
         on: {
-          HANDSHAKE: [
-            { guard: 'hasUsableCertificate', actions: { type: 'answerHandshake', params: ({ context, event }) => ({ reply: event.reply, answer: certificateAnswer(context) }) } },
-            // Expired a moment before the expiry timer fired: held until that timer moves the state on.
-            { actions: { type: 'holdHandshake', params: ({ event }) => ({ reply: event.reply }) } },
-          ],
-          FORCE_RENEW: { target: 'attempting', actions: { type: 'holdOperator', params: ({ event }) => ({ reply: event.reply }) } },
+          HANDSHAKE: serveOrHold,
+          FORCE_RENEW: { target: 'attempting', actions: { type: 'holdOperator', params: operatorOf } },
           RENEWAL_INFO: { target: 'valid', reenter: true, actions: { type: 'setRenewAt', params: ({ event }) => event.renewAt } },
           STORAGE_CHANGED: {
             guard: { type: 'isNewerCertificate', params: ({ event }) => event.certificate },
@@ -409,7 +308,7 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
         after: { untilNextAttempt: { target: 'routing' } },
         on: {
           // An operator's retry: an attempt now, whatever the backoff or the renewal time.
-          FORCE_RENEW: { target: 'attempting', actions: { type: 'holdOperator', params: ({ event }) => ({ reply: event.reply }) } },
+          FORCE_RENEW: { target: 'attempting', actions: { type: 'holdOperator', params: operatorOf } },
           STORAGE_CHANGED: {
             guard: { type: 'isNewerCertificate', params: ({ event }) => event.certificate },
             target: 'valid',
@@ -431,11 +330,7 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
             tags: [TAGS.servesCertificate],
             entry: { type: 'releaseHandshakes', params: ({ context }) => certificateAnswer(context) },
             on: {
-              HANDSHAKE: [
-                { guard: 'hasUsableCertificate', actions: { type: 'answerHandshake', params: ({ context, event }) => ({ reply: event.reply, answer: certificateAnswer(context) }) } },
-                // Expired a moment before the expiry timer fired: held until that timer moves the state on.
-                { actions: { type: 'holdHandshake', params: ({ event }) => ({ reply: event.reply }) } },
-              ],
+              HANDSHAKE: serveOrHold,
             },
             after: {
               untilExpiry: [
@@ -448,13 +343,13 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
           'serving-expired': {
             tags: [TAGS.servesExpiredCertificate],
             entry: { type: 'releaseHandshakes', params: ({ context }) => certificateAnswer(context) },
-            on: { HANDSHAKE: { actions: { type: 'answerHandshake', params: ({ context, event }) => ({ reply: event.reply, answer: certificateAnswer(context) }) } } },
+            on: { HANDSHAKE: { actions: { type: 'answerHandshake', params: withCertificate } } },
           },
           /** Nothing to serve: the recorded error, at once. */
           refusing: {
             tags: [TAGS.refuses],
             entry: { type: 'releaseHandshakes', params: ({ context }) => refusalOf(context) },
-            on: { HANDSHAKE: { actions: { type: 'answerHandshake', params: ({ context, event }) => ({ reply: event.reply, answer: refusalOf(context) }) } } },
+            on: { HANDSHAKE: { actions: { type: 'answerHandshake', params: withRefusal } } },
           },
         },
       },
@@ -467,9 +362,9 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
         ],
         after: { untilNextAttempt: { target: 'loading' } },
         on: {
-          HANDSHAKE: { actions: { type: 'answerHandshake', params: ({ context, event }) => ({ reply: event.reply, answer: refusalOf(context) }) } },
+          HANDSHAKE: { actions: { type: 'answerHandshake', params: withRefusal } },
           // Read again now, then start the attempt the operator asked for.
-          FORCE_RENEW: { target: 'loading', actions: [{ type: 'holdOperator', params: ({ event }) => ({ reply: event.reply }) }, 'markForced'] },
+          FORCE_RENEW: { target: 'loading', actions: [{ type: 'holdOperator', params: operatorOf }, 'markForced'] },
         },
       },
       stopped: {
@@ -487,35 +382,8 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
   }
 }
 
-/** What the certificate in hand is worth at `now`. */
-export function certificateKind(context: Pick<CertificateContext, 'certificate'>, now: number): 'none' | 'usable' | 'expired' {
-  if (context.certificate === undefined) return 'none';
-  return now < context.certificate.notAfter ? 'usable' : 'expired';
-}
-
 function attemptReason(kind: 'none' | 'usable' | 'expired'): AttemptInput['reason'] {
   return kind === 'none' ? 'obtain' : kind === 'usable' ? 'renew' : 'expired';
-}
-
-/** The answer of a state that refuses: the recorded error, and when the next attempt (or read) may start. */
-export function refusalOf(context: Pick<CertificateContext, 'lastError' | 'nextAttemptAt'>): { ok: false; error: ErrorInfo; nextAttemptAt?: number } {
-  return {
-    ok: false,
-    error: context.lastError ?? { type: 'CertificateUnavailableError', message: 'no certificate', at: 0 },
-    nextAttemptAt: context.nextAttemptAt,
-  };
-}
-
-/**
- * The lifecycle state shown to users for a snapshot value (`snapshot.value`):
- * the top-level state's name, except inside `attempting`, which is shown as
- * the kind of attempt in flight (`obtaining`, `renewing`, `expired-renewing`).
- * The substates of `failed-backoff` (serving, refusing) show as `failed-backoff`.
- */
-export function lifecycleStateOf(value: unknown): LifecycleState {
-  if (typeof value === 'string') return value as LifecycleState;
-  const [top, child] = Object.entries(value as Record<string, unknown>)[0] ?? ['loading'];
-  return (top === 'attempting' ? child : top) as LifecycleState;
 }
 
 /** The machine type, for typing provided implementations. */
