@@ -4,7 +4,7 @@
  * abort signal for everything it started, and the set of effects in flight
  * that `stop()` waits for.
  */
-import { EventEmitter } from 'node:events';
+import { EventEmitter, setMaxListeners } from 'node:events';
 import { pino } from 'pino';
 import { realClock } from '../clock.js';
 import { ConfigError } from '../errors.js';
@@ -42,6 +42,8 @@ export class EngineCore {
 
   constructor(options: CertEngineOptions) {
     if (!options || typeof options !== 'object') throw new ConfigError('createCertEngine needs an options object');
+    // Every queued read and attempt, and every request in flight, listens for the engine's end: thousands at once is normal.
+    setMaxListeners(0, this.#lifetime.signal);
     if (!Array.isArray(options.issuers) || options.issuers.length === 0) {
       throw new ConfigError('options.issuers needs at least one issuer (e.g. acmeIssuer({...}) or localCaIssuer())');
     }
