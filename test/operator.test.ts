@@ -169,7 +169,7 @@ describe('forceRenew settles with the outcome it asked for', () => {
     await assert.rejects(long, EngineStoppedError);
     await stopping;
     assert.equal(clock.pending, 0, 'no operator timer left');
-    assert.throws(() => engine.forceRenew('slow.localhost'), EngineStoppedError);
+    await assert.rejects(engine.forceRenew('slow.localhost'), EngineStoppedError, 'a rejection, never a synchronous throw');
   });
 });
 

@@ -260,11 +260,11 @@ export class CertEngine {
    * the storage's (`CertificateUnavailableError`), `EngineStoppedError`, or
    * `OperatorTimeoutError` after `timeoutMs` (the attempt goes on).
    */
-  forceRenew(servername: string, options: ForceRenewOptions = {}): Promise<CertificateMeta> {
+  async forceRenew(servername: string, options: ForceRenewOptions = {}): Promise<CertificateMeta> {
     this.#assertRunning();
     const name = normalizeName(servername, { allowWildcard: true, allowIp: true });
     const record = this.#residency.get(name);
-    if (!record) return Promise.reject(new NameNotAllowedError(name, 'unknown name'));
+    if (!record) throw new NameNotAllowedError(name, 'unknown name');
     const timeoutMs = positive(options.timeoutMs, this.#core.settings.operatorTimeout, 'timeoutMs');
     const clock = this.#core.clock;
     return new Promise<CertificateMeta>((resolve, reject) => {
