@@ -5,6 +5,8 @@
  *   A. static     plain `tls.createServer` with one certificate
  *   B. map        a bare `Map` of N `SecureContext`s in `SNICallback`
  *   C. certstate  an engine managing N names with valid certificates
+ *   D. certstate-backoff  the same names, each in failed-backoff with its
+ *      still-valid certificate (a CA outage): bar ≤ 1.1 × certstate
  *
  * Each server runs in its own process and measures its own CPU between
  * `begin` and `end`; the load client runs in worker threads of this process.
@@ -34,15 +36,17 @@ const flags = parseFlags('bench/handshake.ts', {
   'warm-every-name': { default: true, help: 'before the runs, one real handshake per name on the map and certstate servers (first-use costs are not steady state)' },
   alpn: { default: true, help: 'clients offer ALPN http/1.1, as browsers do' },
   profile: { default: false, help: 'write a CPU profile of the certstate server to bench/results/profiles/' },
-  servers: { default: 'static,map,certstate', help: 'servers to compare (static and map are the baselines; map-alpn-callback adds a JS ALPNCallback to map)' },
+  servers: { default: 'static,map,certstate,certstate-backoff', help: 'servers to compare (static and map are the baselines; certstate-backoff serves every name in failed-backoff; map-alpn-callback adds a JS ALPNCallback to map)' },
   json: { default: '', help: 'write the JSON result here instead of bench/results/handshake.json' },
 });
 
-const KNOWN: Mode[] = ['static', 'map', 'map-alpn-callback', 'certstate'];
+const KNOWN: Mode[] = ['static', 'map', 'map-alpn-callback', 'certstate', 'certstate-backoff'];
 const MODES = flags.servers.split(',').map((m) => m.trim()) as Mode[];
 for (const m of ['static', 'map', 'certstate'] as const) if (!MODES.includes(m)) throw new Error(`--servers must include ${m}`);
 for (const m of MODES) if (!KNOWN.includes(m)) throw new Error(`--servers: unknown server ${m} (known: ${KNOWN.join(', ')})`);
 const BAR_RATIO = 1.15;
+/** A name in failed-backoff with a still-valid certificate costs what a valid one does: within 10 %. */
+const BACKOFF_BAR_RATIO = 1.1;
 
 interface Run {
   round: number;
@@ -120,7 +124,7 @@ async function main(): Promise<void> {
     console.error(`handshake: starting ${MODES.join(', ')} servers with ${flags.names} names…`);
     await Promise.all(
       MODES.map(async (mode) => {
-        const child = forkTs(new URL('./handshake/server.ts', import.meta.url), [], mode === 'certstate' ? profileFlags(flags.profile, 'handshake-certstate') : []);
+        const child = forkTs(new URL('./handshake/server.ts', import.meta.url), [], mode.startsWith('certstate') ? profileFlags(flags.profile, `handshake-${mode}`) : []);
         children.push(child);
         // Building 10k SecureContexts takes a while on 2 busy cores: a generous bound.
         const setup = await child.call<SetupReply>('setup', { mode, names: flags.names }, 30 * 60_000);
@@ -166,6 +170,7 @@ function ratios(runs: Run[]) {
     certstateVsStatic: pairedRatios(cpu('certstate'), cpu('static')),
     certstateVsMap: pairedRatios(cpu('certstate'), cpu('map')),
     mapVsStatic: pairedRatios(cpu('map'), cpu('static')),
+    backoffVsCertstate: MODES.includes('certstate-backoff') ? pairedRatios(cpu('certstate-backoff'), cpu('certstate')) : undefined,
     // Every server against both baselines, for the table (and for optional servers).
     vsStatic: Object.fromEntries(MODES.map((m) => [m, pairedRatios(cpu(m), cpu('static'))])) as Record<Mode, ReturnType<typeof pairedRatios>>,
     vsMap: Object.fromEntries(MODES.map((m) => [m, pairedRatios(cpu(m), cpu('map'))])) as Record<Mode, ReturnType<typeof pairedRatios>>,
@@ -173,7 +178,7 @@ function ratios(runs: Run[]) {
 }
 
 function bars(runs: Run[]): BarVerdict[] {
-  const r = ratios(runs).certstateVsStatic;
+  const { certstateVsStatic: r, backoffVsCertstate: b } = ratios(runs);
   return [
     {
       what: `server CPU per full TLS handshake, ${flags.names.toLocaleString('en-US')} names, random SNI`,
@@ -182,6 +187,16 @@ function bars(runs: Run[]): BarVerdict[] {
       met: r.median <= BAR_RATIO,
       ...(r.median <= BAR_RATIO ? {} : { note: `${((r.median - BAR_RATIO) * 100).toFixed(1)} points over` }),
     },
+    ...(b
+      ? [
+          {
+            what: 'the same, every name in failed-backoff with a still-valid certificate',
+            bar: `≤ ${BACKOFF_BAR_RATIO} × certstate (valid)`,
+            measured: `${b.median.toFixed(3)} × certstate (runs ${b.min.toFixed(3)}–${b.max.toFixed(3)})`,
+            met: b.median <= BACKOFF_BAR_RATIO,
+          },
+        ]
+      : []),
   ];
 }
 

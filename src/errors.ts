@@ -123,6 +123,13 @@ export class TooManyWaitersError extends CertstateError {
   }
 }
 
+/** An operator's action did not get its outcome in time; what it started goes on. */
+export class OperatorTimeoutError extends CertstateError {
+  constructor(name: string, timeoutMs: number) {
+    super(`no outcome for ${name} within ${timeoutMs} ms; the attempt goes on`, { code: 'ERR_OPERATOR_TIMEOUT' });
+  }
+}
+
 /** The engine (or the name's actor) was stopped while the handshake waited. */
 export class EngineStoppedError extends CertstateError {
   constructor() {

@@ -5,14 +5,14 @@
  * @packageDocumentation
  */
 export { createCertEngine, CertEngine, stateOf } from './engine/engine.js';
-export type { CertEngineOptions, StartOptions, EngineStats, ServedCertificate, HandshakeInfo } from './engine/engine.js';
+export type { CertEngineOptions, StartOptions, EngineStats, ServedCertificate, HandshakeInfo, ForceRenewOptions } from './engine/engine.js';
 export type { TlsOptionsConfig, TlsCallbacks } from './engine/handshake-answers.js';
 export type { OnDemandOptions, DecisionInfo, OnDemandStats } from './engine/on-demand.js';
 export type { SessionTicketOptions, SessionTicketServerOptions } from './engine/session-tickets.js';
 export type { StorageCleanerOptions } from './engine/storage-cleaner.js';
 export type { CertEngineEvent, CertEngineEventOf, CertEngineEventType, StateChangedEvent, HandshakeEvent, IssuerAttemptEvent } from './engine/events.js';
 
-export { certificateMachine, createCertificateMachine } from './machines/certificate.js';
+export { certificateMachine, createCertificateMachine, TAGS } from './machines/certificate.js';
 export type {
   AttemptInput,
   AttemptOutput,
@@ -25,6 +25,8 @@ export type {
   HandshakeReply,
   LoadedState,
   MachineDeps,
+  OperatorOutcome,
+  OperatorReply,
 } from './machines/certificate.js';
 export { defaultTimingPolicy, nextAttemptTime, renewalTime } from './machines/policy.js';
 export type { TimingPolicy } from './machines/policy.js';

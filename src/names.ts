@@ -8,6 +8,7 @@
  * wildcards, or a canonical IP literal when IP certificates are enabled.
  */
 import { isIP } from 'node:net';
+import { canonicalIp } from './ip.js';
 import { domainToASCII, domainToUnicode } from 'node:url';
 import type { Logger } from 'pino';
 import { InvalidNameError, escapeForLog, type InvalidNameReason } from './errors.js';
@@ -71,7 +72,7 @@ export function normalizeName(input: string, options: NormalizeNameOptions = {})
   const ip = ipLiteral(input);
   if (ip !== undefined) {
     if (!options.allowIp) throw new InvalidNameError(input, 'ip-literal', 'IP certificates are not enabled');
-    return canonicalIp(input, ip);
+    return canonicalIpName(input, ip);
   }
   if (BAD_ASCII.test(input)) throw new InvalidNameError(input, 'bad-character');
 
@@ -133,14 +134,10 @@ function ipLiteral(input: string): string | undefined {
   return isIP(input) !== 0 ? input : undefined;
 }
 
-function canonicalIp(input: string, address: string): string {
-  if (isIP(address) === 4) return address; // net.isIP only accepts dotted-decimal without leading zeros
-  try {
-    // The WHATWG serialiser gives RFC 5952-style compression and lower case.
-    return new URL(`http://[${address}]/`).hostname.slice(1, -1);
-  } catch {
-    throw new InvalidNameError(input, 'ip-literal', 'IPv6 zone identifiers are not allowed');
-  }
+/** The one canonical form of an IP literal (`src/ip.ts`); zone ids (`fe80::1%eth0`) name no certificate. */
+function canonicalIpName(input: string, address: string): string {
+  if (address.includes('%')) throw new InvalidNameError(input, 'ip-literal', 'IPv6 zone identifiers are not allowed');
+  return canonicalIp(address);
 }
 
 /**

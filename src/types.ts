@@ -246,7 +246,11 @@ export interface Clock {
 
 // ─── Status ────────────────────────────────────────────────────────────────
 
-/** Lifecycle state names, as the statechart names them. */
+/**
+ * Lifecycle state names, as the statechart names them (`attempting`'s
+ * children by their own names; `failed-backoff`'s serving and refusing
+ * substates as `failed-backoff`).
+ */
 export type LifecycleState =
   | 'loading'
   | 'obtaining'
@@ -254,7 +258,11 @@ export type LifecycleState =
   | 'renewing'
   | 'expired-renewing'
   | 'failed-backoff'
+  | 'storage-unreadable'
   | 'stopped';
+
+/** Every lifecycle state, in the order a name usually meets them. */
+export const LIFECYCLE_STATES: readonly LifecycleState[] = ['loading', 'obtaining', 'valid', 'renewing', 'expired-renewing', 'failed-backoff', 'storage-unreadable', 'stopped'];
 
 /** A recorded error, safe to show (no secrets). */
 export interface ErrorInfo {

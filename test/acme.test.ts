@@ -25,7 +25,7 @@ import { createTlsAlpnResponder } from '../src/adapters/challenges/tls-alpn-01.j
 import { acmeIssuer, type AcmeIssuerOptions } from '../src/adapters/issuers/acme.js';
 import { fileStorage } from '../src/adapters/storage/file.js';
 import { memoryStorage } from '../src/adapters/storage/memory.js';
-import { splitPemChain } from '../src/certs.js';
+import { certificateCoversName, parseCertificateBundle, splitPemChain } from '../src/certs.js';
 import {
   AccountError,
   AcmeError,
@@ -209,6 +209,33 @@ describe('acmeIssuer against Pebble', { skip }, () => {
     assert.equal(leaf.checkHost('anything.wild.example.com'), '*.wild.example.com');
     assert.deepEqual(calls, ['set _acme-challenge.wild.example.com', 'remove _acme-challenge.wild.example.com']);
     assert.deepEqual(await storage.list('challenges/'), []);
+  });
+
+  it('issues for IP identifiers (RFC 8738): IPv4 and IPv6, the IPv6 certificate accepted by its parsed SAN', async (t) => {
+    // Pebble's VA dials the address itself at the HTTP-01 port: answer on [::1] too.
+    const v6 = http.createServer((req, res) => challengeHandler(req, res));
+    const listening = await new Promise<boolean>((resolve) => {
+      v6.once('error', () => resolve(false));
+      v6.listen(httpPort, '::1', () => resolve(true));
+    });
+    if (!listening) {
+      if (process.env.CI) assert.fail('IPv6 loopback (::1) is not available');
+      return t.skip('*** SKIP: no IPv6 loopback (::1) on this machine ***');
+    }
+    try {
+      for (const names of [['127.0.0.1'], ['::1']]) {
+        const ordersBefore = pebble!.orderCount();
+        // Before the fix OpenSSL's SAN text `IP Address:0:0:0:0:0:0:0:1` never matched `::1`: the issuer threw after issuance.
+        const bundle = await pebbleIssuer({ challenges: ['http-01'] }).issue({ names }, context(storage));
+        assert.equal(pebble!.orderCount(), ordersBefore + 1, 'one order');
+        const meta = parseCertificateBundle(bundle, 'pebble');
+        assert.deepEqual(meta.names, names, 'the SAN holds the address, canonical');
+        assert.ok(certificateCoversName(meta, names[0]!));
+        assert.ok(certificateCoversName(meta, names[0] === '::1' ? '0:0:0:0:0:0:0:1' : '127.0.0.1'), 'any spelling of the address');
+      }
+    } finally {
+      await close(v6);
+    }
   });
 
   it('refuses a wildcard without a dnsProvider before placing any order', async () => {

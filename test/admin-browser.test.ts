@@ -40,7 +40,7 @@ async function until(predicate: () => boolean, timeoutMs = 10_000): Promise<void
 
 /** The lifecycle state the chart currently highlights. */
 function highlighted(page: Page): Promise<string | null> {
-  return page.locator('#chart g.state.current').getAttribute('data-state');
+  return page.locator('#chart g.current').getAttribute('data-state');
 }
 
 /** Texts of the selected name's history entries, newest first. */
@@ -104,7 +104,7 @@ describe('status page in Chromium', () => {
       assert.equal(await highlighted(page), 'valid');
       await page.locator('tr[data-name="flaky.example"]').click();
       assert.equal(await highlighted(page), 'failed-backoff');
-      assert.equal(await page.locator('#chart g.state.current').count(), 1);
+      assert.equal(await page.locator('#chart g.current').count(), 1);
 
       // A renewal shows up live: the state, the highlight and the history follow it.
       await page.locator('tr[data-name="alpha.example"]').click();

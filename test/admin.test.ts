@@ -8,6 +8,7 @@ import { describe, it } from 'node:test';
 import { createAdminHandler } from '../src/admin/handler.js';
 import { serveAdmin, type AdminServer } from '../src/admin/serve.js';
 import { toMermaid, toSvg, lifecycleStates } from '../src/admin/diagram.js';
+import { LIFECYCLE_STATES } from '../src/types.js';
 import { engineEvents } from '../src/admin/event-stream.js';
 import { TransitionHistory } from '../src/admin/history.js';
 import { MetricsCollector, renderMetrics } from '../src/admin/metrics.js';
@@ -346,10 +347,20 @@ describe('diagrams', () => {
   it('Mermaid and SVG are drawn from the real chart: every state and its transitions', () => {
     const mermaid = toMermaid(certificateMachine);
     assert.match(mermaid, /^stateDiagram-v2\n/);
-    for (const line of ['[*] --> loading', 'state routing <<choice>>', 'state attempting {', 'attempting --> failed_backoff : attempt error', 'valid --> renewing : after untilRenewal', 'failed_backoff --> obtaining : FORCE_RENEW', 'stopped --> [*]']) {
+    for (const line of [
+      '[*] --> loading',
+      'state routing <<choice>>',
+      'state attempting {',
+      'attempting --> failed_backoff : attempt error',
+      'valid --> routing : after untilRenewal',
+      'failed_backoff --> attempting : FORCE_RENEW',
+      'loading --> storage_unreadable : load error',
+      'serving --> refusing : after untilExpiry',
+      'stopped --> [*]',
+    ]) {
       assert.ok(mermaid.includes(line), `mermaid has ${line}`);
     }
-    assert.deepEqual(lifecycleStates(certificateMachine).sort(), ['expired-renewing', 'failed-backoff', 'loading', 'obtaining', 'renewing', 'stopped', 'valid']);
+    assert.deepEqual(lifecycleStates(certificateMachine).sort(), [...LIFECYCLE_STATES].sort(), 'the lifecycle states are the chart\'s resting states');
 
     const svg = toSvg(certificateMachine, { highlight: 'expired-renewing' });
     for (const state of lifecycleStates(certificateMachine)) assert.ok(svg.includes(`data-state="${state}"`), `svg draws ${state}`);
@@ -390,7 +401,7 @@ describe('event iterator', () => {
     })();
     await engine.start();
     await consumer;
-    assert.deepEqual(seen, ['state_changed:loading', 'cert_obtaining', 'state_changed:obtaining', 'cert_obtained', 'state_changed:valid']);
+    assert.deepEqual(seen, ['cert_obtaining', 'state_changed:obtaining', 'cert_obtained', 'state_changed:valid']);
     await engine.stop();
   });
 });

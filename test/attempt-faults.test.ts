@@ -12,7 +12,7 @@ import { memoryStorage } from '../src/adapters/storage/memory.js';
 import { realClock } from '../src/clock.js';
 import { createCertEngine } from '../src/engine/engine.js';
 import { keepLease } from '../src/engine/lease.js';
-import { parseUnit } from '../src/engine/unit.js';
+import { parseStoredCertificate } from '../src/engine/stored.js';
 import { LockLostError, StorageError } from '../src/errors.js';
 import { keys } from '../src/storage-keys.js';
 import type { Issuer, StorageLock } from '../src/types.js';
@@ -128,7 +128,7 @@ describe('an issued certificate the storage refuses for longer than the attempt 
       let stored: string | undefined;
       while (Date.now() < deadline && (stored = await inner.load(keys.certificate(name))) === undefined) await delay(20);
       assert.ok(stored, 'stored once the storage took writes again');
-      assert.equal(parseUnit(keys.certificate(name), stored).meta.fingerprint, served.meta.fingerprint, 'the certificate served is the one stored');
+      assert.equal(parseStoredCertificate(keys.certificate(name), stored).meta.fingerprint, served.meta.fingerprint, 'the certificate served is the one stored');
       assert.equal(issued, 1, 'no second issuance');
       assert.equal((await engine.getCertificate(name)).meta.fingerprint, served.meta.fingerprint);
     } finally {

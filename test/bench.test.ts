@@ -69,13 +69,15 @@ function assertCommonShape(result: Record<string, any>, name: string): void {
 describe('benches run at a small size and report what BENCHMARKS.md quotes', { concurrency: 1 }, () => {
   it('bench:handshake', async () => {
     const r = await runBench('handshake', ['--names', '1000', '--seconds', '1', '--runs', '1', '--warmup-seconds', '0', '--clients', '1', '--concurrency', '4'], 120_000);
-    for (const mode of ['static', 'map', 'certstate']) {
+    for (const mode of ['static', 'map', 'certstate', 'certstate-backoff']) {
       assertSummary(r.results.modes[mode].cpuPerHandshakeUs, `${mode} CPU per handshake`);
       assertSummary(r.results.modes[mode].handshakesPerSecond, `${mode} handshakes/s`);
     }
     assertSummary(r.results.ratios.certstateVsStatic, 'certstate ÷ static');
     assertSummary(r.results.ratios.certstateVsMap, 'certstate ÷ map');
+    assertSummary(r.results.ratios.backoffVsCertstate, 'certstate in failed-backoff ÷ certstate');
     assert.equal(r.results.modes.certstate.errors, 0, 'every certstate handshake succeeded');
+    assert.equal(r.results.modes['certstate-backoff'].errors, 0, 'every handshake of a name in failed-backoff got its still-valid certificate');
   });
 
   it('bench:resume', async () => {

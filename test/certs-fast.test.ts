@@ -16,7 +16,7 @@ import forge from 'node-forge';
 import pino from 'pino';
 import { localCaIssuer } from '../src/adapters/issuers/local-ca.js';
 import { buildSecureContext, parseCertificateBundle } from '../src/certs.js';
-import { parseUnit, serializeUnit } from '../src/engine/unit.js';
+import { parseStoredCertificate, serializeStoredCertificate } from '../src/engine/stored.js';
 import { CorruptStorageError, InvalidCertificateError } from '../src/errors.js';
 import type { CertificateBundle, CertificateMeta, Storage } from '../src/types.js';
 import { testLeafKey } from './helpers/scripted-issuer.js';
@@ -604,20 +604,20 @@ describe('checkKey: false and the private key', () => {
     buildSecureContext(good);
   });
 
-  it('parseUnit passes checkKey through (default: checked)', () => {
+  it('parseStoredCertificate passes checkKey through (default: checked)', () => {
     const der = forgeLeaf(ca, { altNames: [{ type: 2, value: 'unit.example' }] });
     const bundle = bundleOf(der, rsaKey(), ca.pem);
     const meta = parseCertificateBundle(bundle, 'local-ca:default');
-    const raw = serializeUnit(bundle, meta, 1);
-    assert.deepEqual(parseUnit('certificates/unit.example', raw, { checkKey: false }), parseUnit('certificates/unit.example', raw));
-    assert.deepEqual(parseUnit('certificates/unit.example', raw, { checkKey: false }).meta, meta);
+    const raw = serializeStoredCertificate(bundle, meta, 1);
+    assert.deepEqual(parseStoredCertificate('certificates/unit.example', raw, { checkKey: false }), parseStoredCertificate('certificates/unit.example', raw));
+    assert.deepEqual(parseStoredCertificate('certificates/unit.example', raw, { checkKey: false }).meta, meta);
 
-    const mismatched = serializeUnit({ ...bundle, privateKeyPem: keyPem(ecKey) }, meta, 1);
-    assert.throws(() => parseUnit('k', mismatched), CorruptStorageError);
-    assert.throws(() => parseUnit('k', mismatched, { checkKey: true }), CorruptStorageError);
-    assert.deepEqual(parseUnit('k', mismatched, { checkKey: false }).meta, meta);
+    const mismatched = serializeStoredCertificate({ ...bundle, privateKeyPem: keyPem(ecKey) }, meta, 1);
+    assert.throws(() => parseStoredCertificate('k', mismatched), CorruptStorageError);
+    assert.throws(() => parseStoredCertificate('k', mismatched, { checkKey: true }), CorruptStorageError);
+    assert.deepEqual(parseStoredCertificate('k', mismatched, { checkKey: false }).meta, meta);
 
-    const corrupt = serializeUnit({ ...bundle, certificatePem: pemOf(der.subarray(0, 100)) }, meta, 1);
-    assert.throws(() => parseUnit('k', corrupt, { checkKey: false }), CorruptStorageError);
+    const corrupt = serializeStoredCertificate({ ...bundle, certificatePem: pemOf(der.subarray(0, 100)) }, meta, 1);
+    assert.throws(() => parseStoredCertificate('k', corrupt, { checkKey: false }), CorruptStorageError);
   });
 });

@@ -14,10 +14,10 @@ import {
   ariCertId,
   buildSecureContext,
   certificateCoversName,
-  ipAddressBytes,
   parseCertificateBundle,
   splitPemChain,
 } from '../src/certs.js';
+import { ipAddressBytes } from '../src/ip.js';
 import { InvalidCertificateError } from '../src/errors.js';
 import type { CertificateBundle } from '../src/types.js';
 

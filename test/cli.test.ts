@@ -111,9 +111,11 @@ describe('certstate CLI', () => {
     const svg = await cli(['diagram', '--format', 'svg'], { cwd: dir });
     assert.equal(svg.code, 0);
     assert.match(svg.stdout, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
-    for (const state of LIFECYCLE) assert.ok(svg.stdout.includes(`class="state-label">${state}</text>`), `svg names ${state}`);
-    const highlighted = await cli(['diagram', '--format', 'svg', '--highlight', 'failed-backoff'], { cwd: dir });
-    assert.match(highlighted.stdout, /class="state current" data-state="failed-backoff"/);
+    for (const state of LIFECYCLE) assert.ok(svg.stdout.includes(`-label">${state}</text>`), `svg names ${state}`);
+    const highlighted = await cli(['diagram', '--format', 'svg', '--highlight', 'expired-renewing'], { cwd: dir });
+    assert.match(highlighted.stdout, /class="state current" data-state="expired-renewing"/);
+    const compound = await cli(['diagram', '--format', 'svg', '--highlight', 'failed-backoff'], { cwd: dir });
+    assert.match(compound.stdout, /class="compound active current" aria-current="true" data-state="failed-backoff"/, 'a state with substates is marked as a whole');
     const mermaid = await cli(['diagram'], { cwd: dir });
     assert.match(mermaid.stdout, /^stateDiagram-v2\n/);
     for (const state of ['obtaining', 'valid', 'renewing', 'expired_renewing', 'failed_backoff']) assert.ok(mermaid.stdout.includes(state));

@@ -1,8 +1,9 @@
 /**
  * Property-based: random interleavings of handshakes, clock advances, issuer
- * successes, failures and hangs, operator retries and restarts, checked
- * against DESIGN.md §2 invariants after every step. fast-check shrinks a
- * failure to a short, readable command list.
+ * successes and failures, operator retries (in any state, each awaited for its
+ * outcome), storage outages and restarts, checked against the lifecycle's
+ * invariants after every step. fast-check shrinks a failure to a short,
+ * readable command list.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -10,13 +11,16 @@ import fc from 'fast-check';
 import { memoryStorage } from '../src/adapters/storage/memory.js';
 import { ManualClock } from '../src/clock.js';
 import { createCertEngine, type CertEngine } from '../src/engine/engine.js';
+import { StorageError } from '../src/errors.js';
 import type { Storage } from '../src/types.js';
 import { installTestCa, scriptedIssuer, type ScriptedIssuer } from './helpers/scripted-issuer.js';
+import { interceptStorage } from './helpers/storage-wrap.js';
 
 const NAME = 'prop.localhost';
 const MIN = 60_000;
 const DAY = 86_400_000;
 const HANDSHAKE_TIMEOUT = 30_000;
+const OPERATOR_TIMEOUT = 10 * MIN;
 
 type Command =
   | { kind: 'handshake'; count: number }
@@ -24,6 +28,7 @@ type Command =
   | { kind: 'succeed' }
   | { kind: 'fail'; retryAfterMs?: number }
   | { kind: 'forceRenew' }
+  | { kind: 'storage'; down: boolean }
   | { kind: 'restart' };
 
 const commandArb: fc.Arbitrary<Command> = fc.oneof(
@@ -37,7 +42,8 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
   },
   { weight: 3, arbitrary: fc.constant({ kind: 'succeed' as const }) },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('fail' as const), retryAfterMs: fc.option(fc.integer({ min: 0, max: 5 * 60 * MIN }), { nil: undefined }) }) },
-  { weight: 1, arbitrary: fc.constant({ kind: 'forceRenew' as const }) },
+  { weight: 2, arbitrary: fc.constant({ kind: 'forceRenew' as const }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('storage' as const), down: fc.boolean() }) },
   { weight: 1, arbitrary: fc.constant({ kind: 'restart' as const }) },
 );
 
@@ -48,6 +54,14 @@ interface Probe {
   outcome?: 'certificate' | 'error' | 'timeout' | 'stopped';
 }
 
+/** An operator's forceRenew, awaited for its one outcome. */
+interface Operator {
+  askedAt: number;
+  state: string;
+  settled: boolean;
+  outcome?: string;
+}
+
 const flush = async () => {
   for (let i = 0; i < 8; i++) await new Promise((r) => setImmediate(r));
 };
@@ -56,20 +70,36 @@ const flush = async () => {
 class World {
   readonly clock = new ManualClock();
   readonly storage: Storage = memoryStorage();
+  /** While down, every read and lock of the engine's storage fails as an unreachable storage does. */
+  storageDown = false;
+  readonly engineStorage: Storage = (() => {
+    const fail = () => Promise.reject(new StorageError('storage unreachable'));
+    const wrapped = interceptStorage(this.storage, { load: (key, next) => (this.storageDown ? fail() : next(key)) });
+    return { ...wrapped, lock: (k: string, t: number, o?: { signal?: AbortSignal }) => (this.storageDown ? fail() : this.storage.lock(k, t, o)) } as Storage;
+  })();
+  operators: Operator[] = [];
+  /** Operators answered with a certificate or an error (not stop, not a timeout). */
+  operatorOutcomes = 0;
+  /** Operators whose request may start an attempt before the backoff has elapsed (asked outside an attempt). */
+  readonly forcing = new Set<Operator>();
   readonly issuer: ScriptedIssuer = scriptedIssuer({ validityMs: 30 * DAY });
   engine!: CertEngine;
   probes: Probe[] = [];
   /** Earliest time the next attempt may start, from the last failure; reset by a forced retry. */
   notBefore = -Infinity;
-  forced = false;
   violations: string[] = [];
 
   /** `maxLiveActors: 0` puts the name to sleep on every entry to `valid` (and wakes it for each renewal). */
-  constructor(readonly maxLiveActors?: number) {}
+  constructor(
+    readonly maxLiveActors?: number,
+    readonly serveExpired = false,
+  ) {}
 
   async start(): Promise<void> {
     const engine = createCertEngine({
-      storage: this.storage,
+      storage: this.engineStorage,
+      serveExpired: this.serveExpired,
+      operatorTimeout: OPERATOR_TIMEOUT,
       issuers: [this.issuer],
       names: [NAME],
       clock: this.clock,
@@ -80,13 +110,16 @@ class World {
     });
     engine.on('cert_failed', (e) => {
       this.notBefore = e.nextAttemptAt;
-      this.forced = false;
       if (e.error.retryAfter !== undefined && e.nextAttemptAt < e.error.retryAfter) this.violations.push(`backoff ${e.nextAttemptAt} below Retry-After ${e.error.retryAfter}`);
     });
     engine.on('cert_obtaining', (e) => {
       // Invariant 3: no attempt before the backoff has elapsed, unless an operator forced it.
-      if (!this.forced && this.clock.now() < this.notBefore) this.violations.push(`attempt ${e.attempt} at ${this.clock.now()} before backoff end ${this.notBefore}`);
-      this.forced = false;
+      if (this.forcing.size === 0 && this.clock.now() < this.notBefore) this.violations.push(`attempt ${e.attempt} at ${this.clock.now()} before backoff end ${this.notBefore}`);
+      this.forcing.clear();
+    });
+    engine.on('state_changed', (e) => {
+      // Storage that could not be read is read again, never a reason to order.
+      if (e.from === 'storage-unreadable' && e.to !== 'loading' && e.to !== 'stopped') this.violations.push(`storage-unreadable → ${e.to}`);
     });
     engine.on('cert_obtained', () => (this.notBefore = -Infinity));
     engine.on('cert_renewed', () => (this.notBefore = -Infinity));
@@ -129,12 +162,30 @@ class World {
         if (this.issuer.pending > 0) this.issuer.fail('CA says no', command.retryAfterMs === undefined ? undefined : this.clock.now() + command.retryAfterMs);
         break;
       case 'forceRenew': {
+        // In any state: an attempt in flight is joined, a name being read (or unreadable) is read first.
         const state = this.state();
-        if (state === 'loading' || state.includes('renewing') || state === 'obtaining') break;
-        this.forced = true;
-        this.engine.forceRenew(NAME).catch(() => {});
+        const operator: Operator = { askedAt: this.clock.now(), state, settled: false };
+        this.operators.push(operator);
+        if (!['obtaining', 'renewing', 'expired-renewing'].includes(state)) this.forcing.add(operator);
+        const settle = (outcome: string) => {
+          operator.settled = true;
+          operator.outcome = outcome;
+          this.forcing.delete(operator);
+          if (outcome === 'certificate' || outcome === 'CertificateUnavailableError') this.operatorOutcomes++;
+        };
+        this.engine.forceRenew(NAME).then(
+          (certificate) => {
+            settle('certificate');
+            // Invariant: an operator's certificate is the one the engine serves once the attempt ended.
+            if (this.engine.status()[0]?.certificate?.fingerprint !== certificate.fingerprint) this.violations.push('an operator got a certificate the engine does not hold');
+          },
+          (error: Error) => settle(error.name),
+        );
         break;
       }
+      case 'storage':
+        this.storageDown = command.down;
+        break;
       case 'restart':
         await this.engine.stop();
         await this.start();
@@ -152,35 +203,54 @@ class World {
     const now = this.clock.now();
     for (const p of this.probes) {
       // 4. Never block on a usable certificate: states that answer at once did.
-      if (['valid', 'renewing', 'failed-backoff'].includes(p.state)) assert.ok(p.settled, `a handshake in ${p.state} was answered at once`);
+      if (['valid', 'renewing', 'failed-backoff', 'storage-unreadable'].includes(p.state)) assert.ok(p.settled, `a handshake in ${p.state} was answered at once`);
       // 7. Waits are bounded by handshakeTimeout of (simulated) time.
       if (now - p.askedAt > HANDSHAKE_TIMEOUT) assert.ok(p.settled, `a handshake asked at ${p.askedAt} still waits at ${now}`);
     }
     // A held handshake is settled only by an outcome, its deadline or stop: never left behind by a restart.
     this.probes = this.probes.filter((p) => !p.settled);
+    // Nothing in flight and the chart at rest where an attempt or a read ends: every operator has its outcome.
+    const resting = ['valid', 'failed-backoff', 'storage-unreadable'].includes(this.state()) && this.issuer.pending === 0 && this.issuer.inflight === 0;
+    for (const o of this.operators) {
+      if (resting) assert.ok(o.settled, `an operator asked in ${o.state} still waits in ${this.state()} with nothing in flight`);
+      // An operator gets one outcome: a certificate, the attempt's (or storage's) error, stopped, or its timeout.
+      if (o.settled) assert.ok(['certificate', 'CertificateUnavailableError', 'EngineStoppedError', 'OperatorTimeoutError'].includes(o.outcome!), `an operator got ${o.outcome}`);
+      if (o.outcome === 'OperatorTimeoutError') assert.ok(now - o.askedAt >= OPERATOR_TIMEOUT, 'not before its timeout');
+      // Bounded: never pending beyond its timeout.
+      if (now - o.askedAt > OPERATOR_TIMEOUT) assert.ok(o.settled, `an operator asked at ${o.askedAt} in ${o.state} still waits at ${now}`);
+    }
+    this.operators = this.operators.filter((o) => !o.settled);
   }
 }
 
 describe('property-based: random interleavings keep the invariants', () => {
-  for (const [label, maxLiveActors, numRuns] of [
-    ['a live actor', undefined, 300],
-    ['a name that sleeps whenever valid (maxLiveActors: 0)', 0, 150],
+  for (const [label, maxLiveActors, serveExpired, numRuns] of [
+    ['a live actor', undefined, false, 300],
+    ['a name that sleeps whenever valid (maxLiveActors: 0)', 0, false, 150],
+    ['serveExpired', undefined, true, 100],
   ] as const) {
-  it(`single flight, backoff, answers at once when usable, bounded waits, no leftover timers: ${label}`, async () => {
+  it(`single flight, backoff, answers at once when usable, bounded waits, one outcome per operator, no leftover timers: ${label}`, async () => {
     let slept = 0;
+    const statesSeen = new Set<string>();
+    let operatorOutcomes = 0;
     await fc.assert(
       fc.asyncProperty(fc.array(commandArb, { minLength: 1, maxLength: 25 }), async (commands) => {
-        const world = new World(maxLiveActors);
+        const world = new World(maxLiveActors, serveExpired);
         await installTestCa(world.storage);
         await world.start();
         try {
-          for (const command of commands) await world.run(command);
+          for (const command of commands) {
+            await world.run(command);
+            statesSeen.add(world.state());
+          }
         } finally {
           await world.engine.stop();
         }
         await flush();
-        // After stop, every held handshake was answered.
+        // After stop, every held handshake and every operator was answered.
         assert.ok(world.probes.every((p) => p.settled), 'stop answered every waiting handshake');
+        assert.ok(world.operators.every((o) => o.settled), 'stop answered every waiting operator');
+        operatorOutcomes += world.operatorOutcomes;
         assert.ok(world.issuer.inflight === 0, 'no attempt left running after stop');
         assert.equal(world.clock.pending, 0, 'stop leaves no timer behind');
         slept += world.slept;
@@ -189,6 +259,9 @@ describe('property-based: random interleavings keep the invariants', () => {
     );
     // The sleeping variant must really have slept (and so woken) names, or it tests nothing new.
     if (maxLiveActors === 0) assert.ok(slept > 50, `names slept ${slept} times over the runs`);
+    // The runs must reach the storage outage and the operator's outcomes, or they test nothing new.
+    assert.ok(statesSeen.has('storage-unreadable'), `states seen: ${[...statesSeen].join(', ')}`);
+    assert.ok(operatorOutcomes > 20, `operators answered over the runs: ${operatorOutcomes}`);
   });
   }
 });

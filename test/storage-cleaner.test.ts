@@ -15,7 +15,7 @@ import { memoryStorage } from '../src/adapters/storage/memory.js';
 import { ManualClock } from '../src/clock.js';
 import { createCertEngine, type CertEngine } from '../src/engine/engine.js';
 import { StorageCleaner, cleanerSettings } from '../src/engine/storage-cleaner.js';
-import { serializeFailure } from '../src/engine/unit.js';
+import { serializeFailureRecord } from '../src/engine/stored.js';
 import { ConfigError, StorageError } from '../src/errors.js';
 import { keys } from '../src/storage-keys.js';
 import type { Issuer, Storage } from '../src/types.js';
@@ -46,7 +46,7 @@ async function ago(file: string, ms: number): Promise<void> {
   await utimes(file, at, at);
 }
 
-const failureAt = (at: number) => serializeFailure({ attempts: 3, lastError: { type: 'IssuanceError', message: 'CA down', at }, nextAttemptAt: at + 60_000 });
+const failureAt = (at: number) => serializeFailureRecord({ attempts: 3, lastError: { type: 'IssuanceError', message: 'CA down', at }, nextAttemptAt: at + 60_000 });
 
 describe('what the storage cleaner removes', () => {
   it('expired past the grace period and neither managed nor held: gone, with its failure record; everything else stays', async () => {

@@ -15,7 +15,7 @@ import { memoryStorage } from '../src/adapters/storage/memory.js';
 import { localCaIssuer } from '../src/adapters/issuers/local-ca.js';
 import { ManualClock, MAX_TIMER_MS, realClock } from '../src/clock.js';
 import { createCertEngine } from '../src/engine/engine.js';
-import { parseUnit } from '../src/engine/unit.js';
+import { parseStoredCertificate } from '../src/engine/stored.js';
 import { keys } from '../src/storage-keys.js';
 import { installTestCa, scriptedIssuer, testLeafKey } from './helpers/scripted-issuer.js';
 import { seedCertificate } from './helpers/tls.js';
@@ -180,7 +180,7 @@ describe('restart', () => {
         const storage = fileStorage(dir);
         const raw = await storage.load(keys.certificate(NAME));
         assert.ok(raw, 'a certificate unit is there');
-        const { meta } = parseUnit(keys.certificate(NAME), raw); // throws if the key does not match the certificate
+        const { meta } = parseStoredCertificate(keys.certificate(NAME), raw); // throws if the key does not match the certificate
         assert.ok(meta.names.includes(NAME));
         const engine = createCertEngine({ storage, issuers: [scriptedIssuer()], names: [NAME] });
         await engine.start();

@@ -7,6 +7,9 @@
  *              `ALPNCallback` as certstate's TLS-ALPN-01 support requires
  *              (optional: separates that cost from the engine's)
  *   certstate  `engine.tlsOptions()` of an engine managing every name
+ *   certstate-backoff  the same, every name in `failed-backoff` with its
+ *              still-valid certificate (the CA refused its renewal: the
+ *              normal state of every name during a CA outage)
  *
  * Run in its own process so that `process.cpuUsage()` between `begin` and
  * `end` is the server's work only (every thread of it: OpenSSL, GC), never
@@ -18,12 +21,15 @@ import { PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import tls from 'node:tls';
 import { memoryStorage } from '../../src/adapters/storage/memory.js';
 import type { CertEngine } from '../../src/engine/engine.js';
+import { serializeFailureRecord } from '../../src/engine/stored.js';
+import { keys } from '../../src/storage-keys.js';
+import type { Storage } from '../../src/types.js';
 import { serveRpc } from '../lib/children.js';
 import { engineModule, refusingIssuer } from '../lib/engine-module.js';
 import { ensureDataset, seedStorage, type Dataset } from '../lib/dataset.js';
 import { memoryAfterGc } from '../lib/memory.js';
 
-export type Mode = 'static' | 'map' | 'map-alpn-callback' | 'certstate';
+export type Mode = 'static' | 'map' | 'map-alpn-callback' | 'certstate' | 'certstate-backoff';
 
 export interface SetupReply {
   port: number;
@@ -86,9 +92,14 @@ async function serverOptions(mode: Mode, dataset: Dataset): Promise<{ options: t
   }
   const storage = memoryStorage();
   await seedStorage(dataset, storage);
+  const backoff = mode === 'certstate-backoff';
+  // Renewal due at once (no renewal ratio), and a CA failure whose backoff has not ended: failed-backoff, serving.
+  if (backoff) await seedFailures(storage, dataset.names);
   const { createCertEngine } = await engineModule();
-  engine = createCertEngine({ storage, issuers: [refusingIssuer('handshake')], names: dataset.names });
+  engine = createCertEngine({ storage, issuers: [refusingIssuer('handshake')], names: dataset.names, ...(backoff ? { timing: { renewRatio: 0, shortLivedRenewRatio: 0, renewJitter: 0 } } : {}) });
   await engine.start();
+  const wrong = engine.status().filter((s) => s.state !== (backoff ? 'failed-backoff' : 'valid'));
+  if (wrong.length > 0) throw new Error(`${mode}: ${wrong.length} names in ${wrong[0]!.state}, not the state measured`);
   // Steady state is what the bar measures: build every SecureContext now (the
   // engine builds one lazily at a name's first handshake) and time it apart.
   const warmStart = performance.now();
@@ -97,6 +108,13 @@ async function serverOptions(mode: Mode, dataset: Dataset): Promise<{ options: t
   // tlsOptions() may or may not bring its own ALPNCallback (TLS-ALPN-01); Node refuses both it and ALPNProtocols.
   const options = engine.tlsOptions() as tls.TlsOptions & { ALPNCallback?: unknown };
   return { options: options.ALPNCallback ? options : { ...options, ALPNProtocols: ALPN }, warmMs };
+}
+
+/** A failure record per name, its backoff a day away. */
+async function seedFailures(storage: Storage, names: string[]): Promise<void> {
+  const lastError = { type: 'AcmeError', message: 'bench: the CA refused the renewal', at: Date.now() };
+  const record = serializeFailureRecord({ attempts: 1, lastError, nextAttemptAt: Date.now() + 86_400_000 });
+  for (const name of names) await storage.store(keys.failure(name), record);
 }
 
 serveRpc({

@@ -9,7 +9,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { pino } from 'pino';
 import { localCaIssuer } from '../../src/adapters/issuers/local-ca.js';
 import { memoryStorage } from '../../src/adapters/storage/memory.js';
-import { serializeUnit } from '../../src/engine/unit.js';
+import { serializeStoredCertificate } from '../../src/engine/stored.js';
 import { keys } from '../../src/storage-keys.js';
 import type { CertificateMeta } from '../../src/types.js';
 import { nameOf } from './dataset.js';
@@ -25,8 +25,8 @@ const context = { signal: new AbortController().signal, logger: pino({ level: 's
 for (let i = from; i < to; i++) {
   const name = nameOf(i);
   const bundle = await ca.issue({ names: [name] }, context);
-  // serializeUnit only reads `issuerId` from the metadata (the engine recomputes the rest from the PEM at load).
-  const unit = serializeUnit(bundle, { issuerId: ca.id } as CertificateMeta, Date.now());
+  // serializeStoredCertificate only reads `issuerId` from the metadata (the engine recomputes the rest from the PEM at load).
+  const unit = serializeStoredCertificate(bundle, { issuerId: ca.id } as CertificateMeta, Date.now());
   await writeFile(path.join(dir, keys.certificate(name)), unit, { mode: 0o600 });
 }
 parentPort!.postMessage({ minted: to - from });

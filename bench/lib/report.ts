@@ -44,7 +44,7 @@ export function machineFacts(): MachineFacts {
   };
 }
 
-/** One row of DESIGN.md §6 "The bar", judged by this run. */
+/** One row of the bar (BENCHMARKS.md, "Against the bar"), judged by this run. */
 export interface BarVerdict {
   what: string;
   bar: string;
@@ -141,7 +141,7 @@ export function printTable(title: string, header: string[], rows: string[][]): v
 export function printBars(bars: BarVerdict[]): void {
   if (bars.length === 0) return;
   printTable(
-    'DESIGN.md §6 bar',
+    'Against the bar (BENCHMARKS.md)',
     ['what', 'bar', 'measured', 'met'],
     bars.map((b) => [b.what, b.bar, b.measured, b.met === 'n/a' ? 'n/a' : b.met ? 'met' : `NOT met${b.note ? `: ${b.note}` : ''}`]),
   );

@@ -4,7 +4,8 @@
  * diagram`). Both are drawn from the machine's real structure (`readChart`);
  * only the *positions* of the SVG's boxes are fixed here.
  */
-import type { AnyStateMachine } from 'xstate';
+import { pathToStateValue, type AnyStateMachine } from 'xstate';
+import { lifecycleStateOf } from '../machines/certificate.js';
 import type { LifecycleState } from '../types.js';
 import { readChart, type Chart, type ChartState, type ChartTransition } from './chart.js';
 import { escapeXml } from './escape.js';
@@ -95,43 +96,58 @@ interface Box {
   h: number;
 }
 
-const WIDTH = 980;
-const HEIGHT = 610;
+const WIDTH = 1120;
+const HEIGHT = 800;
 const STATE_W = 156;
 const STATE_H = 46;
 /**
  * Positions (box centres) of the states we know; any other state goes to a
  * spare row, so the picture never drops one. Inside `attempting`, obtaining
  * sits nearest failed-backoff and renewing nearest valid, the states their
- * most common edges come from.
+ * most common edges come from; storage-unreadable sits beside loading, the
+ * only state it leads to.
  */
 const LAYOUT: Record<string, { x: number; y: number }> = {
-  loading: { x: 490, y: 40 },
-  routing: { x: 490, y: 230 },
-  valid: { x: 130, y: 230 },
-  'failed-backoff': { x: 850, y: 230 },
-  'attempting.expired-renewing': { x: 235, y: 440 },
-  'attempting.renewing': { x: 490, y: 440 },
-  'attempting.obtaining': { x: 745, y: 440 },
-  stopped: { x: 490, y: 560 },
+  loading: { x: 480, y: 45 },
+  'storage-unreadable': { x: 880, y: 45 },
+  routing: { x: 480, y: 270 },
+  valid: { x: 130, y: 270 },
+  'failed-backoff.choosing': { x: 735, y: 270 },
+  'failed-backoff.serving': { x: 1000, y: 155 },
+  'failed-backoff.serving-expired': { x: 1000, y: 275 },
+  'failed-backoff.refusing': { x: 1000, y: 395 },
+  'attempting.choosing': { x: 480, y: 560 },
+  'attempting.expired-renewing': { x: 225, y: 640 },
+  'attempting.renewing': { x: 480, y: 640 },
+  'attempting.obtaining': { x: 735, y: 640 },
+  stopped: { x: 480, y: 750 },
 };
 /**
  * Per-edge drawing hints: `bend` (fraction of the edge's length the curve
  * bows out; the sign picks the side), `labelAt` (0..1 along the curve) and
- * `labelDy` (label shift, px).
+ * `labelDx`/`labelDy` (label shift, px); `exit` (the border a compound
+ * state's edge leaves from, when the nearest one would cross another state).
  */
-const HINTS: Record<string, { bend?: number; labelAt?: number; labelDy?: number }> = {
+const HINTS: Record<string, { bend?: number; labelAt?: number; labelDx?: number; labelDy?: number; exit?: 'top' | 'bottom' }> = {
   'attempting.renewing>attempting.expired-renewing': { labelDy: -14 },
-  'failed-backoff>valid': { bend: 0.25 },
-  'loading>routing': { labelAt: 0.2 },
-  'failed-backoff>attempting.obtaining': { labelAt: 0.55 },
-  'loading>failed-backoff': { labelAt: 0.35 },
-  'valid>attempting.renewing': { labelAt: 0.4 },
-  'attempting>failed-backoff': { labelAt: 0.75 },
-  'failed-backoff>attempting.expired-renewing': { bend: -0.05, labelAt: 0.3 },
-  'failed-backoff>attempting.renewing': { labelAt: 0.6 },
-  'routing>attempting.expired-renewing': { labelAt: 0.75 },
-  'routing>attempting.obtaining': { labelAt: 0.65 },
+  'failed-backoff>valid': { exit: 'top', bend: 0.12, labelAt: 0.22 },
+  'loading>routing': { labelAt: 0.3 },
+  'loading>storage-unreadable': { bend: 0.12 },
+  'storage-unreadable>loading': { bend: 0.12 },
+  'valid>attempting': { labelAt: 0.35 },
+  'valid>routing': { bend: 0.12, labelAt: 0.45 },
+  'routing>valid': { bend: 0.12 },
+  'routing>attempting': { labelAt: 0.6 },
+  'routing>failed-backoff': { labelAt: 0.45 },
+  'attempting>valid': { labelAt: 0.45 },
+  'attempting>failed-backoff': { labelAt: 0.6 },
+  'failed-backoff>attempting': { labelAt: 0.35 },
+  'failed-backoff>routing': { bend: 0.15, labelAt: 0.55 },
+  'failed-backoff.serving>failed-backoff.refusing': { bend: -0.22, labelAt: 0.72, labelDx: 4 },
+  'failed-backoff.serving>failed-backoff.serving-expired': { bend: 0, labelAt: 0.4 },
+  'failed-backoff.choosing>failed-backoff.serving': { labelAt: 0.45 },
+  'failed-backoff.choosing>failed-backoff.serving-expired': { bend: 0, labelAt: 0.36, labelDy: -12 },
+  'failed-backoff.choosing>failed-backoff.refusing': { labelAt: 0.45 },
 };
 const DEFAULT_BEND = 0.07;
 
@@ -158,9 +174,11 @@ export function toSvg(machine: AnyStateMachine, options: SvgOptions = {}): strin
   // Compound states first, so their children are drawn on top.
   for (const state of chart.states.filter((s) => s.children.length > 0)) {
     const b = boxes.get(state.id)!;
-    const active = highlight.has(state.id) ? ' active' : '';
+    // The highlighted state itself is `current` (a state with substates, like failed-backoff, too); its ancestors are `active`.
+    const current = highlight.get(state.id) === 'current';
+    const marks = `${highlight.has(state.id) ? ' active' : ''}${current ? ' current" aria-current="true' : ''}`;
     out.push(
-      `<g class="compound${active}" data-state="${escapeXml(state.key)}"><rect x="${b.x}" y="${b.y}" width="${b.w}" height="${b.h}" rx="14"/>`,
+      `<g class="compound${marks}" data-state="${escapeXml(state.key)}"><rect x="${b.x}" y="${b.y}" width="${b.w}" height="${b.h}" rx="14"/>`,
       `<text x="${b.x + 12}" y="${b.y + 20}" class="compound-label">${escapeXml(state.key)}</text></g>`,
     );
   }
@@ -203,6 +221,7 @@ const SVG_STYLE = [
   '.state.current rect,.state.current path{fill:#ffe58f;stroke:#b7791f;stroke-width:3.5}',
   '.compound rect{fill:#fbfcfe;stroke:#9aa7b8;stroke-width:1.2;stroke-dasharray:6 4}',
   '.compound.active rect{stroke:#b7791f;stroke-width:2}',
+  '.compound.current rect{fill:#fff8e1;stroke-width:3.5}',
   '.state-label{font-size:14px;font-weight:600;text-anchor:middle;fill:#1f2937}',
   '.compound-label{font-size:13px;font-style:italic;fill:#52606d}',
   '.small{font-size:10.5px;text-anchor:middle;fill:#52606d}',
@@ -214,13 +233,13 @@ const SVG_STYLE = [
   '.initial{fill:#1f2937}',
 ].join('');
 
-/** The highlighted state and the compound states around it. */
-function resolveHighlight(chart: Chart, highlight: string | undefined): Set<string> {
-  const out = new Set<string>();
+/** The highlighted state (`current`) and the compound states around it (`active`). */
+function resolveHighlight(chart: Chart, highlight: string | undefined): Map<string, 'current' | 'active'> {
+  const out = new Map<string, 'current' | 'active'>();
   if (!highlight) return out;
   let state = chart.states.find((s) => s.key === highlight || s.id === highlight);
   while (state) {
-    out.add(state.id);
+    out.set(state.id, out.size === 0 ? 'current' : 'active');
     state = chart.states.find((s) => s.id === state!.parent);
   }
   return out;
@@ -233,7 +252,8 @@ function layout(chart: Chart): Map<string, Box> {
   const leaves = chart.states.filter((s) => s.children.length === 0);
   for (const state of leaves) {
     const at = LAYOUT[state.id] ?? { x: 90 + (spare++ % 5) * 190, y: HEIGHT - 40 };
-    const size = state.transient ? { w: 44, h: 44 } : { w: STATE_W, h: STATE_H };
+    // Wide enough for the state's name (14 px bold, ~8.6 px a character).
+    const size = state.transient ? { w: 44, h: 44 } : { w: Math.max(STATE_W, Math.round(state.key.length * 8.6 + 18)), h: STATE_H };
     boxes.set(state.id, { x: at.x - size.w / 2, y: at.y - size.h / 2, ...size });
   }
   // Deepest compound states first, so an outer one encloses an inner one's box.
@@ -276,11 +296,11 @@ function drawEdge(edge: Edge, boxes: Map<string, Box>): string {
   const bend = hint.bend ?? DEFAULT_BEND;
   const compound = from.w > STATE_W * 2;
   // A compound state's edges leave its border straight towards the target; others bow a little, so opposite edges do not overlap.
-  const p1 = compound ? compoundExit(from, to) : exitPoint(from, centre(to));
+  const p1 = compound ? compoundExit(from, to, hint.exit) : exitPoint(from, centre(to));
   const c2 = centre(to);
   const dx = c2.x - p1.x;
   const dy = c2.y - p1.y;
-  const ctrl = compound
+  const ctrl = compound && hint.bend === undefined
     ? { x: (p1.x + c2.x) / 2, y: (p1.y + c2.y) / 2 }
     : { x: (p1.x + c2.x) / 2 - dy * bend, y: (p1.y + c2.y) / 2 + dx * bend };
   const q1 = compound ? p1 : exitPoint(from, ctrl);
@@ -293,8 +313,9 @@ function drawEdge(edge: Edge, boxes: Map<string, Box>): string {
   edge.labels.forEach((label, i) => {
     const y = mid.y + 4 + (hint.labelDy ?? 0) + (i - (edge.labels.length - 1) / 2) * 12.5;
     const w = label.length * 5.6 + 6;
-    parts.push(`<rect class="edge-label-bg" x="${r(mid.x - w / 2)}" y="${r(y - 9)}" width="${r(w)}" height="12"/>`);
-    parts.push(`<text class="edge-label" x="${r(mid.x)}" y="${r(y)}">${escapeXml(label)}</text>`);
+    const x = mid.x + (hint.labelDx ?? 0);
+    parts.push(`<rect class="edge-label-bg" x="${r(x - w / 2)}" y="${r(y - 9)}" width="${r(w)}" height="12"/>`);
+    parts.push(`<text class="edge-label" x="${r(x)}" y="${r(y)}">${escapeXml(label)}</text>`);
   });
   parts.push('</g>');
   return parts.join('');
@@ -314,11 +335,18 @@ function exitPoint(box: Box, toward: { x: number; y: number }): { x: number; y: 
   return { x: c.x + dx * s, y: c.y + dy * s };
 }
 
-/** A wide compound box is left from its top or bottom border, under or over the target. */
-function compoundExit(box: Box, target: Box): { x: number; y: number } {
+/**
+ * A wide compound box is left from the border facing the target: its left or
+ * right side level with a target beside it, else its top or bottom under or
+ * over the target.
+ */
+function compoundExit(box: Box, target: Box, side?: 'top' | 'bottom'): { x: number; y: number } {
   const c = centre(target);
+  const level = c.y > box.y && c.y < box.y + box.h;
+  if (side === undefined && level && (c.x < box.x || c.x > box.x + box.w)) return { x: c.x < box.x ? box.x : box.x + box.w, y: c.y };
   const x = Math.min(Math.max(c.x, box.x + 20), box.x + box.w - 20);
-  return { x, y: c.y < box.y ? box.y : box.y + box.h };
+  const top = side === 'top' || (side === undefined && c.y < box.y);
+  return { x, y: top ? box.y : box.y + box.h };
 }
 
 function r(n: number): string {
@@ -331,9 +359,11 @@ function groupBy<T>(items: T[], key: (item: T) => string): Map<string, T[]> {
   return out;
 }
 
-/** The user-visible lifecycle states of a chart (leaves that are not transient routing states). */
+/**
+ * The user-visible lifecycle states of a chart: its resting leaves (not the
+ * transient routing states), each named as `lifecycleStateOf` names it, once.
+ */
 export function lifecycleStates(machine: AnyStateMachine): string[] {
-  return readChart(machine)
-    .states.filter((s: ChartState) => s.children.length === 0 && !s.transient)
-    .map((s) => s.key);
+  const leaves = readChart(machine).states.filter((s: ChartState) => s.children.length === 0 && !s.transient);
+  return [...new Set(leaves.map((s) => lifecycleStateOf(pathToStateValue(s.id.split('.')))))];
 }

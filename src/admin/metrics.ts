@@ -27,11 +27,11 @@
  */
 import type { EngineStats } from '../engine/options.js';
 import type { CertEngineEventOf, CertEngineEventType, HandshakeEvent } from '../engine/events.js';
-import type { LifecycleState, NameStatus } from '../types.js';
+import { LIFECYCLE_STATES, type LifecycleState, type NameStatus } from '../types.js';
 import { Histogram, PrometheusWriter, type MetricSink } from './prometheus.js';
 
 /** Every lifecycle state, in the order metrics list them. */
-export const LIFECYCLE_STATES: readonly LifecycleState[] = ['loading', 'obtaining', 'valid', 'renewing', 'expired-renewing', 'failed-backoff', 'stopped'];
+export { LIFECYCLE_STATES };
 
 /** Default bounds of `certstate_handshake_wait_seconds`, up to the default handshake timeout (30 s). */
 export const DEFAULT_WAIT_BUCKETS: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];

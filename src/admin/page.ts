@@ -7,6 +7,7 @@
  * every value it shows into text itself (`txt`), and guards each row, so one
  * odd value cannot throw in the DOM and blank the page.
  */
+import { LIFECYCLE_STATES } from '../types.js';
 import { escapeHtml, jsonForHtml } from './escape.js';
 
 /** What the page needs to know besides the data. */
@@ -86,7 +87,7 @@ td.name{font-weight:600;word-break:break-all}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;white-space:nowrap}
 .st-valid{color:var(--ok);background:var(--okbg)}
 .st-renewing,.st-obtaining,.st-loading{color:var(--info);background:var(--infobg)}
-.st-expired-renewing,.st-failed-backoff{color:var(--bad);background:var(--badbg)}
+.st-expired-renewing,.st-failed-backoff,.st-storage-unreadable{color:var(--bad);background:var(--badbg)}
 .st-stopped{color:var(--muted);background:var(--line)}
 .err-type{font-weight:600;color:var(--bad)}
 .err-msg{white-space:pre-wrap;word-break:break-word}
@@ -117,7 +118,7 @@ const CLIENT_JS = `
   var skew = 0;
   var selected = null;
   var tbody = document.querySelector('#names tbody');
-  var STATES = ['loading', 'obtaining', 'valid', 'renewing', 'expired-renewing', 'failed-backoff', 'stopped'];
+  var STATES = ${JSON.stringify(LIFECYCLE_STATES)};
 
   function txt(v) {
     if (v === undefined || v === null) return '';
@@ -157,9 +158,10 @@ const CLIENT_JS = `
   }
   function action(view) {
     var s = txt(view.state);
-    var label = s === 'failed-backoff' ? 'Retry now' : s === 'valid' ? 'Force renew' : s === 'loading' || s === 'stopped' ? 'Unavailable' : 'Attempt in flight';
-    var b = el('button', { type: 'button', class: s === 'failed-backoff' ? 'retry' : 'renew', 'data-action': 'renew', 'data-name': view.name }, label);
-    b.disabled = !(s === 'failed-backoff' || s === 'valid');
+    var retry = s === 'failed-backoff' || s === 'storage-unreadable';
+    var label = retry ? 'Retry now' : s === 'valid' ? 'Force renew' : s === 'loading' || s === 'stopped' ? 'Unavailable' : 'Attempt in flight';
+    var b = el('button', { type: 'button', class: retry ? 'retry' : 'renew', 'data-action': 'renew', 'data-name': view.name }, label);
+    b.disabled = !(retry || s === 'valid');
     b.addEventListener('click', function (ev) { ev.stopPropagation(); renew(view.name, b); });
     return b;
   }
@@ -216,7 +218,8 @@ const CLIENT_JS = `
     svg.querySelectorAll('.current').forEach(function (g) { g.classList.remove('current'); g.removeAttribute('aria-current'); });
     svg.querySelectorAll('.compound.active').forEach(function (g) { g.classList.remove('active'); });
     if (!state) return;
-    var g = svg.querySelector('g.state[data-state="' + CSS.escape(state) + '"]');
+    // The state itself (failed-backoff, with substates, is marked as a whole), and its parent (attempting).
+    var g = svg.querySelector('g[data-state="' + CSS.escape(state) + '"]');
     if (g) { g.classList.add('current'); g.setAttribute('aria-current', 'true'); }
     var parent = config.parents[state];
     var c = parent && svg.querySelector('g.compound[data-state="' + CSS.escape(parent) + '"]');

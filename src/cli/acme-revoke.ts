@@ -10,7 +10,7 @@ import https from 'node:https';
 import { Client } from 'acme-client';
 import { acmeHttpRequest, installTransport, internalsOf, type TransportOptions } from '../adapters/issuers/acme-http.js';
 import { errorFromResponse } from '../adapters/issuers/acme-problems.js';
-import { splitPemChain } from '../certs.js';
+import { pemToDer, splitPemChain } from '../pem.js';
 import { AcmeError } from '../errors.js';
 import type { CertificateBundle, Storage } from '../types.js';
 
@@ -53,7 +53,7 @@ export async function revokeAcmeCertificate(options: AcmeRevokeOptions): Promise
 
     const leaf = splitPemChain(options.bundle.certificatePem)[0];
     if (!leaf) throw new AcmeError('no certificate to revoke', { code: 'ERR_NO_CERTIFICATE' });
-    const der = Buffer.from(leaf.replace(/-----(BEGIN|END) CERTIFICATE-----|\s+/g, ''), 'base64');
+    const der = pemToDer(leaf);
     const payload = { certificate: der.toString('base64url'), ...(options.reason !== undefined ? { reason: options.reason } : {}) };
     // Without an account the request carries the certificate key's JWK instead of a `kid`.
     const res = await api.apiRequest(revokeUrl, payload, [], { includeJwsKid: account !== undefined });

@@ -14,7 +14,7 @@
  */
 import { createHash, createPrivateKey } from 'node:crypto';
 import forge from 'node-forge';
-import { splitPemChain } from '../certs.js';
+import { pemToDer, splitPemChain } from '../pem.js';
 import type { CertificateBundle } from '../types.js';
 
 const { asn1, pki } = forge;
@@ -104,6 +104,4 @@ function explicit0(items: forge.asn1.Asn1[]) {
   return asn1.create(asn1.Class.CONTEXT_SPECIFIC, 0, true, items);
 }
 
-function pemToDer(pem: string): Buffer {
-  return Buffer.from(pem.replace(/-----(BEGIN|END) CERTIFICATE-----/g, '').replace(/\s+/g, ''), 'base64');
-}
+

@@ -1,12 +1,16 @@
 /**
  * Status read straight from storage, without starting an engine (which would
  * start renewals): every stored certificate and failure record, and what an
- * engine would do next with it. Uses the default timing policy, without jitter.
+ * engine would do next with it — asked of the lifecycle chart itself (the
+ * state a name read from storage reaches), with the default timing policy
+ * and no jitter (the latest renewal time).
  */
-import { parseFailure, parseUnit } from '../engine/unit.js';
-import { defaultTimingPolicy, renewalTime, type TimingPolicy } from '../machines/policy.js';
+import { createCertificateMachine, lifecycleStateOf, type LoadedState } from '../machines/certificate.js';
+import { defaultTimingPolicy, type TimingPolicy } from '../machines/policy.js';
+import { chartQuestions, type ChartQuestions } from '../machines/questions.js';
+import { parseFailureRecord, parseStoredCertificate } from '../engine/stored.js';
 import { keys } from '../storage-keys.js';
-import type { CertificateBundle, CertificateMeta, ErrorInfo, Storage } from '../types.js';
+import type { CertificateBundle, CertificateMeta, ErrorInfo, LifecycleState, Storage } from '../types.js';
 
 /**
  * Where a stored name stands:
@@ -56,18 +60,28 @@ export async function storedNames(storage: Storage, prefix: string): Promise<str
 /** A name's stored certificate unit (key included), or `undefined` when absent. Throws `CorruptStorageError`. */
 export async function loadStoredCertificate(storage: Storage, name: string): Promise<{ bundle: CertificateBundle; meta: CertificateMeta } | undefined> {
   const raw = await storage.load(keys.certificate(name));
-  return raw === undefined ? undefined : parseUnit(keys.certificate(name), raw);
+  return raw === undefined ? undefined : parseStoredCertificate(keys.certificate(name), raw);
 }
+
+/** What the CLI calls the state a name read from storage reaches, and what comes next there. */
+const NEXT: Partial<Record<LifecycleState, { state: StoredState; action: NextAction['action']; at?: 'renewAt' | 'nextAttemptAt' }>> = {
+  valid: { state: 'valid', action: 'renew', at: 'renewAt' },
+  renewing: { state: 'renewal-due', action: 'renew' },
+  'expired-renewing': { state: 'expired', action: 'renew' },
+  obtaining: { state: 'no-certificate', action: 'obtain' },
+  'failed-backoff': { state: 'failed-backoff', action: 'retry', at: 'nextAttemptAt' },
+};
 
 /** Status of every name in storage, sorted by name. */
 export async function readStoredStatus(storage: Storage, now: number, policy: TimingPolicy = defaultTimingPolicy): Promise<StoredNameStatus[]> {
   const names = new Set([...(await storedNames(storage, keys.certificatesPrefix)), ...(await storedNames(storage, 'failures/'))]);
   const out: StoredNameStatus[] = [];
-  for (const name of [...names].sort()) out.push(await statusOf(storage, name, now, policy));
+  const chart = chartQuestions(createCertificateMachine({ now: () => now, random: () => 0, policy }), () => now);
+  for (const name of [...names].sort()) out.push(await statusOf(storage, name, chart));
   return out;
 }
 
-async function statusOf(storage: Storage, name: string, now: number, policy: TimingPolicy): Promise<StoredNameStatus> {
+async function statusOf(storage: Storage, name: string, chart: ChartQuestions): Promise<StoredNameStatus> {
   const problems: string[] = [];
   let certificate: CertificateMeta | undefined;
   try {
@@ -75,10 +89,10 @@ async function statusOf(storage: Storage, name: string, now: number, policy: Tim
   } catch (error) {
     problems.push(error instanceof Error ? error.message : String(error));
   }
-  let failure: ReturnType<typeof parseFailure> | undefined;
+  let failure: ReturnType<typeof parseFailureRecord> | undefined;
   try {
     const raw = await storage.load(keys.failure(name));
-    if (raw !== undefined) failure = parseFailure(keys.failure(name), raw);
+    if (raw !== undefined) failure = parseFailureRecord(keys.failure(name), raw);
   } catch (error) {
     problems.push(error instanceof Error ? error.message : String(error));
   }
@@ -88,18 +102,15 @@ async function statusOf(storage: Storage, name: string, now: number, policy: Tim
   if (failure?.nextAttemptAt !== undefined) status.nextAttemptAt = failure.nextAttemptAt;
   if (problems.length) status.corrupt = problems.join('; ');
 
-  // The same order of questions as the statechart's routing state.
-  const backoff = failure?.nextAttemptAt !== undefined && now < failure.nextAttemptAt;
-  if (certificate) status.renewAt = renewalTime(certificate, 0, policy);
-  if (certificate && now < certificate.notAfter && now < status.renewAt!) {
-    status.state = 'valid';
-    status.next = { action: 'renew', at: status.renewAt! };
-  } else if (backoff) {
-    status.state = 'failed-backoff';
-    status.next = { action: 'retry', at: failure!.nextAttemptAt! };
-  } else if (certificate) {
-    status.state = now < certificate.notAfter ? 'renewal-due' : 'expired';
-    status.next = { action: 'renew' };
+  const loaded: LoadedState = { ...(certificate ? { certificate } : {}), ...(failure ? { failure } : {}) };
+  const reached = chart.afterLoad(loaded);
+  const { context } = reached;
+  if (context.renewAt !== undefined) status.renewAt = context.renewAt;
+  const next = NEXT[lifecycleStateOf(reached.value)];
+  if (next) {
+    const at = next.at && context[next.at];
+    status.state = next.state;
+    status.next = { action: next.action, ...(at !== undefined ? { at } : {}) };
   }
   return status;
 }

@@ -40,7 +40,7 @@ import { keepLease, type Lease } from './lease.js';
 import type { MaterialCache } from './material-cache.js';
 import type { PendingStores } from './pending-store.js';
 import type { StorageClock } from './storage-clock.js';
-import { parseFailure, parseUnit, serializeFailure, serializeUnit } from './unit.js';
+import { parseFailureRecord, parseStoredCertificate, serializeFailureRecord, serializeStoredCertificate } from './stored.js';
 import { safeError } from '../safe-error.js';
 
 /** What an attempt needs from the engine. */
@@ -99,7 +99,7 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
     const { bundle, meta } = issued;
     // In memory first: whatever happens to the write, this certificate can be served.
     deps.materials.put(meta.fingerprint, bundle);
-    const unit = serializeUnit(bundle, meta, deps.clock.now());
+    const unit = serializeStoredCertificate(bundle, meta, deps.clock.now());
     const outcome = await storeIssued(deps, input, unit, meta, lease, fence);
     if (outcome === 'fenced') {
       await letGo();
@@ -169,7 +169,7 @@ async function storedFingerprint(deps: AttemptDeps, key: string): Promise<string
   const raw = await deps.storage.load(key);
   if (raw === undefined) return undefined;
   try {
-    return parseUnit(key, raw, { checkKey: false }).meta.fingerprint;
+    return parseStoredCertificate(key, raw, { checkKey: false }).meta.fingerprint;
   } catch {
     return undefined;
   }
@@ -230,7 +230,7 @@ async function sharedBackoff(deps: AttemptDeps, input: AttemptInput, before: str
   let record: FailureRecord;
   try {
     // On our clock, moved by the storage's: a process whose clock runs ahead still sees the backoff.
-    record = parseFailure(key, raw, await clockOffset(deps));
+    record = parseFailureRecord(key, raw, await clockOffset(deps));
   } catch {
     return;
   }
@@ -254,20 +254,14 @@ async function recordSharedFailure(deps: AttemptDeps, input: AttemptInput, error
     const lastError = toErrorInfo(error, now);
     if (isStorageFault(lastError.code)) return;
     const raw = await deps.storage.load(key);
-    const attempts = (raw === undefined ? 0 : parseFailure(key, raw).attempts) + 1;
+    const attempts = (raw === undefined ? 0 : parseFailureRecord(key, raw).attempts) + 1;
     // The middle of the jitter range: the statechart's record, with its own jitter, follows.
     const record: FailureRecord = { attempts, lastError, nextAttemptAt: nextAttemptTime(now, attempts, 0.5, lastError.retryAfter, deps.policy) };
-    await deps.storage.store(key, serializeFailure(record, await clockOffset(deps)), { fence });
+    await deps.storage.store(key, serializeFailureRecord(record, await clockOffset(deps)), { fence });
   } catch (storeError) {
     deps.logger.warn({ name: input.name, err: safeError(storeError) }, 'could not record the failure for the cluster');
   }
 }
-
-/**
- * Our own storage failed us (unreachable, timing out, or our lock taken over):
- * not the CA's verdict, so never recorded as the cluster's failure.
- */
-export const isStorageOutage = isStorageFault;
 
 /** Storage time minus local time (0 without a storage clock). */
 function clockOffset(deps: AttemptDeps): Promise<number> {
@@ -281,7 +275,7 @@ async function freshStoredCertificate(deps: AttemptDeps, input: AttemptInput): P
   if (raw === undefined) return undefined;
   let unit: { bundle: CertificateBundle; meta: CertificateMeta };
   try {
-    unit = parseUnit(key, raw);
+    unit = parseStoredCertificate(key, raw);
   } catch (error) {
     deps.logger.warn({ name: input.name, err: safeError(error) }, 'ignoring corrupt stored certificate');
     return undefined;

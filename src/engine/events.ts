@@ -4,11 +4,15 @@
 import type { CertificateEmitted } from '../machines/certificate.js';
 import type { LifecycleState } from '../types.js';
 
-/** A name moved between lifecycle states. */
+/**
+ * A name moved between lifecycle states. A name is `loading` from the moment
+ * the engine knows it (that is its state in `status()` before any event), so
+ * its first event leaves `loading`: `from` is always a state.
+ */
 export interface StateChangedEvent {
   type: 'state_changed';
   name: string;
-  from: LifecycleState | undefined;
+  from: LifecycleState;
   to: LifecycleState;
   /** Engine clock time of the transition, ms since epoch. */
   at: number;

@@ -83,6 +83,8 @@ export interface OnDemandDeps {
   logger: Logger;
   /** `fetch` to call the `ask` endpoint with. Default the global `fetch`. */
   fetch?: typeof fetch;
+  /** Aborts `ask` requests in flight (the engine stopped); such a decision fails, closed. */
+  signal?: AbortSignal;
 }
 
 /** Counters for metrics. */
@@ -189,7 +191,7 @@ export function createOnDemandGate(options: OnDemandOptions, deps: OnDemandDeps)
     decisions++;
     let decision: Decision = ALLOW;
     if (options.decide) decision = await callDecide(options.decide, name, info, settings.decideTimeoutMs);
-    if (decision.allowed && settings.askUrl) decision = await askEndpoint(fetchFn, settings.askUrl, name, settings.askTimeoutMs);
+    if (decision.allowed && settings.askUrl) decision = await askEndpoint(fetchFn, settings.askUrl, name, settings.askTimeoutMs, deps.signal);
     remember(name, decision);
     return decision;
   }
@@ -257,12 +259,13 @@ async function callDecide(
   }
 }
 
-async function askEndpoint(fetchFn: typeof fetch, askUrl: URL, name: string, timeoutMs: number): Promise<Decision> {
+async function askEndpoint(fetchFn: typeof fetch, askUrl: URL, name: string, timeoutMs: number, stop: AbortSignal | undefined): Promise<Decision> {
   const url = new URL(askUrl);
   url.searchParams.set('domain', name);
   try {
     // redirect: 'manual' — a redirect must not move the decision to a URL the operator did not configure.
-    const response = await fetchFn(url, { redirect: 'manual', signal: AbortSignal.timeout(timeoutMs) });
+    const deadline = AbortSignal.timeout(timeoutMs);
+    const response = await fetchFn(url, { redirect: 'manual', signal: stop ? AbortSignal.any([stop, deadline]) : deadline });
     await response.body?.cancel().catch(() => undefined); // only the status matters; free the socket
     const status = response.status;
     if (status >= 200 && status < 300) return ALLOW;

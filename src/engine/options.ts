@@ -38,6 +38,12 @@ export interface CertEngineOptions {
   onDemand?: OnDemandOptions;
   /** Longest time a handshake waits for an attempt in flight, ms (default 30,000). The attempt goes on. */
   handshakeTimeout?: number;
+  /**
+   * Longest time `forceRenew` waits for the outcome of the attempt it asked
+   * for, ms (default 300,000). It then rejects with `OperatorTimeoutError`;
+   * the attempt goes on. `forceRenew(name, { timeoutMs })` overrides it per call.
+   */
+  operatorTimeout?: number;
   /** Most handshakes waiting per name (default 10,000); more are refused at once with `TooManyWaitersError`. */
   maxWaitersPerName?: number;
   /** Most handshakes waiting in total (default 100,000). */

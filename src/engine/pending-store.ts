@@ -6,7 +6,7 @@
  * if storage does not meanwhile hold a newer certificate for the name (one a
  * process stored since must not be overwritten by ours).
  */
-import { parseUnit } from './unit.js';
+import { parseStoredCertificate } from './stored.js';
 import { keys } from '../storage-keys.js';
 import { safeError } from '../safe-error.js';
 import type { CertificateMeta, Clock, Logger, Storage, TimerHandle } from '../types.js';
@@ -88,7 +88,7 @@ export class PendingStores {
       if (raw !== undefined) {
         let stored: CertificateMeta | undefined;
         try {
-          stored = parseUnit(key, raw, { checkKey: false }).meta;
+          stored = parseStoredCertificate(key, raw, { checkKey: false }).meta;
         } catch {
           stored = undefined; // corrupt: ours replaces it
         }

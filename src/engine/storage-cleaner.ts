@@ -25,7 +25,7 @@ import { keys, nameFromCertificateKey, nameFromFailureKey } from '../storage-key
 import { safeError } from '../safe-error.js';
 import type { Clock, Logger, Storage, SweepResult, TimerHandle } from '../types.js';
 import { withStorageLock } from './storage-lock.js';
-import { parseFailure, parseUnit } from './unit.js';
+import { parseFailureRecord, parseStoredCertificate } from './stored.js';
 
 /** The storage cleaner (`createCertEngine({ storageCleaner })`; `false` turns it off). */
 export interface StorageCleanerOptions {
@@ -217,9 +217,9 @@ export class StorageCleaner {
     const { storage, logger } = this.#deps;
     const [unitRaw, failureRaw] = await Promise.all([storage.load(keys.certificate(name)), storage.load(keys.failure(name))]);
     try {
-      if (unitRaw !== undefined && parseUnit(keys.certificate(name), unitRaw, { checkKey: false }).meta.notAfter >= cutoff) return false;
+      if (unitRaw !== undefined && parseStoredCertificate(keys.certificate(name), unitRaw, { checkKey: false }).meta.notAfter >= cutoff) return false;
       if (failureRaw !== undefined) {
-        const record = parseFailure(keys.failure(name), failureRaw);
+        const record = parseFailureRecord(keys.failure(name), failureRaw);
         if (Math.max(record.nextAttemptAt ?? 0, record.lastError?.at ?? 0) >= cutoff) return false;
       }
     } catch (error) {

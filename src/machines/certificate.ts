@@ -1,124 +1,57 @@
 /**
- * The lifecycle statechart of one name's certificate.
+ * The lifecycle statechart of one name's certificate: the one decision table
+ * of certstate.
  *
- * Pure: it decides *what* happens (which state, who gets answered, when the
- * next attempt may start) and names every effect; the engine provides the
- * effects (loading, the issuance attempt, persisting failures, holding and
- * releasing waiting handshakes) with `machine.provide()`.
+ * Pure: it decides *what* happens (which state, what a handshake or an
+ * operator gets, when the next attempt may start) and names every effect; the
+ * engine provides the effects (loading, the issuance attempt, persisting
+ * failures, holding and releasing replies) with `machine.provide()`, and reads
+ * the chart's decisions back from snapshots (`hasTag`) — never recomputes them.
  *
  * The guarantee the project exists for lives in the shape of this chart:
  * - one `attempting` state owns the single in-flight attempt (`invoke`);
  *   `obtaining`, `renewing` and `expired-renewing` are its children, so
  *   moving between them (a certificate expiring mid-renewal) never restarts it;
- * - a handshake is an event; in states with nothing to serve it is *held*,
- *   and held handshakes are released only on entry to `valid` or
- *   `failed-backoff`, i.e. by the transition that ends the attempt, with
- *   that state's answer; releasing never sends an event back, so nothing
- *   can recurse or start a second attempt;
- * - the only ways into `attempting` are start-up routing, the renewal timer,
- *   the backoff timer and an operator's FORCE_RENEW — never a handshake.
+ * - a handshake is an event; in states tagged `holds` it is *held*, and held
+ *   replies are released only on entry to the state that ends what they wait
+ *   for, with that state's answer; releasing never sends an event back, so
+ *   nothing can recurse or start a second attempt;
+ * - the only ways into `attempting` are routing (nothing usable stored, the
+ *   renewal time, the end of a backoff) and an operator's FORCE_RENEW —
+ *   never a handshake.
+ *
+ * What a handshake gets is said by exactly one tag per resting state:
+ * `serves-certificate` (at once, the certificate), `serves-expired-certificate`
+ * (at once, an expired certificate the user opted in to: `serveExpired`),
+ * `refuses` (at once, the recorded error) or `holds` (the outcome of what is
+ * in flight). `may-sleep` marks the resting state a name may leave its actor
+ * in (the engine keeps it as a small record and wakes it at the chart's next timer).
  */
-import { and, assign, emit, enqueueActions, fromPromise, not, setup } from 'xstate';
+import { and, assign, emit, fromPromise, not, setup } from 'xstate';
 import { isStorageFault, toErrorInfo } from '../errors.js';
-import type { CertificateMeta, ErrorInfo } from '../types.js';
-import { defaultTimingPolicy, nextAttemptTime, renewalTime, type TimingPolicy } from './policy.js';
+import type { CertificateMeta } from '../types.js';
+import {
+  certificateKind,
+  refusalOf,
+  TAGS,
+  type AttemptInput,
+  type AttemptOutput,
+  type CertificateContext,
+  type CertificateEmitted,
+  type CertificateEvent,
+  type CertificateInput,
+  type FailureRecord,
+  type HandshakeAnswer,
+  type HandshakeReply,
+  type LoadedState,
+  type MachineDeps,
+  type OperatorOutcome,
+  type OperatorReply,
+} from './certificate-io.js';
+import { defaultTimingPolicy, nextAttemptTime, renewalTime } from './policy.js';
 
-// ─── Context, events, actor I/O ────────────────────────────────────────────
-
-/** Context: metadata only. Keys and PEMs never enter it (the inspector shows context). */
-export interface CertificateContext {
-  /** The (normalised) name this actor manages. */
-  name: string;
-  /** The certificate in use, if any (may be expired). */
-  certificate?: CertificateMeta;
-  /** When renewal is due, ms since epoch. */
-  renewAt?: number;
-  /** Consecutive failed attempts (reset by success). */
-  attempts: number;
-  /** The last attempt's error. */
-  lastError?: ErrorInfo;
-  /** No attempt before this time, ms since epoch (backoff). */
-  nextAttemptAt?: number;
-  /** Attempts started by this actor, for logs. */
-  attemptSeq: number;
-  /** Serve an expired certificate during backoff instead of failing the handshake. */
-  serveExpired: boolean;
-  /** Storage has been read at least once: until then, a retry re-reads instead of ordering. */
-  loaded: boolean;
-}
-
-/** What a handshake is answered with. */
-export type HandshakeAnswer =
-  | { ok: true; fingerprint: string; expired: boolean }
-  | { ok: false; error: ErrorInfo; nextAttemptAt?: number }
-  | { ok: false; stopped: true };
-
-/** The reply callback a handshake event carries; called exactly once. */
-export type HandshakeReply = (answer: HandshakeAnswer) => void;
-
-/** Failure record persisted beside the certificate, so a restart keeps the backoff. */
-export interface FailureRecord {
-  attempts: number;
-  lastError?: ErrorInfo;
-  nextAttemptAt?: number;
-}
-
-/** Output of the `loadStored` actor. */
-export interface LoadedState {
-  certificate?: CertificateMeta;
-  failure?: FailureRecord;
-  /** The renewal time already drawn for `certificate` (a name woken from dormancy keeps its jitter). */
-  renewAt?: number;
-}
-
-/** Input of the `attempt` actor. */
-export interface AttemptInput {
-  name: string;
-  /** The certificate being replaced, if any (for `replaces` and the re-read after locking). */
-  current?: CertificateMeta;
-  /** Why this attempt runs. */
-  reason: 'obtain' | 'renew' | 'expired';
-  /** Issuers whose CA's Retry-After (from the last failure) has not passed: issuer id → ms since epoch. */
-  issuerRetryAfter?: Record<string, number>;
-}
-
-/** Output of the `attempt` actor: the certificate now in storage (issued, or found fresh after locking). */
-export interface AttemptOutput {
-  certificate: CertificateMeta;
-  /** True when another process had already stored a fresh certificate: nothing was issued. */
-  adopted: boolean;
-}
-
-export type CertificateEvent =
-  | { type: 'HANDSHAKE'; reply: HandshakeReply }
-  | { type: 'FORCE_RENEW' }
-  | { type: 'STORAGE_CHANGED'; certificate: CertificateMeta }
-  | { type: 'RENEWAL_INFO'; renewAt: number }
-  | { type: 'STOP' };
-
-/** Notifications the machine emits (engine.on(...) re-publishes them). */
-export type CertificateEmitted =
-  | { type: 'cert_obtaining'; name: string; reason: AttemptInput['reason']; attempt: number }
-  | { type: 'cert_obtained'; name: string; certificate: CertificateMeta; adopted: boolean }
-  | { type: 'cert_renewed'; name: string; certificate: CertificateMeta; previous: CertificateMeta; adopted: boolean }
-  | { type: 'cert_failed'; name: string; error: ErrorInfo; attempts: number; nextAttemptAt: number }
-  | { type: 'cert_expired'; name: string; certificate: CertificateMeta };
-
-/** Input when creating a per-name actor. */
-export interface CertificateInput {
-  name: string;
-  serveExpired?: boolean;
-}
-
-/** What the machine needs from the outside world to *decide* (not to act). */
-export interface MachineDeps {
-  /** The engine clock's `now()`. */
-  now(): number;
-  /** Uniform [0, 1) for jitter. */
-  random(): number;
-  /** Renewal and backoff tunables. */
-  policy: TimingPolicy;
-}
+// The chart's vocabulary (context, events, answers, effect I/O, tags) lives in certificate-io.ts.
+export * from './certificate-io.js';
 
 const notProvided = (what: string) => () => {
   throw new Error(`certificate machine: ${what} was not provided (use machine.provide)`);
@@ -127,8 +60,24 @@ const notProvided = (what: string) => () => {
 /** Build the lifecycle machine with the given clock, randomness and policy. Effects must be provided. */
 export function createCertificateMachine(deps: MachineDeps = { now: Date.now, random: Math.random, policy: defaultTimingPolicy }) {
   const { now, random, policy } = deps;
-  const usable = (c: CertificateContext) => c.certificate !== undefined && now() < c.certificate.notAfter;
+  const kind = (context: CertificateContext) => certificateKind(context, now());
   const untilMs = (at: number | undefined) => (at === undefined ? 0 : Math.max(0, at - now()));
+  const certificateAnswer = (context: CertificateContext): HandshakeAnswer => ({
+    ok: true,
+    fingerprint: context.certificate!.fingerprint,
+    expired: kind(context) === 'expired',
+  });
+  // Params of the reply actions, from the event that carries the reply.
+  type WithReply<R> = { context: CertificateContext; event: { reply: R } };
+  const replyOf = ({ event }: WithReply<HandshakeReply>) => ({ reply: event.reply });
+  const operatorOf = ({ event }: { event: { reply?: OperatorReply } }) => ({ reply: event.reply });
+  const withCertificate = ({ context, event }: WithReply<HandshakeReply>) => ({ reply: event.reply, answer: certificateAnswer(context) });
+  const withRefusal = ({ context, event }: WithReply<HandshakeReply>) => ({ reply: event.reply, answer: refusalOf(context) });
+  /** A handshake in a state that serves its certificate: answered at once while it is usable, held a moment after its expiry, until the expiry timer moves the state on. */
+  const serveOrHold = [
+    { guard: 'hasUsableCertificate' as const, actions: { type: 'answerHandshake' as const, params: withCertificate } },
+    { actions: { type: 'holdHandshake' as const, params: replyOf } },
+  ];
 
   return setup({
     types: {
@@ -146,74 +95,73 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
       persistFailure: fromPromise<void, { name: string; record: FailureRecord }>(notProvided('persistFailure')),
     },
     actions: {
-      /** Keep a handshake until the attempt in flight ends (engine-provided: it also arms the handshake deadline). */
-      holdHandshake: notProvided('holdHandshake'),
+      /** Keep a handshake until the state that ends what it waits for (engine-provided: it also arms the handshake deadline). */
+      holdHandshake: (_, _params: { reply: HandshakeReply }) => notProvided('holdHandshake')(),
+      /** Keep an operator's reply until the outcome of the attempt it asked for (engine-provided). */
+      holdOperator: (_, _params: { reply?: OperatorReply }) => notProvided('holdOperator')(),
       /** Answer every held handshake with this answer (engine-provided). */
       releaseHandshakes: (_, _answer: HandshakeAnswer) => notProvided('releaseHandshakes')(),
-      replyWithCertificate: ({ context, event }) => {
-        if (event.type !== 'HANDSHAKE' || !context.certificate) return;
-        event.reply({ ok: true, fingerprint: context.certificate.fingerprint, expired: !usable(context) });
-      },
-      replyWithError: ({ context, event }) => {
-        if (event.type !== 'HANDSHAKE') return;
-        event.reply(errorAnswer(context));
-      },
-      adoptStored: assign(({ context, event }) => {
-        const loaded = (event as unknown as { output: LoadedState }).output;
+      /** Answer every held operator with this outcome (engine-provided). */
+      releaseOperators: (_, _outcome: OperatorOutcome) => notProvided('releaseOperators')(),
+      /** Answer one handshake now. */
+      answerHandshake: (_, { reply, answer }: { reply: HandshakeReply; answer: HandshakeAnswer }) => reply(answer),
+      adoptStored: assign(({ context }, loaded: LoadedState) => {
         const cert = loaded.certificate;
         return {
           certificate: cert,
           renewAt: cert ? (loaded.renewAt ?? renewalTime(cert, random(), policy)) : undefined,
-          loaded: true,
           attempts: loaded.failure?.attempts ?? context.attempts,
           lastError: loaded.failure?.lastError,
           nextAttemptAt: loaded.failure?.nextAttemptAt,
         };
       }),
-      countAttempt: assign({ attemptSeq: ({ context }) => context.attemptSeq + 1 }),
-      adoptIssued: assign(({ event }) => {
-        const { certificate } = (event as unknown as { output: AttemptOutput }).output;
-        return {
-          certificate,
-          renewAt: renewalTime(certificate, random(), policy),
-          attempts: 0,
-          lastError: undefined,
-          nextAttemptAt: undefined,
-        };
-      }),
-      adoptChanged: assign(({ event }) => {
-        const { certificate } = event as Extract<CertificateEvent, { type: 'STORAGE_CHANGED' }>;
-        return { certificate, renewAt: renewalTime(certificate, random(), policy), attempts: 0, lastError: undefined, nextAttemptAt: undefined };
-      }),
-      setRenewAt: assign({ renewAt: ({ event }) => (event as Extract<CertificateEvent, { type: 'RENEWAL_INFO' }>).renewAt }),
-      recordFailure: assign(({ context, event }) => {
+      /** An attempt starts: count it, consume an operator's request, and drop the backoff it overrides or outlived. */
+      startAttempt: assign({ attemptSeq: ({ context }) => context.attemptSeq + 1, forced: false, nextAttemptAt: undefined }),
+      markForced: assign({ forced: true }),
+      adoptIssued: assign((_, { certificate }: AttemptOutput) => ({
+        certificate,
+        renewAt: renewalTime(certificate, random(), policy),
+        attempts: 0,
+        lastError: undefined,
+        nextAttemptAt: undefined,
+      })),
+      adoptChanged: assign((_, certificate: CertificateMeta) => ({
+        certificate,
+        renewAt: renewalTime(certificate, random(), policy),
+        attempts: 0,
+        lastError: undefined,
+        nextAttemptAt: undefined,
+      })),
+      setRenewAt: assign((_, renewAt: number) => ({ renewAt })),
+      recordFailure: assign(({ context }, { error: cause }: { error: unknown }) => {
         const at = now();
-        const error = toErrorInfo((event as unknown as { error: unknown }).error, at);
-        // Our storage being unreachable, or our lock taken over, is not the CA's verdict:
-        // retry in about 5 s (jittered), without counting an attempt or growing the CA backoff.
-        if (isStorageFault(error.code)) {
-          return { lastError: error, nextAttemptAt: at + Math.round(policy.storageRetryMs * (0.8 + 0.4 * random())) };
-        }
+        const error = toErrorInfo(cause, at);
+        // Our storage being unreachable, or our lock taken over by another process, is not the
+        // CA's verdict: retry in about 5 s (jittered), without counting an attempt or growing the CA backoff.
+        if (isStorageFault(error.code)) return { lastError: error, nextAttemptAt: storageRetryTime(at) };
         const attempts = context.attempts + 1;
         return { attempts, lastError: error, nextAttemptAt: nextAttemptTime(at, attempts, random(), error.retryAfter, policy) };
       }),
-      clearBackoff: assign({ nextAttemptAt: undefined }),
+      /** Storage could not be read: read again in about 5 s (jittered). Never an attempt, never counted, never persisted. */
+      recordStorageFailure: assign((_, { error: cause }: { error: unknown }) => {
+        const at = now();
+        return { lastError: toErrorInfo(cause, at), nextAttemptAt: storageRetryTime(at), forced: false };
+      }),
       emitObtaining: emit(({ context }) => ({
         type: 'cert_obtaining' as const,
         name: context.name,
-        reason: attemptReason(context, usable(context)),
+        reason: attemptReason(kind(context)),
         attempt: context.attemptSeq,
       })),
-      emitIssued: emit(({ context, event }) => {
-        const { certificate, adopted } = (event as unknown as { output: AttemptOutput }).output;
-        return context.certificate
+      emitIssued: emit(({ context }, { certificate, adopted }: AttemptOutput) =>
+        context.certificate
           ? { type: 'cert_renewed' as const, name: context.name, certificate, previous: context.certificate, adopted }
-          : { type: 'cert_obtained' as const, name: context.name, certificate, adopted };
-      }),
+          : { type: 'cert_obtained' as const, name: context.name, certificate, adopted },
+      ),
       emitFailed: emit(({ context }) => ({
         type: 'cert_failed' as const,
         name: context.name,
-        error: context.lastError!,
+        error: refusalOf(context).error,
         attempts: context.attempts,
         nextAttemptAt: context.nextAttemptAt ?? now(),
       })),
@@ -221,26 +169,23 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
     },
     guards: {
       /** A certificate is in memory and has not expired. */
-      hasUsableCertificate: ({ context }) => usable(context),
-      /** Storage has not been read successfully yet. */
-      notLoaded: ({ context }) => !context.loaded,
+      hasUsableCertificate: ({ context }) => kind(context) === 'usable',
       /** A certificate is in memory (maybe expired). */
-      hasCertificate: ({ context }) => context.certificate !== undefined,
-      /** A certificate can be served during backoff: unexpired, or expired and the user opted in. */
-      canServeInBackoff: ({ context }) => context.certificate !== undefined && (usable(context) || context.serveExpired),
+      hasCertificate: ({ context }) => kind(context) !== 'none',
+      /** The user opted in to serving an expired certificate during backoff. */
+      servesExpired: ({ context }) => context.serveExpired,
+      /** An operator asked for an attempt while storage was being read. */
+      forced: ({ context }) => context.forced,
       renewalDue: ({ context }) => context.renewAt !== undefined && now() >= context.renewAt,
       backoffPending: ({ context }) => context.nextAttemptAt !== undefined && now() < context.nextAttemptAt,
       /**
        * Storage now holds another usable certificate for the name: it is the
        * cluster's current one, whatever its lifetime (a renewal in the same
        * second, or to a shorter profile, is adopted too). Adoption is by
-       * identity, not by notAfter: the event carries what storage holds now.
+       * identity, not by notAfter: the event carries what storage holds now,
+       * and fencing keeps storage from going back to an older certificate.
        */
-      isNewerCertificate: ({ context, event }) => {
-        if (event.type !== 'STORAGE_CHANGED') return false;
-        const incoming = event.certificate;
-        return incoming.fingerprint !== context.certificate?.fingerprint && now() < incoming.notAfter;
-      },
+      isAnotherUsableCertificate: ({ context }, incoming: CertificateMeta) => incoming.fingerprint !== context.certificate?.fingerprint && now() < incoming.notAfter,
     },
     delays: {
       untilRenewal: ({ context }) => untilMs(context.renewAt),
@@ -249,86 +194,114 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
     },
   }).createMachine({
     id: 'certificate',
-    context: ({ input }) => ({ name: input.name, attempts: 0, attemptSeq: 0, serveExpired: input.serveExpired ?? false, loaded: false }),
+    context: ({ input }) => ({ name: input.name, attempts: 0, attemptSeq: 0, serveExpired: input.serveExpired ?? false, forced: false }),
     initial: 'loading',
     on: { STOP: '.stopped' },
     states: {
+      /** Reading the stored certificate and failure record. */
       loading: {
+        tags: [TAGS.holds],
         invoke: {
           id: 'load',
           src: 'loadStored',
           input: ({ context }) => ({ name: context.name }),
-          onDone: { target: 'routing', actions: 'adoptStored' },
-          onError: { target: 'failed-backoff', actions: ['recordFailure', 'emitFailed'] },
+          onDone: { target: 'routing', actions: { type: 'adoptStored', params: ({ event }) => event.output } },
+          onError: { target: 'storage-unreadable', actions: { type: 'recordStorageFailure', params: ({ event }) => ({ error: event.error }) } },
         },
-        on: { HANDSHAKE: { actions: 'holdHandshake' } },
+        on: {
+          HANDSHAKE: { actions: { type: 'holdHandshake', params: replyOf } },
+          // The operator's attempt starts once storage is read (routing reads the flag).
+          FORCE_RENEW: { actions: [{ type: 'holdOperator', params: operatorOf }, 'markForced'] },
+        },
       },
       /** Decide where to go from what is known; transient. */
       routing: {
         always: [
+          { guard: 'forced', target: 'attempting' },
           { guard: and(['hasUsableCertificate', not('renewalDue')]), target: 'valid' },
           { guard: 'backoffPending', target: 'failed-backoff' },
-          { guard: 'hasUsableCertificate', target: 'attempting.renewing' },
-          { guard: 'hasCertificate', target: 'attempting.expired-renewing' },
-          { target: 'attempting.obtaining' },
+          { target: 'attempting' },
         ],
       },
+      /** One issuance attempt in flight; its children say what a handshake gets meanwhile. */
       attempting: {
-        initial: 'obtaining',
-        entry: ['countAttempt', 'emitObtaining'],
+        entry: ['startAttempt', 'emitObtaining'],
         invoke: {
           id: 'attempt',
           src: 'attempt',
           input: ({ context }) => ({
             name: context.name,
             current: context.certificate,
-            reason: attemptReason(context, usable(context)),
+            reason: attemptReason(kind(context)),
             ...(context.lastError?.issuerRetryAfter ? { issuerRetryAfter: context.lastError.issuerRetryAfter } : {}),
           }),
-          onDone: { target: 'valid', actions: ['emitIssued', 'adoptIssued'] },
-          onError: { target: 'failed-backoff', actions: ['recordFailure', 'emitFailed'] },
+          onDone: {
+            target: 'valid',
+            actions: [
+              { type: 'emitIssued', params: ({ event }) => event.output },
+              { type: 'adoptIssued', params: ({ event }) => event.output },
+            ],
+          },
+          onError: { target: 'failed-backoff', actions: [{ type: 'recordFailure', params: ({ event }) => ({ error: event.error }) }, 'emitFailed'] },
         },
+        // An operator joins the attempt in flight: one attempt, one outcome.
+        on: { FORCE_RENEW: { actions: { type: 'holdOperator', params: operatorOf } } },
+        initial: 'choosing',
         states: {
+          /** Which kind of attempt, by the certificate in hand; transient. */
+          choosing: {
+            always: [
+              { guard: 'hasUsableCertificate', target: 'renewing' },
+              { guard: 'hasCertificate', target: 'expired-renewing' },
+              { target: 'obtaining' },
+            ],
+          },
           obtaining: {
-            on: { HANDSHAKE: { actions: 'holdHandshake' } },
+            tags: [TAGS.holds],
+            on: { HANDSHAKE: { actions: { type: 'holdHandshake', params: replyOf } } },
           },
           renewing: {
+            tags: [TAGS.servesCertificate],
             // Handshakes held while loading get the still-valid certificate now, not after the renewal.
-            entry: enqueueActions(({ context, enqueue }) => {
-              enqueue({ type: 'releaseHandshakes', params: { ok: true, fingerprint: context.certificate!.fingerprint, expired: false } });
-            }),
-            on: { HANDSHAKE: { actions: 'replyWithCertificate' } },
+            entry: { type: 'releaseHandshakes', params: ({ context }) => certificateAnswer(context) },
+            on: {
+              HANDSHAKE: serveOrHold,
+            },
             after: { untilExpiry: { target: 'expired-renewing', actions: 'emitExpired' } },
           },
           'expired-renewing': {
-            on: { HANDSHAKE: { actions: 'holdHandshake' } },
+            tags: [TAGS.holds],
+            on: { HANDSHAKE: { actions: { type: 'holdHandshake', params: replyOf } } },
           },
         },
       },
+      /** A usable certificate, renewal not yet due. */
       valid: {
-        entry: enqueueActions(({ context, enqueue }) => {
-          enqueue({ type: 'releaseHandshakes', params: { ok: true, fingerprint: context.certificate!.fingerprint, expired: false } });
-        }),
+        tags: [TAGS.servesCertificate, TAGS.maySleep],
+        entry: [
+          { type: 'releaseHandshakes', params: ({ context }) => certificateAnswer(context) },
+          { type: 'releaseOperators', params: ({ context }) => ({ ok: true, certificate: context.certificate! }) },
+        ],
+        // Through routing, so a backoff recorded meanwhile (by another process) still holds at the renewal time.
         after: {
-          untilRenewal: { target: 'attempting.renewing' },
+          untilRenewal: { target: 'routing' },
           untilExpiry: { target: 'routing', actions: 'emitExpired' },
         },
         on: {
-          HANDSHAKE: { actions: 'replyWithCertificate' },
-          FORCE_RENEW: { target: 'attempting.renewing' },
-          RENEWAL_INFO: { target: 'valid', reenter: true, actions: 'setRenewAt' },
-          STORAGE_CHANGED: { guard: 'isNewerCertificate', target: 'valid', reenter: true, actions: 'adoptChanged' },
+          HANDSHAKE: serveOrHold,
+          FORCE_RENEW: { target: 'attempting', actions: { type: 'holdOperator', params: operatorOf } },
+          RENEWAL_INFO: { target: 'valid', reenter: true, actions: { type: 'setRenewAt', params: ({ event }) => event.renewAt } },
+          STORAGE_CHANGED: {
+            guard: { type: 'isAnotherUsableCertificate', params: ({ event }) => event.certificate },
+            target: 'valid',
+            reenter: true,
+            actions: { type: 'adoptChanged', params: ({ event }) => event.certificate },
+          },
         },
       },
+      /** The last attempt failed: no attempt before `nextAttemptAt` (the CA's verdict, persisted). */
       'failed-backoff': {
-        entry: enqueueActions(({ context, enqueue, check }) => {
-          enqueue({
-            type: 'releaseHandshakes',
-            params: check('canServeInBackoff')
-              ? { ok: true, fingerprint: context.certificate!.fingerprint, expired: !usable(context) }
-              : errorAnswer(context),
-          });
-        }),
+        entry: { type: 'releaseOperators', params: ({ context }) => refusalOf(context) },
         invoke: {
           id: 'persistFailure',
           src: 'persistFailure',
@@ -337,40 +310,85 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
             record: { attempts: context.attempts, lastError: context.lastError, nextAttemptAt: context.nextAttemptAt },
           }),
         },
-        // A failed *load* is retried by loading again: an unread storage is never a reason to order.
-        after: { untilNextAttempt: [{ guard: 'notLoaded', target: 'loading' }, { target: 'routing' }] },
+        after: { untilNextAttempt: { target: 'routing' } },
         on: {
-          HANDSHAKE: [{ guard: 'canServeInBackoff', actions: 'replyWithCertificate' }, { actions: 'replyWithError' }],
           // An operator's retry: an attempt now, whatever the backoff or the renewal time.
-          FORCE_RENEW: [
-            { guard: 'notLoaded', target: 'loading', actions: 'clearBackoff' },
-            { guard: 'hasUsableCertificate', target: 'attempting.renewing', actions: 'clearBackoff' },
-            { guard: 'hasCertificate', target: 'attempting.expired-renewing', actions: 'clearBackoff' },
-            { target: 'attempting.obtaining', actions: 'clearBackoff' },
-          ],
-          STORAGE_CHANGED: { guard: 'isNewerCertificate', target: 'valid', actions: 'adoptChanged' },
+          FORCE_RENEW: { target: 'attempting', actions: { type: 'holdOperator', params: operatorOf } },
+          STORAGE_CHANGED: {
+            guard: { type: 'isAnotherUsableCertificate', params: ({ event }) => event.certificate },
+            target: 'valid',
+            actions: { type: 'adoptChanged', params: ({ event }) => event.certificate },
+          },
+        },
+        initial: 'choosing',
+        states: {
+          /** Serve or refuse, by the certificate in hand; transient. */
+          choosing: {
+            always: [
+              { guard: 'hasUsableCertificate', target: 'serving' },
+              { guard: and(['hasCertificate', 'servesExpired']), target: 'serving-expired' },
+              { target: 'refusing' },
+            ],
+          },
+          /** A still-valid certificate, served until it expires. */
+          serving: {
+            tags: [TAGS.servesCertificate],
+            entry: { type: 'releaseHandshakes', params: ({ context }) => certificateAnswer(context) },
+            on: {
+              HANDSHAKE: serveOrHold,
+            },
+            after: {
+              untilExpiry: [
+                { guard: 'servesExpired', target: 'serving-expired', actions: 'emitExpired' },
+                { target: 'refusing', actions: 'emitExpired' },
+              ],
+            },
+          },
+          /** An expired certificate, served because the user opted in (`serveExpired`). */
+          'serving-expired': {
+            tags: [TAGS.servesExpiredCertificate],
+            entry: { type: 'releaseHandshakes', params: ({ context }) => certificateAnswer(context) },
+            on: { HANDSHAKE: { actions: { type: 'answerHandshake', params: withCertificate } } },
+          },
+          /** Nothing to serve: the recorded error, at once. */
+          refusing: {
+            tags: [TAGS.refuses],
+            entry: { type: 'releaseHandshakes', params: ({ context }) => refusalOf(context) },
+            on: { HANDSHAKE: { actions: { type: 'answerHandshake', params: withRefusal } } },
+          },
+        },
+      },
+      /** Our storage could not be read (not the CA's verdict): refuse, and read again after `nextAttemptAt`. */
+      'storage-unreadable': {
+        tags: [TAGS.refuses],
+        entry: [
+          { type: 'releaseHandshakes', params: ({ context }) => refusalOf(context) },
+          { type: 'releaseOperators', params: ({ context }) => refusalOf(context) },
+        ],
+        after: { untilNextAttempt: { target: 'loading' } },
+        on: {
+          HANDSHAKE: { actions: { type: 'answerHandshake', params: withRefusal } },
+          // Read again now, then start the attempt the operator asked for.
+          FORCE_RENEW: { target: 'loading', actions: [{ type: 'holdOperator', params: operatorOf }, 'markForced'] },
         },
       },
       stopped: {
         type: 'final',
-        entry: { type: 'releaseHandshakes', params: { ok: false, stopped: true } },
+        entry: [
+          { type: 'releaseHandshakes', params: { ok: false, stopped: true } },
+          { type: 'releaseOperators', params: { ok: false, stopped: true } },
+        ],
       },
     },
   });
+
+  function storageRetryTime(at: number): number {
+    return at + Math.round(policy.storageRetryMs * (0.8 + 0.4 * random()));
+  }
 }
 
-function attemptReason(context: CertificateContext, isUsable: boolean): AttemptInput['reason'] {
-  if (!context.certificate) return 'obtain';
-  return isUsable ? 'renew' : 'expired';
-}
-
-/** The answer of a state with nothing to serve: the recorded error and when the next attempt may start. */
-export function errorAnswer(context: CertificateContext): HandshakeAnswer {
-  return {
-    ok: false,
-    error: context.lastError ?? { type: 'CertificateUnavailableError', message: 'no certificate', at: 0 },
-    nextAttemptAt: context.nextAttemptAt,
-  };
+function attemptReason(kind: 'none' | 'usable' | 'expired'): AttemptInput['reason'] {
+  return kind === 'none' ? 'obtain' : kind === 'usable' ? 'renew' : 'expired';
 }
 
 /** The machine type, for typing provided implementations. */

@@ -146,6 +146,13 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
   let replacedFault = false;
   let stuck = false;
   let ari: AriResponder | undefined;
+  /**
+   * Bumped by every `setAri`/`clear`: the directory names a renewalInfo URL of
+   * the current generation, so a request an engine of an earlier test still
+   * had in flight (aborted when it stopped, handled here later) never reaches
+   * a later test's responder.
+   */
+  let ariGeneration = 0;
 
   /** One request to the upstream, with the proxy's Host header. */
   function forward(method: string, pathAndQuery: string, headers: http.IncomingHttpHeaders, body: Buffer | undefined): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
@@ -215,8 +222,9 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
 
     // ARI lives at the proxy (Pebble 2.4 has none).
     if (withAri && method === 'GET' && pathname.startsWith(ARI_PATH)) {
-      const certId = decodeURIComponent(pathname.slice(ARI_PATH.length));
-      const answer = ari?.(certId);
+      const [generation, ...rest] = pathname.slice(ARI_PATH.length).split('/');
+      const certId = decodeURIComponent(rest.join('/'));
+      const answer = generation === String(ariGeneration) ? ari?.(certId) : undefined;
       return fake(answer ?? { status: 404, body: { type: `${ACME}malformed`, detail: 'no renewal information for this certificate' } }, answer ? 'ari' : 'ari-404');
     }
 
@@ -251,7 +259,7 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
         const doc = JSON.parse(text) as Record<string, unknown>;
         let changed = false;
         if (method === 'GET' && url === upstream.pathname && typeof doc.newOrder === 'string') {
-          if (withAri) doc.renewalInfo = `${origin}${ARI_PATH}`;
+          if (withAri) doc.renewalInfo = `${origin}${ARI_PATH}${ariGeneration}/`;
           changed = withAri;
         }
         // An order object (it has `finalize`): report it as still processing.
@@ -291,8 +299,12 @@ export async function startFaultProxy(options: FaultProxyOptions): Promise<Fault
     unavailableOrders: (retryAfter, times = Infinity) => void (unavailable = { retryAfter, left: times }),
     alreadyReplaced: () => void (replacedFault = true),
     stuckInProcessing: () => void (stuck = true),
-    setAri: (responder) => void (ari = responder),
+    setAri(responder) {
+      ari = responder;
+      ariGeneration++;
+    },
     clear() {
+      ariGeneration++;
       rateLimit = undefined;
       unavailable = undefined;
       replacedFault = false;

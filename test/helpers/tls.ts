@@ -7,15 +7,13 @@ import tls from 'node:tls';
 import type { CertEngine } from '../../src/engine/engine.js';
 import { keys } from '../../src/storage-keys.js';
 import { parseCertificateBundle } from '../../src/certs.js';
-import { serializeUnit } from '../../src/engine/unit.js';
+import { serializeStoredCertificate } from '../../src/engine/stored.js';
 import type { CertificateBundle, Storage } from '../../src/types.js';
 
 /** What the server's SNI callback answered, one entry per callback call. */
 export interface SniAnswer {
   servername: string;
   error?: Error;
-  /** Stack depth when the answer was given (no recursion means it stays flat). */
-  depth: number;
   /** When the SNI callback was called and when it was answered (Date.now()). */
   askedAt: number;
   at: number;
@@ -59,11 +57,12 @@ export async function startTlsServer(engine: CertEngine): Promise<TestTlsServer>
   let asked = 0;
   const { SNICallback } = refusalsAsErrors(engine);
   const server = tls.createServer({
-    SNICallback: (servername, cb) => {
+    // Node calls it as a method of the TLSSocket: keep that `this` (the engine reads the peer's address from it).
+    SNICallback(this: tls.TLSSocket, servername, cb) {
       const askedAt = Date.now();
       asked++;
-      SNICallback(servername, (err, ctx) => {
-        answers.push({ servername, depth: stackDepth(), askedAt, at: Date.now(), ...(err ? { error: err } : {}) });
+      SNICallback.call(this, servername, (err, ctx) => {
+        answers.push({ servername, askedAt, at: Date.now(), ...(err ? { error: err } : {}) });
         cb(err, ctx);
       });
     },
@@ -109,7 +108,7 @@ export function handshake(port: number, servername: string, ca?: string): Promis
 /** Store a certificate unit directly, as a previous run would have left it. */
 export async function seedCertificate(storage: Storage, name: string, bundle: CertificateBundle, issuerId = 'seed'): Promise<void> {
   const meta = parseCertificateBundle(bundle, issuerId);
-  await storage.store(keys.certificate(name), serializeUnit(bundle, meta, Date.now()));
+  await storage.store(keys.certificate(name), serializeStoredCertificate(bundle, meta, Date.now()));
 }
 
 /** What one connection made of a session: resumed or not, the session to resume next, and what the server wrote. */
@@ -146,12 +145,4 @@ export function connectResuming(port: number, options: { session?: Buffer; serve
     socket.once('error', reject);
     socket.once('close', () => resolve({ reused, session: latest, data }));
   });
-}
-
-function stackDepth(): number {
-  const limit = Error.stackTraceLimit;
-  Error.stackTraceLimit = Infinity;
-  const depth = (new Error().stack ?? '').split('\n').length;
-  Error.stackTraceLimit = limit;
-  return depth;
 }

@@ -9,7 +9,7 @@
 import { X509Certificate, createHash, generateKeyPair, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
 import { forgePublicKey, loadForge, signCertificate } from '../forge.js';
-import { ipAddressBytes } from '../../certs.js';
+import { ipAddressBytes } from '../../ip.js';
 import { IssuanceError } from '../../errors.js';
 import type { CertificateBundle } from '../../types.js';
 

@@ -6,8 +6,11 @@
 import { X509Certificate, createPrivateKey, createPublicKey, generateKeyPair, sign, type KeyObject } from 'node:crypto';
 import net from 'node:net';
 import { promisify } from 'node:util';
+import { certificateCoversName } from '../../certs/coverage.js';
+import { readCertificateFields } from '../../certs/fields.js';
 import { InvalidCertificateError } from '../../errors.js';
-import { ipAddressBytes } from '../../certs.js';
+import { ipAddressBytes } from '../../ip.js';
+import { derToPem, pemToDer, splitPemChain } from '../../pem.js';
 
 const generateKeyPairP = promisify(generateKeyPair);
 
@@ -94,20 +97,12 @@ export function createCsrPem(primary: string, names: string[], keyPem: string): 
   const info = der(SEQUENCE, der(0x02, Buffer.from([0])), subject, spki, attributes);
   const { hash, identifier } = signatureAlgorithm(key);
   const signature = sign(hash, info, key); // ECDSA: DER-encoded, as X.509 wants
-  const csr = der(SEQUENCE, info, identifier, der(0x03, Buffer.from([0]), signature));
-  const body = csr.toString('base64').replace(/.{64}/g, '$&\n').replace(/\n$/, '');
-  return `-----BEGIN CERTIFICATE REQUEST-----\n${body}\n-----END CERTIFICATE REQUEST-----\n`;
+  return derToPem(der(SEQUENCE, info, identifier, der(0x03, Buffer.from([0]), signature)), 'CERTIFICATE REQUEST');
 }
 
 /** The base64url DER of a PEM object, as ACME's finalize wants the CSR. */
 export function pemToBase64Url(pem: string): string {
-  const base64 = pem.replace(/-----(BEGIN|END)[^-]*-----/g, '').replace(/\s+/g, '');
-  return Buffer.from(base64, 'base64').toString('base64url');
-}
-
-/** The certificates of a PEM chain, in order. */
-export function splitChain(pem: string): string[] {
-  return pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  return pemToDer(pem).toString('base64url');
 }
 
 function commonNameOf(distinguishedName: string): string | undefined {
@@ -124,7 +119,7 @@ function commonNameOf(distinguishedName: string): string | undefined {
  * certificate issued by `preferred`, else the CA's default (`chains[0]`).
  */
 export function choosePreferredChain(chains: string[], preferred: string): string {
-  const issuersOf = (chain: string) => splitChain(chain).map((pem) => commonNameOf(new X509Certificate(pem).issuer));
+  const issuersOf = (chain: string) => splitPemChain(chain).map((pem) => commonNameOf(new X509Certificate(pem).issuer));
   const parsed = chains.map((chain) => {
     try {
       return issuersOf(chain);
@@ -138,21 +133,13 @@ export function choosePreferredChain(chains: string[], preferred: string): strin
   return chains[any >= 0 ? any : 0]!;
 }
 
-/** Names a certificate covers, from its SAN (DNS names lower-cased, IPs as text). */
-export function certificateNames(cert: X509Certificate): string[] {
-  return (cert.subjectAltName ?? '')
-    .split(/,\s*/)
-    .map((entry) => /^(?:DNS:|IP Address:)(.+)$/.exec(entry.trim())?.[1]?.toLowerCase())
-    .filter((name): name is string => !!name);
-}
-
 /**
  * Refuse what the CA sent unless the leaf matches our key and covers every
  * requested name: a wrong certificate must fail the attempt, not reach a
  * handshake.
  */
 export function verifyIssued(chainPem: string, keyPem: string, names: string[]): void {
-  const pems = splitChain(chainPem);
+  const pems = splitPemChain(chainPem);
   if (pems.length === 0) throw new InvalidCertificateError('the CA returned no PEM certificate');
   let leaf: X509Certificate;
   try {
@@ -161,8 +148,10 @@ export function verifyIssued(chainPem: string, keyPem: string, names: string[]):
     throw new InvalidCertificateError('the CA returned an unparsable certificate', error);
   }
   if (!leaf.checkPrivateKey(createPrivateKey(keyPem))) throw new InvalidCertificateError('the issued certificate does not match our private key');
-  const covered = new Set(certificateNames(leaf));
-  const missing = names.filter((name) => !covered.has(name.toLowerCase()));
+  // The SAN's parsed values (IP addresses canonical), not OpenSSL's text: it prints ::1 as 0:0:0:0:0:0:0:1.
+  const { dnsNames, ipAddresses } = readCertificateFields(leaf.raw);
+  const san = { names: [...dnsNames, ...ipAddresses] };
+  const missing = names.filter((name) => !certificateCoversName(san, name));
   if (missing.length) throw new InvalidCertificateError(`the issued certificate does not cover ${missing.join(', ')}`);
 }
 

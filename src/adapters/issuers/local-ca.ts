@@ -12,7 +12,8 @@ import { X509Certificate, createPrivateKey, createPublicKey, generateKeyPair, Ke
 import { promisify } from 'node:util';
 import type Forge from 'node-forge';
 import { forgePublicKey, loadForge, signCertificate } from '../forge.js';
-import { ipAddressBytes } from '../../certs.js';
+import { ipAddressBytes } from '../../ip.js';
+import { derToPem } from '../../pem.js';
 import { ConfigError, CorruptStorageError, IssuanceError } from '../../errors.js';
 import { keys } from '../../storage-keys.js';
 import { safeError } from '../../safe-error.js';
@@ -118,7 +119,7 @@ export function localCaIssuer(options: LocalCaOptions = {}): Issuer {
       }
       const leafDer = buildLeaf(names, leafKeys.publicKey, authority, notBefore, settings.leafValidityMs);
       return {
-        certificatePem: toPem(leafDer) + authority.certificatePem,
+        certificatePem: derToPem(leafDer) + authority.certificatePem,
         // PKCS#1 rather than PKCS#8: parseCertificateBundle reads traditional keys ~3× faster.
         privateKeyPem: leafKeys.privateKey.export({ type: 'pkcs1', format: 'pem' }) as string,
       };
@@ -247,7 +248,7 @@ async function createAuthority(settings: Settings, now: number): Promise<Certifi
     { name: 'authorityKeyIdentifier', keyIdentifier: true },
   ]);
   return {
-    certificatePem: toPem(signCertificate(cert, privateKey)),
+    certificatePem: derToPem(signCertificate(cert, privateKey)),
     privateKeyPem: privateKey.export({ type: 'pkcs8', format: 'pem' }) as string,
   };
 }
@@ -320,11 +321,6 @@ function randomSerialHex(): string {
   const bytes = randomBytes(16);
   if (bytes[0] === 0) bytes[0] = 1; // a leading 0x00 before a byte < 0x80 would not be minimal DER
   return (bytes[0] & 0x80 ? '00' : '') + bytes.toString('hex');
-}
-
-function toPem(der: Buffer): string {
-  const body = der.toString('base64').replace(/.{64}/g, '$&\n').replace(/\n?$/, '\n');
-  return `-----BEGIN CERTIFICATE-----\n${body}-----END CERTIFICATE-----\n`;
 }
 
 /** Settle with `promise`, or reject with the signal's reason as soon as it aborts. */

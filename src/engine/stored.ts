@@ -1,19 +1,19 @@
 /**
- * The stored certificate unit and failure record: their on-storage format and
- * strict parsing. A certificate, its key and its metadata are one JSON value,
- * written with one atomic `store`, so a crash can never leave a certificate
- * beside the wrong key.
+ * What is stored per name, in its on-storage format with strict parsing: the
+ * certificate (chain, key and issuer id: one JSON value, written with one
+ * atomic `store`, so a crash can never leave a certificate beside the wrong
+ * key) and the failure record (the backoff, so a restart keeps it).
  */
 import { parseCertificateBundle, type ParseCertificateOptions } from '../certs.js';
 import { CorruptStorageError, isRetryAfterRecord } from '../errors.js';
 import type { FailureRecord } from '../machines/certificate.js';
 import type { CertificateBundle, CertificateMeta, ErrorInfo } from '../types.js';
 
-const UNIT_VERSION = 1;
+const FORMAT_VERSION = 1;
 /** Offsets to the storage clock that differ by less than this are the same clock, measured twice. */
 const SKEW_NOISE_MS = 1000;
 
-interface StoredUnit {
+interface StoredCertificate {
   version: number;
   issuerId: string;
   certificatePem: string;
@@ -21,20 +21,20 @@ interface StoredUnit {
   storedAt: number;
 }
 
-/** Serialise a certificate unit for storage. */
-export function serializeUnit(bundle: CertificateBundle, meta: CertificateMeta, storedAt: number): string {
-  const unit: StoredUnit = {
-    version: UNIT_VERSION,
+/** Serialise a certificate, its key and its issuer id for storage. */
+export function serializeStoredCertificate(bundle: CertificateBundle, meta: CertificateMeta, storedAt: number): string {
+  const stored: StoredCertificate = {
+    version: FORMAT_VERSION,
     issuerId: meta.issuerId,
     certificatePem: bundle.certificatePem,
     privateKeyPem: bundle.privateKeyPem,
     storedAt,
   };
-  return JSON.stringify(unit);
+  return JSON.stringify(stored);
 }
 
 /**
- * Parse a stored unit. Metadata is recomputed from the certificate itself
+ * Parse a stored certificate. Metadata is recomputed from the certificate itself
  * (never trusted from storage). Throws `CorruptStorageError` for anything malformed.
  *
  * @param key the storage key, for error messages
@@ -46,7 +46,7 @@ export function serializeUnit(bundle: CertificateBundle, meta: CertificateMeta, 
  *   TLS context is built (`buildSecureContext` throws `InvalidCertificateError`).
  *   See {@link ParseCertificateOptions.checkKey}.
  */
-export function parseUnit(
+export function parseStoredCertificate(
   key: string,
   raw: string,
   options?: ParseCertificateOptions,
@@ -57,7 +57,7 @@ export function parseUnit(
   } catch (error) {
     throw new CorruptStorageError(key, 'not JSON (truncated?)', error);
   }
-  if (!isRecord(value) || value.version !== UNIT_VERSION) throw new CorruptStorageError(key, 'unknown format or version');
+  if (!isRecord(value) || value.version !== FORMAT_VERSION) throw new CorruptStorageError(key, 'unknown format or version');
   const { issuerId, certificatePem, privateKeyPem } = value;
   if (typeof certificatePem !== 'string' || typeof privateKeyPem !== 'string' || typeof issuerId !== 'string') {
     throw new CorruptStorageError(key, 'missing certificate, key or issuer');
@@ -76,8 +76,8 @@ export function parseUnit(
  * the record's times by the difference with their own, so a shared backoff
  * ends at the same moment for every process, whatever their clocks say.
  */
-export function serializeFailure(record: FailureRecord, clockOffsetMs = 0): string {
-  return JSON.stringify({ version: UNIT_VERSION, ...record, ...(clockOffsetMs ? { clockOffsetMs } : {}) });
+export function serializeFailureRecord(record: FailureRecord, clockOffsetMs = 0): string {
+  return JSON.stringify({ version: FORMAT_VERSION, ...record, ...(clockOffsetMs ? { clockOffsetMs } : {}) });
 }
 
 /** Every time in a failure record, moved by `deltaMs` (from the writer's clock to the reader's). */
@@ -98,10 +98,10 @@ function shiftFailure(record: FailureRecord, deltaMs: number): FailureRecord {
 
 /**
  * Parse a failure record, its times on the reader's clock (`clockOffsetMs`,
- * the reader's storage-clock offset; see `serializeFailure`). Throws
+ * the reader's storage-clock offset; see `serializeFailureRecord`). Throws
  * `CorruptStorageError` when malformed.
  */
-export function parseFailure(key: string, raw: string, clockOffsetMs = 0): FailureRecord {
+export function parseFailureRecord(key: string, raw: string, clockOffsetMs = 0): FailureRecord {
   let value: unknown;
   try {
     value = JSON.parse(raw);

@@ -1,0 +1,86 @@
+/**
+ * ARI scheduling (RFC 9773): ask a certificate's issuer for its suggested
+ * renewal window, hand the chart a uniform random time inside it
+ * (RENEWAL_INFO), and ask again when the CA says (Retry-After, clamped to
+ * 1 min – 1 day). Rechecks go through the engine's one wake heap (kind
+ * `ari`), not a timer per name; requests are aborted when the engine stops.
+ */
+import { safeError } from '../safe-error.js';
+import type { RenewalInfo } from '../types.js';
+import { ariRenewalTime, ARI_DEFAULT_RECHECK_MS, clampAriRecheck } from './ari.js';
+import type { EngineCore } from './core.js';
+import type { NameRecord } from './name-record.js';
+import type { WakeQueue } from './wake-queue.js';
+
+/** Deadline of one renewal-information request. */
+const ARI_REQUEST_TIMEOUT_MS = 30_000;
+
+export class AriSchedule {
+  readonly #core: EngineCore;
+  readonly #queue: WakeQueue<'wake' | 'ari'>;
+  readonly #record: (name: string) => NameRecord | undefined;
+  readonly #onRenewalInfo: (record: NameRecord, renewAt: number) => void;
+
+  /**
+   * @param record the record of a name, if the engine still holds it
+   * @param onRenewalInfo hands the chart the renewal time drawn from the CA's window
+   */
+  constructor(
+    core: EngineCore,
+    queue: WakeQueue<'wake' | 'ari'>,
+    record: (name: string) => NameRecord | undefined,
+    onRenewalInfo: (record: NameRecord, renewAt: number) => void,
+  ) {
+    this.#core = core;
+    this.#queue = queue;
+    this.#record = record;
+    this.#onRenewalInfo = onRenewalInfo;
+  }
+
+  /** A name's certificate changed: ask about it after `delayMs` (0: at once, off the caller's stack). */
+  certificateChanged(record: NameRecord, delayMs: number): void {
+    this.#queue.cancel('ari', record.name);
+    if (!this.#issuerOf(record)) return;
+    if (delayMs > 0) return this.#queue.schedule('ari', record.name, this.#core.clock.now() + delayMs);
+    const fingerprint = record.certificate?.fingerprint;
+    setImmediate(() => {
+      if (record.certificate?.fingerprint === fingerprint) this.#core.guard('renewal information request', () => this.due(record.name), { name: record.name });
+    });
+  }
+
+  /** A name's recheck is due (the wake heap), or its new certificate is to be asked about: ask its issuer. */
+  due(name: string): void {
+    const record = this.#record(name);
+    const meta = record?.certificate;
+    const issuer = record && this.#issuerOf(record);
+    if (!record || !meta || !issuer || this.#core.stopped) return;
+    const core = this.#core;
+    const signal = AbortSignal.any([core.signal, AbortSignal.timeout(ARI_REQUEST_TIMEOUT_MS)]);
+    const context = { signal, logger: core.logger.child({ name, issuer: issuer.id }), storage: core.storage, now: () => core.clock.now() };
+    let asked: Promise<RenewalInfo | undefined>;
+    try {
+      asked = Promise.resolve(issuer.renewalInfo!(meta, context));
+    } catch (error) {
+      asked = Promise.reject(error); // a synchronous throw is a failed request like any other
+    }
+    const current = () => !core.stopped && this.#record(name) === record && record.certificate?.fingerprint === meta.fingerprint;
+    core.track(asked).then(
+      (info) => {
+        if (!current()) return;
+        const now = core.clock.now();
+        const renewAt = info ? ariRenewalTime(info, now, core.random()) : undefined;
+        if (renewAt !== undefined) this.#onRenewalInfo(record, renewAt);
+        if (current()) this.#queue.schedule('ari', name, now + clampAriRecheck(info?.retryAfter, now));
+      },
+      (error: unknown) => {
+        core.logger.debug({ name, err: safeError(error) }, 'renewal information unavailable');
+        if (current()) this.#queue.schedule('ari', name, core.clock.now() + ARI_DEFAULT_RECHECK_MS);
+      },
+    );
+  }
+
+  #issuerOf(record: NameRecord) {
+    const issuerId = record.certificate?.issuerId;
+    return issuerId === undefined ? undefined : this.#core.issuers.find((i) => i.id === issuerId && typeof i.renewalInfo === 'function');
+  }
+}

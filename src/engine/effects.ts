@@ -1,0 +1,113 @@
+/**
+ * The effects the chart names, bound to this engine's storage, issuers and
+ * held replies: provided once per engine with `machine.provide()` (not per
+ * name: providing rebuilds the state-node tree, far too costly at 100k
+ * names). Per-name effects find their record through `context.name`.
+ */
+import { fromPromise } from 'xstate';
+import { isStorageFault } from '../errors.js';
+import {
+  createCertificateMachine,
+  type AttemptInput,
+  type AttemptOutput,
+  type CertificateMachine,
+  type FailureRecord,
+  type HandshakeAnswer,
+  type HandshakeReply,
+  type LoadedState,
+  type OperatorOutcome,
+  type OperatorReply,
+} from '../machines/certificate.js';
+import { safeError } from '../safe-error.js';
+import { keys } from '../storage-keys.js';
+import { runAttempt } from './attempt.js';
+import type { EngineCore } from './core.js';
+import type { HeldReplies } from './held-replies.js';
+import { Limiter } from './limiter.js';
+import type { Loads } from './loads.js';
+import type { MaterialCache } from './material-cache.js';
+import type { NameRecord } from './name-record.js';
+import { serializeFailureRecord } from './stored.js';
+
+/** Attempts doing storage and CA work at once: a mass first start must not open a file or an order per name at once. */
+const MAX_ATTEMPTS = 32;
+
+export interface EffectDeps {
+  core: EngineCore;
+  materials: MaterialCache;
+  loads: Loads;
+  held: HeldReplies;
+  /** The record of a name, if the engine still holds it. */
+  record(name: string): NameRecord | undefined;
+  /** Called before an order (not before adopting): may throw to refuse (on-demand permission and budget). */
+  beforeIssue(attempt: AttemptInput): Promise<void>;
+}
+
+/** The lifecycle machine with this engine's clock, randomness and policy, and its effects. */
+export function provideEffects(deps: EffectDeps): CertificateMachine {
+  const { core, held, record } = deps;
+  const attempts = new Limiter(MAX_ATTEMPTS);
+  const machine = createCertificateMachine({ now: () => core.clock.now(), random: core.random, policy: core.policy });
+  return machine.provide({
+    actors: {
+      loadStored: fromPromise<LoadedState, { name: string }>(({ input }) => {
+        const nameRecord = record(input.name);
+        return nameRecord ? deps.loads.load(nameRecord) : Promise.resolve({});
+      }),
+      attempt: fromPromise<AttemptOutput, AttemptInput>(({ input, signal }) =>
+        core.track(
+          attempts.run(
+            () =>
+              runAttempt(
+                {
+                  storage: core.storage,
+                  issuers: core.issuers,
+                  clock: core.clock,
+                  logger: core.logger,
+                  materials: deps.materials,
+                  policy: core.policy,
+                  lockTtlMs: core.settings.lockTtlMs,
+                  storageClock: core.storageClock,
+                  pending: core.pending,
+                  beforeIssue: (attempt) => deps.beforeIssue(attempt),
+                  onIssuerResult: (r) =>
+                    core.publish({
+                      type: 'issuer_attempt',
+                      name: r.name,
+                      issuer: r.issuer,
+                      result: r.ok ? 'success' : 'failure',
+                      durationMs: r.durationMs,
+                      ...(r.ok ? {} : { errorType: r.error instanceof Error ? r.error.name : 'Error' }),
+                    }),
+                },
+                input,
+                signal,
+              ),
+            // A queued attempt whose actor stopped (engine stop, eviction) never starts.
+            { signal },
+          ),
+        ),
+      ),
+      persistFailure: fromPromise<void, { name: string; record: FailureRecord }>(async ({ input }) => {
+        // Our own refusals (permission, budget) are not the CA's verdict: keep them off disk, so a flood costs no writes.
+        if (input.record.lastError?.code === 'ERR_NAME_NOT_ALLOWED') return;
+        // Nor our storage being down: the write would fail, or outlive the outage as a cluster-wide backoff.
+        if (isStorageFault(input.record.lastError?.code)) return;
+        return core.track(
+          core.storageClock
+            .offset()
+            .then((offset) => core.storage.store(keys.failure(input.name), serializeFailureRecord(input.record, offset)))
+            .catch((error: unknown) => {
+              core.logger.warn({ name: input.name, err: safeError(error) }, 'could not persist the failure record');
+            }),
+        );
+      }),
+    },
+    actions: {
+      holdHandshake: ({ context }, { reply }: { reply: HandshakeReply }) => held.holdHandshake(record(context.name), reply),
+      holdOperator: ({ context }, { reply }: { reply?: OperatorReply }) => held.holdOperator(record(context.name), reply),
+      releaseHandshakes: ({ context }, answer: HandshakeAnswer) => held.releaseHandshakes(record(context.name), answer),
+      releaseOperators: ({ context }, outcome: OperatorOutcome) => held.releaseOperators(record(context.name), outcome),
+    },
+  });
+}

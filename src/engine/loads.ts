@@ -1,0 +1,132 @@
+/**
+ * Loads: reading a name's stored certificate and failure record, bounded (at
+ * most 64 reads at once, a handshake's or an operator's ahead of background
+ * ones) and abortable (after `stop()` a queued read never reaches storage).
+ *
+ * The key is not parsed here (10× cheaper: 100,000 names are read at start);
+ * OpenSSL checks it when the context is built, and a refused pair is replaced.
+ * Corrupt values count as absent (logged), never a stuck name.
+ */
+import { certificateCoversName } from '../certs.js';
+import { CorruptStorageError } from '../errors.js';
+import type { LoadedState } from '../machines/certificate.js';
+import { safeError } from '../safe-error.js';
+import { keys } from '../storage-keys.js';
+import type { EngineCore } from './core.js';
+import { Limiter } from './limiter.js';
+import type { MaterialCache } from './material-cache.js';
+import type { NameRecord } from './name-record.js';
+import { parseFailureRecord, parseStoredCertificate } from './stored.js';
+
+/** Reads in flight at once: 100k names at start must not open 100k files (EMFILE). */
+const MAX_READS = 64;
+
+/**
+ * Who a read is for, which decides its place in the queue and what it may do
+ * to the material cache: `urgent` (a handshake, an operator, an actor's own
+ * load) goes first and caches the PEMs it read; `background` (the start-up
+ * scan, a storage resync) waits its turn and caches them only while there is
+ * room, never evicting what handshakes use.
+ */
+export type ReadMode = 'urgent' | 'background';
+
+export class Loads {
+  readonly #core: EngineCore;
+  readonly #materials: MaterialCache;
+  readonly #limiter = new Limiter(MAX_READS);
+
+  constructor(core: EngineCore, materials: MaterialCache) {
+    this.#core = core;
+    this.#materials = materials;
+  }
+
+  /**
+   * The actor's load: what a storage read already found (the scan, a wake
+   * from sleep) or why it failed (the chart's retry reads again later), else a read.
+   */
+  load(record: NameRecord): Promise<LoadedState> {
+    const preloaded = record.preloaded;
+    if (preloaded) {
+      record.preloaded = undefined;
+      return 'readError' in preloaded ? Promise.reject(preloaded.readError) : Promise.resolve(preloaded);
+    }
+    return this.read(record.name, { mode: record.urgent ? 'urgent' : 'background', cache: true });
+  }
+
+  /**
+   * Read a name's certificate unit and failure record, bounded.
+   * `skipFailure`: a listing showed there is no failure record. `cache`
+   * overrides the mode's caching (an actor's load keeps what it read).
+   */
+  read(name: string, options: { mode: ReadMode; skipFailure?: boolean; cache?: boolean }): Promise<LoadedState> {
+    const urgent = options.mode === 'urgent';
+    return this.#core.track(this.#limiter.run(() => this.#read(name, options.skipFailure ?? false, options.cache ?? urgent), { urgent, signal: this.#core.signal }));
+  }
+
+  /**
+   * Read the certificate of a name the chart serves back into memory (after
+   * cache eviction, or for a name woken from sleep): one read per name,
+   * however many handshakes ask, ahead of background reads. `onDifferent` is
+   * told when storage holds another certificate (another process renewed it).
+   */
+  reloadMaterial(record: NameRecord, onDifferent: (loaded: LoadedState) => void): Promise<void> {
+    record.reloading ??= this.read(record.name, { mode: 'urgent' })
+      .then(
+        (loaded) => {
+          if (loaded.certificate && loaded.certificate.fingerprint !== record.certificate?.fingerprint) onDifferent(loaded);
+        },
+        (error: unknown) => this.#core.logger.warn({ name: record.name, err: safeError(error) }, 'cannot read the certificate from storage'),
+      )
+      .finally(() => {
+        record.reloading = undefined;
+      });
+    return record.reloading;
+  }
+
+  /** Keys of every stored failure record, or undefined when storage cannot list them (then each name looks for its own). */
+  async listFailures(): Promise<Set<string> | undefined> {
+    try {
+      return new Set(await this.#core.track(this.#core.storage.list(keys.failuresPrefix)));
+    } catch (error) {
+      this.#core.logger.warn({ err: safeError(error) }, 'cannot list failure records; reading them name by name');
+      return undefined;
+    }
+  }
+
+  async #read(name: string, skipFailure: boolean, cache: boolean): Promise<LoadedState> {
+    const { storage, logger } = this.#core;
+    const [unitRaw, failureRaw, clockOffset] = await Promise.all([
+      storage.load(keys.certificate(name)),
+      skipFailure ? undefined : storage.load(keys.failure(name)),
+      // Failure records carry times on the storage's clock: shifted to ours by the offset between them.
+      skipFailure ? 0 : this.#core.storageClock.offset(),
+    ]);
+    const loaded: LoadedState = {};
+    if (unitRaw !== undefined) {
+      const unit = this.#parseOrWarn(name, () => parseStoredCertificate(keys.certificate(name), unitRaw, { checkKey: false }));
+      // A unit stored under the wrong name is not this name's certificate.
+      if (unit && !certificateCoversName(unit.meta, name)) {
+        logger.warn({ name }, 'ignoring a stored certificate that does not cover its name');
+      } else if (unit) {
+        if (cache) this.#materials.put(unit.meta.fingerprint, unit.bundle);
+        else this.#materials.putIfRoom(unit.meta.fingerprint, unit.bundle);
+        loaded.certificate = unit.meta;
+      }
+    }
+    if (failureRaw !== undefined) {
+      const failure = this.#parseOrWarn(name, () => parseFailureRecord(keys.failure(name), failureRaw, clockOffset));
+      if (failure) loaded.failure = failure;
+    }
+    return loaded;
+  }
+
+  #parseOrWarn<T>(name: string, parse: () => T): T | undefined {
+    try {
+      return parse();
+    } catch (error) {
+      if (!(error instanceof CorruptStorageError)) throw error;
+      this.#core.logger.warn({ name, err: safeError(error) }, 'ignoring corrupt stored value');
+      return undefined;
+    }
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * What the engine keeps per name. Each group of fields is written by one
+ * part of the engine only (named in its comment); the others read it.
+ */
+import type { Actor } from 'xstate';
+import type { CertificateMachine, HandshakeReply, ImmediateAnswer, LoadedState, OperatorReply } from '../machines/certificate.js';
+import type { CertificateMeta, LifecycleState, TimerHandle } from '../types.js';
+
+export type CertActor = Actor<CertificateMachine>;
+
+/** A read the start-up scan already made for a name's actor: what it found, or why it failed. */
+export type Preloaded = LoadedState | { readonly readError: unknown };
+
+/** A sleeping name: what its actor resumes from (its `valid` certificate and renewal time, no storage read). */
+export type SleepingName = LoadedState & { certificate: CertificateMeta; renewAt: number };
+
+/**
+ * Replies held for a name (held replies): handshakes with their deadlines,
+ * and operators waiting for the outcome of the attempt they asked for.
+ * Every handshake gets the same `handshakeTimeout`, so insertion order is
+ * deadline order and one timer per name, armed for the oldest, serves them all.
+ */
+export interface Held {
+  handshakes: Map<HandshakeReply, number> | undefined;
+  deadlineTimer: TimerHandle | undefined;
+  operators: Set<OperatorReply> | undefined;
+}
+
+export interface NameRecord {
+  readonly name: string;
+  /** Configured (`names`, `manage()`), or admitted on demand. */
+  readonly managed: boolean;
+
+  /** Residency: the running statechart; undefined while the name sleeps or has not been read yet. */
+  actor: CertActor | undefined;
+  /** Residency: set while the name sleeps. */
+  sleeping: SleepingName | undefined;
+  /** Residency: what a storage read already found (or why it failed), handed to the actor's first load (so it reads nothing). */
+  preloaded: Preloaded | undefined;
+  /** Residency: the actor was woken by a handshake or an operator, so its load goes ahead of background reads. */
+  urgent: boolean;
+
+  /** Loads: a read of the certificate's key material in flight (after cache eviction). */
+  reloading: Promise<void> | undefined;
+
+  /** Held replies: created with the first one (most names never hold any: ~300 B saved per name). */
+  held: Held | undefined;
+
+  /** State view: the lifecycle state shown (a name not read yet is `loading`). */
+  state: LifecycleState;
+  /** State view: the certificate in use (metadata only). */
+  certificate: CertificateMeta | undefined;
+  /**
+   * State view: the answer the chart gives a handshake at once in the
+   * current state (tags `serves-certificate`, `serves-expired-certificate`,
+   * `refuses`), so a handshake costs a Map lookup, not an XState event.
+   * Undefined while the chart holds handshakes.
+   */
+  answer: ImmediateAnswer | undefined;
+  /** State view: woken from sleep, so its reload of the known record is not shown as a state change. */
+  waking: boolean;
+}
+
+/** A name's record, with no actor yet. */
+export function newNameRecord(name: string, managed: boolean): NameRecord {
+  return {
+    name,
+    managed,
+    actor: undefined,
+    sleeping: undefined,
+    preloaded: undefined,
+    urgent: false,
+    reloading: undefined,
+    held: undefined,
+    state: 'loading',
+    certificate: undefined,
+    answer: undefined,
+    waking: false,
+  };
+}

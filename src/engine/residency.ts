@@ -1,0 +1,262 @@
+/**
+ * Residency: which names the engine holds, and how — not read yet (a record),
+ * live (a running statechart actor), or sleeping (a small record, no actor).
+ *
+ * Per-name actors are independent roots, not children of one parent (XState
+ * stops N children in O(N²)). Beyond `maxLiveActors`, names resting where the
+ * chart says they may sleep (tag `may-sleep`) are kept as records, least
+ * recently active first; a sleeping name is served exactly like a live one.
+ * It wakes — its actor starts from the record, no storage read — when the
+ * chart's next timer for it would fire (one heap, `WakeQueue`, for every
+ * sleeping name), or when something needs its actor (a handshake it cannot
+ * answer at once, an operator). Events that reach a sleeping name (another
+ * process's certificate, an ARI window) are put to the chart's questions, so
+ * it stays asleep when the chart lets it.
+ */
+import { createActor, type InspectionEvent, type Observer } from 'xstate';
+import { TAGS, type CertificateEvent, type CertificateMachine } from '../machines/certificate.js';
+import type { CertificateSnapshot, ChartQuestions } from '../machines/questions.js';
+import { isIpLiteral } from '../names.js';
+import { safeError } from '../safe-error.js';
+import type { EngineCore } from './core.js';
+import type { CertEngineEvent } from './events.js';
+import type { HeldReplies } from './held-replies.js';
+import { newNameRecord, type CertActor, type NameRecord, type Preloaded, type SleepingName } from './name-record.js';
+import type { StateView } from './state-view.js';
+import type { WakeQueue } from './wake-queue.js';
+import { ARI_DEFAULT_RECHECK_MS } from './ari.js';
+
+export interface ResidencyDeps {
+  core: EngineCore;
+  /** The engine's machine, effects provided. */
+  machine: CertificateMachine;
+  questions: ChartQuestions;
+  view: StateView;
+  held: HeldReplies;
+  queue: WakeQueue<'wake' | 'ari'>;
+  inspect: Observer<InspectionEvent> | ((event: InspectionEvent) => void) | undefined;
+}
+
+export class Residency {
+  readonly #deps: ResidencyDeps;
+  readonly #records = new Map<string, NameRecord>();
+  /** Live actors resting where they may sleep, least recently active first: the candidates for sleep. */
+  readonly #resting = new Map<string, NameRecord>();
+  #live = 0;
+  #sleepPending = false;
+
+  constructor(deps: ResidencyDeps) {
+    this.#deps = deps;
+  }
+
+  get(name: string): NameRecord | undefined {
+    return this.#records.get(name);
+  }
+
+  /** A name's record, without an actor yet (the scan, a handshake or an operator wakes it). */
+  add(name: string, managed: boolean): NameRecord {
+    let record = this.#records.get(name);
+    if (!record) this.#records.set(name, (record = newNameRecord(name, managed)));
+    return record;
+  }
+
+  records(): IterableIterator<NameRecord> {
+    return this.#records.values();
+  }
+
+  get size(): number {
+    return this.#records.size;
+  }
+
+  get liveActors(): number {
+    return this.#live;
+  }
+
+  get sleeping(): number {
+    return this.#deps.queue.size('wake');
+  }
+
+  /** Whether one more live actor fits under `maxLiveActors`. */
+  get roomForActor(): boolean {
+    return this.#live < this.#deps.core.settings.maxLiveActors;
+  }
+
+  /**
+   * The managed wildcard covering `name`, if any: `*.example.com` covers
+   * `a.example.com` (exactly one label, RFC 6125 §6.4.3), never `example.com`
+   * or `a.b.example.com`. An exact managed or on-demand name wins over it.
+   */
+  managedWildcardFor(name: string): NameRecord | undefined {
+    const dot = name.indexOf('.');
+    if (dot <= 0 || isIpLiteral(name)) return undefined;
+    const wildcard = this.#records.get(`*${name.slice(dot)}`);
+    return wildcard?.managed ? wildcard : undefined;
+  }
+
+  /**
+   * The name's running actor, created if the name sleeps or was never read.
+   * A sleeping name's actor starts from its record (no storage read).
+   * `urgent`: its load goes ahead of background reads (a handshake or an operator waits).
+   */
+  wake(record: NameRecord, urgent = false): CertActor {
+    if (record.actor) return record.actor;
+    const { core, machine, view, queue, inspect } = this.#deps;
+    if (record.sleeping) {
+      record.preloaded ??= record.sleeping;
+      record.sleeping = undefined;
+      record.waking = true;
+      queue.cancel('wake', record.name);
+    }
+    record.urgent = urgent;
+    const actor = createActor(machine, {
+      id: `cert:${record.name}`,
+      input: { name: record.name, serveExpired: core.settings.serveExpired },
+      clock: core.clock,
+      inspect,
+    });
+    record.actor = actor;
+    this.#live++;
+    actor.on('*', (event) => core.publish(event as CertEngineEvent));
+    actor.subscribe({
+      next: (snapshot) => {
+        // An actor put to sleep or evicted is no longer this name's.
+        if (record.actor !== actor) return;
+        this.#noteRest(record, snapshot);
+        view.show(record, snapshot);
+      },
+      error: (error) => core.logger.error({ name: record.name, err: safeError(error) }, 'certificate actor failed'),
+    });
+    actor.start();
+    return actor;
+  }
+
+  /**
+   * A name read from storage (the start-up scan): live when there is room
+   * for its actor or the chart says it cannot rest, else asleep. What was
+   * read (or why it failed) is handed to the actor as its first load, unless
+   * `reread` (the actor then reads for itself: a name that will attempt reads
+   * its own failure record).
+   */
+  restOrWake(record: NameRecord, loaded: Preloaded, reread: boolean): void {
+    const room = this.roomForActor;
+    if ('readError' in loaded || (room && !reread)) {
+      record.preloaded = loaded;
+      return void this.wake(record);
+    }
+    const rests = this.#deps.questions.afterLoad(loaded);
+    // Its first ARI question waits a random part of the usual recheck interval: 100,000 names read at
+    // start must not become 100,000 requests to the CA within seconds (a new certificate still asks at once).
+    const ariDelayMs = Math.max(1, Math.round(this.#deps.core.random() * ARI_DEFAULT_RECHECK_MS));
+    if (!room && rests.hasTag(TAGS.maySleep) && this.#sleep(record, rests, ariDelayMs)) return;
+    // A name the chart lets rest does not need its failure record read again; one that will attempt does.
+    if (!reread || rests.hasTag(TAGS.maySleep)) record.preloaded = loaded;
+    this.wake(record);
+  }
+
+  /**
+   * An event for a name without an actor: a sleeping name asks the chart and
+   * stays asleep with the result when the chart lets it (nothing due), else
+   * wakes with it. A name not read yet will read storage anyway: ignored.
+   */
+  sendOrAsk(record: NameRecord, event: CertificateEvent): void {
+    if (record.actor) return record.actor.send(event);
+    const sleeping = record.sleeping;
+    if (!sleeping) return;
+    const { questions, core } = this.#deps;
+    const snapshot = questions.next(questions.afterLoad(sleeping), event);
+    const due = questions.nextTimerAt(snapshot);
+    if (snapshot.hasTag(TAGS.maySleep) && due !== undefined && due > core.clock.now() && this.#sleep(record, snapshot)) return;
+    record.sleeping = asleep(snapshot) ?? sleeping;
+    this.wake(record);
+  }
+
+  /** A sleeping name's timer is due: wake its actor, which resumes from the record and lets the chart act. */
+  wakeDue(name: string): void {
+    const record = this.#records.get(name);
+    if (record?.sleeping && !this.#deps.core.stopped) this.wake(record);
+  }
+
+  /** Drop a name altogether (an on-demand name no longer allowed): its actor stops, its timers go. */
+  remove(record: NameRecord): void {
+    if (this.#records.get(record.name) !== record) return;
+    const actor = record.actor;
+    if (actor) {
+      // Stopped while still held, so whatever it holds is released (`stopped`).
+      actor.send({ type: 'STOP' });
+      record.actor = undefined;
+      this.#live--;
+      actor.stop();
+    }
+    this.#records.delete(record.name);
+    this.#resting.delete(record.name);
+    this.#deps.queue.cancel('wake', record.name);
+    this.#deps.queue.cancel('ari', record.name);
+  }
+
+  /** The engine stops: every actor enters `stopped` (releasing what it held) and stops; no name is held any more. */
+  stopAll(): void {
+    this.#deps.queue.clear();
+    for (const record of this.#records.values()) {
+      record.actor?.send({ type: 'STOP' });
+      record.actor?.stop();
+    }
+    this.#records.clear();
+    this.#resting.clear();
+  }
+
+  /** Track live actors that rest where the chart lets them sleep; sleep the excess. */
+  #noteRest(record: NameRecord, snapshot: CertificateSnapshot): void {
+    this.#resting.delete(record.name);
+    if (!snapshot.hasTag(TAGS.maySleep)) return;
+    this.#resting.set(record.name, record);
+    this.#sleepExcess();
+  }
+
+  /** Sleep the least recently active resting actors beyond `maxLiveActors` (after the transition that asked, never inside it). */
+  #sleepExcess(): void {
+    if (this.#sleepPending || this.#live <= this.#deps.core.settings.maxLiveActors) return;
+    this.#sleepPending = true;
+    setImmediate(() => {
+      this.#sleepPending = false;
+      for (const record of this.#resting.values()) {
+        if (this.#deps.core.stopped || this.#live <= this.#deps.core.settings.maxLiveActors) break;
+        this.#putToSleep(record);
+      }
+    });
+  }
+
+  /** Replace a resting actor with nothing in flight by its record. */
+  #putToSleep(record: NameRecord): void {
+    const actor = record.actor;
+    if (!actor || this.#deps.held.holds(record) || record.reloading) return;
+    const snapshot = actor.getSnapshot();
+    if (snapshot.status !== 'active' || !snapshot.hasTag(TAGS.maySleep) || !this.#sleep(record, snapshot)) return;
+    record.actor = undefined;
+    this.#live--;
+    this.#resting.delete(record.name);
+    actor.stop();
+  }
+
+  /**
+   * Keep a name as a record of a resting snapshot, woken when the chart's
+   * next timer for it would fire. False (nothing changed) when the snapshot
+   * has no certificate or no timer to wake it by.
+   */
+  #sleep(record: NameRecord, snapshot: CertificateSnapshot, ariDelayMs?: number): boolean {
+    const sleeping = asleep(snapshot);
+    const due = this.#deps.questions.nextTimerAt(snapshot);
+    if (!sleeping || due === undefined) return false;
+    record.sleeping = sleeping;
+    this.#deps.queue.schedule('wake', record.name, due);
+    this.#deps.view.show(record, snapshot, ariDelayMs);
+    return true;
+  }
+}
+
+/** What a sleeping name keeps of a resting snapshot: enough for its actor to resume from it. */
+function asleep(snapshot: CertificateSnapshot): SleepingName | undefined {
+  const { certificate, renewAt, attempts, lastError, nextAttemptAt } = snapshot.context;
+  if (!certificate || renewAt === undefined) return undefined;
+  const failed = attempts > 0 || nextAttemptAt !== undefined;
+  return { certificate, renewAt, ...(failed ? { failure: { attempts, lastError, nextAttemptAt } } : {}) };
+}

@@ -1,0 +1,124 @@
+/**
+ * The state view: what the outside sees of each name — its lifecycle state,
+ * its certificate, its status, and the answer a handshake gets at once — read
+ * only from the chart: an actor's snapshots, or for a name without an actor
+ * the snapshot the chart's questions give. Nothing here decides: the answer
+ * is the one the chart's tags name (`answerOf`).
+ *
+ * Showing a snapshot also logs one line per transition, publishes
+ * `state_changed`, drops the key material of a certificate no longer in use,
+ * and tells ARI scheduling about a new certificate.
+ */
+import { lifecycleStateOf, refusalOf, TAGS, type ImmediateAnswer } from '../machines/certificate.js';
+import type { CertificateSnapshot } from '../machines/questions.js';
+import type { NameStatus } from '../types.js';
+import type { EngineCore } from './core.js';
+import type { MaterialCache } from './material-cache.js';
+import type { NameRecord } from './name-record.js';
+
+/**
+ * The answer the chart gives a handshake at once in this snapshot, by its
+ * tags; undefined where it holds handshakes. A certificate answer is served
+ * only while the certificate has not expired, unless the chart serves it expired.
+ */
+export function answerOf(snapshot: CertificateSnapshot): ImmediateAnswer | undefined {
+  const { certificate } = snapshot.context;
+  if (certificate && snapshot.hasTag(TAGS.servesCertificate)) return { ok: true, fingerprint: certificate.fingerprint, expired: false };
+  if (certificate && snapshot.hasTag(TAGS.servesExpiredCertificate)) return { ok: true, fingerprint: certificate.fingerprint, expired: true };
+  if (snapshot.hasTag(TAGS.refuses)) return refusalOf(snapshot.context);
+  return undefined;
+}
+
+export class StateView {
+  readonly #core: EngineCore;
+  readonly #materials: MaterialCache;
+  readonly #onNewCertificate: (record: NameRecord, ariDelayMs: number) => void;
+  /** Names the start-up scan waits for, until they leave `loading`. */
+  readonly #untilRead = new Map<NameRecord, Array<() => void>>();
+
+  /** @param onNewCertificate told when a name's certificate changes (for ARI), with how long to wait before asking */
+  constructor(core: EngineCore, materials: MaterialCache, onNewCertificate: (record: NameRecord, ariDelayMs: number) => void) {
+    this.#core = core;
+    this.#materials = materials;
+    this.#onNewCertificate = onNewCertificate;
+  }
+
+  /**
+   * Show a name's snapshot (from its actor, or from the chart's questions
+   * for a name without one). `ariDelayMs`: when a new certificate's renewal
+   * information may be asked for (0: at once).
+   */
+  show(record: NameRecord, snapshot: CertificateSnapshot, ariDelayMs = 0): void {
+    const state = lifecycleStateOf(snapshot.value);
+    // A name woken from sleep reloads its known record: to the outside it stays as it was.
+    if (record.waking && state === 'loading') return;
+    record.waking = false;
+    const { context } = snapshot;
+    const previous = record.certificate;
+    record.certificate = context.certificate;
+    record.answer = answerOf(snapshot);
+    if (context.certificate?.fingerprint !== previous?.fingerprint) {
+      if (previous !== undefined) this.#materials.delete(previous.fingerprint);
+      if (context.certificate !== undefined) this.#onNewCertificate(record, ariDelayMs);
+    }
+    if (state !== 'loading') this.#read(record);
+    if (state === record.state) return;
+    const from = record.state;
+    record.state = state;
+    this.#core.logger.info(
+      {
+        name: record.name,
+        state,
+        from,
+        attempt: context.attemptSeq,
+        ...(context.certificate ? { issuer: context.certificate.issuerId } : {}),
+        // The error behind a backoff (or a storage retry), when there is one.
+        ...(context.lastError && context.nextAttemptAt !== undefined ? { error: { type: context.lastError.type, message: context.lastError.message } } : {}),
+      },
+      'certificate state',
+    );
+    this.#core.publish({ type: 'state_changed', name: record.name, from, to: state, at: this.#core.clock.now() });
+  }
+
+  /** Resolves once the name has left `loading` (read from storage, found unreadable, or resumed from sleep), or the engine stops. */
+  untilRead(record: NameRecord): Promise<void> {
+    if ((record.state !== 'loading' && !record.waking) || this.#core.stopped) return Promise.resolve();
+    return new Promise((resolve) => {
+      const waiting = this.#untilRead.get(record);
+      if (waiting) waiting.push(resolve);
+      else this.#untilRead.set(record, [resolve]);
+    });
+  }
+
+  /** The engine stops: nobody waits for a read any more. */
+  stop(): void {
+    for (const waiting of this.#untilRead.values()) for (const resolve of waiting) resolve();
+    this.#untilRead.clear();
+  }
+
+  #read(record: NameRecord): void {
+    const waiting = this.#untilRead.get(record);
+    if (!waiting) return;
+    this.#untilRead.delete(record);
+    for (const resolve of waiting) resolve();
+  }
+
+  /** A name's status: from its actor's context, its sleeping record, or nothing yet (`loading`). */
+  statusOf(record: NameRecord): NameStatus {
+    const status: NameStatus = { name: record.name, state: record.state, managed: record.managed, attempts: 0 };
+    const context = record.actor?.getSnapshot().context;
+    if (context) {
+      status.attempts = context.attempts;
+      if (context.certificate) status.certificate = context.certificate;
+      if (context.renewAt !== undefined) status.renewAt = context.renewAt;
+      if (context.lastError) status.lastError = context.lastError;
+      if (context.nextAttemptAt !== undefined) status.nextAttemptAt = context.nextAttemptAt;
+    } else if (record.sleeping) {
+      status.attempts = record.sleeping.failure?.attempts ?? 0;
+      status.certificate = record.sleeping.certificate;
+      status.renewAt = record.sleeping.renewAt;
+      if (record.sleeping.failure?.lastError) status.lastError = record.sleeping.failure.lastError;
+    }
+    return status;
+  }
+}
