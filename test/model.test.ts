@@ -31,7 +31,7 @@ import { defaultTimingPolicy } from '../src/machines/policy.js';
 import { keys } from '../src/storage-keys.js';
 import { LIFECYCLE_STATES, type CertificateMeta, type LifecycleState, type Storage } from '../src/types.js';
 import { installTestCa, scriptedIssuer, testLeafKey, type ScriptedIssuer } from './helpers/scripted-issuer.js';
-import { seedCertificate } from './helpers/tls.js';
+import { refusalsAsErrors, seedCertificate } from './helpers/tls.js';
 import { isSelfLoop, modelPaths, replayEvents, timerDueAt, BACKOFF_MS, NAME, DAY, T0, type CertKind, type LoadVariant, type ModelEvent, type ModelStep } from './helpers/model-paths.js';
 
 /** Longest an operator's forceRenew may wait (engine clock), far beyond any path's time. */
@@ -143,7 +143,8 @@ async function replay(steps: ModelStep[], timers: Map<string, string>, serveExpi
   });
   engine.on('cert_obtaining', (e) => trace.push(`  attempt ${e.attempt} (${e.reason})`));
   const started = engine.start();
-  const { SNICallback } = engine.tlsOptions();
+  // The engine answers a refusal with a TLS alert (no context); the probe wants the refusal's typed error.
+  const { SNICallback } = refusalsAsErrors(engine);
   const held: HeldProbe[] = [];
   const operators: Array<{ from: LifecycleState; outcome: Outcome<CertificateMeta> }> = [];
   let checks = 0;
@@ -206,7 +207,7 @@ async function replay(steps: ModelStep[], timers: Map<string, string>, serveExpi
       } else if (state === 'failed-backoff' || state === 'storage-unreadable') {
         assert.ok(outcome.settled && 'error' in outcome, `an operator of ${op.from} gets the error in ${state}`);
         assertRefused(outcome.error, `an operator of ${op.from}, in ${state}`);
-        if (state === 'storage-unreadable') assert.equal((outcome.error as CertificateUnavailableError).code, 'ERR_STORAGE');
+        if (state === 'storage-unreadable') assert.equal((outcome.error as CertificateUnavailableError).lastError.code, 'ERR_STORAGE');
       } else if (state === 'stopped') {
         assert.ok(outcome.settled && 'error' in outcome && outcome.error instanceof EngineStoppedError, `an operator of ${op.from} is released by stop`);
       } else {

@@ -65,7 +65,7 @@ describe('forceRenew settles with the outcome it asked for', () => {
 
       await assert.rejects(engine.forceRenew('down.localhost'), (e: unknown) => {
         assert.ok(e instanceof CertificateUnavailableError, String(e));
-        assert.equal(e.code, 'ERR_STORAGE', 'the storage error, not a CA error');
+        assert.equal(e.lastError.code, 'ERR_STORAGE', 'the storage error, not a CA error');
         return true;
       });
       assert.equal(engine.statusOf('down.localhost')!.state, 'storage-unreadable');
