@@ -26,14 +26,17 @@ import {
   AllIssuersFailedError,
   CertstateError,
   FencingError,
-  InvalidCertificateError,
+  IssuanceFloorError,
   IssuerOnHoldError,
   LockLostError,
   isStorageFault,
   toErrorInfo,
+  UnusableCertificateError,
+  type UnusableReason,
 } from '../errors.js';
+import { floorUntil, ordersPlacedBy, recentOrders, whyUnusable, withOrders, withOrdersPlaced } from '../machines/floor.js';
 import type { AttemptInput, AttemptOutput, FailureRecord } from '../machines/certificate.js';
-import { nextAttemptTime, renewalTime, type TimingPolicy } from '../machines/policy.js';
+import { nextAttemptTime, type TimingPolicy } from '../machines/policy.js';
 import { keys } from '../storage-keys.js';
 import type { CertificateBundle, CertificateMeta, Clock, Fence, Issuer, Logger, Storage } from '../types.js';
 import { keepLease, type Lease } from './lease.js';
@@ -84,6 +87,10 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
     if (fresh) return { certificate: fresh, adopted: true };
     // Or it may have failed while we waited: its backoff is the cluster's; spend no second order.
     await sharedBackoff(deps, input, failureBefore);
+    // The name's orders as the cluster knows them: the floor holds for every process (an operator may bypass it).
+    const orders = await clusterOrders(deps, input);
+    const floor = floorUntil(orders, deps.clock.now(), deps.policy);
+    if (floor !== undefined && !input.forced) throw new IssuanceFloorError(input.name, recentOrders(orders, deps.clock.now(), deps.policy).length, deps.policy.orderWindowMs, floor);
 
     await deps.beforeIssue?.(input);
     lease.assertHeld();
@@ -93,10 +100,10 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
     } catch (error) {
       // Recorded while we still hold the lock (fenced), so the next holder sees it (the
       // statechart's persistFailure lands only after the release).
-      if (!lease.signal.aborted) await recordSharedFailure(deps, input, error, fence);
+      if (!lease.signal.aborted) await recordSharedFailure(deps, input, error, fence, orders);
       throw error;
     }
-    const { bundle, meta } = issued;
+    const { bundle, meta, ordered } = issued;
     // In memory first: whatever happens to the write, this certificate can be served.
     deps.materials.put(meta.fingerprint, bundle);
     const unit = serializeStoredCertificate(bundle, meta, deps.clock.now());
@@ -108,12 +115,10 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
     if (outcome === 'pending') {
       deps.logger.warn({ name: input.name, fingerprint: meta.fingerprint }, 'issued certificate not stored yet (storage failing): served from memory, stored when the storage answers');
       deps.pending!.add(input.name, unit, meta);
-      return { certificate: meta, adopted: false };
+      return { certificate: meta, adopted: false, ordered };
     }
-    await storage.delete(keys.failure(input.name), { fence }).catch((error: unknown) => {
-      deps.logger.warn({ name: input.name, err: safeError(error) }, 'could not clear the failure record');
-    });
-    return { certificate: meta, adopted: false };
+    await settleFailureRecord(deps, input, withOrders(orders, ordered, deps.clock.now(), deps.policy), fence);
+    return { certificate: meta, adopted: false, ordered };
   } catch (error) {
     // Our lease was taken over while we worked: not a failure. The new holder's certificate is the outcome.
     if (lease.lost && !signal.aborted) {
@@ -124,6 +129,39 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
   } finally {
     await letGo();
   }
+}
+
+/**
+ * After a success the failure record goes, unless the floor's window holds
+ * other orders: then it stays, with no failure, as the cluster's count of them
+ * (the certificate in hand stands for itself: one order at its notBefore).
+ */
+async function settleFailureRecord(deps: AttemptDeps, input: AttemptInput, orders: number[] | undefined, fence: Fence): Promise<void> {
+  const key = keys.failure(input.name);
+  try {
+    if (orders !== undefined && orders.length > 1) await deps.storage.store(key, serializeFailureRecord({ attempts: 0, orders }, await clockOffset(deps)), { fence });
+    else await deps.storage.delete(key, { fence });
+  } catch (error) {
+    deps.logger.warn({ name: input.name, err: safeError(error) }, 'could not clear the failure record');
+  }
+}
+
+/** The name's recent orders: the chart's, and those another process recorded (the longer list wins: they overlap). */
+async function clusterOrders(deps: AttemptDeps, input: AttemptInput): Promise<number[] | undefined> {
+  const now = deps.clock.now();
+  const own = recentOrders(input.orders, now, deps.policy);
+  const key = keys.failure(input.name);
+  const raw = await deps.storage.load(key);
+  let stored: number[] = [];
+  if (raw !== undefined) {
+    try {
+      stored = recentOrders(parseFailureRecord(key, raw, await clockOffset(deps)).orders, now, deps.policy);
+    } catch {
+      stored = [];
+    }
+  }
+  const longer = stored.length > own.length ? stored : own;
+  return longer.length > 0 ? longer : undefined;
 }
 
 /**
@@ -247,7 +285,7 @@ async function sharedBackoff(deps: AttemptDeps, input: AttemptInput, before: str
 }
 
 /** Write the cluster's failure record under our lock (fenced). Best effort: the statechart persists its own right after. */
-async function recordSharedFailure(deps: AttemptDeps, input: AttemptInput, error: unknown, fence: { lockKey: string; token: number }): Promise<void> {
+async function recordSharedFailure(deps: AttemptDeps, input: AttemptInput, error: unknown, fence: Fence, orders: number[] | undefined): Promise<void> {
   const key = keys.failure(input.name);
   try {
     const now = deps.clock.now();
@@ -256,7 +294,8 @@ async function recordSharedFailure(deps: AttemptDeps, input: AttemptInput, error
     const raw = await deps.storage.load(key);
     const attempts = (raw === undefined ? 0 : parseFailureRecord(key, raw).attempts) + 1;
     // The middle of the jitter range: the statechart's record, with its own jitter, follows.
-    const record: FailureRecord = { attempts, lastError, nextAttemptAt: nextAttemptTime(now, attempts, 0.5, lastError.retryAfter, deps.policy) };
+    const placed = withOrders(orders, ordersPlacedBy(error), now, deps.policy);
+    const record: FailureRecord = { attempts, lastError, nextAttemptAt: nextAttemptTime(now, attempts, 0.5, lastError.retryAfter, deps.policy), ...(placed ? { orders: placed } : {}) };
     await deps.storage.store(key, serializeFailureRecord(record, await clockOffset(deps)), { fence });
   } catch (storeError) {
     deps.logger.warn({ name: input.name, err: safeError(storeError) }, 'could not record the failure for the cluster');
@@ -282,9 +321,9 @@ async function freshStoredCertificate(deps: AttemptDeps, input: AttemptInput): P
   }
   const { meta, bundle } = unit;
   if (meta.fingerprint === input.current?.fingerprint) return undefined;
-  const now = deps.clock.now();
-  // Without jitter: "fresh" means another process has done this renewal, not that one is barely due.
-  if (now >= renewalTime(meta, 0, deps.policy) || now >= meta.notAfter) return undefined;
+  // Without jitter: "fresh" means another process has done this renewal, not that one is barely due
+  // (nor a certificate not valid yet, or one the chart would renew at once).
+  if (whyUnusable(meta, deps.clock.now(), deps.policy) !== undefined) return undefined;
   if (!certificateCoversName(meta, input.name)) return undefined;
   deps.materials.put(meta.fingerprint, bundle);
   return meta;
@@ -306,6 +345,8 @@ async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, lease: 
   const errors: unknown[] = [];
   /** Per issuer: no order before this time (its CA's Retry-After). */
   const floors: Record<string, number> = {};
+  /** Issuer calls placed: each counts toward the name's issuance floor, whatever it returns. */
+  let ordered = 0;
   for (const issuer of deps.issuers) {
     // Never place an order once the lease is gone (or going): another process may be ordering.
     lease.assertHeld();
@@ -323,15 +364,16 @@ async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, lease: 
       deps.onIssuerResult?.({ name: input.name, issuer: issuer.id, ok, error, durationMs: deps.clock.now() - startedAt });
     try {
       const request = { names: [input.name], ...(input.current?.ariCertId ? { replaces: input.current.ariCertId } : {}) };
+      ordered++;
       const bundle = await issuer.issue(request, { signal, logger, storage: deps.storage, now: () => deps.clock.now(), fence });
+      // A result that arrives after stop, the attempt's deadline or a lost lease is discarded, never stored.
+      if (signal.aborted) throw signal.reason;
       const meta = parseCertificateBundle(bundle, issuer.id);
-      if (!certificateCoversName(meta, input.name)) {
-        throw new InvalidCertificateError(`issuer ${issuer.id} returned a certificate that does not cover ${input.name}`);
-      }
+      assertUsable(meta, input.name, issuer.id, deps);
       report(true);
-      return { bundle, meta };
+      return { bundle, meta, ordered };
     } catch (error) {
-      if (signal.aborted) throw signal.reason ?? error;
+      if (signal.aborted) throw withOrdersPlaced(signal.reason ?? error, ordered);
       report(false, error);
       logger.warn({ err: safeError(error) }, 'issuer failed');
       errors.push(error);
@@ -339,9 +381,31 @@ async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, lease: 
       if (retryAfter !== undefined && retryAfter > now) floors[issuer.id] = retryAfter;
     }
   }
-  if (errors.length === 1) throw errors[0];
+  if (errors.length === 1) throw withOrdersPlaced(errors[0], ordered);
   const times = Object.values(floors);
   // All issuers failed: the backoff floor is the *earliest* time any of them would take us again;
   // each one's own floor travels in the error (and the failure record) for the next attempt to skip it.
-  throw new AllIssuersFailedError(errors, times.length === deps.issuers.length ? Math.min(...times) : undefined, floors);
+  throw withOrdersPlaced(new AllIssuersFailedError(errors, times.length === deps.issuers.length ? Math.min(...times) : undefined, floors), ordered);
+}
+
+/**
+ * A successful attempt yields a usable certificate, or it is a failure: one
+ * that does not cover the name, is not valid yet, has expired, or is due for
+ * renewal within `minRenewalIntervalMs` is never stored nor served (the
+ * chart's own test, `whyUnusable`).
+ */
+function assertUsable(meta: CertificateMeta, name: string, issuerId: string, deps: AttemptDeps): void {
+  if (!certificateCoversName(meta, name)) throw new UnusableCertificateError(`issuer ${issuerId} returned a certificate that does not cover ${name}`, 'names');
+  const now = deps.clock.now();
+  const why = whyUnusable(meta, now, deps.policy);
+  if (why === undefined) return;
+  const at = (t: number) => new Date(t).toISOString();
+  const details: Record<UnusableReason, string> = {
+    names: '',
+    'not-yet-valid': `not valid before ${at(meta.notBefore)}`,
+    expired: `expired at ${at(meta.notAfter)}`,
+    'renewal-past': `due for renewal at once (valid ${at(meta.notBefore)} – ${at(meta.notAfter)})`,
+  };
+  const detail = details[why];
+  throw new UnusableCertificateError(`issuer ${issuerId} returned an unusable certificate for ${name}: ${detail} (our clock: ${at(now)})`, why);
 }
