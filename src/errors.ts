@@ -1,4 +1,7 @@
 /**
+ * (Over 400 lines on purpose: every typed error in one module, so callers and
+ * the README's error table — checked by test/readme.test.ts — have one place.)
+ *
  * Typed errors. Every error certstate raises is a `CertstateError` with a
  * stable `name` (its class) and `code`, so callers can branch without parsing
  * messages. A `code` is certstate's own constant: the class's, or one of the

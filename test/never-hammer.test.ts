@@ -20,6 +20,7 @@ import { ManualClock } from '../src/clock.js';
 import { createCertEngine, type CertEngine, type CertEngineOptions } from '../src/engine/engine.js';
 import { CertificateUnavailableError } from '../src/errors.js';
 import { defaultTimingPolicy } from '../src/machines/policy.js';
+import { silentLogger } from '../src/silent-logger.js';
 import { keys } from '../src/storage-keys.js';
 import type { CertificateBundle, IssueContext, IssueRequest, Issuer, RenewalInfo, Storage } from '../src/types.js';
 import { installTestCa, testLeafKey } from './helpers/scripted-issuer.js';
@@ -31,6 +32,8 @@ const DAY = 24 * HOUR;
 /** The default floor (`timing.maxOrdersPerWindow`) and clock skew (`timing.clockSkewMs`). */
 const FLOOR = 10;
 const SKEW = 5 * MIN;
+/** The default `timing.minRenewalIntervalMs`. */
+const GAP = 10 * MIN;
 
 const tick = async (n = 6) => {
   for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
@@ -68,11 +71,14 @@ async function engineOn(storage: Storage, issuer: Issuer, extra: Partial<CertEng
 
 describe('the hot loops of the success path stay within the issuance floor', () => {
   for (const [label, make] of Object.entries(hotLoops)) {
-    it(`${label}: at most ${FLOOR} orders over a simulated day, across a restart; never an unusable certificate served`, async () => {
+    it(`${label}: at most ${FLOOR} orders over a simulated day, across a restart, ${GAP / MIN} min apart or more; never an unusable certificate served`, async () => {
       const storage = memoryStorage();
       await installTestCa(storage);
       const clock = new ManualClock(Date.now());
       const issuer = make();
+      const orderedAt: number[] = [];
+      const issue = issuer.issue.bind(issuer);
+      issuer.issue = (request, context) => (orderedAt.push(clock.now()), issue(request, context));
       const name = 'loop.localhost';
       const served: string[] = [];
       let engine = await engineOn(storage, issuer, { names: [name], clock, random: () => 0.5 });
@@ -96,6 +102,9 @@ describe('the hot loops of the success path stay within the issuance floor', () 
       console.log(`# ${label}: ${issuer.calls} orders in a simulated day (floor ${FLOOR}); failures: ${[...new Set(served)].join(', ') || 'none'}`);
       assert.ok(issuer.calls >= 1, 'it did order');
       assert.ok(issuer.calls <= FLOOR, `${issuer.calls} orders in a day: at most ${FLOOR}`);
+      // Failures back off by a minute at least; renewals are never scheduled sooner than the floor after an order.
+      const gaps = orderedAt.slice(1).map((at, i) => at - orderedAt[i]!);
+      assert.ok(gaps.every((gap) => gap >= (label.includes('ARI') ? GAP : MIN)), `gaps between orders: ${gaps.map((g) => g / MIN).join(', ')} min`);
     });
   }
 
@@ -161,7 +170,7 @@ describe('certificates not valid yet', () => {
     await installTestCa(storage);
     const name = 'stored-future.localhost';
     const ca = localCaIssuer({ leafValidityMs: 90 * DAY, leafKey: testLeafKey() });
-    const context = { signal: new AbortController().signal, logger: (await import('pino')).pino({ level: 'silent' }), storage, now: () => Date.now() + DAY };
+    const context = { signal: new AbortController().signal, logger: silentLogger(), storage, now: () => Date.now() + DAY };
     const future: CertificateBundle = await ca.issue({ names: [name] }, context);
     await seedCertificate(storage, name, future);
     const issuer = countingIssuer();
@@ -222,19 +231,20 @@ describe('the floor holds for the cluster, and the operator may bypass it', () =
     const issuer = countingIssuer({ ari: (now) => ({ start: now - 2 * HOUR, end: now - HOUR }) });
     const timing = { maxOrdersPerWindow: 3 };
     let engine = await engineOn(storage, issuer, { names: [name], clock, timing });
-    for (let t = 0; t < 2 * HOUR; t += 5 * MIN) {
-      clock.advance(5 * MIN);
+    // Two successful orders (ARI said "renew now"), below the floor: the restart must remember both.
+    for (let i = 0; i < 100 && issuer.calls < 2; i++) {
+      clock.advance(MIN);
       await tick();
     }
-    assert.equal(issuer.calls, 3, 'ARI said "renew now" for every certificate: three orders, then the floor');
+    assert.equal(issuer.calls, 2);
     await engine.stop();
     engine = await engineOn(storage, issuer, { names: [name], clock, timing });
     try {
-      for (let t = 0; t < 12 * HOUR; t += 30 * MIN) {
-        clock.advance(30 * MIN);
+      for (let t = 0; t < 12 * HOUR; t += 5 * MIN) {
+        clock.advance(5 * MIN);
         await tick();
       }
-      assert.equal(issuer.calls, 3, 'the restarted engine respects the window');
+      assert.equal(issuer.calls, 3, 'the restarted engine counts the two orders before it: one more, then the floor');
       assert.ok(engine.statusOf(name)!.certificate, 'and still serves the certificate it has');
     } finally {
       await engine.stop();
@@ -262,7 +272,7 @@ function hangingIssuer() {
 }
 
 describe('hung attempts starve no one', () => {
-  it('40 hung on-demand orders, then a managed name\'s renewal: it finds a reserved slot', async () => {
+  it('40 hung on-demand orders, then a managed name\'s renewal: it finds a reserved slot', { timeout: 20_000 }, async () => {
     const storage = memoryStorage();
     await installTestCa(storage);
     const clock = new ManualClock(Date.now());
@@ -291,7 +301,7 @@ describe('hung attempts starve no one', () => {
     }
   });
 
-  it('40 hung attempts of managed names fail at the attempt deadline (typed error), and free their slots for another name', async () => {
+  it('40 hung attempts of managed names fail at the attempt deadline (typed error), and free their slots for another name', { timeout: 20_000 }, async () => {
     const storage = memoryStorage();
     await installTestCa(storage);
     const clock = new ManualClock(Date.now());
@@ -378,5 +388,5 @@ it('the documented defaults: a floor of 10 orders a day, 5 min of clock skew, 10
   assert.equal(defaultTimingPolicy.maxOrdersPerWindow, FLOOR);
   assert.equal(defaultTimingPolicy.orderWindowMs, DAY);
   assert.equal(defaultTimingPolicy.clockSkewMs, SKEW);
-  assert.equal(defaultTimingPolicy.minRenewalIntervalMs, 10 * MIN);
+  assert.equal(defaultTimingPolicy.minRenewalIntervalMs, GAP);
 });

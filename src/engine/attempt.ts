@@ -31,10 +31,9 @@ import {
   LockLostError,
   isStorageFault,
   toErrorInfo,
-  UnusableCertificateError,
-  type UnusableReason,
 } from '../errors.js';
 import { floorUntil, ordersPlacedBy, recentOrders, whyUnusable, withOrders, withOrdersPlaced } from '../machines/floor.js';
+import { assertUsable, clusterOrders, settleFailureRecord } from './attempt-floor.js';
 import type { AttemptInput, AttemptOutput, FailureRecord } from '../machines/certificate.js';
 import { nextAttemptTime, type TimingPolicy } from '../machines/policy.js';
 import { keys } from '../storage-keys.js';
@@ -129,39 +128,6 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
   } finally {
     await letGo();
   }
-}
-
-/**
- * After a success the failure record goes, unless the floor's window holds
- * other orders: then it stays, with no failure, as the cluster's count of them
- * (the certificate in hand stands for itself: one order at its notBefore).
- */
-async function settleFailureRecord(deps: AttemptDeps, input: AttemptInput, orders: number[] | undefined, fence: Fence): Promise<void> {
-  const key = keys.failure(input.name);
-  try {
-    if (orders !== undefined && orders.length > 1) await deps.storage.store(key, serializeFailureRecord({ attempts: 0, orders }, await clockOffset(deps)), { fence });
-    else await deps.storage.delete(key, { fence });
-  } catch (error) {
-    deps.logger.warn({ name: input.name, err: safeError(error) }, 'could not clear the failure record');
-  }
-}
-
-/** The name's recent orders: the chart's, and those another process recorded (the longer list wins: they overlap). */
-async function clusterOrders(deps: AttemptDeps, input: AttemptInput): Promise<number[] | undefined> {
-  const now = deps.clock.now();
-  const own = recentOrders(input.orders, now, deps.policy);
-  const key = keys.failure(input.name);
-  const raw = await deps.storage.load(key);
-  let stored: number[] = [];
-  if (raw !== undefined) {
-    try {
-      stored = recentOrders(parseFailureRecord(key, raw, await clockOffset(deps)).orders, now, deps.policy);
-    } catch {
-      stored = [];
-    }
-  }
-  const longer = stored.length > own.length ? stored : own;
-  return longer.length > 0 ? longer : undefined;
 }
 
 /**
@@ -303,7 +269,7 @@ async function recordSharedFailure(deps: AttemptDeps, input: AttemptInput, error
 }
 
 /** Storage time minus local time (0 without a storage clock). */
-function clockOffset(deps: AttemptDeps): Promise<number> {
+export function clockOffset(deps: AttemptDeps): Promise<number> {
   return deps.storageClock?.offset() ?? Promise.resolve(0);
 }
 
@@ -386,26 +352,4 @@ async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, lease: 
   // All issuers failed: the backoff floor is the *earliest* time any of them would take us again;
   // each one's own floor travels in the error (and the failure record) for the next attempt to skip it.
   throw withOrdersPlaced(new AllIssuersFailedError(errors, times.length === deps.issuers.length ? Math.min(...times) : undefined, floors), ordered);
-}
-
-/**
- * A successful attempt yields a usable certificate, or it is a failure: one
- * that does not cover the name, is not valid yet, has expired, or is due for
- * renewal within `minRenewalIntervalMs` is never stored nor served (the
- * chart's own test, `whyUnusable`).
- */
-function assertUsable(meta: CertificateMeta, name: string, issuerId: string, deps: AttemptDeps): void {
-  if (!certificateCoversName(meta, name)) throw new UnusableCertificateError(`issuer ${issuerId} returned a certificate that does not cover ${name}`, 'names');
-  const now = deps.clock.now();
-  const why = whyUnusable(meta, now, deps.policy);
-  if (why === undefined) return;
-  const at = (t: number) => new Date(t).toISOString();
-  const details: Record<UnusableReason, string> = {
-    names: '',
-    'not-yet-valid': `not valid before ${at(meta.notBefore)}`,
-    expired: `expired at ${at(meta.notAfter)}`,
-    'renewal-past': `due for renewal at once (valid ${at(meta.notBefore)} – ${at(meta.notAfter)})`,
-  };
-  const detail = details[why];
-  throw new UnusableCertificateError(`issuer ${issuerId} returned an unusable certificate for ${name}: ${detail} (our clock: ${at(now)})`, why);
 }
