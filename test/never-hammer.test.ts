@@ -18,7 +18,7 @@ import { localCaIssuer } from '../src/adapters/issuers/local-ca.js';
 import { memoryStorage } from '../src/adapters/storage/memory.js';
 import { ManualClock } from '../src/clock.js';
 import { createCertEngine, type CertEngine, type CertEngineOptions } from '../src/engine/engine.js';
-import { CertificateUnavailableError } from '../src/errors.js';
+import { CertificateUnavailableError, IssuanceError } from '../src/errors.js';
 import { defaultTimingPolicy } from '../src/machines/policy.js';
 import { silentLogger } from '../src/silent-logger.js';
 import { keys } from '../src/storage-keys.js';
@@ -123,6 +123,32 @@ describe('the hot loops of the success path stay within the issuance floor', () 
     for (const { label, calls, status } of await Promise.all(runs)) {
       console.log(`# ${label}: ${calls} order(s) in 5 s, state ${status.state}`);
       assert.equal(calls, 1, `${label}: ${calls} orders in 5 s`);
+    }
+  });
+
+  it('a CA that fails at once, with a 1 s backoff configured: failed orders count too, the floor bounds them', async () => {
+    const storage = memoryStorage();
+    await installTestCa(storage);
+    const clock = new ManualClock(Date.now());
+    let calls = 0;
+    const failing: Issuer = {
+      id: 'failing',
+      async issue() {
+        calls++;
+        throw new IssuanceError('CA says no');
+      },
+    };
+    const engine = await engineOn(storage, failing, { names: ['fails.localhost'], clock, timing: { backoffInitialMs: 1000, backoffFactor: 1, backoffMaxMs: 1000 } });
+    try {
+      const start = clock.now();
+      for (let t = 0; t < DAY - 5 * MIN; t += 5 * MIN) {
+        clock.advanceTo(start + t);
+        await tick();
+      }
+      assert.ok(calls >= FLOOR - 1 && calls <= FLOOR, `${calls} failed orders in a day: at most ${FLOOR}`);
+      assert.equal(engine.statusOf('fails.localhost')!.state, 'failed-backoff');
+    } finally {
+      await engine.stop();
     }
   });
 

@@ -65,8 +65,13 @@ export interface AttemptDeps {
   beforeIssue?: (input: AttemptInput) => void | Promise<void>;
 }
 
+/** How far an attempt got, for whoever gives up on it (the deadline): orders placed so far. */
+export interface AttemptProgress {
+  ordered: number;
+}
+
 /** Run one attempt. Rejects with the attempt's error (for the statechart's `onError`). */
-export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal: AbortSignal): Promise<AttemptOutput> {
+export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal: AbortSignal, progress: AttemptProgress = { ordered: 0 }): Promise<AttemptOutput> {
   const { storage } = deps;
   const lockKey = keys.issueLock(input.name);
   // The failure record as it was before we queued for the lock (see sharedBackoff).
@@ -95,7 +100,7 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
     lease.assertHeld();
     let issued: Awaited<ReturnType<typeof issueWithFallback>>;
     try {
-      issued = await issueWithFallback(deps, input, lease, fence);
+      issued = await issueWithFallback(deps, input, lease, fence, progress);
     } catch (error) {
       // Recorded while we still hold the lock (fenced), so the next holder sees it (the
       // statechart's persistFailure lands only after the release).
@@ -301,7 +306,7 @@ async function freshStoredCertificate(deps: AttemptDeps, input: AttemptInput): P
  * skipped while another issuer may still be asked: our backoff may be shorter
  * than one CA's Retry-After, never a reason to ask that CA early.
  */
-async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, lease: Lease, fence: Fence) {
+async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, lease: Lease, fence: Fence, progress: AttemptProgress) {
   const { signal } = lease;
   const now = deps.clock.now();
   const held = input.issuerRetryAfter ?? {};
@@ -331,6 +336,7 @@ async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, lease: 
     try {
       const request = { names: [input.name], ...(input.current?.ariCertId ? { replaces: input.current.ariCertId } : {}) };
       ordered++;
+      progress.ordered++;
       const bundle = await issuer.issue(request, { signal, logger, storage: deps.storage, now: () => deps.clock.now(), fence });
       // A result that arrives after stop, the attempt's deadline or a lost lease is discarded, never stored.
       if (signal.aborted) throw signal.reason;

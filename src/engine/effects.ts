@@ -6,6 +6,7 @@
  */
 import { fromPromise } from 'xstate';
 import { AttemptTimeoutError, isStorageFault } from '../errors.js';
+import { withOrdersPlaced } from '../machines/floor.js';
 import {
   createCertificateMachine,
   type AttemptInput,
@@ -20,7 +21,7 @@ import {
 } from '../machines/certificate.js';
 import { safeError } from '../safe-error.js';
 import { keys } from '../storage-keys.js';
-import { runAttempt } from './attempt.js';
+import { runAttempt, type AttemptProgress } from './attempt.js';
 import type { EngineCore } from './core.js';
 import type { HeldReplies } from './held-replies.js';
 import { Limiter } from './limiter.js';
@@ -60,7 +61,7 @@ export function provideEffects(deps: EffectDeps): CertificateMachine {
         // A new on-demand name (no certificate, not managed) may not take the reserved slots.
         const newOnDemand = input.reason === 'obtain' && record(input.name)?.managed === false;
         return core.track(
-          attempts.run(() => withDeadline(core, input.name, signal, (attemptSignal) => runAttempt(attemptDeps(deps), input, attemptSignal)), {
+          attempts.run(() => withDeadline(core, input.name, signal, (attemptSignal, progress) => runAttempt(attemptDeps(deps), input, attemptSignal, progress)), {
             // A queued attempt whose actor stopped (engine stop, eviction) never starts.
             signal,
             limit: newOnDemand ? MAX_ATTEMPTS - RESERVED_ATTEMPTS : MAX_ATTEMPTS,
@@ -124,15 +125,17 @@ function attemptDeps(deps: EffectDeps) {
  * the signal. The attempt itself checks the signal before storing anything,
  * so a late result is discarded; it is still tracked, so `stop()` waits for it.
  */
-function withDeadline<T>(core: EngineCore, name: string, actorSignal: AbortSignal, run: (signal: AbortSignal) => Promise<T>): Promise<T> {
+function withDeadline<T>(core: EngineCore, name: string, actorSignal: AbortSignal, run: (signal: AbortSignal, progress: AttemptProgress) => Promise<T>): Promise<T> {
   const timeoutMs = core.settings.attemptTimeout;
   const deadline = new AbortController();
   const signal = AbortSignal.any([actorSignal, deadline.signal]);
   const timer = core.clock.setTimeout(() => deadline.abort(new AttemptTimeoutError(name, timeoutMs)), timeoutMs);
-  const attempt = core.track(run(signal));
+  const progress: AttemptProgress = { ordered: 0 };
+  const attempt = core.track(run(signal, progress));
   let onAbort: (() => void) | undefined;
   const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(signal.reason);
+    // The orders it placed before it was given up on still count toward the floor.
+    onAbort = () => reject(withOrdersPlaced(signal.reason, progress.ordered));
     if (signal.aborted) onAbort();
     else signal.addEventListener('abort', onAbort, { once: true });
   });
