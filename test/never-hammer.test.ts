@@ -350,6 +350,31 @@ describe('hung attempts starve no one', () => {
   });
 });
 
+describe('an order that never answered still counts', () => {
+  it('a hung order given up at the attempt deadline counts toward the floor: no second order within the window', { timeout: 20_000 }, async () => {
+    const storage = memoryStorage();
+    await installTestCa(storage);
+    const clock = new ManualClock(Date.now());
+    const issuer = hangingIssuer();
+    const engine = await engineOn(storage, issuer, { names: ['hang.localhost'], clock, timing: { maxOrdersPerWindow: 1 } });
+    try {
+      for (let i = 0; i < 20 && issuer.hung < 1; i++) await tick();
+      clock.advance(10 * MIN); // the deadline
+      await tick();
+      const status = engine.statusOf('hang.localhost')!;
+      assert.equal(status.lastError?.code, 'ERR_ATTEMPT_TIMEOUT');
+      assert.ok(status.nextAttemptAt! >= clock.now() + 23 * HOUR, 'the next attempt waits for the window, not for a one-minute backoff');
+      for (let t = 0; t < 6 * HOUR; t += 5 * MIN) {
+        clock.advance(5 * MIN);
+        await tick();
+      }
+      assert.equal(issuer.hung, 1, 'one order in the window');
+    } finally {
+      await engine.stop();
+    }
+  });
+});
+
 describe('late results are discarded', () => {
   /** An issuer whose one answer the test releases, whatever the signal says. */
   function lateIssuer() {
