@@ -15,9 +15,12 @@ import { ManualClock } from '../src/clock.js';
 import { createCertEngine, type CertEngine } from '../src/engine/engine.js';
 import { ConfigError, NameNotAllowedError } from '../src/errors.js';
 import type { Issuer, Storage } from '../src/types.js';
-import { installTestCa, scriptedIssuer } from './helpers/scripted-issuer.js';
+import { localCaIssuer } from '../src/adapters/issuers/local-ca.js';
+import { keys } from '../src/storage-keys.js';
+import { installTestCa, scriptedIssuer, testLeafKey } from './helpers/scripted-issuer.js';
 import { interceptStorage } from './helpers/storage-wrap.js';
-import { refusalsAsErrors } from './helpers/tls.js';
+import { refusalsAsErrors, seedCertificate } from './helpers/tls.js';
+import { pino } from 'pino';
 
 const GROUP = ['example.test', '*.example.test'];
 const DAY = 86_400_000;
@@ -225,6 +228,29 @@ describe('names: one certificate for several names — through the engine', () =
       assert.throws(() => engine.manage([['solo.test', '*.solo.test']]), (e: Error) => e instanceof ConfigError && /already managed/.test(e.message));
       assert.throws(() => engine.manage([['*.example.test', 'x.test']]), ConfigError);
       assert.deepEqual(issuer.requests.map((r) => r.names).sort(), [GROUP, ['solo.test']].sort());
+    } finally {
+      await engine.stop();
+    }
+  });
+
+  it('the storage cleaner keeps the group\'s record and drops an expired one left under a name that is now one of its other names', async () => {
+    const clock = new ManualClock(Date.UTC(2026, 5, 1));
+    const storage = memoryStorage({ now: () => clock.now() });
+    await installTestCa(storage);
+    // *.example.test's own certificate from before it joined the group, expired 20 days ago (past the 14-day grace period).
+    const ca = localCaIssuer({ leafValidityMs: 30 * DAY, leafKey: testLeafKey() });
+    const old = await ca.issue({ names: ['*.example.test'] }, { storage, signal: new AbortController().signal, logger: pino({ level: 'silent' }), now: () => clock.now() - 50 * DAY });
+    await seedCertificate(storage, '*.example.test', old);
+    const issuer = scriptedIssuer({ mode: { kind: 'succeed' } });
+    const engine = createCertEngine({ storage, clock, issuers: [issuer], names: [GROUP], sessionTickets: false, random: () => 1 });
+    await engine.start();
+    try {
+      await engine.getCertificate('example.test');
+      clock.advance(10 * 60_000); // the cleaner's first check (random() = 1: a few minutes after start)
+      await engine._maintenanceSettled();
+      assert.ok(await storage.load(keys.storageCleanerRecord), 'the cleaner ran');
+      assert.equal(await storage.load(keys.certificate('*.example.test')), undefined, 'the old record under the alias is gone');
+      assert.ok(await storage.load(keys.certificate('example.test')), 'the group\'s own record stays');
     } finally {
       await engine.stop();
     }

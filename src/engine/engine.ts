@@ -117,8 +117,8 @@ export class CertEngine {
     this.#defaultName = options.defaultName;
     const { storage, clock, logger, random } = core;
     this.#tickets = options.sessionTickets === false ? undefined : new SessionTickets({ storage, clock, logger }, options.sessionTickets);
-    // The cleaner never touches a managed name, nor one the engine holds (on-demand names in use).
-    const keeps = (name: string) => this.#managed.has(name) || residency.get(name) !== undefined;
+    // The cleaner never touches a managed certificate nor one the engine holds (a group's other names hold nothing in storage).
+    const keeps = (name: string) => this.#managed.has(name) || residency.get(name)?.name === name;
     this.#cleaner = options.storageCleaner === false ? undefined : new StorageCleaner({ storage, clock, logger, random, keeps }, options.storageCleaner);
   }
 
