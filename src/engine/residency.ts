@@ -92,9 +92,10 @@ export class Residency {
   }
 
   /**
-   * The managed wildcard covering `name`, if any: `*.example.com` covers
-   * `a.example.com` (exactly one label, RFC 6125 §6.4.3), never `example.com`
-   * or `a.b.example.com`. An exact managed or on-demand name wins over it.
+   * The managed wildcard covering `name`, if any (a name of its own, or one
+   * of a group's names): `*.example.com` covers `a.example.com` (exactly one
+   * label, RFC 6125 §6.4.3), never `example.com` or `a.b.example.com`. An
+   * exact managed or on-demand name wins over it.
    */
   managedWildcardFor(name: string): NameRecord | undefined {
     const dot = name.indexOf('.');
