@@ -289,7 +289,10 @@ export interface ErrorInfo {
 
 /** One name's status, as `engine.status()` reports it. */
 export interface NameStatus {
+  /** The name; for a certificate of several names, its first (the key it is stored, locked and renewed under). */
   name: string;
+  /** Every name of the certificate when it has several (`names: [['example.com', '*.example.com']]`), `name` first. */
+  names?: string[];
   state: LifecycleState;
   /** Whether the name is managed (configured) or on-demand. */
   managed: boolean;

@@ -53,6 +53,8 @@ export interface AttemptDeps {
   policy: TimingPolicy;
   /** Lease of the per-name issuance lock; renewed at a third of it while the attempt runs. */
   lockTtlMs: number;
+  /** Every name the certificate is for, `input.name` first (a group's names; default: `input.name` alone). */
+  names?: readonly string[];
   /** The storage's clock, for failure records shared with other processes (default: the local clock). */
   storageClock?: StorageClock;
   /** Where an issued certificate goes when storing it keeps failing (default: the attempt fails instead). */
@@ -268,6 +270,11 @@ function clockOffset(deps: AttemptDeps): Promise<number> {
   return deps.storageClock?.offset() ?? Promise.resolve(0);
 }
 
+/** Whether a certificate covers every name the attempt is for. */
+function coversAll(deps: AttemptDeps, input: AttemptInput, meta: CertificateMeta): boolean {
+  return (deps.names ?? [input.name]).every((name) => certificateCoversName(meta, name));
+}
+
 /** A stored certificate newer than the one we hold and not yet due for renewal, or undefined. */
 async function freshStoredCertificate(deps: AttemptDeps, input: AttemptInput): Promise<CertificateMeta | undefined> {
   const key = keys.certificate(input.name);
@@ -285,7 +292,7 @@ async function freshStoredCertificate(deps: AttemptDeps, input: AttemptInput): P
   const now = deps.clock.now();
   // Without jitter: "fresh" means another process has done this renewal, not that one is barely due.
   if (now >= renewalTime(meta, 0, deps.policy) || now >= meta.notAfter) return undefined;
-  if (!certificateCoversName(meta, input.name)) return undefined;
+  if (!coversAll(deps, input, meta)) return undefined;
   deps.materials.put(meta.fingerprint, bundle);
   return meta;
 }
@@ -322,11 +329,11 @@ async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, lease: 
     const report = (ok: boolean, error?: unknown) =>
       deps.onIssuerResult?.({ name: input.name, issuer: issuer.id, ok, error, durationMs: deps.clock.now() - startedAt });
     try {
-      const request = { names: [input.name], ...(input.current?.ariCertId ? { replaces: input.current.ariCertId } : {}) };
+      const request = { names: [...(deps.names ?? [input.name])], ...(input.current?.ariCertId ? { replaces: input.current.ariCertId } : {}) };
       const bundle = await issuer.issue(request, { signal, logger, storage: deps.storage, now: () => deps.clock.now(), fence });
       const meta = parseCertificateBundle(bundle, issuer.id);
-      if (!certificateCoversName(meta, input.name)) {
-        throw new InvalidCertificateError(`issuer ${issuer.id} returned a certificate that does not cover ${input.name}`);
+      if (!coversAll(deps, input, meta)) {
+        throw new InvalidCertificateError(`issuer ${issuer.id} returned a certificate that does not cover ${(deps.names ?? [input.name]).join(', ')}`);
       }
       report(true);
       return { bundle, meta };

@@ -39,6 +39,8 @@ export interface EffectDeps {
   held: HeldReplies;
   /** The record of a name, if the engine still holds it. */
   record(name: string): NameRecord | undefined;
+  /** The names of the certificate stored under a name: all of a group's, else the name alone. */
+  namesOf(name: string): readonly string[];
   /** Called before an order (not before adopting): may throw to refuse (on-demand permission and budget). */
   beforeIssue(attempt: AttemptInput): Promise<void>;
 }
@@ -67,6 +69,7 @@ export function provideEffects(deps: EffectDeps): CertificateMachine {
                   materials: deps.materials,
                   policy: core.policy,
                   lockTtlMs: core.settings.lockTtlMs,
+                  names: deps.namesOf(input.name),
                   storageClock: core.storageClock,
                   pending: core.pending,
                   beforeIssue: (attempt) => deps.beforeIssue(attempt),

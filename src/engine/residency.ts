@@ -40,6 +40,8 @@ export interface ResidencyDeps {
 export class Residency {
   readonly #deps: ResidencyDeps;
   readonly #records = new Map<string, NameRecord>();
+  /** The other names of certificates with several (`names: [['example.com', '*.example.com']]`) → their record, keyed by the first. */
+  readonly #aliases = new Map<string, NameRecord>();
   /** Live actors resting where they may sleep, least recently active first: the candidates for sleep. */
   readonly #resting = new Map<string, NameRecord>();
   #live = 0;
@@ -49,14 +51,22 @@ export class Residency {
     this.#deps = deps;
   }
 
+  /** The record of a name, or of the certificate it is one of several names of (O(1), no I/O). */
   get(name: string): NameRecord | undefined {
-    return this.#records.get(name);
+    return this.#records.get(name) ?? (this.#aliases.size === 0 ? undefined : this.#aliases.get(name));
   }
 
-  /** A name's record, without an actor yet (the scan, a handshake or an operator wakes it). */
-  add(name: string, managed: boolean): NameRecord {
+  /**
+   * A name's record, without an actor yet (the scan, a handshake or an
+   * operator wakes it). `names`: every name of its certificate when it has
+   * several, `name` first; the others become aliases of this record.
+   */
+  add(name: string, managed: boolean, names?: readonly string[]): NameRecord {
     let record = this.#records.get(name);
-    if (!record) this.#records.set(name, (record = newNameRecord(name, managed)));
+    if (!record) {
+      this.#records.set(name, (record = newNameRecord(name, managed, names)));
+      for (const alias of record.names?.slice(1) ?? []) this.#aliases.set(alias, record);
+    }
     return record;
   }
 
@@ -82,14 +92,15 @@ export class Residency {
   }
 
   /**
-   * The managed wildcard covering `name`, if any: `*.example.com` covers
-   * `a.example.com` (exactly one label, RFC 6125 §6.4.3), never `example.com`
-   * or `a.b.example.com`. An exact managed or on-demand name wins over it.
+   * The managed wildcard covering `name`, if any (a name of its own, or one
+   * of a group's names): `*.example.com` covers `a.example.com` (exactly one
+   * label, RFC 6125 §6.4.3), never `example.com` or `a.b.example.com`. An
+   * exact managed or on-demand name wins over it.
    */
   managedWildcardFor(name: string): NameRecord | undefined {
     const dot = name.indexOf('.');
     if (dot <= 0 || isIpLiteral(name)) return undefined;
-    const wildcard = this.#records.get(`*${name.slice(dot)}`);
+    const wildcard = this.get(`*${name.slice(dot)}`);
     return wildcard?.managed ? wildcard : undefined;
   }
 
@@ -188,6 +199,7 @@ export class Residency {
       actor.stop();
     }
     this.#records.delete(record.name);
+    for (const alias of record.names?.slice(1) ?? []) if (this.#aliases.get(alias) === record) this.#aliases.delete(alias);
     this.#resting.delete(record.name);
     this.#deps.queue.cancel('wake', record.name);
     this.#deps.queue.cancel('ari', record.name);
@@ -201,6 +213,7 @@ export class Residency {
       record.actor?.stop();
     }
     this.#records.clear();
+    this.#aliases.clear();
     this.#resting.clear();
   }
 
