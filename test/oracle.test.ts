@@ -22,24 +22,13 @@ import { describe, it } from 'node:test';
 import { createActor, fromPromise } from 'xstate';
 import { createCertificateMachine, type AttemptInput, type HandshakeAnswer, type OperatorOutcome } from '../src/machines/certificate.js';
 import { defaultTimingPolicy } from '../src/machines/policy.js';
+import { seeded } from './helpers/seeded-random.js';
 import { LifecycleSpec, TRANSITIONS, type SpecEvent } from './helpers/lifecycle-spec.js';
 import { specPaths, timeOf, type SpecPath } from './helpers/spec-paths.js';
 
 const NAME = 'oracle.localhost';
 const T0 = Date.UTC(2026, 0, 1);
 const DEPTH = 4;
-
-/** A seeded, non-trivial source of uniform [0, 1) numbers (mulberry32). */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The actor's clock: timers are visible (due times), time moves only when told. */
 class TestClock {
@@ -58,7 +47,9 @@ class TestClock {
     return [...this.#timers.values()].map((t) => t.at).sort((a, b) => a - b);
   }
   advanceTo(target: number) {
-    for (;;) {
+    // A chart that re-arms a timer due now forever would spin here: fail instead.
+    for (let fired = 0; ; fired++) {
+      if (fired > 100) throw new Error('timers keep firing at the same time: a timer loop');
       const next = [...this.#timers.entries()].filter(([, t]) => t.at <= target).sort(([ia, a], [ib, b]) => a.at - b.at || ia - ib)[0];
       if (!next) break;
       this.#timers.delete(next[0]);
