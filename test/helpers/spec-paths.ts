@@ -49,6 +49,8 @@ const LOADS: Record<string, (now: number, name: string) => LoadedRecord> = {
   backoffWithoutError: (now) => ({ failure: storedFailure(now, 10 * MIN, false) }),
   expiredInBackoff: (now, n) => ({ certificate: certificate('expired', now - 100 * DAY, now - 10 * DAY, n), failure: storedFailure(now, 10 * MIN) }),
   dueInBackoff: (now, n) => ({ certificate: certificate('due', now - 70 * DAY, now + 20 * DAY, n), failure: storedFailure(now, 10 * MIN) }),
+  // A backoff recorded by another process that outlasts a woken name's renewal time: it still holds then.
+  wokenInLongBackoff: (now, n) => ({ certificate: certificate('woken', now - DAY, now + 89 * DAY, n), renewAt: now + 5 * DAY, failure: storedFailure(now, 30 * DAY) }),
   // A backoff that outlasts the certificate: it expires while refused attempts wait.
   dueInLongBackoff: (now, n) => ({ certificate: certificate('due', now - 70 * DAY, now + 20 * DAY, n), failure: storedFailure(now, 30 * DAY) }),
 };
@@ -114,6 +116,7 @@ function key(spec: LifecycleSpec, now: number): string {
     f.forced,
     spec.heldOperators > 0,
     f.lastError?.code ?? f.lastError?.type,
+    f.lastError?.issuerRetryAfter !== undefined,
     spec.armed.map((t) => t.timer).sort(),
     spec.nextTimer()?.timer,
   ]);
