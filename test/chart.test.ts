@@ -111,6 +111,24 @@ describe('the chart', () => {
     // An action not provided throws out of the actor.
     actor.send({ type: 'FORCE_RENEW' });
     assert.match(String((errors[0] as Error)?.message), /holdOperator was not provided/);
+    // Every effect of the chart says which one it is.
+    const { actions, actors } = createCertificateMachine().implementations as unknown as {
+      actions: Record<string, (...args: unknown[]) => unknown>;
+      actors: Record<string, { config: (...args: unknown[]) => unknown }>;
+    };
+    for (const name of ['holdHandshake', 'holdOperator', 'releaseHandshakes', 'releaseOperators']) {
+      assert.throws(() => actions[name]!({}, {}), new Error(`certificate machine: ${name} was not provided (use machine.provide)`));
+    }
+    for (const name of ['loadStored', 'attempt', 'persistFailure']) {
+      assert.throws(() => actors[name]!.config({ input: {} }), new Error(`certificate machine: ${name} was not provided (use machine.provide)`));
+    }
+  });
+
+  it('questions take the serveExpired of the actors they stand for (off unless said)', () => {
+    const machine = createCertificateMachine({ now: () => NOW, random: () => 0, policy: defaultTimingPolicy });
+    const loaded = { certificate: cert(-100, -10), failure: { attempts: 1, nextAttemptAt: NOW + 600_000 } };
+    assert.deepEqual(chartQuestions(machine, () => NOW).afterLoad(loaded).value, { 'failed-backoff': 'refusing' });
+    assert.deepEqual(chartQuestions(machine, () => NOW, true).afterLoad(loaded).value, { 'failed-backoff': 'serving-expired' });
   });
 
   it('knows when the next timer fires, in every kind of resting state', () => {
