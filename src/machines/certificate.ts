@@ -61,7 +61,7 @@ const notProvided = (what: string) => () => {
 export function createCertificateMachine(deps: MachineDeps = { now: Date.now, random: Math.random, policy: defaultTimingPolicy }) {
   const { now, random, policy } = deps;
   const kind = (context: CertificateContext) => certificateKind(context, now());
-  const untilMs = (at: number | undefined) => (at === undefined ? 0 : Math.max(0, at - now()));
+  const untilMs = (at: number | undefined) => Math.max(0, (at ?? now()) - now());
   const certificateAnswer = (context: CertificateContext): HandshakeAnswer => ({
     ok: true,
     fingerprint: context.certificate!.fingerprint,
