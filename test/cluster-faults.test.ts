@@ -99,7 +99,9 @@ function watchStored(storage: NodeStorageConfig, name: string) {
   let stop = false;
   let failure: string | undefined;
   const loop = (async () => {
-    while (!stop) {
+    // At most a minute: a test that failed before calling done() must not keep the runner alive for ever.
+    const until = Date.now() + 60_000;
+    while (!stop && Date.now() < until) {
       const fingerprint = await storedFingerprint(storage, name).catch(() => undefined);
       if (fingerprint && seen.at(-1)?.fingerprint !== fingerprint) {
         const last = seen.at(-1);
