@@ -138,8 +138,8 @@ export interface Storage {
   prepare?(): Promise<void>;
   /**
    * Remove the backend's own debris that no key names (optional): file
-   * storage's temp files of crashed writes and lock directories of locks
-   * nobody holds. Only what was last written before `options.before` goes,
+   * storage's temp files of crashed writes, lock directories of locks
+   * nobody holds, and the tombstones of fenced deletes. Only what was last written before `options.before` goes,
    * and never a lock still held or a write that may be in flight. The storage
    * cleaner calls it once per interval for the whole cluster.
    */

@@ -242,8 +242,8 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
       return acquireWithRetry(key, waiters, pollMs, attempt, (lock) => lock.release(), lockOptions?.signal);
     },
 
-    /** Temp files of crashed writes and directories of dead locks (see file-sweep.ts). */
-    sweep: (sweepOptions: SweepOptions) => sweepFileDebris(root, { tempMark: TEMP_MARK, locksDir: LOCKS_DIR, staleTempMs: STALE_TEMP_MS }, sweepOptions),
+    /** Temp files of crashed writes, directories of dead locks, old tombstones (see file-sweep.ts). */
+    sweep: (sweepOptions: SweepOptions) => sweepFileDebris(root, { tempMark: TEMP_MARK, locksDir: LOCKS_DIR, staleTempMs: STALE_TEMP_MS, versionsSuffix: VERSIONS }, sweepOptions),
 
     async now(): Promise<number> {
       try {
