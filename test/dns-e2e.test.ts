@@ -136,7 +136,8 @@ describe('DNS-01 through the engine, RFC 2136 into BIND, validated by Pebble', {
     const acme = issuer(spy.provider);
     const orders: string[][] = [];
     const counted = { ...acme, id: acme.id, issue: (request: Parameters<typeof acme.issue>[0], context: Parameters<typeof acme.issue>[1]) => (orders.push([...request.names]), acme.issue(request, context)) };
-    const engine = createCertEngine({ storage: memoryStorage(), issuers: [counted], names: [configured], handshakeTimeout: 30_000 });
+    // Pebble's certificates here live VALIDITY_S seconds: usable only without the 10-minute floor before a renewal.
+    const engine = createCertEngine({ storage: memoryStorage(), issuers: [counted], names: [configured], handshakeTimeout: 30_000, timing: { minRenewalIntervalMs: 0 } });
     engines.push(engine);
     const renewed: string[] = [];
     engine.on('cert_renewed', (e) => void renewed.push(e.name));
@@ -190,8 +191,12 @@ describe('docs/dns.md: the wildcard server example', { skip }, () => {
     assert.ok(block, 'docs/dns.md has the example block');
     assert.equal(block, await readFile(path.join(root, 'examples/dns-wildcard.ts'), 'utf8'));
 
+    // The example runs with the default timing: certificates must outlive the 10-minute floor before a
+    // renewal (timing.minRenewalIntervalMs), so a Pebble of its own with an hour of validity.
+    const hourly = (await startPebble({ dnsServer: bind!.server, certificateValidityPeriod: 3600 }))!;
+    const hourlyRoot = await hourly.rootsPem(0);
     const dir = await mkdtemp(path.join(os.tmpdir(), 'certstate-dns-example-'));
-    await writeFile(path.join(dir, 'ca.pem'), pebble!.caBundlePem);
+    await writeFile(path.join(dir, 'ca.pem'), hourly.caBundlePem);
     const child = spawn(process.execPath, ['--import', 'tsx', 'examples/dns-wildcard.ts'], {
       cwd: root,
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -200,7 +205,7 @@ describe('docs/dns.md: the wildcard server example', { skip }, () => {
         DOMAIN: 'wild.test',
         PORT: '0',
         CERTSTATE_DATA: path.join(dir, 'data'),
-        ACME_DIRECTORY_URL: pebble!.directoryUrl,
+        ACME_DIRECTORY_URL: hourly.directoryUrl,
         ACME_CA_BUNDLE: path.join(dir, 'ca.pem'),
         DNS_SERVER: bind!.server,
         TSIG_KEY_NAME: bind!.key.name,
@@ -218,7 +223,7 @@ describe('docs/dns.md: the wildcard server example', { skip }, () => {
       const port = Number(/listening on (\d+)/.exec(output)?.[1]);
       assert.ok(port > 0, output);
       const body = await new Promise<string>((resolve, reject) => {
-        const req = https.get({ host: '127.0.0.1', port, servername: 'a.wild.test', headers: { host: 'a.wild.test' }, ca: rootPem, timeout: 30_000 }, (res) => {
+        const req = https.get({ host: '127.0.0.1', port, servername: 'a.wild.test', headers: { host: 'a.wild.test' }, ca: hourlyRoot, timeout: 30_000 }, (res) => {
           let text = '';
           res.on('data', (chunk: Buffer) => (text += chunk.toString()));
           res.on('end', () => resolve(text));
@@ -236,6 +241,7 @@ describe('docs/dns.md: the wildcard server example', { skip }, () => {
       await exited;
       clearTimeout(kill);
       await rm(dir, { recursive: true, force: true });
+      await hourly.stop();
     }
   });
 });

@@ -86,6 +86,10 @@ const TIMING: Record<string, Check> = {
   shortLivedBelowMs: nonNegativeMs,
   renewJitter: fraction(true),
   storageRetryMs: positiveMs,
+  clockSkewMs: nonNegativeMs,
+  minRenewalIntervalMs: nonNegativeMs,
+  maxOrdersPerWindow: wholeAtLeast(1),
+  orderWindowMs: positiveMs,
 };
 
 const ON_DEMAND: Record<string, Check> = {
@@ -151,6 +155,7 @@ export const ENGINE_OPTIONS: { readonly [K in keyof CertEngineOptions]-?: Option
   onDemand: { check: objectOf(ON_DEMAND), default: 'off' },
   handshakeTimeout: { check: positiveMs, default: '30 000 ms' },
   operatorTimeout: { check: positiveMs, default: '300 000 ms' },
+  attemptTimeout: { check: positiveMs, default: '600 000 ms' },
   maxWaitersPerName: { check: wholeAtLeast(1), default: '10 000' },
   maxWaiters: { check: wholeAtLeast(1), default: '100 000' },
   serveExpired: { check: boolean, default: '`false`' },

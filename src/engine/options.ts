@@ -53,6 +53,13 @@ export interface CertEngineOptions {
    * the attempt goes on. `forceRenew(name, { timeoutMs })` overrides it per call.
    */
   operatorTimeout?: number;
+  /**
+   * Longest an issuance attempt may run, ms (default 600,000). Past it the
+   * attempt is aborted and fails with `AttemptTimeoutError` (the normal
+   * backoff follows), its slot is freed at once, and whatever its issuer
+   * returns later is discarded, never stored.
+   */
+  attemptTimeout?: number;
   /** Most handshakes waiting per name (default 10,000); more are refused at once with `TooManyWaitersError`. */
   maxWaitersPerName?: number;
   /** Most handshakes waiting in total (default 100,000). */

@@ -127,7 +127,12 @@ export class Residency {
     });
     record.actor = actor;
     this.#live++;
-    actor.on('*', (event) => core.publish(event as CertEngineEvent));
+    actor.on('*', (event) => {
+      if (event.type === 'cert_obtaining' && event.floorBypassed) {
+        core.logger.warn({ name: record.name, attempt: event.attempt }, 'operator forceRenew bypasses the issuance floor: ordering although the name had its maximum orders in the window');
+      }
+      core.publish(event as CertEngineEvent);
+    });
     actor.subscribe({
       next: (snapshot) => {
         // An actor put to sleep or evicted is no longer this name's.
@@ -268,8 +273,9 @@ export class Residency {
 
 /** What a sleeping name keeps of a resting snapshot: enough for its actor to resume from it. */
 function asleep(snapshot: CertificateSnapshot): SleepingName | undefined {
-  const { certificate, renewAt, attempts, lastError, nextAttemptAt } = snapshot.context;
+  const { certificate, renewAt, attempts, lastError, nextAttemptAt, orders } = snapshot.context;
   if (!certificate || renewAt === undefined) return undefined;
-  const failed = attempts > 0 || nextAttemptAt !== undefined;
-  return { certificate, renewAt, ...(failed ? { failure: { attempts, lastError, nextAttemptAt } } : {}) };
+  // The issuance floor's orders stay with the record, so waking does not forget them.
+  const kept = attempts > 0 || nextAttemptAt !== undefined || orders !== undefined;
+  return { certificate, renewAt, ...(kept ? { failure: { attempts, lastError, nextAttemptAt, ...(orders ? { orders } : {}) } } : {}) };
 }

@@ -58,7 +58,9 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     const names = values.demo ? [...DEMO_NAMES, ...certificateArgs(values.name ?? [])] : await managedNames(values.name, storage);
     const issuer = values.demo ? demoIssuer() : await issuerFromFlags(values as IssuerFlags, io.cwd);
     const report = progressPrinter(io.stderr);
-    const engine = createCertEngine({ storage, issuers: [issuer], names, logger: progressLogger(report, 'engine') });
+    // The demo's 3-minute certificates renew every ~90 s: far below the issuance floor a real CA gets.
+    const timing = values.demo ? { minRenewalIntervalMs: 0, maxOrdersPerWindow: 10_000 } : undefined;
+    const engine = createCertEngine({ storage, issuers: [issuer], names, logger: progressLogger(report, 'engine'), ...(timing ? { timing } : {}) });
     const challenges = await startChallengeServer(values as IssuerFlags, storage);
     let adminServer: Awaited<ReturnType<typeof serveAdmin>> | undefined;
     let tlsServer: https.Server | undefined;
