@@ -28,6 +28,8 @@ export interface Held {
 
 export interface NameRecord {
   readonly name: string;
+  /** Residency: the order in which the engine came to know the name (status pages' cursor). */
+  readonly seq: number;
   /** Configured (`names`, `manage()`), or admitted on demand. */
   readonly managed: boolean;
 
@@ -62,9 +64,10 @@ export interface NameRecord {
 }
 
 /** A name's record, with no actor yet. */
-export function newNameRecord(name: string, managed: boolean): NameRecord {
+export function newNameRecord(name: string, managed: boolean, seq: number): NameRecord {
   return {
     name,
+    seq,
     managed,
     actor: undefined,
     sleeping: undefined,

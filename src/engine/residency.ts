@@ -43,6 +43,8 @@ export class Residency {
   /** Live actors resting where they may sleep, least recently active first: the candidates for sleep. */
   readonly #resting = new Map<string, NameRecord>();
   #live = 0;
+  /** The next record's `seq`. */
+  #seq = 0;
   #sleepPending = false;
 
   constructor(deps: ResidencyDeps) {
@@ -56,7 +58,10 @@ export class Residency {
   /** A name's record, without an actor yet (the scan, a handshake or an operator wakes it). */
   add(name: string, managed: boolean): NameRecord {
     let record = this.#records.get(name);
-    if (!record) this.#records.set(name, (record = newNameRecord(name, managed)));
+    if (!record) {
+      this.#records.set(name, (record = newNameRecord(name, managed, this.#seq++)));
+      this.#deps.view.counts.add(record.state);
+    }
     return record;
   }
 
@@ -188,6 +193,7 @@ export class Residency {
       actor.stop();
     }
     this.#records.delete(record.name);
+    this.#deps.view.counts.remove(record.state);
     this.#resting.delete(record.name);
     this.#deps.queue.cancel('wake', record.name);
     this.#deps.queue.cancel('ari', record.name);
@@ -201,6 +207,7 @@ export class Residency {
       record.actor?.stop();
     }
     this.#records.clear();
+    this.#deps.view.counts.clear();
     this.#resting.clear();
   }
 

@@ -15,6 +15,7 @@ import type { NameStatus } from '../types.js';
 import type { EngineCore } from './core.js';
 import type { MaterialCache } from './material-cache.js';
 import type { NameRecord } from './name-record.js';
+import { StateCounts } from './status-query.js';
 
 /**
  * The answer the chart gives a handshake at once in this snapshot, by its
@@ -35,6 +36,8 @@ export class StateView {
   readonly #onNewCertificate: (record: NameRecord, ariDelayMs: number) => void;
   /** Names the start-up scan waits for, until they leave `loading`. */
   readonly #untilRead = new Map<NameRecord, Array<() => void>>();
+  /** Names per shown state (residency counts names in and out; a change of state moves one). */
+  readonly counts = new StateCounts();
 
   /** @param onNewCertificate told when a name's certificate changes (for ARI), with how long to wait before asking */
   constructor(core: EngineCore, materials: MaterialCache, onNewCertificate: (record: NameRecord, ariDelayMs: number) => void) {
@@ -65,6 +68,7 @@ export class StateView {
     if (state === record.state) return;
     const from = record.state;
     record.state = state;
+    this.counts.move(from, state);
     this.#core.logger.info(
       {
         name: record.name,
