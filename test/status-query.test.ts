@@ -163,6 +163,30 @@ describe('engine status at many names', () => {
   });
 });
 
+describe('counts when names leave', () => {
+  it('an on-demand name evicted (no longer allowed) leaves the counts', async () => {
+    const storage = memoryStorage();
+    await installTestCa(storage);
+    let allow = true;
+    // Allowed for its first certificate, refused when its renewal asks again: the name is evicted.
+    const engine = createCertEngine({ storage, issuers: [scriptedIssuer({ mode: { kind: 'succeed' } })], onDemand: { decide: () => allow, cacheTtlMs: 0 } });
+    await engine.start();
+    try {
+      await engine.getCertificate('gone.localhost');
+      assert.equal(engine.statusSummary().byState.valid, 1);
+      allow = false;
+      await assert.rejects(engine.forceRenew('gone.localhost'));
+      for (let i = 0; i < 100 && engine.statusOf('gone.localhost'); i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(engine.statusOf('gone.localhost'), undefined, 'evicted');
+      const summary = engine.statusSummary();
+      assert.equal(summary.names, 0);
+      assert.deepEqual(nonZero(summary.byState), {});
+    } finally {
+      await engine.stop();
+    }
+  });
+});
+
 describe('admin handler on an engine that pages and counts', () => {
   /** The real engine, with every call to status() counted. */
   function counted(engine: CertEngine) {
