@@ -24,7 +24,6 @@ import type { HeldReplies } from './held-replies.js';
 import { newNameRecord, type CertActor, type NameRecord, type Preloaded, type SleepingName } from './name-record.js';
 import type { StateView } from './state-view.js';
 import type { WakeQueue } from './wake-queue.js';
-import { ARI_DEFAULT_RECHECK_MS } from './ari.js';
 
 export interface ResidencyDeps {
   core: EngineCore;
@@ -149,10 +148,7 @@ export class Residency {
       return void this.wake(record);
     }
     const rests = this.#deps.questions.afterLoad(loaded);
-    // Its first ARI question waits a random part of the usual recheck interval: 100,000 names read at
-    // start must not become 100,000 requests to the CA within seconds (a new certificate still asks at once).
-    const ariDelayMs = Math.max(1, Math.round(this.#deps.core.random() * ARI_DEFAULT_RECHECK_MS));
-    if (!room && rests.hasTag(TAGS.maySleep) && this.#sleep(record, rests, ariDelayMs)) return;
+    if (!room && rests.hasTag(TAGS.maySleep) && this.#sleep(record, rests)) return;
     // A name the chart lets rest does not need its failure record read again; one that will attempt does.
     if (!reread || rests.hasTag(TAGS.maySleep)) record.preloaded = loaded;
     this.wake(record);
@@ -249,13 +245,13 @@ export class Residency {
    * next timer for it would fire. False (nothing changed) when the snapshot
    * has no certificate or no timer to wake it by.
    */
-  #sleep(record: NameRecord, snapshot: CertificateSnapshot, ariDelayMs?: number): boolean {
+  #sleep(record: NameRecord, snapshot: CertificateSnapshot): boolean {
     const sleeping = asleep(snapshot);
     const due = this.#deps.questions.nextTimerAt(snapshot);
     if (!sleeping || due === undefined) return false;
     record.sleeping = sleeping;
     this.#deps.queue.schedule('wake', record.name, due);
-    this.#deps.view.show(record, snapshot, ariDelayMs);
+    this.#deps.view.show(record, snapshot);
     return true;
   }
 }
