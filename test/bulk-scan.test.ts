@@ -10,6 +10,7 @@ import { describe, it } from 'node:test';
 import { memoryStorage } from '../src/adapters/storage/memory.js';
 import { ManualClock } from '../src/clock.js';
 import { createCertEngine } from '../src/engine/engine.js';
+import { keysetEntries, scanEntries } from '../src/adapters/storage/bulk-pages.js';
 import { keys } from '../src/storage-keys.js';
 import type { Storage } from '../src/types.js';
 import { installTestCa, scriptedIssuer } from './helpers/scripted-issuer.js';
@@ -86,5 +87,34 @@ describe('start-up through a bulk read', () => {
     } finally {
       await engine.stop();
     }
+  });
+});
+
+describe('bulk reads page by page (PostgreSQL keyset pages, Redis SCAN pages)', () => {
+  it('keyset pages: every row once, in bounded pages, past several pages', async () => {
+    const rows = Array.from({ length: 2500 }, (_, i) => ({ key: `certificates/k${String(i).padStart(5, '0')}`, value: `v${i}` }));
+    const asked: string[] = [];
+    const page = async (after: string, limit: number) => {
+      asked.push(after);
+      return rows.filter((r) => r.key > after).slice(0, limit);
+    };
+    const seen: string[] = [];
+    for await (const batch of keysetEntries(page)) {
+      assert.ok(batch.length <= 1000);
+      for (const [key, value] of batch) {
+        seen.push(key);
+        assert.equal(value, `v${Number(key.slice(-5))}`);
+      }
+    }
+    assert.deepEqual(seen, rows.map((r) => r.key));
+    assert.equal(asked.length, 3, 'three pages');
+  });
+
+  it('SCAN pages: a key SCAN returns twice is yielded once; a key gone before its read is skipped', async () => {
+    const pages: Record<string, [string, string[]]> = { '0': ['7', ['p:a', 'p:b']], '7': ['9', ['p:b', 'p:c']], '9': ['0', ['p:d']] };
+    const values: Record<string, string | null> = { 'p:a': 'A', 'p:b': 'B', 'p:c': null, 'p:d': 'D' };
+    const seen: Array<readonly [string, string]> = [];
+    for await (const batch of scanEntries(async (cursor) => pages[cursor]!, async (ks) => ks.map((k) => values[k]!), 'p:')) seen.push(...batch);
+    assert.deepEqual(seen, [['a', 'A'], ['b', 'B'], ['d', 'D']]);
   });
 });
