@@ -33,6 +33,7 @@ const flags = parseFlags('bench/scale.ts', {
   profile: { default: false, help: 'write a CPU profile of the engine process to bench/results/profiles/' },
   json: { default: '', help: 'write the JSON result here instead of bench/results/scale.json' },
   ari: { default: true, help: 'the issuer answers renewal-information (ARI) requests' },
+  'node-flags': { default: '', help: 'extra node/V8 flags for both child processes, space-separated (e.g. --no-memory-reducer)' },
 });
 
 const BAR_START_S = 10;
@@ -54,7 +55,7 @@ interface Run {
 }
 
 async function oneRun(dir: string, count: number): Promise<Run> {
-  const nodeFlags = [`--max-old-space-size=${flags['heap-mb']}`];
+  const nodeFlags = [`--max-old-space-size=${flags['heap-mb']}`, ...flags['node-flags'].split(' ').filter(Boolean)];
   const base = forkTs(new URL('./scale/child.ts', import.meta.url), [], nodeFlags);
   const eng = forkTs(new URL('./scale/child.ts', import.meta.url), [], [...nodeFlags, ...profileFlags(flags.profile, 'scale-engine')]);
   try {
