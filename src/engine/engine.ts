@@ -47,9 +47,11 @@ import { SessionTickets, type SessionTicketServerOptions } from './session-ticke
 import { StateView } from './state-view.js';
 import { StorageCleaner } from './storage-cleaner.js';
 import { StorageSync } from './storage-sync.js';
+import { statusPage, summarize, walkStatuses, type StatusFilter, type StatusPage, type StatusQuery, type StatusSummary, type StatusSummaryOptions } from './status-query.js';
 import { WakeQueue } from './wake-queue.js';
 
 export type { CertEngineOptions, EngineStats, ServedCertificate, HandshakeInfo, StartOptions } from './options.js';
+export type { StatusFilter, StatusPage, StatusQuery, StatusSummary, StatusSummaryOptions } from './status-query.js';
 
 /** Create an engine. Call `start()` before serving. */
 export function createCertEngine(options: CertEngineOptions): CertEngine {
@@ -266,11 +268,35 @@ export class CertEngine {
 
   // ─── Operating ────────────────────────────────────────────────────────────
 
-  /** Status of every name the engine holds. */
+  /**
+   * Status of every name the engine holds: one object per name. At many
+   * names prefer `statusPage()`, `statuses()` or `statusSummary()`.
+   */
   status(): NameStatus[] {
     const out: NameStatus[] = [];
     for (const record of this.#residency.records()) out.push(this.#view.statusOf(record));
     return out;
+  }
+
+  /**
+   * One page of names' status (default 100, at most 10,000), filtered by state,
+   * managed or not, or a part of the name; pass the page's `next` as `after`
+   * for the following one. Names before the cursor cost no object. Bad input
+   * is a `ConfigError`.
+   */
+  statusPage(query: StatusQuery = {}): StatusPage {
+    return statusPage(this.#residency.records(), query, (record) => this.#view.statusOf(record));
+  }
+
+  /** Every name's status (filtered), one at a time, yielding to the event loop every 1,024 names. */
+  statuses(filter: StatusFilter = {}): AsyncGenerator<NameStatus, void, undefined> {
+    const residency = this.#residency;
+    return walkStatuses(residency.records(), filter, (record) => this.#view.statusOf(record), (record) => residency.get(record.name) === record);
+  }
+
+  /** Counts by state (kept as states change, O(1)) and expiry counts (one pass over the names, no object per name). */
+  statusSummary(options: StatusSummaryOptions = {}): StatusSummary {
+    return summarize(this.#residency.records(), this.#residency.size, this.#view.counts, this.#core.clock.now(), options);
   }
 
   /** Status of one name (O(1)), or undefined when the engine does not hold it. */
