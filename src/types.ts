@@ -114,6 +114,16 @@ export interface Storage {
   delete(key: string, options?: DeleteOptions): Promise<void>;
   /** Keys starting with `prefix`, in no particular order. */
   list(prefix: string): Promise<string[]>;
+  /**
+   * Optional bulk read: every key starting with `prefix` with its value, in
+   * batches, in no particular order — one listing, query or scan instead of
+   * one `load` per key (the engine's start-up reads every stored certificate
+   * this way when it can; storages without it are read key by key). A value
+   * written while the iteration runs may or may not be seen; each value seen
+   * is whole (as `load` would return it). Stopping the iteration early
+   * (`break`) releases what it holds.
+   */
+  entries?(prefix: string): AsyncIterable<ReadonlyArray<readonly [key: string, value: string]>>;
   /** Size and modification time, or `undefined` when absent. */
   stat(key: string): Promise<StorageStat | undefined>;
   /**
@@ -138,8 +148,8 @@ export interface Storage {
   prepare?(): Promise<void>;
   /**
    * Remove the backend's own debris that no key names (optional): file
-   * storage's temp files of crashed writes and lock directories of locks
-   * nobody holds. Only what was last written before `options.before` goes,
+   * storage's temp files of crashed writes, lock directories of locks
+   * nobody holds, and the tombstones of fenced deletes. Only what was last written before `options.before` goes,
    * and never a lock still held or a write that may be in flight. The storage
    * cleaner calls it once per interval for the whole cluster.
    */
@@ -289,7 +299,10 @@ export interface ErrorInfo {
 
 /** One name's status, as `engine.status()` reports it. */
 export interface NameStatus {
+  /** The name; for a certificate of several names, its first (the key it is stored, locked and renewed under). */
   name: string;
+  /** Every name of the certificate when it has several (`names: [['example.com', '*.example.com']]`), `name` first. */
+  names?: string[];
   state: LifecycleState;
   /** Whether the name is managed (configured) or on-demand. */
   managed: boolean;

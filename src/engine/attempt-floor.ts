@@ -76,12 +76,14 @@ export async function clusterOrders(deps: AttemptDeps, input: AttemptInput): Pro
 
 /**
  * A successful attempt yields a usable certificate, or it is a failure: one
- * that does not cover the name, is not valid yet, has expired, or is due for
+ * that does not cover every name ordered, is not valid yet, has expired, or is due for
  * renewal within `minRenewalIntervalMs` is never stored nor served (the
  * chart's own test, `whyUnusable`).
  */
-export function assertUsable(meta: CertificateMeta, name: string, issuerId: string, deps: AttemptDeps): void {
-  if (!certificateCoversName(meta, name)) throw new UnusableCertificateError(`issuer ${issuerId} returned a certificate that does not cover ${name}`, 'names');
+export function assertUsable(meta: CertificateMeta, names: readonly string[], issuerId: string, deps: AttemptDeps): void {
+  const missing = names.filter((name) => !certificateCoversName(meta, name));
+  if (missing.length > 0) throw new UnusableCertificateError(`issuer ${issuerId} returned a certificate that does not cover ${missing.join(', ')}`, 'names');
+  const name = names.join(', ');
   const now = deps.clock.now();
   const why = whyUnusable(meta, now, deps.policy);
   if (why === undefined) return;

@@ -55,6 +55,8 @@ export interface AttemptDeps {
   policy: TimingPolicy;
   /** Lease of the per-name issuance lock; renewed at a third of it while the attempt runs. */
   lockTtlMs: number;
+  /** Every name the certificate is for, `input.name` first (a group's names; default: `input.name` alone). */
+  names?: readonly string[];
   /** The storage's clock, for failure records shared with other processes (default: the local clock). */
   storageClock?: StorageClock;
   /** Where an issued certificate goes when storing it keeps failing (default: the attempt fails instead). */
@@ -280,6 +282,11 @@ export function clockOffset(deps: AttemptDeps): Promise<number> {
   return deps.storageClock?.offset() ?? Promise.resolve(0);
 }
 
+/** Whether a certificate covers every name the attempt is for. */
+function coversAll(deps: AttemptDeps, input: AttemptInput, meta: CertificateMeta): boolean {
+  return (deps.names ?? [input.name]).every((name) => certificateCoversName(meta, name));
+}
+
 /** A stored certificate newer than the one we hold and not yet due for renewal, or undefined. */
 async function freshStoredCertificate(deps: AttemptDeps, input: AttemptInput): Promise<CertificateMeta | undefined> {
   const key = keys.certificate(input.name);
@@ -297,7 +304,7 @@ async function freshStoredCertificate(deps: AttemptDeps, input: AttemptInput): P
   // Without jitter: "fresh" means another process has done this renewal, not that one is barely due
   // (nor a certificate not valid yet, or one the chart would renew at once).
   if (whyUnusable(meta, deps.clock.now(), deps.policy) !== undefined) return undefined;
-  if (!certificateCoversName(meta, input.name)) return undefined;
+  if (!coversAll(deps, input, meta)) return undefined;
   deps.materials.put(meta.fingerprint, bundle);
   return meta;
 }
@@ -336,14 +343,14 @@ async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, lease: 
     const report = (ok: boolean, error?: unknown) =>
       deps.onIssuerResult?.({ name: input.name, issuer: issuer.id, ok, error, durationMs: deps.clock.now() - startedAt });
     try {
-      const request = { names: [input.name], ...(input.current?.ariCertId ? { replaces: input.current.ariCertId } : {}) };
+      const request = { names: [...(deps.names ?? [input.name])], ...(input.current?.ariCertId ? { replaces: input.current.ariCertId } : {}) };
       ordered++;
       progress.ordered++;
       const bundle = await issuer.issue(request, { signal, logger, storage: deps.storage, now: () => deps.clock.now(), fence });
       // A result that arrives after stop, the attempt's deadline or a lost lease is discarded, never stored.
       if (signal.aborted) throw signal.reason;
       const meta = parseCertificateBundle(bundle, issuer.id);
-      assertUsable(meta, input.name, issuer.id, deps);
+      assertUsable(meta, deps.names ?? [input.name], issuer.id, deps);
       report(true);
       return { bundle, meta, ordered };
     } catch (error) {

@@ -42,6 +42,8 @@ export interface EffectDeps {
   held: HeldReplies;
   /** The record of a name, if the engine still holds it. */
   record(name: string): NameRecord | undefined;
+  /** The names of the certificate stored under a name: all of a group's, else the name alone. */
+  namesOf(name: string): readonly string[];
   /** Called before an order (not before adopting): may throw to refuse (on-demand permission and budget). */
   beforeIssue(attempt: AttemptInput): Promise<void>;
 }
@@ -61,7 +63,7 @@ export function provideEffects(deps: EffectDeps): CertificateMachine {
         // A new on-demand name (no certificate, not managed) may not take the reserved slots.
         const newOnDemand = input.reason === 'obtain' && record(input.name)?.managed === false;
         return core.track(
-          attempts.run(() => withDeadline(core, input.name, signal, (attemptSignal, progress) => runAttempt(attemptDeps(deps), input, attemptSignal, progress)), {
+          attempts.run(() => withDeadline(core, input.name, signal, (attemptSignal, progress) => runAttempt(attemptDeps(deps, input.name), input, attemptSignal, progress)), {
             // A queued attempt whose actor stopped (engine stop, eviction) never starts.
             signal,
             limit: newOnDemand ? MAX_ATTEMPTS - RESERVED_ATTEMPTS : MAX_ATTEMPTS,
@@ -93,9 +95,10 @@ export function provideEffects(deps: EffectDeps): CertificateMachine {
 }
 
 /** What an attempt needs, from this engine's parts. */
-function attemptDeps(deps: EffectDeps) {
+function attemptDeps(deps: EffectDeps, name: string) {
   const { core } = deps;
   return {
+    names: deps.namesOf(name),
     storage: core.storage,
     issuers: core.issuers,
     clock: core.clock,

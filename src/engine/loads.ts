@@ -34,10 +34,13 @@ export class Loads {
   readonly #core: EngineCore;
   readonly #materials: MaterialCache;
   readonly #limiter = new Limiter(MAX_READS);
+  /** The names the certificate stored under a name must cover (all of a group's). */
+  readonly #namesOf: (name: string) => readonly string[];
 
-  constructor(core: EngineCore, materials: MaterialCache) {
+  constructor(core: EngineCore, materials: MaterialCache, namesOf: (name: string) => readonly string[] = (name) => [name]) {
     this.#core = core;
     this.#materials = materials;
+    this.#namesOf = namesOf;
   }
 
   /**
@@ -93,23 +96,42 @@ export class Loads {
     }
   }
 
+  /**
+   * What a bulk read (`Storage.entries`) found for a name: its stored unit,
+   * parsed like a read's, and its failure record read unless `skipFailure`
+   * (a listing showed none). Background: caches key material only while there is room.
+   */
+  async fromStored(name: string, unitRaw: string, skipFailure: boolean): Promise<LoadedState> {
+    if (skipFailure) return this.#parse(name, unitRaw, undefined, 0, false);
+    const [failureRaw, clockOffset] = await this.#core.track(Promise.all([this.#core.storage.load(keys.failure(name)), this.#core.storageClock.offset()]));
+    return this.#parse(name, unitRaw, failureRaw, clockOffset, false);
+  }
+
   async #read(name: string, skipFailure: boolean, cache: boolean): Promise<LoadedState> {
-    const { storage, logger } = this.#core;
+    const { storage } = this.#core;
     const [unitRaw, failureRaw, clockOffset] = await Promise.all([
       storage.load(keys.certificate(name)),
       skipFailure ? undefined : storage.load(keys.failure(name)),
       // Failure records carry times on the storage's clock: shifted to ours by the offset between them.
       skipFailure ? 0 : this.#core.storageClock.offset(),
     ]);
+    return this.#parse(name, unitRaw, failureRaw, clockOffset, cache);
+  }
+
+  #parse(name: string, unitRaw: string | undefined, failureRaw: string | undefined, clockOffset: number, cache: boolean): LoadedState {
+    const { logger } = this.#core;
     const loaded: LoadedState = {};
     if (unitRaw !== undefined) {
       const unit = this.#parseOrWarn(name, () => parseStoredCertificate(keys.certificate(name), unitRaw, { checkKey: false }));
-      // A unit stored under the wrong name is not this name's certificate.
-      if (unit && !certificateCoversName(unit.meta, name)) {
-        logger.warn({ name }, 'ignoring a stored certificate that does not cover its name');
+      // A unit stored under the wrong name is not this name's certificate; nor one missing a name of its group (names added).
+      if (unit && !this.#namesOf(name).every((n) => certificateCoversName(unit.meta, n))) {
+        logger.warn({ name }, 'ignoring a stored certificate that does not cover its names');
       } else if (unit) {
         if (cache) this.#materials.put(unit.meta.fingerprint, unit.bundle);
         else this.#materials.putIfRoom(unit.meta.fingerprint, unit.bundle);
+        // The name the certificate covers is the record's own string: one copy a name, not two.
+        const { names } = unit.meta;
+        if (names.length === 1 && names[0] === name) names[0] = name;
         loaded.certificate = unit.meta;
       }
     }

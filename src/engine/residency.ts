@@ -24,7 +24,6 @@ import type { HeldReplies } from './held-replies.js';
 import { newNameRecord, type CertActor, type NameRecord, type Preloaded, type SleepingName } from './name-record.js';
 import type { StateView } from './state-view.js';
 import type { WakeQueue } from './wake-queue.js';
-import { ARI_DEFAULT_RECHECK_MS } from './ari.js';
 
 export interface ResidencyDeps {
   core: EngineCore;
@@ -40,23 +39,36 @@ export interface ResidencyDeps {
 export class Residency {
   readonly #deps: ResidencyDeps;
   readonly #records = new Map<string, NameRecord>();
+  /** The other names of certificates with several (`names: [['example.com', '*.example.com']]`) → their record, keyed by the first. */
+  readonly #aliases = new Map<string, NameRecord>();
   /** Live actors resting where they may sleep, least recently active first: the candidates for sleep. */
   readonly #resting = new Map<string, NameRecord>();
   #live = 0;
+  /** The next record's `seq`. */
+  #seq = 0;
   #sleepPending = false;
 
   constructor(deps: ResidencyDeps) {
     this.#deps = deps;
   }
 
+  /** The record of a name, or of the certificate it is one of several names of (O(1), no I/O). */
   get(name: string): NameRecord | undefined {
-    return this.#records.get(name);
+    return this.#records.get(name) ?? (this.#aliases.size === 0 ? undefined : this.#aliases.get(name));
   }
 
-  /** A name's record, without an actor yet (the scan, a handshake or an operator wakes it). */
-  add(name: string, managed: boolean): NameRecord {
+  /**
+   * A name's record, without an actor yet (the scan, a handshake or an
+   * operator wakes it). `names`: every name of its certificate when it has
+   * several, `name` first; the others become aliases of this record.
+   */
+  add(name: string, managed: boolean, names?: readonly string[]): NameRecord {
     let record = this.#records.get(name);
-    if (!record) this.#records.set(name, (record = newNameRecord(name, managed)));
+    if (!record) {
+      this.#records.set(name, (record = newNameRecord(name, managed, this.#seq++, names)));
+      for (const alias of record.names?.slice(1) ?? []) this.#aliases.set(alias, record);
+      this.#deps.view.counts.add(record.state);
+    }
     return record;
   }
 
@@ -82,14 +94,15 @@ export class Residency {
   }
 
   /**
-   * The managed wildcard covering `name`, if any: `*.example.com` covers
-   * `a.example.com` (exactly one label, RFC 6125 §6.4.3), never `example.com`
-   * or `a.b.example.com`. An exact managed or on-demand name wins over it.
+   * The managed wildcard covering `name`, if any (a name of its own, or one
+   * of a group's names): `*.example.com` covers `a.example.com` (exactly one
+   * label, RFC 6125 §6.4.3), never `example.com` or `a.b.example.com`. An
+   * exact managed or on-demand name wins over it.
    */
   managedWildcardFor(name: string): NameRecord | undefined {
     const dot = name.indexOf('.');
     if (dot <= 0 || isIpLiteral(name)) return undefined;
-    const wildcard = this.#records.get(`*${name.slice(dot)}`);
+    const wildcard = this.get(`*${name.slice(dot)}`);
     return wildcard?.managed ? wildcard : undefined;
   }
 
@@ -149,10 +162,7 @@ export class Residency {
       return void this.wake(record);
     }
     const rests = this.#deps.questions.afterLoad(loaded);
-    // Its first ARI question waits a random part of the usual recheck interval: 100,000 names read at
-    // start must not become 100,000 requests to the CA within seconds (a new certificate still asks at once).
-    const ariDelayMs = Math.max(1, Math.round(this.#deps.core.random() * ARI_DEFAULT_RECHECK_MS));
-    if (!room && rests.hasTag(TAGS.maySleep) && this.#sleep(record, rests, ariDelayMs)) return;
+    if (!room && rests.hasTag(TAGS.maySleep) && this.#sleep(record, rests)) return;
     // A name the chart lets rest does not need its failure record read again; one that will attempt does.
     if (!reread || rests.hasTag(TAGS.maySleep)) record.preloaded = loaded;
     this.wake(record);
@@ -193,6 +203,8 @@ export class Residency {
       actor.stop();
     }
     this.#records.delete(record.name);
+    for (const alias of record.names?.slice(1) ?? []) if (this.#aliases.get(alias) === record) this.#aliases.delete(alias);
+    this.#deps.view.counts.remove(record.state);
     this.#resting.delete(record.name);
     this.#deps.queue.cancel('wake', record.name);
     this.#deps.queue.cancel('ari', record.name);
@@ -206,6 +218,8 @@ export class Residency {
       record.actor?.stop();
     }
     this.#records.clear();
+    this.#aliases.clear();
+    this.#deps.view.counts.clear();
     this.#resting.clear();
   }
 
@@ -247,13 +261,13 @@ export class Residency {
    * next timer for it would fire. False (nothing changed) when the snapshot
    * has no certificate or no timer to wake it by.
    */
-  #sleep(record: NameRecord, snapshot: CertificateSnapshot, ariDelayMs?: number): boolean {
+  #sleep(record: NameRecord, snapshot: CertificateSnapshot): boolean {
     const sleeping = asleep(snapshot);
     const due = this.#deps.questions.nextTimerAt(snapshot);
     if (!sleeping || due === undefined) return false;
     record.sleeping = sleeping;
     this.#deps.queue.schedule('wake', record.name, due);
-    this.#deps.view.show(record, snapshot, ariDelayMs);
+    this.#deps.view.show(record, snapshot);
     return true;
   }
 }

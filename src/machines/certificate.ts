@@ -61,7 +61,7 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
   const { now } = deps;
   const decide = chartDecisions(deps);
   const kind = decide.kind;
-  const untilMs = (at: number | undefined) => (at === undefined ? 0 : Math.max(0, at - now()));
+  const untilMs = (at: number | undefined) => Math.max(0, (at ?? now()) - now());
   const certificateAnswer = (context: CertificateContext): HandshakeAnswer => ({
     ok: true,
     fingerprint: context.certificate!.fingerprint,

@@ -79,7 +79,7 @@ export function nextAttemptTime(
 ): number {
   const exponent = Math.max(0, failures - 1);
   const base = Math.min(policy.backoffMaxMs, policy.backoffInitialMs * policy.backoffFactor ** exponent);
-  const jittered = base * (1 + policy.backoffJitter * (2 * random - 1));
-  const at = Math.round(now + Math.min(policy.backoffMaxMs * (1 + policy.backoffJitter), jittered));
-  return retryAfter !== undefined && retryAfter > at ? retryAfter : at;
+  // At most backoffMaxMs × (1 + jitter): base is capped and the jitter factor is below 1 + jitter.
+  const at = Math.round(now + base * (1 + policy.backoffJitter * (2 * random - 1)));
+  return Math.max(at, retryAfter ?? at);
 }

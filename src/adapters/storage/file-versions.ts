@@ -5,6 +5,12 @@
  * readers take the newest version. A holder frozen at any point of its write
  * (GC, SIGSTOP, a slow disk) can land its version late, but never above a
  * newer holder's: there is no window between a check and a publish.
+ *
+ * A publish removes the versions below it, so a key keeps one version. A
+ * tombstone outlives its key's value on purpose (it keeps a late, older
+ * version from resurrecting the key) and goes with the storage cleaner's
+ * sweep once older than its cutoff (file-sweep.ts): bounded, not kept for
+ * ever.
  */
 import * as fs from 'node:fs/promises';
 import path from 'node:path';
@@ -18,6 +24,14 @@ import type { FileTree } from './file-tree.js';
 export const VERSIONS = '~v';
 /** A version: its fencing token, and `d` for a fenced delete (a tombstone). */
 const VERSION = /^([1-9][0-9]{0,15})(d?)$/;
+
+/** A version file's token and kind, from its name; undefined for any other name (temp files). */
+export function parseVersion(name: string): { token: number; deleted: boolean } | undefined {
+  const match = VERSION.exec(name);
+  if (!match) return undefined;
+  const token = Number(match[1]);
+  return Number.isSafeInteger(token) ? { token, deleted: match[2] === 'd' } : undefined;
+}
 
 /** A key's newest version: its file name, token, and whether it is a tombstone. */
 export interface Version {
@@ -38,10 +52,8 @@ export async function newestVersion(versionsDir: string): Promise<Version | unde
   }
   let newest: Version | undefined;
   for (const name of names) {
-    const match = VERSION.exec(name);
-    if (!match) continue;
-    const token = Number(match[1]);
-    if (Number.isSafeInteger(token) && (!newest || token > newest.token)) newest = { name, token, deleted: match[2] === 'd' };
+    const version = parseVersion(name);
+    if (version && (!newest || version.token > newest.token)) newest = { name, ...version };
   }
   return newest;
 }
@@ -77,9 +89,10 @@ export interface CommitContext {
  */
 export async function commitFenced(ctx: CommitContext, file: string, fence: Fence, data: string | undefined): Promise<void> {
   const versionsDir = file + VERSIONS;
+  // Refused before anything is made: a stale holder leaves no empty versions directory behind.
+  await assertFresh(ctx.locks, fence);
   await ctx.tree.ensureRoot();
   await ctx.tree.checkDirs(versionsDir, true);
-  await assertFresh(ctx.locks, fence);
   const name = data === undefined ? `${fence.token}d` : String(fence.token);
   const target = path.join(versionsDir, name);
   await ctx.tree.checkLeaf(target);

@@ -36,6 +36,7 @@
  * clock), file-versions.ts (the fenced commit), file-lock.ts (leases and
  * tokens), file-watch.ts (inotify), file-sweep.ts (debris).
  */
+import { fileEntries } from './file-bulk.js';
 import type { Stats } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import path from 'node:path';
@@ -211,6 +212,12 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
       return [...keys];
     },
 
+    /** One listing, reads 64 at a time (see file-bulk.ts). */
+    entries(prefix: string) {
+      assertValidPrefix(prefix);
+      return fileEntries(tree, prefix, (key) => this.load(key));
+    },
+
     async stat(key: string): Promise<StorageStat | undefined> {
       assertValidKey(key);
       const file = tree.pathOf(key);
@@ -242,8 +249,8 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
       return acquireWithRetry(key, waiters, pollMs, attempt, (lock) => lock.release(), lockOptions?.signal);
     },
 
-    /** Temp files of crashed writes and directories of dead locks (see file-sweep.ts). */
-    sweep: (sweepOptions: SweepOptions) => sweepFileDebris(root, { tempMark: TEMP_MARK, locksDir: LOCKS_DIR, staleTempMs: STALE_TEMP_MS }, sweepOptions),
+    /** Temp files of crashed writes, directories of dead locks, old tombstones (see file-sweep.ts). */
+    sweep: (sweepOptions: SweepOptions) => sweepFileDebris(root, { tempMark: TEMP_MARK, locksDir: LOCKS_DIR, staleTempMs: STALE_TEMP_MS, versionsSuffix: VERSIONS }, sweepOptions),
 
     async now(): Promise<number> {
       try {

@@ -1,6 +1,7 @@
 /** Creating PostgreSQL storage's tables: idempotent, safe from many processes at once. */
 import type { Pool, PoolClient } from 'pg';
 import { withDeadline } from './deadline.js';
+import { serverBound } from './postgres-bounded.js';
 import { assertTableName, statements, toStorageError } from './postgres-sql.js';
 
 /**
@@ -28,6 +29,8 @@ export async function migratePostgres(pool: Pool, options: { table?: string; tim
     await withDeadline(
       (async () => {
         await client.query('BEGIN');
+        // Cancelled by the server too if we give up (waiting for the advisory lock above all).
+        await client.query(serverBound(timeoutMs));
         await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`certstate-migrate:${table}`]);
         for (const sql of statements(table).migrate) await client.query(sql);
         await client.query('COMMIT');

@@ -20,6 +20,7 @@
  * anyway (a restore, a TRUNCATE) restarts its token at the database clock in
  * µs, above every token drawn before (see `acquire`).
  */
+import { keysetEntries } from './bulk-pages.js';
 import { withDeadline } from './deadline.js';
 import { randomUUID } from 'node:crypto';
 import type { Pool, PoolConfig, QueryResultRow } from 'pg';
@@ -32,6 +33,7 @@ import { encodeChange, type Unwatch, type WatchableStorage } from './notify.js';
 import { assertTableName, likePrefixPattern, statements, toStorageError } from './postgres-sql.js';
 import { migratePostgres } from './postgres-migrate.js';
 import { watchPostgres } from './postgres-watch.js';
+import { boundedQuery, poolBoundsStatements } from './postgres-bounded.js';
 import { acquireWithRetry, assertValidTtl, LockWaiters, type Attempt } from './lock-wait.js';
 
 export { likePrefixPattern } from './postgres-sql.js';
@@ -44,7 +46,10 @@ export interface PostgresStorageOptions {
    * is true. Give it an `'error'` listener (as `pg` requires of every pool, or
    * an idle connection dropped by a server restart crashes the process) and a
    * `connectionTimeoutMillis`; every certstate call is bounded by
-   * `operationTimeoutMs` regardless.
+   * `operationTimeoutMs` regardless, in the server too: unless the pool's
+   * config sets a `statement_timeout` no longer than `operationTimeoutMs`,
+   * each statement runs in a transaction that sets one with `SET LOCAL`
+   * (two more round trips; the pool's connections are left as they were).
    */
   pool?: Pool;
   /** A `postgres://` URL; certstate then creates (and ends) its own pool. Requires the `pg` package. */
@@ -179,7 +184,8 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
       // `query_timeout` per query (read by pg at run time, absent from its types)
       // makes pg drop the connection of a timed-out query instead of reusing it.
       const config = { text, values, query_timeout: timeoutMs };
-      const result = await withDeadline(p.query<R>(config), timeoutMs, label);
+      // Bounded on the server too: a statement we stopped waiting for is cancelled there (postgres-bounded.ts).
+      const result = await boundedQuery<R>(p, config, timeoutMs, label, poolBoundsStatements(p, timeoutMs));
       return result.rows;
     } catch (error) {
       throw toStorageError(error, label);
@@ -258,6 +264,15 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
       assertValidPrefix(prefix);
       const rows = await query<{ key: string }>(`list ${prefix}`, sql.list, [likePrefixPattern(prefix)]);
       return rows.map((row) => row.key);
+    },
+
+    /** Keyset pages of 1,000 rows (see bulk-pages.ts). */
+    entries(prefix) {
+      assertValidPrefix(prefix);
+      return keysetEntries(async (after, limit) => {
+        const rows = await query<{ key: string; value: Buffer | string }>(`entries ${prefix}`, sql.entries, [likePrefixPattern(prefix), after, limit]);
+        return rows.map((row) => ({ key: row.key, value: typeof row.value === 'string' ? row.value : row.value.toString('utf8') }));
+      });
     },
 
     async stat(key): Promise<StorageStat | undefined> {
