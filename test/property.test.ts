@@ -308,8 +308,9 @@ describe('property-based: random interleavings keep the invariants', () => {
     // The sleeping variant must really have slept (and so woken) names, or it tests nothing new.
     if (maxLiveActors === 0) assert.ok(slept > 50, `names slept ${slept} times over the runs`);
     // The runs must reach the storage outage and the operator's outcomes, or they test nothing new.
-    assert.ok(statesSeen.has('storage-unreadable'), `states seen: ${[...statesSeen].join(', ')}`);
-    assert.ok(operatorOutcomes > 20, `operators answered over the runs: ${operatorOutcomes}`);
+    // (The ARI variant's 60 runs are about the floor; the outage is the others' to reach.)
+    if (!ariPast) assert.ok(statesSeen.has('storage-unreadable'), `states seen: ${[...statesSeen].join(', ')}`);
+    assert.ok(operatorOutcomes > (ariPast ? 5 : 20), `operators answered over the runs: ${operatorOutcomes}`);
     // And the hostile CA's answers: unusable certificates refused, and the floor reached (its count of orders in a window).
     assert.ok(codes.has('ERR_CERTIFICATE_UNUSABLE'), `codes seen: ${[...codes].join(', ')}`);
     assert.ok(fullWindows > 0, `runs that reached the floor: ${fullWindows}`);

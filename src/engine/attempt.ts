@@ -33,7 +33,7 @@ import {
   toErrorInfo,
 } from '../errors.js';
 import { floorUntil, ordersPlacedBy, recentOrders, whyUnusable, withOrders, withOrdersPlaced } from '../machines/floor.js';
-import { assertUsable, clusterOrders, settleFailureRecord } from './attempt-floor.js';
+import { assertUsable, clusterOrders, noteOrder, settleFailureRecord } from './attempt-floor.js';
 import type { AttemptInput, AttemptOutput, FailureRecord } from '../machines/certificate.js';
 import { nextAttemptTime, type TimingPolicy } from '../machines/policy.js';
 import { keys } from '../storage-keys.js';
@@ -100,6 +100,8 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
 
     await deps.beforeIssue?.(input);
     lease.assertHeld();
+    // Counted before it is placed: a stop or a crash mid-order must not forget it.
+    await noteOrder(deps, input, orders, fence);
     let issued: Awaited<ReturnType<typeof issueWithFallback>>;
     try {
       issued = await issueWithFallback(deps, input, lease, fence, progress);
