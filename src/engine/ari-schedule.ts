@@ -37,10 +37,15 @@ export class AriSchedule {
     this.#onRenewalInfo = onRenewalInfo;
   }
 
-  /** A name's certificate changed: ask about it after `delayMs` (0: at once, off the caller's stack). */
-  certificateChanged(record: NameRecord, delayMs: number): void {
+  /**
+   * A name's certificate changed: ask about it at once (off the caller's stack), or, for one
+   * read from storage, after a random part of the recheck interval (a restart with many names
+   * is not that many requests to the CA at once).
+   */
+  certificateChanged(record: NameRecord, readFromStorage: boolean): void {
     this.#queue.cancel('ari', record.name);
     if (!this.#issuerOf(record)) return;
+    const delayMs = readFromStorage ? Math.max(1, Math.round(this.#core.random() * ARI_DEFAULT_RECHECK_MS)) : 0;
     if (delayMs > 0) return this.#queue.schedule('ari', record.name, this.#core.clock.now() + delayMs);
     const fingerprint = record.certificate?.fingerprint;
     setImmediate(() => {

@@ -100,7 +100,7 @@ export class CertEngine {
       (error, kind, name) => core.logger.error({ name, err: safeError(error) }, `${kind === 'wake' ? 'waking a sleeping name' : 'renewal information request'} failed`),
     );
     const loads = new Loads(core, materials, (name) => this.#namesOf(name));
-    const view = (this.#view = new StateView(core, materials, (record, delayMs) => this.#ari.certificateChanged(record, delayMs)));
+    const view = (this.#view = new StateView(core, materials, (record, readFromStorage) => this.#ari.certificateChanged(record, readFromStorage)));
     const machine = provideEffects({
       core,
       materials,

@@ -129,9 +129,6 @@ export class Loads {
       } else if (unit) {
         if (cache) this.#materials.put(unit.meta.fingerprint, unit.bundle);
         else this.#materials.putIfRoom(unit.meta.fingerprint, unit.bundle);
-        // The name the certificate covers is the record's own string: one copy a name, not two.
-        const { names } = unit.meta;
-        if (names.length === 1 && names[0] === name) names[0] = name;
         loaded.certificate = unit.meta;
       }
     }

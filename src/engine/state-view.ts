@@ -16,7 +16,6 @@ import type { EngineCore } from './core.js';
 import type { MaterialCache } from './material-cache.js';
 import type { NameRecord } from './name-record.js';
 import { StateCounts } from './status-query.js';
-import { ARI_DEFAULT_RECHECK_MS } from './ari.js';
 
 /**
  * The answer the chart gives a handshake at once in this snapshot, by its
@@ -34,14 +33,14 @@ export function answerOf(snapshot: CertificateSnapshot): ImmediateAnswer | undef
 export class StateView {
   readonly #core: EngineCore;
   readonly #materials: MaterialCache;
-  readonly #onNewCertificate: (record: NameRecord, ariDelayMs: number) => void;
+  readonly #onNewCertificate: (record: NameRecord, readFromStorage: boolean) => void;
   /** Names the start-up scan waits for, until they leave `loading`. */
   readonly #untilRead = new Map<NameRecord, Array<() => void>>();
   /** Names per shown state (residency counts names in and out; a change of state moves one). */
   readonly counts = new StateCounts();
 
-  /** @param onNewCertificate told when a name's certificate changes (for ARI), with how long to wait before asking */
-  constructor(core: EngineCore, materials: MaterialCache, onNewCertificate: (record: NameRecord, ariDelayMs: number) => void) {
+  /** @param onNewCertificate told when a name's certificate changes (for ARI), and whether it was read from storage */
+  constructor(core: EngineCore, materials: MaterialCache, onNewCertificate: (record: NameRecord, readFromStorage: boolean) => void) {
     this.#core = core;
     this.#materials = materials;
     this.#onNewCertificate = onNewCertificate;
@@ -66,7 +65,7 @@ export class StateView {
       // (leaving `loading` with none before) waits a random part of the recheck interval, live or asleep:
       // a restart with a million names, or a thousand live ones, is not that many requests to the CA at once.
       const readFromStorage = previous === undefined && record.state === 'loading';
-      if (context.certificate !== undefined) this.#onNewCertificate(record, readFromStorage ? Math.max(1, Math.round(this.#core.random() * ARI_DEFAULT_RECHECK_MS)) : 0);
+      if (context.certificate !== undefined) this.#onNewCertificate(record, readFromStorage);
     }
     if (state !== 'loading') this.#read(record);
     if (state === record.state) return;
