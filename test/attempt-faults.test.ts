@@ -13,7 +13,7 @@ import { realClock } from '../src/clock.js';
 import { createCertEngine } from '../src/engine/engine.js';
 import { keepLease } from '../src/engine/lease.js';
 import { parseStoredCertificate } from '../src/engine/stored.js';
-import { LockLostError, StorageError } from '../src/errors.js';
+import { FencingError, LockLostError, StorageError } from '../src/errors.js';
 import { keys } from '../src/storage-keys.js';
 import type { Issuer, StorageLock } from '../src/types.js';
 import { interceptStorage } from './helpers/storage-wrap.js';
@@ -132,6 +132,45 @@ describe('an issued certificate the storage refuses for longer than the attempt 
       assert.equal(parseStoredCertificate(keys.certificate(name), stored).meta.fingerprint, served.meta.fingerprint, 'the certificate served is the one stored');
       assert.equal(issued, 1, 'no second issuance');
       assert.equal((await engine.getCertificate(name)).meta.fingerprint, served.meta.fingerprint);
+    } finally {
+      await engine.stop();
+    }
+  }));
+});
+
+describe('a holder fenced out of its store while no other process stores anything', () => {
+  it('keeps the certificate it was issued (served, stored later under the lock): no second order', { timeout: 40_000 }, keepingAlive(async () => {
+    const inner = memoryStorage();
+    let refusals = 0;
+    const storage = interceptStorage(inner, {
+      // The first fenced store of the certificate is refused as a stale token's would be (our lease lapsed
+      // during a stall); nobody else ever stores one.
+      store: (key, value, options) => {
+        if (key.startsWith('certificates/') && options?.fence && refusals === 0) {
+          refusals++;
+          return Promise.reject(new FencingError(options.fence.lockKey, options.fence.token));
+        }
+        return inner.store(key, value, options);
+      },
+    });
+    const ca = localCaIssuer({ keyBits: 2048 });
+    let issued = 0;
+    const issuer: Issuer = { id: ca.id, issue: (request, context) => ((issued += 1), ca.issue(request, context)) };
+    const name = 'fenced-alone.example.com';
+    const engine = createCertEngine({ storage, issuers: [issuer], names: [name], lockTtlMs: 1500, timing: { storageRetryMs: 100 }, handshakeTimeout: 30_000, logger: silent });
+    try {
+      await engine.start();
+      // The fenced holder waits for a winner (bounded: 10 s here), then keeps its own certificate.
+      const served = await engine.getCertificate(name);
+      assert.equal(refusals, 1, 'the store was refused once');
+      const deadline = Date.now() + 5000;
+      let stored: string | undefined;
+      while (Date.now() < deadline && (stored = await inner.load(keys.certificate(name))) === undefined) await delay(20);
+      assert.ok(stored, 'stored later, under the lock');
+      assert.equal(parseStoredCertificate(keys.certificate(name), stored).meta.fingerprint, served.meta.fingerprint, 'the certificate served is the one stored');
+      await delay(300);
+      assert.equal(issued, 1, 'one order: the issued certificate was not thrown away');
+      assert.equal(engine.statusOf(name)?.state, 'valid');
     } finally {
       await engine.stop();
     }

@@ -118,7 +118,7 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
     const outcome = await storeIssued(deps, input, unit, meta, lease, fence);
     if (outcome === 'fenced') {
       await letGo();
-      return await adoptWinner(deps, input, meta, new FencingError(lockKey, lock.fencingToken));
+      return await adoptWinner(deps, input, { meta, unit }, new FencingError(lockKey, lock.fencingToken), signal);
     }
     if (outcome === 'pending') {
       deps.logger.warn({ name: input.name, fingerprint: meta.fingerprint }, 'issued certificate not stored yet (storage failing): served from memory, stored when the storage answers');
@@ -131,7 +131,7 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
     // Our lease was taken over while we worked: not a failure. The new holder's certificate is the outcome.
     if (lease.lost && !signal.aborted) {
       await letGo();
-      return await adoptWinner(deps, input, undefined, error);
+      return await adoptWinner(deps, input, undefined, error, signal);
     }
     throw error;
   } finally {
@@ -196,21 +196,37 @@ async function storedFingerprint(deps: AttemptDeps, key: string): Promise<string
  * If nothing arrives in time, the fencing error is the outcome (a storage
  * fault, retried soon, not recorded as a failure).
  */
-async function adoptWinner(deps: AttemptDeps, input: AttemptInput, ours: CertificateMeta | undefined, cause: unknown): Promise<AttemptOutput> {
+async function adoptWinner(
+  deps: AttemptDeps,
+  input: AttemptInput,
+  ours: { meta: CertificateMeta; unit: string } | undefined,
+  cause: unknown,
+  signal: AbortSignal,
+): Promise<AttemptOutput> {
   const bound = Math.min(120_000, Math.max(10_000, 2 * deps.lockTtlMs));
   const until = deps.clock.now() + bound;
   const logger = deps.logger.child({ name: input.name });
   logger.info({ waitMs: bound }, 'fenced out by another process: waiting for its certificate instead of ordering');
   for (;;) {
     try {
-      if (ours && (await storedFingerprint(deps, keys.certificate(input.name))) === ours.fingerprint) return { certificate: ours, adopted: false };
+      if (ours && (await storedFingerprint(deps, keys.certificate(input.name))) === ours.meta.fingerprint) return { certificate: ours.meta, adopted: false };
       const newer = await freshStoredCertificate(deps, input);
       if (newer) return { certificate: newer, adopted: true };
     } catch (error) {
       logger.debug({ err: safeError(error) }, 'reading the winner\'s certificate failed; trying again');
     }
-    if (deps.clock.now() >= until) throw cause instanceof CertstateError ? cause : new FencingError(keys.issueLock(input.name), 0);
-    await sleep(deps.clock, 250);
+    if (deps.clock.now() >= until) {
+      // Nobody stored a certificate (our own lease lapsed with no contender, or the winner failed): the one we
+      // were issued is not thrown away — served from memory and stored later under the lock, fenced, unless
+      // storage meanwhile holds a newer one. Ordering again would spend a second order for the same name.
+      if (ours && deps.pending) {
+        logger.warn({ fingerprint: ours.meta.fingerprint }, 'no other process stored a certificate: keeping ours (stored when the lock is ours again)');
+        deps.pending.add(input.name, ours.unit, ours.meta);
+        return { certificate: ours.meta, adopted: false };
+      }
+      throw cause instanceof CertstateError ? cause : new FencingError(keys.issueLock(input.name), 0);
+    }
+    await sleep(deps.clock, 250, signal);
   }
 }
 
