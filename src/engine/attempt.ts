@@ -39,6 +39,7 @@ import type { CertificateBundle, CertificateMeta, Clock, Fence, Issuer, Logger, 
 import { keepLease, type Lease } from './lease.js';
 import type { MaterialCache } from './material-cache.js';
 import type { PendingStores } from './pending-store.js';
+import type { CorruptValues } from './corrupt-values.js';
 import type { StorageClock } from './storage-clock.js';
 import { parseFailureRecord, parseStoredCertificate, serializeFailureRecord, serializeStoredCertificate } from './stored.js';
 import { safeError } from '../safe-error.js';
@@ -61,6 +62,8 @@ export interface AttemptDeps {
   onIssuerResult?: (result: { name: string; issuer: string; ok: boolean; error?: unknown; durationMs: number }) => void;
   /** Called before issuing (not before adopting): may throw to refuse (on-demand permission and rate limit). */
   beforeIssue?: (input: AttemptInput) => void | Promise<void>;
+  /** Stored values that cannot be used: absent, reported once (the actor's load reported them already). */
+  corrupt: CorruptValues;
 }
 
 /** Run one attempt. Rejects with the attempt's error (for the statechart's `onError`). */
@@ -68,7 +71,7 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
   const { storage } = deps;
   const lockKey = keys.issueLock(input.name);
   // The failure record as it was before we queued for the lock (see sharedBackoff).
-  const failureBefore = await storage.load(keys.failure(input.name));
+  const failureBefore = await deps.corrupt.load(storage, keys.failure(input.name), input.name);
   const lock = await storage.lock(lockKey, deps.lockTtlMs, { signal });
   const lease = keepLease(lock, { ttlMs: deps.lockTtlMs, clock: deps.clock, logger: deps.logger.child({ name: input.name }), signal });
   const fence: Fence = { lockKey, token: lock.fencingToken };
@@ -110,6 +113,7 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
       deps.pending!.add(input.name, unit, meta);
       return { certificate: meta, adopted: false };
     }
+    deps.corrupt.usable(keys.certificate(input.name));
     await storage.delete(keys.failure(input.name), { fence }).catch((error: unknown) => {
       deps.logger.warn({ name: input.name, err: safeError(error) }, 'could not clear the failure record');
     });
@@ -166,7 +170,7 @@ async function storeIssued(
 }
 
 async function storedFingerprint(deps: AttemptDeps, key: string): Promise<string | undefined> {
-  const raw = await deps.storage.load(key);
+  const raw = await deps.corrupt.load(deps.storage, key, key);
   if (raw === undefined) return undefined;
   try {
     return parseStoredCertificate(key, raw, { checkKey: false }).meta.fingerprint;
@@ -225,7 +229,7 @@ function sleep(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {
  */
 async function sharedBackoff(deps: AttemptDeps, input: AttemptInput, before: string | undefined): Promise<void> {
   const key = keys.failure(input.name);
-  const raw = await deps.storage.load(key);
+  const raw = await deps.corrupt.load(deps.storage, key, input.name);
   if (raw === undefined || raw === before) return;
   let record: FailureRecord;
   try {
@@ -253,13 +257,22 @@ async function recordSharedFailure(deps: AttemptDeps, input: AttemptInput, error
     const now = deps.clock.now();
     const lastError = toErrorInfo(error, now);
     if (isStorageFault(lastError.code)) return;
-    const raw = await deps.storage.load(key);
-    const attempts = (raw === undefined ? 0 : parseFailureRecord(key, raw).attempts) + 1;
+    const raw = await deps.corrupt.load(deps.storage, key, input.name);
+    const attempts = (raw === undefined ? 0 : previousAttempts(key, raw)) + 1;
     // The middle of the jitter range: the statechart's record, with its own jitter, follows.
     const record: FailureRecord = { attempts, lastError, nextAttemptAt: nextAttemptTime(now, attempts, 0.5, lastError.retryAfter, deps.policy) };
     await deps.storage.store(key, serializeFailureRecord(record, await clockOffset(deps)), { fence });
   } catch (storeError) {
     deps.logger.warn({ name: input.name, err: safeError(storeError) }, 'could not record the failure for the cluster');
+  }
+}
+
+/** Failed attempts in a stored failure record; 0 when it cannot be read (it is being replaced). */
+function previousAttempts(key: string, raw: string): number {
+  try {
+    return parseFailureRecord(key, raw).attempts;
+  } catch {
+    return 0;
   }
 }
 
@@ -271,13 +284,14 @@ function clockOffset(deps: AttemptDeps): Promise<number> {
 /** A stored certificate newer than the one we hold and not yet due for renewal, or undefined. */
 async function freshStoredCertificate(deps: AttemptDeps, input: AttemptInput): Promise<CertificateMeta | undefined> {
   const key = keys.certificate(input.name);
-  const raw = await deps.storage.load(key);
+  const raw = await deps.corrupt.load(deps.storage, key, input.name);
   if (raw === undefined) return undefined;
   let unit: { bundle: CertificateBundle; meta: CertificateMeta };
   try {
     unit = parseStoredCertificate(key, raw);
   } catch (error) {
-    deps.logger.warn({ name: input.name, err: safeError(error) }, 'ignoring corrupt stored certificate');
+    // Checked in full here (the key too): a unit whose key does not match counts as absent.
+    deps.corrupt.report(key, input.name, error);
     return undefined;
   }
   const { meta, bundle } = unit;

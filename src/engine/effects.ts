@@ -69,6 +69,7 @@ export function provideEffects(deps: EffectDeps): CertificateMachine {
                   lockTtlMs: core.settings.lockTtlMs,
                   storageClock: core.storageClock,
                   pending: core.pending,
+                  corrupt: core.corrupt,
                   beforeIssue: (attempt) => deps.beforeIssue(attempt),
                   onIssuerResult: (r) =>
                     core.publish({

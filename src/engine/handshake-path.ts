@@ -23,7 +23,8 @@
  * No step starts an attempt.
  */
 import type { SecureContext, TLSSocket } from 'node:tls';
-import { CertificateUnavailableError, EngineStoppedError, HandshakeTimeoutError, TooManyWaitersError } from '../errors.js';
+import { CertificateUnavailableError, EngineStoppedError, HandshakeTimeoutError, InvalidCertificateError, TooManyWaitersError } from '../errors.js';
+import { keys } from '../storage-keys.js';
 import type { HandshakeAnswer, HandshakeReply, LoadedState } from '../machines/certificate.js';
 import type { ErrorInfo } from '../types.js';
 import { InvalidNameError, RejectionLog, normalizeName } from '../names.js';
@@ -257,7 +258,9 @@ export class HandshakePath {
     const fingerprint = record.certificate?.fingerprint;
     if (fingerprint === undefined || this.#repairing.has(fingerprint) || this.#core.stopped) return;
     this.#repairing.add(fingerprint);
-    this.#core.logger.warn({ name: record.name }, 'the stored certificate cannot be served (its key does not match it?): obtaining a new one');
+    // Reported once for the stored value: the attempt's strict re-read of it does not warn again.
+    const refused = new InvalidCertificateError('OpenSSL refused the stored certificate with its key (the key does not match it?)');
+    this.#core.corrupt.report(keys.certificate(record.name), record.name, refused, 'the stored certificate cannot be served (its key does not match it?): obtaining a new one');
     this.#materials.delete(fingerprint);
     this.#residency.wake(record, true).send({ type: 'FORCE_RENEW' });
   }
