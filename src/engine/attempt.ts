@@ -3,7 +3,8 @@
  * `attempting` state. It runs at most once per name at a time in a process
  * (the statechart) and across processes (the storage lock):
  *
- *   take the lock → re-read storage (another process may have just finished)
+ *   permission and budget (on-demand names; nothing stored or locked if refused)
+ *   → take the lock → re-read storage (another process may have just finished)
  *   → try each issuer in order → store the unit with the lock's fencing token.
  *
  * Under faults (see docs/clusters.md):
@@ -33,6 +34,7 @@ import {
   toErrorInfo,
 } from '../errors.js';
 import type { AttemptInput, AttemptOutput, FailureRecord } from '../machines/certificate.js';
+import { failingSinceOf } from '../machines/pause.js';
 import { nextAttemptTime, renewalTime, type TimingPolicy } from '../machines/policy.js';
 import { keys } from '../storage-keys.js';
 import type { CertificateBundle, CertificateMeta, Clock, Fence, Issuer, Logger, Storage } from '../types.js';
@@ -60,14 +62,30 @@ export interface AttemptDeps {
   pending?: PendingStores;
   /** Told each issuer's outcome within the attempt (for events and metrics). */
   onIssuerResult?: (result: { name: string; issuer: string; ok: boolean; error?: unknown; durationMs: number }) => void;
-  /** Called before issuing (not before adopting): may throw to refuse (on-demand permission and rate limit). */
-  beforeIssue?: (input: AttemptInput) => void | Promise<void>;
+  /**
+   * Called first, before any lock, read or write: may throw to refuse (on-demand
+   * permission and budget). What it returns is called when no order was placed
+   * after all (the attempt adopted another process's certificate, or failed before ordering).
+   */
+  beforeIssue?: (input: AttemptInput) => Promise<(() => void) | void>;
   /** Stored values that cannot be used: absent, reported once (the actor's load reported them already). */
   corrupt: CorruptValues;
 }
 
 /** Run one attempt. Rejects with the attempt's error (for the statechart's `onError`). */
 export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal: AbortSignal): Promise<AttemptOutput> {
+  // Permission and budget first: a name they refuse costs no lock, no read and no write.
+  const giveBack = await deps.beforeIssue?.(input);
+  const ordering = { placed: false };
+  try {
+    return await lockedAttempt(deps, input, signal, ordering);
+  } finally {
+    // No order was placed after all (adopted, shared backoff, storage trouble): the budget gets its token back.
+    if (!ordering.placed) giveBack?.();
+  }
+}
+
+async function lockedAttempt(deps: AttemptDeps, input: AttemptInput, signal: AbortSignal, ordering: { placed: boolean }): Promise<AttemptOutput> {
   const { storage } = deps;
   const lockKey = keys.issueLock(input.name);
   // The failure record as it was before we queued for the lock (see sharedBackoff).
@@ -88,10 +106,10 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
     // Or it may have failed while we waited: its backoff is the cluster's; spend no second order.
     await sharedBackoff(deps, input, failureBefore);
 
-    await deps.beforeIssue?.(input);
     lease.assertHeld();
     let issued: Awaited<ReturnType<typeof issueWithFallback>>;
     try {
+      ordering.placed = true;
       issued = await issueWithFallback(deps, input, lease, fence);
     } catch (error) {
       // Recorded while we still hold the lock (fenced), so the next holder sees it (the
@@ -258,21 +276,23 @@ async function recordSharedFailure(deps: AttemptDeps, input: AttemptInput, error
     const lastError = toErrorInfo(error, now);
     if (isStorageFault(lastError.code)) return;
     const raw = await deps.corrupt.load(deps.storage, key, input.name);
-    const attempts = (raw === undefined ? 0 : previousAttempts(key, raw)) + 1;
+    const previous = raw === undefined ? undefined : previousFailure(key, raw);
+    const attempts = (previous?.attempts ?? 0) + 1;
     // The middle of the jitter range: the statechart's record, with its own jitter, follows.
-    const record: FailureRecord = { attempts, lastError, nextAttemptAt: nextAttemptTime(now, attempts, 0.5, lastError.retryAfter, deps.policy) };
+    const nextAttemptAt = nextAttemptTime(now, attempts, 0.5, lastError.retryAfter, deps.policy);
+    const record: FailureRecord = { attempts, lastError, nextAttemptAt, failingSince: failingSinceOf(previous) ?? now };
     await deps.storage.store(key, serializeFailureRecord(record, await clockOffset(deps)), { fence });
   } catch (storeError) {
     deps.logger.warn({ name: input.name, err: safeError(storeError) }, 'could not record the failure for the cluster');
   }
 }
 
-/** Failed attempts in a stored failure record; 0 when it cannot be read (it is being replaced). */
-function previousAttempts(key: string, raw: string): number {
+/** A stored failure record; undefined when it cannot be read (it is being replaced). */
+function previousFailure(key: string, raw: string): FailureRecord | undefined {
   try {
-    return parseFailureRecord(key, raw).attempts;
+    return parseFailureRecord(key, raw);
   } catch {
-    return 0;
+    return undefined;
   }
 }
 

@@ -39,8 +39,8 @@ export interface EffectDeps {
   held: HeldReplies;
   /** The record of a name, if the engine still holds it. */
   record(name: string): NameRecord | undefined;
-  /** Called before an order (not before adopting): may throw to refuse (on-demand permission and budget). */
-  beforeIssue(attempt: AttemptInput): Promise<void>;
+  /** Called before an attempt takes its lock: may throw to refuse (on-demand permission and budget); returns how to give an unspent token back. */
+  beforeIssue(attempt: AttemptInput): Promise<(() => void) | void>;
 }
 
 /** The lifecycle machine with this engine's clock, randomness and policy, and its effects. */

@@ -25,7 +25,7 @@
 import type { SecureContext, TLSSocket } from 'node:tls';
 import { CertificateUnavailableError, EngineStoppedError, HandshakeTimeoutError, InvalidCertificateError, TooManyWaitersError } from '../errors.js';
 import { keys } from '../storage-keys.js';
-import type { HandshakeAnswer, HandshakeReply, LoadedState } from '../machines/certificate.js';
+import { TAGS, type HandshakeAnswer, type HandshakeReply, type LoadedState } from '../machines/certificate.js';
 import type { ErrorInfo } from '../types.js';
 import { InvalidNameError, RejectionLog, normalizeName } from '../names.js';
 import type { OnDemandAdmission } from './admission.js';
@@ -86,7 +86,11 @@ export class HandshakePath {
       }
       const immediate = served !== undefined;
       if (!served) {
-        const answer = await this.#ask(record);
+        let answer = await this.#ask(record, await this.#resumes(record, servername, info));
+        // Held while the name was read, and it turned out paused: this handshake may resume it too.
+        if (!answer.ok && !('stopped' in answer) && record.actor?.getSnapshot().hasTag(TAGS.resumes)) {
+          answer = await this.#ask(record, await this.#resumes(record, servername, info));
+        }
         // (A certificate OpenSSL refused is being replaced: reading it again would not help.)
         if (answer.ok && !this.#materials.has(answer.fingerprint) && !this.#repairing.has(answer.fingerprint)) await this.#reloadMaterial(record);
         served = this.#served(record, answer);
@@ -185,8 +189,21 @@ export class HandshakePath {
     return record;
   }
 
-  /** Step 5: a HANDSHAKE event to the name's actor (woken if needed), and its one answer. */
-  #ask(record: NameRecord): Promise<HandshakeAnswer> {
+  /**
+   * A paused name (tag `resumes`): this handshake may resume it only with
+   * permission asked afresh (refused otherwise, with the refusal thrown).
+   */
+  async #resumes(record: NameRecord, servername: string, info: HandshakeInfo): Promise<boolean> {
+    if (!record.actor?.getSnapshot().hasTag(TAGS.resumes)) return false;
+    await this.#admission.recheck(record, servername, info);
+    return true;
+  }
+
+  /**
+   * Step 5: a HANDSHAKE event to the name's actor (woken if needed), and its
+   * one answer; a RESUME instead when `resume` and the chart still takes it.
+   */
+  #ask(record: NameRecord, resume = false): Promise<HandshakeAnswer> {
     return new Promise<HandshakeAnswer>((resolve) => {
       let answered = false;
       const reply: HandshakeReply = (answer) => {
@@ -195,7 +212,8 @@ export class HandshakePath {
         resolve(answer);
       };
       const actor = this.#residency.wake(record, true);
-      actor.send({ type: 'HANDSHAKE', reply });
+      const resumed = { type: 'RESUME' as const, reply };
+      actor.send(resume && actor.getSnapshot().can(resumed) ? resumed : { type: 'HANDSHAKE', reply });
       // A stopped actor ignores events: answer rather than hang.
       if (actor.getSnapshot().status !== 'active') reply({ ok: false, stopped: true });
     });

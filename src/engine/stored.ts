@@ -85,6 +85,7 @@ function shiftFailure(record: FailureRecord, deltaMs: number): FailureRecord {
   if (deltaMs === 0) return record;
   const shifted: FailureRecord = { attempts: record.attempts };
   if (record.nextAttemptAt !== undefined) shifted.nextAttemptAt = record.nextAttemptAt + deltaMs;
+  if (record.failingSince !== undefined) shifted.failingSince = record.failingSince + deltaMs;
   if (record.lastError) {
     const { at, retryAfter, issuerRetryAfter, ...rest } = record.lastError;
     shifted.lastError = { ...rest, at: at + deltaMs };
@@ -111,6 +112,7 @@ export function parseFailureRecord(key: string, raw: string, clockOffsetMs = 0):
   if (!isRecord(value) || !isCount(value.attempts)) throw new CorruptStorageError(key, 'malformed failure record');
   const record: FailureRecord = { attempts: value.attempts };
   if (isTime(value.nextAttemptAt)) record.nextAttemptAt = value.nextAttemptAt;
+  if (isTime(value.failingSince)) record.failingSince = value.failingSince;
   if (isErrorInfo(value.lastError)) {
     const { issuerRetryAfter, ...lastError } = value.lastError;
     record.lastError = isRetryAfterRecord(issuerRetryAfter) ? { ...lastError, issuerRetryAfter } : lastError;

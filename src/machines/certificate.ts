@@ -48,6 +48,7 @@ import {
   type OperatorOutcome,
   type OperatorReply,
 } from './certificate-io.js';
+import { failingSinceAfterFailure, failingSinceOf, isPaused } from './pause.js';
 import { defaultTimingPolicy, nextAttemptTime, renewalTime } from './policy.js';
 
 // The chart's vocabulary (context, events, answers, effect I/O, tags) lives in certificate-io.ts.
@@ -113,25 +114,14 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
           attempts: loaded.failure?.attempts ?? context.attempts,
           lastError: loaded.failure?.lastError,
           nextAttemptAt: loaded.failure?.nextAttemptAt,
+          failingSince: failingSinceOf(loaded.failure),
         };
       }),
       /** An attempt starts: count it, consume an operator's request, and drop the backoff it overrides or outlived. */
       startAttempt: assign({ attemptSeq: ({ context }) => context.attemptSeq + 1, forced: false, nextAttemptAt: undefined }),
       markForced: assign({ forced: true }),
-      adoptIssued: assign((_, { certificate }: AttemptOutput) => ({
-        certificate,
-        renewAt: renewalTime(certificate, random(), policy),
-        attempts: 0,
-        lastError: undefined,
-        nextAttemptAt: undefined,
-      })),
-      adoptChanged: assign((_, certificate: CertificateMeta) => ({
-        certificate,
-        renewAt: renewalTime(certificate, random(), policy),
-        attempts: 0,
-        lastError: undefined,
-        nextAttemptAt: undefined,
-      })),
+      adoptIssued: assign((_, { certificate }: AttemptOutput) => adopted(certificate)),
+      adoptChanged: assign((_, certificate: CertificateMeta) => adopted(certificate)),
       setRenewAt: assign((_, renewAt: number) => ({ renewAt })),
       recordFailure: assign(({ context }, { error: cause }: { error: unknown }) => {
         const at = now();
@@ -140,7 +130,8 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
         // CA's verdict: retry in about 5 s (jittered), without counting an attempt or growing the CA backoff.
         if (isStorageFault(error.code)) return { lastError: error, nextAttemptAt: storageRetryTime(at) };
         const attempts = context.attempts + 1;
-        return { attempts, lastError: error, nextAttemptAt: nextAttemptTime(at, attempts, random(), error.retryAfter, policy) };
+        const nextAttemptAt = nextAttemptTime(at, attempts, random(), error.retryAfter, policy);
+        return { attempts, lastError: error, nextAttemptAt, failingSince: failingSinceAfterFailure(context, at) };
       }),
       /** Storage could not be read: read again in about 5 s (jittered). Never an attempt, never counted, never persisted. */
       recordStorageFailure: assign((_, { error: cause }: { error: unknown }) => {
@@ -178,6 +169,8 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
       forced: ({ context }) => context.forced,
       renewalDue: ({ context }) => context.renewAt !== undefined && now() >= context.renewAt,
       backoffPending: ({ context }) => context.nextAttemptAt !== undefined && now() < context.nextAttemptAt,
+      /** Failing for longer than `pauseAfterMs` with nothing to serve (pause.ts). */
+      paused: ({ context }) => isPaused(context, now()),
       /**
        * Storage now holds another usable certificate for the name: it is the
        * cluster's current one, whatever its lifetime (a renewal in the same
@@ -194,7 +187,7 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
     },
   }).createMachine({
     id: 'certificate',
-    context: ({ input }) => ({ name: input.name, attempts: 0, attemptSeq: 0, serveExpired: input.serveExpired ?? false, forced: false }),
+    context: ({ input }) => ({ name: input.name, attempts: 0, attemptSeq: 0, serveExpired: input.serveExpired ?? false, forced: false, pauseAfterMs: input.pauseAfterMs }),
     initial: 'loading',
     on: { STOP: '.stopped' },
     states: {
@@ -219,6 +212,7 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
         always: [
           { guard: 'forced', target: 'attempting' },
           { guard: and(['hasUsableCertificate', not('renewalDue')]), target: 'valid' },
+          { guard: 'paused', target: 'paused' },
           { guard: 'backoffPending', target: 'failed-backoff' },
           { target: 'attempting' },
         ],
@@ -307,7 +301,7 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
           src: 'persistFailure',
           input: ({ context }) => ({
             name: context.name,
-            record: { attempts: context.attempts, lastError: context.lastError, nextAttemptAt: context.nextAttemptAt },
+            record: { attempts: context.attempts, lastError: context.lastError, nextAttemptAt: context.nextAttemptAt, failingSince: context.failingSince },
           }),
         },
         after: { untilNextAttempt: { target: 'routing' } },
@@ -372,6 +366,21 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
           FORCE_RENEW: { target: 'loading', actions: [{ type: 'holdOperator', params: operatorOf }, 'markForced'] },
         },
       },
+      /** Failing for days with nothing to serve: no order until an operator's FORCE_RENEW or a RESUME gives it one attempt. */
+      paused: {
+        tags: [TAGS.resumes],
+        entry: { type: 'releaseHandshakes', params: ({ context }) => refusalOf(context) },
+        on: {
+          HANDSHAKE: { actions: { type: 'answerHandshake', params: withRefusal } },
+          RESUME: { target: 'attempting', actions: { type: 'holdHandshake', params: replyOf } },
+          FORCE_RENEW: { target: 'attempting', actions: { type: 'holdOperator', params: operatorOf } },
+          STORAGE_CHANGED: {
+            guard: { type: 'isAnotherUsableCertificate', params: ({ event }) => event.certificate },
+            target: 'valid',
+            actions: { type: 'adoptChanged', params: ({ event }) => event.certificate },
+          },
+        },
+      },
       stopped: {
         type: 'final',
         entry: [
@@ -381,6 +390,12 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
       },
     },
   });
+
+  /** Context after a certificate is adopted (issued, or stored by another process): no failure, no streak. */
+  function adopted(certificate: CertificateMeta) {
+    const renewAt = renewalTime(certificate, random(), policy);
+    return { certificate, renewAt, attempts: 0, lastError: undefined, nextAttemptAt: undefined, failingSince: undefined };
+  }
 
   function storageRetryTime(at: number): number {
     return at + Math.round(policy.storageRetryMs * (0.8 + 0.4 * random()));
