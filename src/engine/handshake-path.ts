@@ -86,11 +86,10 @@ export class HandshakePath {
       }
       const immediate = served !== undefined;
       if (!served) {
-        let answer = await this.#ask(record, await this.#resumes(record, servername, info));
+        // (Synchronous unless the name is paused: a held handshake's deadline starts now.)
+        let answer = await this.#ask(record, this.#paused(record) ? await this.#resume(record, servername, info) : false);
         // Held while the name was read, and it turned out paused: this handshake may resume it too.
-        if (!answer.ok && !('stopped' in answer) && record.actor?.getSnapshot().hasTag(TAGS.resumes)) {
-          answer = await this.#ask(record, await this.#resumes(record, servername, info));
-        }
+        if (!answer.ok && !('stopped' in answer) && this.#paused(record)) answer = await this.#ask(record, await this.#resume(record, servername, info));
         // (A certificate OpenSSL refused is being replaced: reading it again would not help.)
         if (answer.ok && !this.#materials.has(answer.fingerprint) && !this.#repairing.has(answer.fingerprint)) await this.#reloadMaterial(record);
         served = this.#served(record, answer);
@@ -189,12 +188,13 @@ export class HandshakePath {
     return record;
   }
 
-  /**
-   * A paused name (tag `resumes`): this handshake may resume it only with
-   * permission asked afresh (refused otherwise, with the refusal thrown).
-   */
-  async #resumes(record: NameRecord, servername: string, info: HandshakeInfo): Promise<boolean> {
-    if (!record.actor?.getSnapshot().hasTag(TAGS.resumes)) return false;
+  /** The chart has paused the name (tag `resumes`): a handshake resumes it only with permission asked afresh. */
+  #paused(record: NameRecord): boolean {
+    return record.actor?.getSnapshot().hasTag(TAGS.resumes) === true;
+  }
+
+  /** Ask permission afresh for a paused name: true when given (the refusal is thrown otherwise). */
+  async #resume(record: NameRecord, servername: string, info: HandshakeInfo): Promise<boolean> {
     await this.#admission.recheck(record, servername, info);
     return true;
   }
