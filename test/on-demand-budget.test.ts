@@ -5,6 +5,9 @@
  * operator or a fresh allowed handshake resumes them.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -147,6 +150,30 @@ async function failingOnDemand(options: { pauseAfterMs?: number; cacheTtlMs?: nu
   return { engine, issuer, clock, decisions, setAllow: (value: boolean) => (allow = value) };
 }
 
+/** The status page and its JSON show the name as paused, with "Retry now", and the diagram has the state. */
+async function showsPaused(engine: CertEngine, name: string): Promise<void> {
+  const handler = engine.adminHandler();
+  const server = http.createServer(handler).listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const get = async (path: string) => {
+    const response = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}${path}`);
+    return response.text();
+  };
+  try {
+    const json = JSON.parse(await get('/status.json')) as { names: Array<{ name: string; state: string; nextAttemptAt?: number }> };
+    const row = json.names.find((n) => n.name === name);
+    assert.equal(row?.state, 'paused', 'status.json: paused');
+    assert.equal(row?.nextAttemptAt, undefined, 'status.json: no next attempt');
+    const page = await get('/');
+    assert.ok(page.includes('"state":"paused"'), 'the page carries the paused row');
+    assert.ok(page.includes("s === 'paused'"), 'the page offers "Retry now" for a paused name');
+    assert.ok((await get('/diagram.svg?state=paused')).includes('paused'), 'the diagram has the paused state');
+  } finally {
+    handler.close();
+    await new Promise((r) => server.close(r));
+  }
+}
+
 /** Move the clock to the name's next attempt (or by `maxMs` when it has none) and let what is due run. */
 async function untilNextAttempt(engine: CertEngine, clock: ManualClock, name: string, maxMs = 8 * HOUR): Promise<void> {
   const next = engine.statusOf(name)?.nextAttemptAt;
@@ -195,6 +222,7 @@ describe('on-demand names that never obtain', () => {
       for (let i = 0; i < 40; i++) await untilNextAttempt(engine, clock, name);
       assert.equal(issuer.calls, ordersWhenPaused, 'no order while paused, over ten days');
       assert.equal(engine.status().find((s) => s.name === name)?.state, 'paused', 'status() shows it paused');
+      await showsPaused(engine, name);
 
       // A fresh handshake: permission asked afresh (the cached allow is not enough), then one attempt.
       const asked = decisions.length;
