@@ -29,7 +29,7 @@ const engine = createCertEngine({
       ...(env.ACME_CA_BUNDLE ? { caBundle: readFileSync(env.ACME_CA_BUNDLE, 'utf8') } : {}),
     }),
   ],
-  names: [domain, `*.${domain}`], // the apex and every name one label below it
+  names: [[domain, `*.${domain}`]], // ONE certificate: the apex and every name one label below it
 });
 engine.on('cert_obtained', (e) => console.log(`obtained ${e.name}`));
 await engine.start();

@@ -138,8 +138,8 @@ export interface Storage {
   prepare?(): Promise<void>;
   /**
    * Remove the backend's own debris that no key names (optional): file
-   * storage's temp files of crashed writes and lock directories of locks
-   * nobody holds. Only what was last written before `options.before` goes,
+   * storage's temp files of crashed writes, lock directories of locks
+   * nobody holds, and the tombstones of fenced deletes. Only what was last written before `options.before` goes,
    * and never a lock still held or a write that may be in flight. The storage
    * cleaner calls it once per interval for the whole cluster.
    */
@@ -290,7 +290,10 @@ export interface ErrorInfo {
 
 /** One name's status, as `engine.status()` reports it. */
 export interface NameStatus {
+  /** The name; for a certificate of several names, its first (the key it is stored, locked and renewed under). */
   name: string;
+  /** Every name of the certificate when it has several (`names: [['example.com', '*.example.com']]`), `name` first. */
+  names?: string[];
   state: LifecycleState;
   /** Whether the name is managed (configured) or on-demand. */
   managed: boolean;

@@ -38,6 +38,8 @@ import { freePort, startPebble, type PebbleHandle } from './helpers/pebble.js';
 import { refusalsAsErrors, seedCertificate } from './helpers/tls.js';
 
 const VALIDITY_S = 30;
+/** What certificates this short-lived need: renewals within seconds of an order (`timing.minRenewalIntervalMs`). */
+const SHORT_LIVED = { minRenewalIntervalMs: 0 };
 const ACME = 'urn:ietf:params:acme:error:';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -159,7 +161,8 @@ const dnsIssuer = () => pebbleIssuer({ challenges: ['dns-01'], dnsProvider: chal
 
 /** An engine, started, routed to from the VA-facing servers, stopped after the test. */
 async function engineWith(options: Partial<CertEngineOptions> & Pick<CertEngineOptions, 'issuers'>): Promise<CertEngine & { events: CertEngineEvent[] }> {
-  const engine = createCertEngine({ storage: shared, handshakeTimeout: 20_000, ...options });
+  // Pebble's certificates here live VALIDITY_S seconds: usable only without the 10-minute floor before a renewal.
+  const engine = createCertEngine({ storage: shared, handshakeTimeout: 20_000, ...options, timing: { ...SHORT_LIVED, ...options.timing } });
   const events: CertEngineEvent[] = [];
   for (const type of ['state_changed', 'cert_obtaining', 'cert_obtained', 'cert_renewed', 'cert_failed', 'cert_expired'] as const) {
     engine.on(type, (e) => events.push(e));

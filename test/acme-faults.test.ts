@@ -29,6 +29,8 @@ import { refusalsAsErrors } from './helpers/tls.js';
 
 const ACME = 'urn:ietf:params:acme:error:';
 const VALIDITY_S = 60;
+/** What certificates this short-lived need: renewals within seconds of an order (`timing.minRenewalIntervalMs`). */
+const SHORT_LIVED = { minRenewalIntervalMs: 0 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ─── Pebble, the proxy, and the HTTP-01 port routed to the engine under test ─
@@ -69,7 +71,8 @@ function proxyIssuer(extra: Partial<AcmeIssuerOptions> = {}) {
 }
 
 async function engineWith(options: Partial<CertEngineOptions> & Pick<CertEngineOptions, 'issuers'>): Promise<CertEngine & { events: Array<CertEngineEvent & { wall: number }> }> {
-  const engine = createCertEngine({ storage: memoryStorage(), handshakeTimeout: 20_000, ...options });
+  // Pebble's certificates here live VALIDITY_S seconds: usable only without the 10-minute floor before a renewal.
+  const engine = createCertEngine({ storage: memoryStorage(), handshakeTimeout: 20_000, ...options, timing: { ...SHORT_LIVED, ...options.timing } });
   const events: Array<CertEngineEvent & { wall: number }> = [];
   for (const type of ['state_changed', 'cert_obtaining', 'cert_obtained', 'cert_renewed', 'cert_failed'] as const) {
     engine.on(type, (e) => events.push({ ...e, wall: Date.now() }));

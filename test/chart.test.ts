@@ -7,8 +7,8 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import type { AnyStateNode } from 'xstate';
-import { ANSWER_TAGS, certificateMachine, createCertificateMachine, TAGS } from '../src/machines/certificate.js';
+import { createActor, type AnyStateNode } from 'xstate';
+import { ANSWER_TAGS, certificateKind, certificateMachine, createCertificateMachine, lifecycleStateOf, TAGS } from '../src/machines/certificate.js';
 import { defaultTimingPolicy, renewalTime } from '../src/machines/policy.js';
 import { chartQuestions } from '../src/machines/questions.js';
 import type { CertificateMeta } from '../src/types.js';
@@ -68,5 +68,82 @@ describe('the chart', () => {
     assert.equal(questions.nextTimerAt(backoff), NOW + 600_000);
     // No effect ran: the questions hold no live actor.
     assert.equal(Object.values(resting.children).length, 0);
+  });
+
+  it('names its tags and shows its states as documented', () => {
+    // The tags are read by the engine, the inspector and the status page: their spelling is API.
+    assert.deepEqual(TAGS, { servesCertificate: 'serves-certificate', servesExpiredCertificate: 'serves-expired-certificate', refuses: 'refuses', holds: 'holds', resumes: 'resumes', maySleep: 'may-sleep' });
+    assert.deepEqual([...ANSWER_TAGS], ['serves-certificate', 'serves-expired-certificate', 'refuses', 'holds', 'resumes']);
+    assert.equal(lifecycleStateOf('paused'), 'paused');
+    assert.equal(lifecycleStateOf('valid'), 'valid');
+    assert.equal(lifecycleStateOf({ attempting: 'renewing' }), 'renewing');
+    assert.equal(lifecycleStateOf({ attempting: 'expired-renewing' }), 'expired-renewing');
+    assert.equal(lifecycleStateOf({ 'failed-backoff': 'serving' }), 'failed-backoff');
+    assert.equal(lifecycleStateOf({}), 'loading');
+    const c = cert(-10, 0);
+    assert.equal(certificateKind({}, NOW), 'none');
+    assert.equal(certificateKind({ certificate: c }, NOW - 1), 'usable');
+    assert.equal(certificateKind({ certificate: c }, NOW), 'expired', 'expired at notAfter exactly');
+  });
+
+  it('the exported machine runs on the real clock with the default policy', () => {
+    const questions = chartQuestions(certificateMachine, Date.now);
+    const now = Date.now();
+    const fresh = { ...cert(0, 0), notBefore: now - DAY, notAfter: now + 89 * DAY };
+    const resting = questions.afterLoad({ certificate: fresh });
+    assert.equal(resting.value, 'valid');
+    const renewAt = resting.context.renewAt!;
+    assert.ok(renewAt <= fresh.notBefore + 60 * DAY && renewAt >= fresh.notBefore + 60 * DAY - 4.5 * DAY, 'at 2/3 of 90 days, minus up to 5 %');
+  });
+
+  it('effects not provided fail loudly, naming what is missing', async () => {
+    // Actions provided but holdOperator, no actor provided.
+    const partly = createCertificateMachine({ now: () => NOW, random: () => 0.5, policy: defaultTimingPolicy }).provide({
+      actions: { holdHandshake: () => {}, releaseHandshakes: () => {}, releaseOperators: () => {} },
+    });
+    const actor = createActor(partly, { input: { name: 'chart.localhost' } });
+    const errors: unknown[] = [];
+    actor.subscribe({ error: (e) => errors.push(e) });
+    actor.start();
+    await new Promise((r) => setImmediate(r));
+    // The load's creator throws: the name is in storage-unreadable with that error.
+    assert.equal(actor.getSnapshot().value, 'storage-unreadable');
+    assert.match(actor.getSnapshot().context.lastError!.message, /^certificate machine: loadStored was not provided \(use machine\.provide\)$/);
+    // An action not provided throws out of the actor.
+    actor.send({ type: 'FORCE_RENEW' });
+    assert.match(String((errors[0] as Error)?.message), /holdOperator was not provided/);
+    // Every effect of the chart says which one it is.
+    const { actions, actors } = createCertificateMachine().implementations as unknown as {
+      actions: Record<string, (...args: unknown[]) => unknown>;
+      actors: Record<string, { config: (...args: unknown[]) => unknown }>;
+    };
+    for (const name of ['holdHandshake', 'holdOperator', 'releaseHandshakes', 'releaseOperators']) {
+      assert.throws(() => actions[name]!({}, {}), new Error(`certificate machine: ${name} was not provided (use machine.provide)`));
+    }
+    for (const name of ['loadStored', 'attempt', 'persistFailure']) {
+      assert.throws(() => actors[name]!.config({ input: {} }), new Error(`certificate machine: ${name} was not provided (use machine.provide)`));
+    }
+  });
+
+  it('questions take the serveExpired of the actors they stand for (off unless said)', () => {
+    const machine = createCertificateMachine({ now: () => NOW, random: () => 0, policy: defaultTimingPolicy });
+    const loaded = { certificate: cert(-100, -10), failure: { attempts: 1, nextAttemptAt: NOW + 600_000 } };
+    assert.deepEqual(chartQuestions(machine, () => NOW).afterLoad(loaded).value, { 'failed-backoff': 'refusing' });
+    assert.deepEqual(chartQuestions(machine, () => NOW, true).afterLoad(loaded).value, { 'failed-backoff': 'serving-expired' });
+  });
+
+  it('knows when the next timer fires, in every kind of resting state', () => {
+    const machine = createCertificateMachine({ now: () => NOW, random: () => 0, policy: defaultTimingPolicy });
+    const questions = chartQuestions(machine, () => NOW);
+    assert.equal(questions.nextTimerAt(questions.afterLoad({}) /* obtaining */), undefined, 'an attempt in flight arms nothing');
+    // In backoff with a certificate expiring first: the expiry; expiring later: the end of the backoff.
+    const expiringFirst = questions.afterLoad({ certificate: cert(-80, 1), failure: { attempts: 1, nextAttemptAt: NOW + 2 * DAY } });
+    assert.deepEqual(expiringFirst.value, { 'failed-backoff': 'serving' });
+    assert.equal(questions.nextTimerAt(expiringFirst), NOW + DAY);
+    const backoffFirst = questions.afterLoad({ certificate: cert(-80, 1), failure: { attempts: 1, nextAttemptAt: NOW + 3_600_000 } });
+    assert.equal(questions.nextTimerAt(backoffFirst), NOW + 3_600_000);
+    // A renewal time already past when entered: due now.
+    const woken = questions.afterLoad({ certificate: cert(-10, 80), renewAt: NOW + 1000 });
+    assert.equal(questions.nextTimerAt(woken), NOW + 1000);
   });
 });

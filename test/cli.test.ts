@@ -185,6 +185,69 @@ describe('certstate CLI', () => {
   });
 });
 
+describe('certstate CLI: one certificate for several names (NAME,NAME,...)', () => {
+  it('obtain, status, renew and serve take a certificate of several names; mistakes are usage errors', async () => {
+    const cwd = await mkdtemp(path.join(tmpdir(), 'certstate-cli-group-'));
+    try {
+      const r = await cli(['obtain', 'g.example.test,*.g.example.test', 'solo.example.test'], { cwd });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^g\.example\.test \(with \*\.g\.example\.test\): valid until /m);
+      assert.match(r.stdout, /^solo\.example\.test: valid until /m);
+      const json = JSON.parse((await cli(['status', '--json'], { cwd })).stdout) as { names: Array<{ name: string; certificate: { names: string[] } }> };
+      assert.deepEqual(json.names.map((n) => [n.name, [...n.certificate.names].sort()]), [
+        ['g.example.test', ['*.g.example.test', 'g.example.test']],
+        ['solo.example.test', ['solo.example.test']],
+      ], 'one stored certificate under the first name, with both names');
+      assert.match((await cli(['status'], { cwd })).stdout, /^g\.example\.test \(with \*\.g\.example\.test\)\s+valid\s+/m);
+      const renewed = await cli(['renew', 'g.example.test,*.g.example.test'], { cwd });
+      assert.equal(renewed.code, 0, renewed.stderr);
+      assert.match(renewed.stdout, /^g\.example\.test \(with \*\.g\.example\.test\): renewed, valid until/);
+
+      for (const [args, message] of [
+        [['obtain', 'x.example.test,*.x.example.test', '*.x.example.test'], /a name belongs to one certificate/],
+        [['obtain', '*.y.example.test,a.y.example.test'], /already covers/],
+        [['obtain', 'z.example.test,'], /invalid name|empty/i],
+      ] as const) {
+        const bad = await cli([...args], { cwd });
+        assert.equal(bad.code, 2, `${args.join(' ')}: ${bad.stderr}`);
+        assert.match(bad.stderr, message);
+      }
+
+      // serve with no --name serves every stored certificate with the names it was stored with.
+      const child = spawn(process.execPath, [BIN, 'serve', '--admin', '127.0.0.1:0', '--https', '127.0.0.1:0'], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+      child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+      const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+      try {
+        const deadline = Date.now() + 30_000;
+        while (!/https: https:\/\/127\.0\.0\.1:(\d+)/.test(stdout)) {
+          if (Date.now() > deadline || child.exitCode !== null) throw new Error(`serve did not start:\n${stderr}`);
+          await new Promise((res) => setTimeout(res, 50));
+        }
+        const port = Number(/https: https:\/\/127\.0\.0\.1:(\d+)/.exec(stdout)![1]);
+        const peer = await new Promise<string>((resolve, reject) => {
+          const socket = tls.connect({ host: '127.0.0.1', port, servername: 'www.g.example.test', rejectUnauthorized: false }, () => {
+            resolve(socket.getPeerX509Certificate()?.subjectAltName ?? '');
+            socket.destroy();
+          });
+          socket.on('error', reject);
+        });
+        assert.match(peer, /DNS:\*\.g\.example\.test/, 'www.g.example.test is served the stored certificate of both names');
+        const url = /admin: (http:\S+)/.exec(stdout)![1]!;
+        const names = (JSON.parse((await request(`${url}status.json`)).body) as { names: Array<{ name: string; names?: string[] }> }).names;
+        assert.deepEqual(names.map((n) => [n.name, n.names]).sort(), [['g.example.test', ['g.example.test', '*.g.example.test']], ['solo.example.test', undefined]]);
+      } finally {
+        child.kill('SIGTERM');
+      }
+      assert.equal(await exited, 0, stderr);
+    } finally {
+      await rm(cwd, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('certstate CLI against Pebble', () => {
   let pebble: PebbleHandle | undefined;
   let httpPort: number;

@@ -31,6 +31,7 @@ import { localCaIssuer } from '../src/adapters/issuers/local-ca.js';
 import { memoryStorage } from '../src/adapters/storage/memory.js';
 import { redisStorage } from '../src/adapters/storage/redis.js';
 import { seedCertificate } from './helpers/tls.js';
+import { withPostgres } from './helpers/backends.js';
 import {
   backendSkip,
   dropStorage,
@@ -49,6 +50,7 @@ import {
   storedFingerprint,
   verifiedHandshake,
   withNodeLogs,
+  POSTGRES_URL,
   type ClusterNode,
   type NodeConfig,
   type NodeStorageConfig,
@@ -97,7 +99,9 @@ function watchStored(storage: NodeStorageConfig, name: string) {
   let stop = false;
   let failure: string | undefined;
   const loop = (async () => {
-    while (!stop) {
+    // At most a minute: a test that failed before calling done() must not keep the runner alive for ever.
+    const until = Date.now() + 60_000;
+    while (!stop && Date.now() < until) {
       const fingerprint = await storedFingerprint(storage, name).catch(() => undefined);
       if (fingerprint && seen.at(-1)?.fingerprint !== fingerprint) {
         const last = seen.at(-1);
@@ -325,6 +329,57 @@ describe('PostgreSQL unreachable when the issued certificate is stored', { skip:
       await stopNodes(nodes);
       await cut.close();
       await dropStorage(direct);
+    }
+  });
+});
+
+// ─── 6b. the engine's PostgreSQL backends terminated during an attempt ─────
+
+describe("pg_terminate_backend on the holder's connections during its attempt", { skip: skips.postgres }, () => {
+  it('no certificate lost, no second order: the holder stores after its connections are killed, every process serves it', async () => {
+    const run = runId();
+    const suffix = `.${run}.terminate.example.com`;
+    const shared = storageFor('postgres', run);
+    // n0's connections carry their own application_name, so that only they are terminated.
+    const own = new URL((shared as { connectionString: string }).connectionString);
+    own.searchParams.set('application_name', `certstate-terminate-${run}`);
+    const n0Storage: NodeStorageConfig = { kind: 'postgres', connectionString: own.toString(), table: (shared as { table: string }).table };
+    const nodes = await Promise.all([startNode(nodeConfig('n0', n0Storage, suffix, { lockTtlMs: 4000 })), startNode(nodeConfig('n1', shared, suffix, { lockTtlMs: 4000 }))]);
+    proxy.setBackends(nodes.map((n) => n.httpPort));
+    const [n0, n1] = nodes as [ClusterNode, ClusterNode];
+    /** Terminate every backend of n0 (its pool's and its LISTEN connection); how many there were. */
+    const terminate = () =>
+      withPostgres(POSTGRES_URL, async (client) => {
+        const { rows } = await client.query<{ n: number }>(
+          'SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()',
+          [`certstate-terminate-${run}`],
+        );
+        return rows[0]!.n;
+      });
+    try {
+      await withNodeLogs(() => nodes, async () => {
+        const name = `term${suffix}`;
+        const orders = pebble!.orderCount();
+        await n0.request({ op: 'slow', ms: SLOW_MS });
+        const first = verifiedHandshake(n0.httpsPort, name, rootPem);
+        const issued = await n0.waitFor(isIssued(name));
+        const second = verifiedHandshake(n1.httpsPort, name, rootPem); // queues for the lock
+        assert.ok((await terminate()) > 0, "n0's backends were terminated while it holds the lease");
+        await delay(300);
+        await terminate(); // again, whatever it reconnected meanwhile (the lease renewal, the listener)
+        assert.equal(await n0.request<number>({ op: 'release' }), 1, 'n0 was still inside its issuance');
+        await terminate(); // and while it stores
+        const results = await Promise.all([first, second]);
+        const stored = await assertConverged(nodes, shared, name);
+        assert.equal(stored, issued.fingerprint, "the issued certificate was stored, not lost");
+        for (const r of results) assert.ok(r.ok && r.fingerprint === stored, JSON.stringify(r));
+        assert.ok(!n1.messages.some(isIssuing(name)), 'n1 placed no order');
+        assert.equal(ordersSince(orders), 1, 'one order');
+        noFailure(n0, name);
+      });
+    } finally {
+      await stopNodes(nodes);
+      await dropStorage(shared);
     }
   });
 });

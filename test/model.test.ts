@@ -18,21 +18,20 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { SecureContext } from 'node:tls';
 import { pino } from 'pino';
-import type { InspectionEvent } from 'xstate';
 import { localCaIssuer } from '../src/adapters/issuers/local-ca.js';
 import { memoryStorage } from '../src/adapters/storage/memory.js';
-import { actorIdOf } from '../src/admin/inspector.js';
 import { ManualClock } from '../src/clock.js';
 import { createCertEngine, stateOf } from '../src/engine/engine.js';
 import { serializeFailureRecord } from '../src/engine/stored.js';
 import { CertificateUnavailableError, EngineStoppedError, StorageError } from '../src/errors.js';
-import { createCertificateMachine, TAGS, type CertificateContext } from '../src/machines/certificate.js';
-import { defaultTimingPolicy } from '../src/machines/policy.js';
+import { TAGS, type FailureRecord } from '../src/machines/certificate.js';
+import { parseCertificateBundle } from '../src/certs.js';
 import { keys } from '../src/storage-keys.js';
 import { LIFECYCLE_STATES, type CertificateMeta, type LifecycleState, type Storage } from '../src/types.js';
 import { installTestCa, scriptedIssuer, testLeafKey, type ScriptedIssuer } from './helpers/scripted-issuer.js';
 import { refusalsAsErrors, seedCertificate } from './helpers/tls.js';
-import { isSelfLoop, modelPaths, replayEvents, timerDueAt, BACKOFF_MS, NAME, DAY, T0, type CertKind, type LoadVariant, type ModelEvent, type ModelStep } from './helpers/model-paths.js';
+import { DELAY_TIMERS, LifecycleSpec, type SpecEffects, type SpecEvent, type SpecState } from './helpers/lifecycle-spec.js';
+import { isSelfLoop, modelPaths, replayEvents, BACKOFF_MS, NAME, DAY, T0, type CertKind, type LoadVariant, type ModelEvent, type ModelStep } from './helpers/model-paths.js';
 
 /** Longest an operator's forceRenew may wait (engine clock), far beyond any path's time. */
 const OPERATOR_TIMEOUT = 1000 * DAY;
@@ -103,12 +102,20 @@ async function flush(n = 6) {
   for (let i = 0; i < n; i++) await tick();
 }
 
-async function seed(storage: Storage, clock: ManualClock, kind: CertKind) {
+async function seed(storage: Storage, clock: ManualClock, kind: CertKind): Promise<CertificateMeta> {
   const ca = localCaIssuer({ leafValidityMs: 90 * DAY, leafKey: testLeafKey() });
   const notBefore = { valid: clock.now(), due: clock.now() - 70 * DAY, expired: clock.now() - 100 * DAY }[kind];
   const bundle = await ca.issue({ names: [NAME] }, { signal: new AbortController().signal, logger: pino({ level: 'silent' }), storage, now: () => notBefore + 60_000 });
   await seedCertificate(storage, NAME, bundle);
+  return parseCertificateBundle(bundle, 'seed');
 }
+
+/** The lifecycle state users see for a state of the spec. */
+const shownAs = (state: SpecState): LifecycleState => (state.startsWith('attempting.') ? state.slice('attempting.'.length) : state.split('.')[0]) as LifecycleState;
+/** The chart's tag for what the spec says a handshake gets. */
+const tagOf = { certificate: TAGS.servesCertificate, 'expired-certificate': TAGS.servesExpiredCertificate, refusal: TAGS.refuses, held: TAGS.holds, stopped: 'stopped' } as const;
+/** A snapshot value as the spec names states (`attempting.renewing`). */
+const specNameOf = (value: unknown): string => (typeof value === 'string' ? value : Object.entries(value as Record<string, string>).map(([k, v]) => `${k}.${v}`)[0]!);
 
 /** Resolves with `promise`, or fails the test after `ms` of real time (nothing in a replay may hang). */
 function bounded<T>(promise: Promise<T>, what: string, ms = 10_000): Promise<T> {
@@ -128,13 +135,18 @@ async function replay(steps: ModelStep[], timers: Map<string, string>, serveExpi
   await installTestCa(inner);
   const world = recordingStorage(inner);
   const issuer: ScriptedIssuer = scriptedIssuer({ validityMs: 90 * DAY });
-  let context: CertificateContext | undefined;
-  const inspect = (e: InspectionEvent) => {
-    if (e.type === '@xstate.snapshot' && actorIdOf(e.actorRef) === `cert:${NAME}`) context = (e.snapshot as unknown as { context: CertificateContext }).context;
+  // The attempt deadline is not one of the chart's timers: beyond any time a path moves the clock.
+  const attemptTimeout = 10 * 365 * DAY;
+  const engine = createCertEngine({ storage: world.storage, issuers: [issuer], names: [NAME], clock, random: () => 0.5, handshakeTimeout: 30_000, attemptTimeout, serveExpired });
+  // The oracle: the lifecycle's spec, fed the same events at the same times (lifecycle-spec.ts).
+  const spec = new LifecycleSpec(NAME, serveExpired, () => 0.5);
+  const emitted: Array<Record<string, unknown> & { type: string }> = [];
+  for (const type of ['cert_obtaining', 'cert_obtained', 'cert_renewed', 'cert_failed', 'cert_expired'] as const) engine.on(type, (e) => void emitted.push({ ...e, type }));
+  let effects: SpecEffects | undefined;
+  const feed = (event: SpecEvent, at = clock.now()) => {
+    effects = spec.step(event, at);
+    return shownAs(spec.state);
   };
-  const engine = createCertEngine({ storage: world.storage, issuers: [issuer], names: [NAME], clock, random: () => 0.5, handshakeTimeout: 30_000, serveExpired, inspect });
-  // The chart's delays, evaluated on the replay's clock: how far a timer event moves time.
-  const delays = createCertificateMachine({ now: () => clock.now(), random: () => 0.5, policy: defaultTimingPolicy });
   let current: LifecycleState = 'loading'; // a name is loading before its first event
   const trace: string[] = [];
   engine.on('state_changed', (e) => {
@@ -226,26 +238,31 @@ async function replay(steps: ModelStep[], timers: Map<string, string>, serveExpi
 
   try {
     for (const [i, step] of steps.entries()) {
-      const expected = stateOf(step.state.value);
-      const tags = new Set(step.state.tags);
-      trace.push(`step ${i}: ${step.event.type} (expect ${expected})`);
+      trace.push(`step ${i}: ${step.event.type}`);
       const event: ModelEvent = step.event;
       const delay = timers.get(event.type);
+      effects = undefined;
       if (delay !== undefined) {
-        // A timer of the chart: move the clock to when the machine's own delay says it fires.
-        clock.advanceTo(timerDueAt(delays, delay, context!, clock.now()));
+        // A timer of the chart: it must be the spec's next timer, and fires when the spec says.
+        const kind = DELAY_TIMERS[delay];
+        const next = spec.nextTimer();
+        assert.equal(next?.timer, kind, `the chart's next timer (${delay}) is the spec's (${next?.timer} in ${spec.state})`);
+        clock.advanceTo(next!.at);
+        feed({ kind: 'timer', timer: kind! }, next!.at);
       } else {
         switch (event.type) {
           case 'xstate.init':
             break;
           case 'xstate.done.actor.load': {
             const v = event.variant as LoadVariant;
-            if (v.certificate) await seed(inner, clock, v.certificate);
+            const certificate = v.certificate ? await seed(inner, clock, v.certificate) : undefined;
+            let failure: FailureRecord | undefined;
             if (v.backoff) {
-              const record = { attempts: 1, nextAttemptAt: clock.now() + BACKOFF_MS[v.backoff], lastError: { type: 'IssuanceError', message: 'stored failure', at: clock.now() - 1 } };
-              await inner.store(keys.failure(NAME), serializeFailureRecord(record));
+              failure = { attempts: 1, nextAttemptAt: clock.now() + BACKOFF_MS[v.backoff], lastError: { type: 'IssuanceError', message: 'stored failure', at: clock.now() - 1 } };
+              await inner.store(keys.failure(NAME), serializeFailureRecord(failure));
               lastFailure = 'stored failure';
             }
+            feed({ kind: 'load.done', loaded: { ...(certificate ? { certificate } : {}), ...(failure ? { failure } : {}) } });
             world.release(false);
             await started;
             break;
@@ -253,30 +270,44 @@ async function replay(steps: ModelStep[], timers: Map<string, string>, serveExpi
           case 'xstate.error.actor.load':
             world.release(true);
             await started;
-            await untilState(expected);
+            await untilState(feed({ kind: 'load.error', error: new StorageError('storage down') }));
             lastFailure = 'storage down';
             world.rearm(); // the next read waits for the path's next step
             break;
-          case 'xstate.done.actor.attempt':
+          case 'xstate.done.actor.attempt': {
             await issuer.untilPending();
             await issuer.succeed();
+            // The spec takes the issued certificate as the attempt's output (what the issuer made).
+            let issued: CertificateMeta | undefined;
+            for (let t = 0; t < 2000 && !issued; t++) {
+              issued = emitted.find((e) => e.type === 'cert_obtained' || e.type === 'cert_renewed')?.certificate as CertificateMeta | undefined;
+              if (!issued) await (t < 50 ? tick() : new Promise((r) => setTimeout(r, 1)));
+            }
+            assert.ok(issued, 'the attempt succeeded: cert_obtained or cert_renewed');
+            feed({ kind: 'attempt.done', certificate: issued, adopted: false });
             break;
+          }
           case 'xstate.error.actor.attempt':
             await issuer.untilPending();
             lastFailure = `scripted failure #${issuer.calls}`;
             issuer.fail(lastFailure);
+            feed({ kind: 'attempt.error', error: Object.assign(new Error(lastFailure), { code: 'ERR_SCRIPTED' }) });
             break;
           case 'FORCE_RENEW':
             operators.push({ from: current, outcome: watch(engine.forceRenew(NAME, { timeoutMs: OPERATOR_TIMEOUT })) });
+            feed({ kind: 'FORCE_RENEW' });
             break;
           case 'STORAGE_CHANGED': {
             const ca = localCaIssuer({ leafValidityMs: 91 * DAY, leafKey: testLeafKey() });
             const bundle = await ca.issue({ names: [NAME] }, { signal: new AbortController().signal, logger: pino({ level: 'silent' }), storage: inner, now: () => clock.now() });
             await seedCertificate(inner, NAME, bundle);
+            feed({ kind: 'STORAGE_CHANGED', certificate: parseCertificateBundle(bundle, 'seed') });
             await engine.refreshFromStorage(NAME);
             break;
           }
           case 'STOP': {
+            feed({ kind: 'STOP' });
+            const tags = new Set<string>();
             const stopping = engine.stop();
             world.release(false); // a load still waiting on the test's gate must not hold stop() up
             await stopping;
@@ -288,13 +319,23 @@ async function replay(steps: ModelStep[], timers: Map<string, string>, serveExpi
             throw new Error(`no replay for ${event.type}`);
         }
       }
+      // The chart (the path's state) and the engine both agree with the spec.
+      assert.equal(specNameOf(step.state.value), spec.state, `step ${i} (${event.type}): the chart's state is the spec's`);
+      const expected = shownAs(spec.state);
+      const tags = new Set<string>([tagOf[spec.answer(clock.now()).kind]]);
+      trace.push(`  expect ${spec.state}`);
       await flush();
       await untilState(expected);
       assert.equal(status().state, expected, `step ${i} (${event.type})`);
+      const got = emitted.splice(0).map(({ type, reason, attempt, attempts, nextAttemptAt, adopted }) => ({ type, reason, attempt, attempts, nextAttemptAt, adopted }));
+      const want = ((effects as SpecEffects | undefined)?.emitted ?? []).map((e) => ({ type: e.type, ...pick(e as Record<string, unknown>) }));
+      assert.deepEqual(got, want, `step ${i} (${event.type}): emitted, by the spec`);
       await settle(expected, tags);
       await probe(expected, tags);
       // Where FORCE_RENEW changes nothing in the chart (an attempt is in flight), an operator joins it here too.
       if (isSelfLoop(step.state, { type: 'FORCE_RENEW', reply: () => {} }, serveExpired)) {
+        feed({ kind: 'FORCE_RENEW' });
+        assert.equal(shownAs(spec.state), expected, 'the spec agrees: an operator joins what is in flight');
         operators.push({ from: expected, outcome: watch(engine.forceRenew(NAME, { timeoutMs: OPERATOR_TIMEOUT })) });
         joinedIn.add(expected);
         await flush();
@@ -319,6 +360,9 @@ async function replay(steps: ModelStep[], timers: Map<string, string>, serveExpi
     assert.ok(issuer.maxInflight <= 1, 'single flight');
   }
 }
+
+/** The payload fields both the engine's events and the spec's carry (a certificate is compared by the state it leads to). */
+const pick = (e: Record<string, unknown>) => ({ reason: e.reason, attempt: e.attempt, attempts: e.attempts, nextAttemptAt: e.nextAttemptAt, adopted: e.adopted });
 
 const describePath = (steps: ModelStep[]) => steps.map((s) => `${s.event.type.replace('xstate.', '')}→${stateOf(s.state.value)}`).join(' ');
 

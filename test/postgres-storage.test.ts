@@ -154,6 +154,49 @@ if (await suiteCanRun('postgres', 'postgresStorage')) {
       }
     });
 
+    it("cancels a statement in the server once its deadline passed, on a caller's pool without statement_timeout: a write reported failed never lands later", async () => {
+      await processStorage().migrate(); // (under the default timeout: a loaded machine may take longer than 300 ms to create tables)
+      const pool = newPool();
+      pools.push(pool);
+      const s = postgresStorage({ pool, table, operationTimeoutMs: 1000 });
+      storages.push(s);
+      const lock = await s.lock('locks/deadline', 60_000);
+      const fence = { lockKey: lock.key, token: lock.fencingToken };
+      // Another session holds the lease row (a slow transaction): the fenced write queues behind it.
+      const other = await admin.connect();
+      const waiting = async () => {
+        const { rows } = await admin.query(
+          `SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND query LIKE '%FOR SHARE%'`,
+          [`%INSERT INTO "${table}"%`],
+        );
+        return rows[0].n as number;
+      };
+      try {
+        await other.query('BEGIN');
+        await other.query(`SELECT 1 FROM "${table}_locks" WHERE key = 'locks/deadline' FOR UPDATE`);
+        await assert.rejects(s.store('deadline/value', 'late', { fence }), { code: 'ERR_STORAGE_TIMEOUT' });
+        // The server gives up too: nothing of ours is left queued behind the row lock.
+        let left = await waiting();
+        for (let i = 0; i < 50 && left > 0; i++) {
+          await delay(100);
+          left = await waiting();
+        }
+        assert.equal(left, 0, 'the timed-out statement still waits in the server');
+        await other.query('COMMIT');
+        await delay(300);
+        assert.equal(await s.load('deadline/value'), undefined, 'the write reported as failed never landed');
+      } finally {
+        await other.query('ROLLBACK').catch(() => {});
+        other.release();
+      }
+      // The caller's connections are left as they were, and the storage goes on working.
+      const { rows } = await pool.query('SHOW statement_timeout');
+      assert.equal(rows[0].statement_timeout, '0');
+      await s.store('deadline/value', 'now', { fence });
+      assert.equal(await s.load('deadline/value'), 'now');
+      await lock.release();
+    });
+
     it('lists over 1000 keys, escaping LIKE wildcards (`_` is a valid key character)', async () => {
       const s = processStorage();
       const wanted = Array.from({ length: 1500 }, (_, i) => `list_x/n${i}.json`);

@@ -22,10 +22,17 @@ const DAY = 86_400_000;
 const HANDSHAKE_TIMEOUT = 30_000;
 const OPERATOR_TIMEOUT = 10 * MIN;
 
+/** What a successful issuer call returns: a good certificate, or one the engine must refuse. */
+type Quality = 'good' | 'expired' | 'not-yet-valid' | 'near-expiry';
+/** The CA's clock against ours, per quality (30-day certificates). */
+const SHIFT: Record<Quality, number> = { good: 0, expired: -31 * DAY, 'not-yet-valid': DAY, 'near-expiry': -(30 * DAY - 60 * MIN) };
+/** A floor that binds within a run's 25 steps. */
+const FLOOR = { maxOrdersPerWindow: 3, orderWindowMs: DAY };
+
 type Command =
   | { kind: 'handshake'; count: number }
   | { kind: 'advance'; ms: number }
-  | { kind: 'succeed' }
+  | { kind: 'succeed'; quality: Quality }
   | { kind: 'fail'; retryAfterMs?: number }
   | { kind: 'forceRenew' }
   | { kind: 'storage'; down: boolean }
@@ -40,7 +47,13 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
       ms: fc.oneof(fc.integer({ min: 0, max: 2 * MIN }), fc.integer({ min: 0, max: 3 * 60 * MIN }), fc.integer({ min: 0, max: 40 * DAY })),
     }),
   },
-  { weight: 3, arbitrary: fc.constant({ kind: 'succeed' as const }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      kind: fc.constant('succeed' as const),
+      quality: fc.oneof({ weight: 3, arbitrary: fc.constant('good' as const) }, fc.constantFrom('expired' as const, 'not-yet-valid' as const, 'near-expiry' as const)),
+    }),
+  },
   { weight: 3, arbitrary: fc.record({ kind: fc.constant('fail' as const), retryAfterMs: fc.option(fc.integer({ min: 0, max: 5 * 60 * MIN }), { nil: undefined }) }) },
   { weight: 2, arbitrary: fc.constant({ kind: 'forceRenew' as const }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('storage' as const), down: fc.boolean() }) },
@@ -89,11 +102,26 @@ class World {
   notBefore = -Infinity;
   violations: string[] = [];
 
-  /** `maxLiveActors: 0` puts the name to sleep on every entry to `valid` (and wakes it for each renewal). */
+  /** Every issuer call: when, and whether an operator's request started its attempt. */
+  readonly calls: Array<{ at: number; forced: boolean }> = [];
+  #forcedAttempt = false;
+
+  /**
+   * `maxLiveActors: 0` puts the name to sleep on every entry to `valid` (and wakes it for each renewal).
+   * `ariPast`: a CA whose ARI window is always in the past (every certificate: renew now).
+   */
   constructor(
     readonly maxLiveActors?: number,
     readonly serveExpired = false,
-  ) {}
+    readonly ariPast = false,
+  ) {
+    const issue = this.issuer.issue.bind(this.issuer);
+    this.issuer.issue = (request, context) => {
+      this.calls.push({ at: this.clock.now(), forced: this.#forcedAttempt });
+      return issue(request, context);
+    };
+    if (ariPast) this.issuer.renewalInfo = async (_meta, context) => ({ start: context.now() - 2 * 60 * MIN, end: context.now() - 60 * MIN });
+  }
 
   async start(): Promise<void> {
     const engine = createCertEngine({
@@ -104,6 +132,7 @@ class World {
       names: [NAME],
       clock: this.clock,
       random: () => 0.5,
+      timing: FLOOR,
       handshakeTimeout: HANDSHAKE_TIMEOUT,
       lockTtlMs: 10 * 365 * DAY, // the memory lock runs on real time; an aborted attempt releases it
       ...(this.maxLiveActors === undefined ? {} : { maxLiveActors: this.maxLiveActors }),
@@ -113,6 +142,7 @@ class World {
       if (e.error.retryAfter !== undefined && e.nextAttemptAt < e.error.retryAfter) this.violations.push(`backoff ${e.nextAttemptAt} below Retry-After ${e.error.retryAfter}`);
     });
     engine.on('cert_obtaining', (e) => {
+      this.#forcedAttempt = e.forced;
       // Invariant 3: no attempt before the backoff has elapsed, unless an operator forced it.
       if (this.forcing.size === 0 && this.clock.now() < this.notBefore) this.violations.push(`attempt ${e.attempt} at ${this.clock.now()} before backoff end ${this.notBefore}`);
       this.forcing.clear();
@@ -145,6 +175,8 @@ class World {
 
   /** Commands that found the name asleep. */
   slept = 0;
+  /** Error codes the name rested with (the floor's and the unusable certificate's must show up over the runs). */
+  readonly codes = new Set<string>();
 
   async run(command: Command): Promise<void> {
     this.slept += this.engine.stats.sleeping;
@@ -156,7 +188,7 @@ class World {
         this.clock.advance(command.ms);
         break;
       case 'succeed':
-        if (this.issuer.pending > 0) await this.issuer.succeed();
+        if (this.issuer.pending > 0) await this.issuer.succeed(SHIFT[command.quality]);
         break;
       case 'fail':
         if (this.issuer.pending > 0) this.issuer.fail('CA says no', command.retryAfterMs === undefined ? undefined : this.clock.now() + command.retryAfterMs);
@@ -192,6 +224,8 @@ class World {
         break;
     }
     await flush();
+    const code = this.engine.status()[0]?.lastError?.code;
+    if (code) this.codes.add(code);
     this.check();
   }
 
@@ -199,6 +233,15 @@ class World {
   check(): void {
     // 1. Single flight.
     assert.ok(this.issuer.maxInflight <= 1, `single flight: ${this.issuer.maxInflight} attempts in flight at once`);
+    // The issuance floor: an order no operator asked for is placed only while fewer than the floor's count were placed in its window.
+    for (const [i, call] of this.calls.entries()) {
+      if (call.forced) continue;
+      const before = this.calls.slice(0, i).filter((c) => c.at > call.at - FLOOR.orderWindowMs).length;
+      assert.ok(before < FLOOR.maxOrdersPerWindow, `an order at ${call.at} after ${before} orders in its window (floor ${FLOOR.maxOrdersPerWindow})`);
+    }
+    // Nothing unusable is served: a certificate the engine holds is valid now (within the clock skew).
+    const held = this.engine.status()[0]?.certificate;
+    if (held) assert.ok(held.notBefore <= this.clock.now() + 5 * MIN, 'a certificate not valid yet is never held');
     assert.deepEqual(this.violations, []);
     const now = this.clock.now();
     for (const p of this.probes) {
@@ -224,18 +267,21 @@ class World {
 }
 
 describe('property-based: random interleavings keep the invariants', () => {
-  for (const [label, maxLiveActors, serveExpired, numRuns] of [
-    ['a live actor', undefined, false, 300],
-    ['a name that sleeps whenever valid (maxLiveActors: 0)', 0, false, 150],
-    ['serveExpired', undefined, true, 100],
+  for (const [label, maxLiveActors, serveExpired, numRuns, ariPast] of [
+    ['a live actor', undefined, false, 300, false],
+    ['a name that sleeps whenever valid (maxLiveActors: 0)', 0, false, 150, false],
+    ['serveExpired', undefined, true, 100, false],
+    ['a CA whose ARI window is in the past', undefined, false, 60, true],
   ] as const) {
   it(`single flight, backoff, answers at once when usable, bounded waits, one outcome per operator, no leftover timers: ${label}`, async () => {
     let slept = 0;
     const statesSeen = new Set<string>();
     let operatorOutcomes = 0;
+    const codes = new Set<string>();
+    let fullWindows = 0;
     await fc.assert(
       fc.asyncProperty(fc.array(commandArb, { minLength: 1, maxLength: 25 }), async (commands) => {
-        const world = new World(maxLiveActors, serveExpired);
+        const world = new World(maxLiveActors, serveExpired, ariPast);
         await installTestCa(world.storage);
         await world.start();
         try {
@@ -254,6 +300,8 @@ describe('property-based: random interleavings keep the invariants', () => {
         assert.ok(world.issuer.inflight === 0, 'no attempt left running after stop');
         assert.equal(world.clock.pending, 0, 'stop leaves no timer behind');
         slept += world.slept;
+        for (const code of world.codes) codes.add(code);
+        if (world.calls.some((call, i) => world.calls.slice(0, i + 1).filter((c) => c.at > call.at - FLOOR.orderWindowMs).length >= FLOOR.maxOrdersPerWindow)) fullWindows++;
       }),
       { numRuns },
     );
@@ -262,6 +310,9 @@ describe('property-based: random interleavings keep the invariants', () => {
     // The runs must reach the storage outage and the operator's outcomes, or they test nothing new.
     assert.ok(statesSeen.has('storage-unreadable'), `states seen: ${[...statesSeen].join(', ')}`);
     assert.ok(operatorOutcomes > 20, `operators answered over the runs: ${operatorOutcomes}`);
+    // And the hostile CA's answers: unusable certificates refused, and the floor reached (its count of orders in a window).
+    assert.ok(codes.has('ERR_CERTIFICATE_UNUSABLE'), `codes seen: ${[...codes].join(', ')}`);
+    assert.ok(fullWindows > 0, `runs that reached the floor: ${fullWindows}`);
   });
   }
 });

@@ -211,6 +211,65 @@ describe("file storage's own debris (Storage.sweep)", () => {
   });
 });
 
+describe("file storage's fenced deletes (tombstones) stay bounded", () => {
+  it('a key deleted under its fence leaves nothing once its tombstone is older than `before`; a younger one still hides the value; a newer unfenced write survives', async () => {
+    const root = await mkdtemp(path.join(os.tmpdir(), 'certstate-tombstones-'));
+    try {
+      const storage = fileStorage(root);
+      // 50 names validated over TLS-ALPN-01: the challenge record stored and deleted under the name's lock, as the ACME issuer does.
+      for (let i = 0; i < 50; i++) {
+        const name = `alpn${i}.example.com`;
+        const lock = await storage.lock(keys.issueLock(name), 60_000);
+        const fence = { lockKey: lock.key, token: lock.fencingToken };
+        await storage.store(keys.tlsAlpn01(name), 'challenge certificate', { fence });
+        await storage.delete(keys.tlsAlpn01(name), { fence });
+        await storage.delete(keys.failure(name), { fence }); // an attempt that succeeded clears the failure record
+        await lock.release();
+      }
+      const alpnDir = path.join(root, 'challenges', 'tls-alpn-01');
+      assert.equal((await readdir(alpnDir)).length, 50, 'one tombstone directory per name before the sweep');
+      assert.deepEqual(await storage.list('challenges/'), []);
+
+      const result = await storage.sweep!({ before: Date.now() + DAY });
+      assert.deepEqual(await readdir(alpnDir), [], 'challenge tombstones compacted');
+      assert.deepEqual(await readdir(path.join(root, 'failures')), [], 'failure-record tombstones compacted');
+      assert.ok(result.removed >= 200, `counted: ${JSON.stringify(result)}`);
+
+      // A value hidden by a tombstone younger than `before`: both stay, the key stays deleted.
+      const key = 'challenges/tls-alpn-01/hidden.example.com';
+      await storage.store(key, 'old value');
+      const lock = await storage.lock(keys.issueLock('hidden.example.com'), 60_000);
+      await storage.delete(key, { fence: { lockKey: lock.key, token: lock.fencingToken } });
+      await lock.release();
+      await storage.sweep!({ before: Date.now() - HOUR });
+      assert.equal(await storage.load(key), undefined, 'still deleted');
+      assert.ok((await readdir(alpnDir)).includes('hidden.example.com~v'), 'a young tombstone is kept');
+      // Once old: the hidden value goes first, then the tombstone; the key stays deleted.
+      const versions = path.join(alpnDir, 'hidden.example.com~v');
+      for (const name of await readdir(versions)) await ago(path.join(versions, name), 2 * DAY);
+      await ago(path.join(alpnDir, 'hidden.example.com'), 3 * DAY);
+      await storage.sweep!({ before: Date.now() - DAY });
+      assert.deepEqual(await readdir(alpnDir), [], 'the hidden value and its tombstone are gone');
+      assert.equal(await storage.load(key), undefined);
+
+      // An unfenced write that landed after the tombstone (its versions not dropped yet) is never lost.
+      const lock2 = await storage.lock(keys.issueLock('hidden.example.com'), 60_000);
+      await storage.delete(key, { fence: { lockKey: lock2.key, token: lock2.fencingToken } });
+      await lock2.release();
+      for (const name of await readdir(versions)) await ago(path.join(versions, name), 2 * DAY);
+      await writeFile(path.join(alpnDir, 'hidden.example.com'), 'newer value');
+      await storage.sweep!({ before: Date.now() - DAY });
+      assert.equal(await storage.load(key), 'newer value');
+
+      // A fenced write refused for a stale token leaves no directory behind.
+      await assert.rejects(storage.store('failures/stale.example.com.json', 'x', { fence: { lockKey: keys.issueLock('stale.example.com'), token: 5 } }), { code: 'ERR_FENCED' });
+      assert.deepEqual(await readdir(path.join(root, 'failures')), []);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
+
 /** Files and bytes under `dir`, every file counted (values, lock generations, temp files); what vanishes meanwhile is not. */
 async function footprint(dir: string): Promise<{ files: number; bytes: number }> {
   let files = 0;

@@ -96,7 +96,7 @@ async function serverOptions(mode: Mode, dataset: Dataset): Promise<{ options: t
   // Renewal due at once (renewal at a millionth of the lifetime), and a CA failure whose backoff has not ended: failed-backoff, serving.
   if (backoff) await seedFailures(storage, dataset.names);
   const { createCertEngine } = await engineModule();
-  engine = createCertEngine({ storage, issuers: [refusingIssuer('handshake')], names: dataset.names, ...(backoff ? { timing: { renewRatio: 1e-6, shortLivedRenewRatio: 1e-6, renewJitter: 0 } } : {}) });
+  engine = createCertEngine({ storage, issuers: [refusingIssuer('handshake')], names: dataset.names, ...(backoff ? { timing: { renewRatio: 1e-6, shortLivedRenewRatio: 1e-6, renewJitter: 0, minRenewalIntervalMs: 0 } } : {}) });
   await engine.start();
   const wrong = engine.status().filter((s) => s.state !== (backoff ? 'failed-backoff' : 'valid'));
   if (wrong.length > 0) throw new Error(`${mode}: ${wrong.length} names in ${wrong[0]!.state}, not the state measured`);

@@ -156,6 +156,11 @@ const CLIENT_JS = `
       e.detail ? el('div', { class: 'err-detail' }, 'CA: ' + txt(e.detail)) : null,
       e.code || e.problemType ? el('div', { class: 'sub' }, [txt(e.code), txt(e.problemType)].filter(Boolean).join(' · ')) : null);
   }
+  // A certificate of several names: its other names under its first.
+  function alsoNames(view) {
+    if (!Array.isArray(view.names) || view.names.length < 2) return null;
+    return el('div', { class: 'sub also-names' }, 'with ' + view.names.slice(1).map(txt).join(', '));
+  }
   function action(view) {
     var s = txt(view.state);
     var retry = s === 'failed-backoff' || s === 'storage-unreadable' || s === 'paused';
@@ -168,7 +173,7 @@ const CLIENT_JS = `
   function row(view) {
     var cert = view.certificate && typeof view.certificate === 'object' ? view.certificate : null;
     var tr = el('tr', { 'data-name': view.name, 'data-state': view.state },
-      el('td', { class: 'name' }, view.name, view.managed ? null : el('div', { class: 'sub' }, 'on demand')),
+      el('td', { class: 'name' }, view.name, view.managed ? null : el('div', { class: 'sub' }, 'on demand'), alsoNames(view)),
       el('td', { class: 'state' }, badge(view.state)),
       el('td', { class: 'issuer', title: cert ? cert.issuer : '' }, cert ? cert.issuerId : '—'),
       el('td', { class: 'not-after' }, cert ? when(cert.notAfter) : when(null)),

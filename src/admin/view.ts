@@ -61,6 +61,8 @@ export function nameView(status: NameStatus, history: TransitionRecord[]): NameV
   view.name = text(status.name, 300);
   view.state = text(status.state, 100);
   view.managed = status.managed === true;
+  if (Array.isArray(status.names)) view.names = status.names.slice(0, MAX_ITEMS).map((n) => text(n, 300));
+  else delete view.names;
   view.attempts = typeof status.attempts === 'number' && Number.isFinite(status.attempts) ? status.attempts : 0;
   setTime(view, 'renewAt', status.renewAt);
   setTime(view, 'nextAttemptAt', status.nextAttemptAt);

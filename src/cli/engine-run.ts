@@ -4,20 +4,21 @@
  * happens, so the process can exit on its own.
  */
 import { createCertEngine, type CertEngine } from '../engine/engine.js';
+import type { ManagedEntry } from '../engine/managed-names.js';
 import type { NameStatus, Storage } from '../types.js';
 import type { CliIo } from './io.js';
 import { issuerFromFlags, startChallengeServer, type IssuerFlags } from './issuer-flags.js';
 import { observedIssuer, progressLogger, progressPrinter, reportEngineEvents } from './progress.js';
 
-/** Run `body` with a started engine managing `names`; progress lines go to stderr. */
-export async function withEngine<T>(io: CliIo, storage: Storage, names: string[], flags: IssuerFlags, body: (engine: CertEngine) => Promise<T>): Promise<T> {
+/** Run `body` with a started engine managing `names` (as the engine's option); progress lines go to stderr. */
+export async function withEngine<T>(io: CliIo, storage: Storage, names: ManagedEntry[], flags: IssuerFlags, body: (engine: CertEngine) => Promise<T>): Promise<T> {
   const report = progressPrinter(io.stderr);
   const issuer = observedIssuer(await issuerFromFlags(flags, io.cwd), report);
   const challenges = await startChallengeServer(flags, storage);
   const engine = createCertEngine({ storage, issuers: [issuer], names, logger: progressLogger(report) });
   const off = reportEngineEvents(engine, report);
   try {
-    for (const name of names) report(name, 'loading stored certificate and failure record');
+    for (const name of names) report(typeof name === 'string' ? name : name[0]!, 'loading stored certificate and failure record');
     await engine.start();
     return await body(engine);
   } finally {

@@ -27,15 +27,17 @@ import {
   AllIssuersFailedError,
   CertstateError,
   FencingError,
-  InvalidCertificateError,
+  IssuanceFloorError,
   IssuerOnHoldError,
   LockLostError,
   isStorageFault,
   toErrorInfo,
 } from '../errors.js';
+import { floorUntil, ordersPlacedBy, recentOrders, whyUnusable, withOrders, withOrdersPlaced } from '../machines/floor.js';
+import { assertUsable, clusterOrders, settleFailureRecord } from './attempt-floor.js';
 import type { AttemptInput, AttemptOutput, FailureRecord } from '../machines/certificate.js';
 import { failingSinceOf } from '../machines/pause.js';
-import { nextAttemptTime, renewalTime, type TimingPolicy } from '../machines/policy.js';
+import { nextAttemptTime, type TimingPolicy } from '../machines/policy.js';
 import { keys } from '../storage-keys.js';
 import type { CertificateBundle, CertificateMeta, Clock, Fence, Issuer, Logger, Storage } from '../types.js';
 import { keepLease, type Lease } from './lease.js';
@@ -56,6 +58,8 @@ export interface AttemptDeps {
   policy: TimingPolicy;
   /** Lease of the per-name issuance lock; renewed at a third of it while the attempt runs. */
   lockTtlMs: number;
+  /** Every name the certificate is for, `input.name` first (a group's names; default: `input.name` alone). */
+  names?: readonly string[];
   /** The storage's clock, for failure records shared with other processes (default: the local clock). */
   storageClock?: StorageClock;
   /** Where an issued certificate goes when storing it keeps failing (default: the attempt fails instead). */
@@ -72,20 +76,25 @@ export interface AttemptDeps {
   corrupt: CorruptValues;
 }
 
+/** How far an attempt got, for whoever gives up on it (the deadline): orders placed so far. */
+export interface AttemptProgress {
+  ordered: number;
+}
+
 /** Run one attempt. Rejects with the attempt's error (for the statechart's `onError`). */
-export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal: AbortSignal): Promise<AttemptOutput> {
+export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal: AbortSignal, progress: AttemptProgress = { ordered: 0 }): Promise<AttemptOutput> {
   // Permission and budget first: a name they refuse costs no lock, no read and no write.
   const giveBack = await deps.beforeIssue?.(input);
   const ordering = { placed: false };
   try {
-    return await lockedAttempt(deps, input, signal, ordering);
+    return await lockedAttempt(deps, input, signal, progress, ordering);
   } finally {
-    // No order was placed after all (adopted, shared backoff, storage trouble): the budget gets its token back.
+    // No order was placed after all (adopted, shared backoff, the floor, storage trouble): the budget gets its token back.
     if (!ordering.placed) giveBack?.();
   }
 }
 
-async function lockedAttempt(deps: AttemptDeps, input: AttemptInput, signal: AbortSignal, ordering: { placed: boolean }): Promise<AttemptOutput> {
+async function lockedAttempt(deps: AttemptDeps, input: AttemptInput, signal: AbortSignal, progress: AttemptProgress, ordering: { placed: boolean }): Promise<AttemptOutput> {
   const { storage } = deps;
   const lockKey = keys.issueLock(input.name);
   // The failure record as it was before we queued for the lock (see sharedBackoff).
@@ -105,19 +114,23 @@ async function lockedAttempt(deps: AttemptDeps, input: AttemptInput, signal: Abo
     if (fresh) return { certificate: fresh, adopted: true };
     // Or it may have failed while we waited: its backoff is the cluster's; spend no second order.
     await sharedBackoff(deps, input, failureBefore);
+    // The name's orders as the cluster knows them: the floor holds for every process (an operator may bypass it).
+    const orders = await clusterOrders(deps, input);
+    const floor = floorUntil(orders, deps.clock.now(), deps.policy);
+    if (floor !== undefined && !input.forced) throw new IssuanceFloorError(input.name, recentOrders(orders, deps.clock.now(), deps.policy).length, deps.policy.orderWindowMs, floor);
 
     lease.assertHeld();
     let issued: Awaited<ReturnType<typeof issueWithFallback>>;
     try {
       ordering.placed = true;
-      issued = await issueWithFallback(deps, input, lease, fence);
+      issued = await issueWithFallback(deps, input, lease, fence, progress);
     } catch (error) {
       // Recorded while we still hold the lock (fenced), so the next holder sees it (the
       // statechart's persistFailure lands only after the release).
-      if (!lease.signal.aborted) await recordSharedFailure(deps, input, error, fence);
+      if (!lease.signal.aborted) await recordSharedFailure(deps, input, error, fence, orders);
       throw error;
     }
-    const { bundle, meta } = issued;
+    const { bundle, meta, ordered } = issued;
     // In memory first: whatever happens to the write, this certificate can be served.
     deps.materials.put(meta.fingerprint, bundle);
     const unit = serializeStoredCertificate(bundle, meta, deps.clock.now());
@@ -129,13 +142,11 @@ async function lockedAttempt(deps: AttemptDeps, input: AttemptInput, signal: Abo
     if (outcome === 'pending') {
       deps.logger.warn({ name: input.name, fingerprint: meta.fingerprint }, 'issued certificate not stored yet (storage failing): served from memory, stored when the storage answers');
       deps.pending!.add(input.name, unit, meta);
-      return { certificate: meta, adopted: false };
+      return { certificate: meta, adopted: false, ordered };
     }
     deps.corrupt.usable(keys.certificate(input.name));
-    await storage.delete(keys.failure(input.name), { fence }).catch((error: unknown) => {
-      deps.logger.warn({ name: input.name, err: safeError(error) }, 'could not clear the failure record');
-    });
-    return { certificate: meta, adopted: false };
+    await settleFailureRecord(deps, input, withOrders(orders, ordered, deps.clock.now(), deps.policy), fence);
+    return { certificate: meta, adopted: false, ordered };
   } catch (error) {
     // Our lease was taken over while we worked: not a failure. The new holder's certificate is the outcome.
     if (lease.lost && !signal.aborted) {
@@ -269,7 +280,7 @@ async function sharedBackoff(deps: AttemptDeps, input: AttemptInput, before: str
 }
 
 /** Write the cluster's failure record under our lock (fenced). Best effort: the statechart persists its own right after. */
-async function recordSharedFailure(deps: AttemptDeps, input: AttemptInput, error: unknown, fence: { lockKey: string; token: number }): Promise<void> {
+async function recordSharedFailure(deps: AttemptDeps, input: AttemptInput, error: unknown, fence: Fence, orders: number[] | undefined): Promise<void> {
   const key = keys.failure(input.name);
   try {
     const now = deps.clock.now();
@@ -279,8 +290,9 @@ async function recordSharedFailure(deps: AttemptDeps, input: AttemptInput, error
     const previous = raw === undefined ? undefined : previousFailure(key, raw);
     const attempts = (previous?.attempts ?? 0) + 1;
     // The middle of the jitter range: the statechart's record, with its own jitter, follows.
+    const placed = withOrders(orders, ordersPlacedBy(error), now, deps.policy);
     const nextAttemptAt = nextAttemptTime(now, attempts, 0.5, lastError.retryAfter, deps.policy);
-    const record: FailureRecord = { attempts, lastError, nextAttemptAt, failingSince: failingSinceOf(previous) ?? now };
+    const record: FailureRecord = { attempts, lastError, nextAttemptAt, failingSince: failingSinceOf(previous) ?? now, ...(placed ? { orders: placed } : {}) };
     await deps.storage.store(key, serializeFailureRecord(record, await clockOffset(deps)), { fence });
   } catch (storeError) {
     deps.logger.warn({ name: input.name, err: safeError(storeError) }, 'could not record the failure for the cluster');
@@ -297,8 +309,13 @@ function previousFailure(key: string, raw: string): FailureRecord | undefined {
 }
 
 /** Storage time minus local time (0 without a storage clock). */
-function clockOffset(deps: AttemptDeps): Promise<number> {
+export function clockOffset(deps: AttemptDeps): Promise<number> {
   return deps.storageClock?.offset() ?? Promise.resolve(0);
+}
+
+/** Whether a certificate covers every name the attempt is for. */
+function coversAll(deps: AttemptDeps, input: AttemptInput, meta: CertificateMeta): boolean {
+  return (deps.names ?? [input.name]).every((name) => certificateCoversName(meta, name));
 }
 
 /** A stored certificate newer than the one we hold and not yet due for renewal, or undefined. */
@@ -316,10 +333,10 @@ async function freshStoredCertificate(deps: AttemptDeps, input: AttemptInput): P
   }
   const { meta, bundle } = unit;
   if (meta.fingerprint === input.current?.fingerprint) return undefined;
-  const now = deps.clock.now();
-  // Without jitter: "fresh" means another process has done this renewal, not that one is barely due.
-  if (now >= renewalTime(meta, 0, deps.policy) || now >= meta.notAfter) return undefined;
-  if (!certificateCoversName(meta, input.name)) return undefined;
+  // Without jitter: "fresh" means another process has done this renewal, not that one is barely due
+  // (nor a certificate not valid yet, or one the chart would renew at once).
+  if (whyUnusable(meta, deps.clock.now(), deps.policy) !== undefined) return undefined;
+  if (!coversAll(deps, input, meta)) return undefined;
   deps.materials.put(meta.fingerprint, bundle);
   return meta;
 }
@@ -330,7 +347,7 @@ async function freshStoredCertificate(deps: AttemptDeps, input: AttemptInput): P
  * skipped while another issuer may still be asked: our backoff may be shorter
  * than one CA's Retry-After, never a reason to ask that CA early.
  */
-async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, lease: Lease, fence: Fence) {
+async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, lease: Lease, fence: Fence, progress: AttemptProgress) {
   const { signal } = lease;
   const now = deps.clock.now();
   const held = input.issuerRetryAfter ?? {};
@@ -340,6 +357,8 @@ async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, lease: 
   const errors: unknown[] = [];
   /** Per issuer: no order before this time (its CA's Retry-After). */
   const floors: Record<string, number> = {};
+  /** Issuer calls placed: each counts toward the name's issuance floor, whatever it returns. */
+  let ordered = 0;
   for (const issuer of deps.issuers) {
     // Never place an order once the lease is gone (or going): another process may be ordering.
     lease.assertHeld();
@@ -356,16 +375,18 @@ async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, lease: 
     const report = (ok: boolean, error?: unknown) =>
       deps.onIssuerResult?.({ name: input.name, issuer: issuer.id, ok, error, durationMs: deps.clock.now() - startedAt });
     try {
-      const request = { names: [input.name], ...(input.current?.ariCertId ? { replaces: input.current.ariCertId } : {}) };
+      const request = { names: [...(deps.names ?? [input.name])], ...(input.current?.ariCertId ? { replaces: input.current.ariCertId } : {}) };
+      ordered++;
+      progress.ordered++;
       const bundle = await issuer.issue(request, { signal, logger, storage: deps.storage, now: () => deps.clock.now(), fence });
+      // A result that arrives after stop, the attempt's deadline or a lost lease is discarded, never stored.
+      if (signal.aborted) throw signal.reason;
       const meta = parseCertificateBundle(bundle, issuer.id);
-      if (!certificateCoversName(meta, input.name)) {
-        throw new InvalidCertificateError(`issuer ${issuer.id} returned a certificate that does not cover ${input.name}`);
-      }
+      assertUsable(meta, deps.names ?? [input.name], issuer.id, deps);
       report(true);
-      return { bundle, meta };
+      return { bundle, meta, ordered };
     } catch (error) {
-      if (signal.aborted) throw signal.reason ?? error;
+      if (signal.aborted) throw withOrdersPlaced(signal.reason ?? error, ordered);
       report(false, error);
       logger.warn({ err: safeError(error) }, 'issuer failed');
       errors.push(error);
@@ -373,9 +394,9 @@ async function issueWithFallback(deps: AttemptDeps, input: AttemptInput, lease: 
       if (retryAfter !== undefined && retryAfter > now) floors[issuer.id] = retryAfter;
     }
   }
-  if (errors.length === 1) throw errors[0];
+  if (errors.length === 1) throw withOrdersPlaced(errors[0], ordered);
   const times = Object.values(floors);
   // All issuers failed: the backoff floor is the *earliest* time any of them would take us again;
   // each one's own floor travels in the error (and the failure record) for the next attempt to skip it.
-  throw new AllIssuersFailedError(errors, times.length === deps.issuers.length ? Math.min(...times) : undefined, floors);
+  throw withOrdersPlaced(new AllIssuersFailedError(errors, times.length === deps.issuers.length ? Math.min(...times) : undefined, floors), ordered);
 }

@@ -10,6 +10,7 @@
 import { ConfigError } from '../errors.js';
 import { checkKeys } from '../option-keys.js';
 import type { Issuer, Storage } from '../types.js';
+import { allNames } from './managed-names.js';
 import type { CertEngineOptions } from './options.js';
 
 /** A check of one value; `path` names it in the message (e.g. `onDemand.askTimeoutMs`). Throws `ConfigError`. */
@@ -85,6 +86,10 @@ const TIMING: Record<string, Check> = {
   shortLivedBelowMs: nonNegativeMs,
   renewJitter: fraction(true),
   storageRetryMs: positiveMs,
+  clockSkewMs: nonNegativeMs,
+  minRenewalIntervalMs: nonNegativeMs,
+  maxOrdersPerWindow: wholeAtLeast(1),
+  orderWindowMs: positiveMs,
 };
 
 const ON_DEMAND: Record<string, Check> = {
@@ -135,7 +140,10 @@ export const ENGINE_OPTIONS: { readonly [K in keyof CertEngineOptions]-?: Option
   },
   names: {
     check: (v, path) => {
-      if (!Array.isArray(v) || !v.every((n) => typeof n === 'string')) fail(path, 'an array of names (strings)', v);
+      const isName = (n: unknown) => typeof n === 'string';
+      if (!Array.isArray(v) || !v.every((n) => isName(n) || (Array.isArray(n) && n.every(isName)))) {
+        fail(path, 'an array of names: strings, or arrays of strings for one certificate with several names', v);
+      }
     },
     default: '`[]`',
   },
@@ -148,6 +156,7 @@ export const ENGINE_OPTIONS: { readonly [K in keyof CertEngineOptions]-?: Option
   onDemand: { check: objectOf(ON_DEMAND), default: 'off' },
   handshakeTimeout: { check: positiveMs, default: '30 000 ms' },
   operatorTimeout: { check: positiveMs, default: '300 000 ms' },
+  attemptTimeout: { check: positiveMs, default: '600 000 ms' },
   maxWaitersPerName: { check: wholeAtLeast(1), default: '10 000' },
   maxWaiters: { check: wholeAtLeast(1), default: '100 000' },
   serveExpired: { check: boolean, default: '`false`' },
@@ -182,7 +191,7 @@ export function checkEngineOptions(options: unknown): asserts options is CertEng
     if (options[key] !== undefined) row.check(options[key], key);
   }
   const { defaultName, names } = options as unknown as CertEngineOptions;
-  if (defaultName !== undefined && !(names ?? []).some((n) => n.toLowerCase().replace(/\.$/, '') === defaultName.toLowerCase().replace(/\.$/, ''))) {
+  if (defaultName !== undefined && !allNames(names ?? []).some((n) => n.toLowerCase().replace(/\.$/, '') === defaultName.toLowerCase().replace(/\.$/, ''))) {
     throw new ConfigError(`createCertEngine: \`defaultName\` ${JSON.stringify(defaultName)} must be one of \`names\` (it is obtained and renewed like them)`);
   }
 }

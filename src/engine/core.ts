@@ -23,6 +23,7 @@ import type { CertEngineOptions } from './options.js';
 export interface EngineSettings {
   handshakeTimeout: number;
   operatorTimeout: number;
+  attemptTimeout: number;
   maxWaitersPerName: number;
   maxWaiters: number;
   lockTtlMs: number;
@@ -64,6 +65,7 @@ export class EngineCore {
     this.settings = {
       handshakeTimeout: positive(options.handshakeTimeout, 30_000, 'handshakeTimeout'),
       operatorTimeout: positive(options.operatorTimeout, 5 * 60_000, 'operatorTimeout'),
+      attemptTimeout: positive(options.attemptTimeout, 10 * 60_000, 'attemptTimeout'),
       maxWaitersPerName: positive(options.maxWaitersPerName, 10_000, 'maxWaitersPerName'),
       maxWaiters: positive(options.maxWaiters, 100_000, 'maxWaiters'),
       lockTtlMs: positive(options.lockTtlMs, 60_000, 'lockTtlMs'),

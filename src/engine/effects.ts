@@ -5,7 +5,8 @@
  * names). Per-name effects find their record through `context.name`.
  */
 import { fromPromise } from 'xstate';
-import { isStorageFault } from '../errors.js';
+import { AttemptTimeoutError, isStorageFault } from '../errors.js';
+import { withOrdersPlaced } from '../machines/floor.js';
 import {
   createCertificateMachine,
   type AttemptInput,
@@ -20,7 +21,7 @@ import {
 } from '../machines/certificate.js';
 import { safeError } from '../safe-error.js';
 import { keys } from '../storage-keys.js';
-import { runAttempt } from './attempt.js';
+import { runAttempt, type AttemptProgress } from './attempt.js';
 import type { EngineCore } from './core.js';
 import type { HeldReplies } from './held-replies.js';
 import { Limiter } from './limiter.js';
@@ -30,7 +31,9 @@ import type { NameRecord } from './name-record.js';
 import { serializeFailureRecord } from './stored.js';
 
 /** Attempts doing storage and CA work at once: a mass first start must not open a file or an order per name at once. */
-const MAX_ATTEMPTS = 32;
+export const MAX_ATTEMPTS = 32;
+/** Slots new on-demand names can never take: renewals and managed names always find one. */
+export const RESERVED_ATTEMPTS = 8;
 
 export interface EffectDeps {
   core: EngineCore;
@@ -39,6 +42,8 @@ export interface EffectDeps {
   held: HeldReplies;
   /** The record of a name, if the engine still holds it. */
   record(name: string): NameRecord | undefined;
+  /** The names of the certificate stored under a name: all of a group's, else the name alone. */
+  namesOf(name: string): readonly string[];
   /** Called before an attempt takes its lock: may throw to refuse (on-demand permission and budget); returns how to give an unspent token back. */
   beforeIssue(attempt: AttemptInput): Promise<(() => void) | void>;
 }
@@ -54,41 +59,17 @@ export function provideEffects(deps: EffectDeps): CertificateMachine {
         const nameRecord = record(input.name);
         return nameRecord ? deps.loads.load(nameRecord) : Promise.resolve({});
       }),
-      attempt: fromPromise<AttemptOutput, AttemptInput>(({ input, signal }) =>
-        core.track(
-          attempts.run(
-            () =>
-              runAttempt(
-                {
-                  storage: core.storage,
-                  issuers: core.issuers,
-                  clock: core.clock,
-                  logger: core.logger,
-                  materials: deps.materials,
-                  policy: core.policy,
-                  lockTtlMs: core.settings.lockTtlMs,
-                  storageClock: core.storageClock,
-                  pending: core.pending,
-                  corrupt: core.corrupt,
-                  beforeIssue: (attempt) => deps.beforeIssue(attempt),
-                  onIssuerResult: (r) =>
-                    core.publish({
-                      type: 'issuer_attempt',
-                      name: r.name,
-                      issuer: r.issuer,
-                      result: r.ok ? 'success' : 'failure',
-                      durationMs: r.durationMs,
-                      ...(r.ok ? {} : { errorType: r.error instanceof Error ? r.error.name : 'Error' }),
-                    }),
-                },
-                input,
-                signal,
-              ),
+      attempt: fromPromise<AttemptOutput, AttemptInput>(({ input, signal }) => {
+        // A new on-demand name (no certificate, not managed) may not take the reserved slots.
+        const newOnDemand = input.reason === 'obtain' && record(input.name)?.managed === false;
+        return core.track(
+          attempts.run(() => withDeadline(core, input.name, signal, (attemptSignal, progress) => runAttempt(attemptDeps(deps, input.name), input, attemptSignal, progress)), {
             // A queued attempt whose actor stopped (engine stop, eviction) never starts.
-            { signal },
-          ),
-        ),
-      ),
+            signal,
+            limit: newOnDemand ? MAX_ATTEMPTS - RESERVED_ATTEMPTS : MAX_ATTEMPTS,
+          }),
+        );
+      }),
       persistFailure: fromPromise<void, { name: string; record: FailureRecord }>(async ({ input }) => {
         // Our own refusals (permission, budget) are not the CA's verdict: keep them off disk, so a flood costs no writes.
         if (input.record.lastError?.code === 'ERR_NAME_NOT_ALLOWED') return;
@@ -110,5 +91,62 @@ export function provideEffects(deps: EffectDeps): CertificateMachine {
       releaseHandshakes: ({ context }, answer: HandshakeAnswer) => held.releaseHandshakes(record(context.name), answer),
       releaseOperators: ({ context }, outcome: OperatorOutcome) => held.releaseOperators(record(context.name), outcome),
     },
+  });
+}
+
+/** What an attempt needs, from this engine's parts. */
+function attemptDeps(deps: EffectDeps, name: string) {
+  const { core } = deps;
+  return {
+    names: deps.namesOf(name),
+    storage: core.storage,
+    issuers: core.issuers,
+    clock: core.clock,
+    logger: core.logger,
+    materials: deps.materials,
+    policy: core.policy,
+    lockTtlMs: core.settings.lockTtlMs,
+    storageClock: core.storageClock,
+    pending: core.pending,
+    corrupt: core.corrupt,
+    beforeIssue: (attempt: AttemptInput) => deps.beforeIssue(attempt),
+    onIssuerResult: (r: { name: string; issuer: string; ok: boolean; error?: unknown; durationMs: number }) =>
+      core.publish({
+        type: 'issuer_attempt',
+        name: r.name,
+        issuer: r.issuer,
+        result: r.ok ? 'success' : 'failure',
+        durationMs: r.durationMs,
+        ...(r.ok ? {} : { errorType: r.error instanceof Error ? r.error.name : 'Error' }),
+      }),
+  };
+}
+
+/**
+ * Run an attempt under `attemptTimeout` (engine clock): past it, or when the
+ * actor stops, the attempt's signal aborts and this settles at once with the
+ * reason (`AttemptTimeoutError`), freeing the slot even if an issuer ignores
+ * the signal. The attempt itself checks the signal before storing anything,
+ * so a late result is discarded; it is still tracked, so `stop()` waits for it.
+ */
+function withDeadline<T>(core: EngineCore, name: string, actorSignal: AbortSignal, run: (signal: AbortSignal, progress: AttemptProgress) => Promise<T>): Promise<T> {
+  const timeoutMs = core.settings.attemptTimeout;
+  const deadline = new AbortController();
+  const signal = AbortSignal.any([actorSignal, deadline.signal]);
+  const timer = core.clock.setTimeout(() => deadline.abort(new AttemptTimeoutError(name, timeoutMs)), timeoutMs);
+  const progress: AttemptProgress = { ordered: 0 };
+  const attempt = core.track(run(signal, progress));
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    // The orders it placed before it was given up on still count toward the floor.
+    onAbort = () => reject(withOrdersPlaced(signal.reason, progress.ordered));
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+  });
+  aborted.catch(() => {});
+  attempt.catch(() => {}); // its outcome after an abort is the abort's
+  return Promise.race([attempt, aborted]).finally(() => {
+    core.clock.clearTimeout(timer);
+    signal.removeEventListener('abort', onAbort!);
   });
 }

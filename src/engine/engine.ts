@@ -38,6 +38,8 @@ import { answerHandshakes, type TlsCallbacks, type TlsOptionsConfig } from './ha
 import { HandshakePath } from './handshake-path.js';
 import { HeldReplies } from './held-replies.js';
 import { Loads } from './loads.js';
+import { certificateNames } from './name-record.js';
+import { managedCertificates, type ManagedEntry } from './managed-names.js';
 import { MaterialCache } from './material-cache.js';
 import { DEFAULT_PAUSE_AFTER_MS } from './on-demand.js';
 import type { CertEngineOptions, EngineStats, HandshakeInfo, ServedCertificate, StartOptions } from './options.js';
@@ -74,7 +76,8 @@ export class CertEngine {
   readonly #path: HandshakePath;
   readonly #tickets: SessionTickets | undefined;
   readonly #cleaner: StorageCleaner | undefined;
-  readonly #managedNames: Set<string>;
+  /** Managed certificates by key (their first name) → all their names. */
+  readonly #managed: Map<string, readonly string[]>;
   readonly #defaultName: string | undefined;
   /** Set by the first `start()`: resolves once handshakes can be served, with the scan of the managed names. */
   #opening: Promise<{ scanned: Promise<void> }> | undefined;
@@ -82,7 +85,7 @@ export class CertEngine {
 
   constructor(options: CertEngineOptions) {
     const core = (this.#core = new EngineCore(options));
-    this.#managedNames = new Set((options.names ?? []).map((n) => normalizeName(n, { allowWildcard: true, allowIp: true })));
+    this.#managed = new Map(managedCertificates(options.names ?? []).map((names) => [names[0]!, names]));
     const { settings } = core;
     const materials = (this.#materials = new MaterialCache(settings.cacheCapacity));
     const held = (this.#held = new HeldReplies(core.clock, {
@@ -95,7 +98,7 @@ export class CertEngine {
       { wake: (name) => this.#residency.wakeDue(name), ari: (name) => this.#ari.due(name) },
       (error, kind, name) => core.logger.error({ name, err: safeError(error) }, `${kind === 'wake' ? 'waking a sleeping name' : 'renewal information request'} failed`),
     );
-    const loads = new Loads(core, materials);
+    const loads = new Loads(core, materials, (name) => this.#namesOf(name));
     const view = (this.#view = new StateView(core, materials, (record, delayMs) => this.#ari.certificateChanged(record, delayMs)));
     const machine = provideEffects({
       core,
@@ -103,6 +106,7 @@ export class CertEngine {
       loads,
       held,
       record: (name) => this.#residency.get(name),
+      namesOf: (name) => this.#namesOf(name),
       beforeIssue: (attempt) => this.#admission.beforeIssue(attempt),
     });
     const questions = chartQuestions(machine, () => core.clock.now(), settings.serveExpired);
@@ -115,8 +119,8 @@ export class CertEngine {
     this.#defaultName = options.defaultName;
     const { storage, clock, logger, random } = core;
     this.#tickets = options.sessionTickets === false ? undefined : new SessionTickets({ storage, clock, logger }, options.sessionTickets);
-    // The cleaner never touches a managed name, nor one the engine holds (on-demand names in use).
-    const keeps = (name: string) => this.#managedNames.has(name) || residency.get(name) !== undefined;
+    // The cleaner never touches a managed certificate nor one the engine holds (a group's other names hold nothing in storage).
+    const keeps = (name: string) => this.#managed.has(name) || residency.get(name)?.name === name;
     this.#cleaner = options.storageCleaner === false ? undefined : new StorageCleaner({ storage, clock, logger, random, keeps }, options.storageCleaner);
   }
 
@@ -148,7 +152,7 @@ export class CertEngine {
     // A missing storage driver is a ConfigError here, not every name in storage-unreadable.
     await prepareAdapters(this.#core.storage, this.#core.issuers);
     // Records first: a handshake arriving while the watch connects must find its name.
-    const records = [...this.#managedNames].map((name) => this.#residency.add(name, true));
+    const records = [...this.#managed].map(([name, names]) => this.#residency.add(name, true, names));
     const tickets = this.#tickets?.start(); // never rejects
     this.#cleaner?.start();
     await this.#sync.watch();
@@ -182,15 +186,24 @@ export class CertEngine {
     core.removeListeners();
   }
 
-  /** Add managed names at run time (normalised; already-known names are left as they are). */
-  manage(names: string[]): void {
+  /**
+   * Add managed names at run time, entries as in `names` (normalised; a name
+   * already known is left as it is; a group whose names are already known
+   * elsewhere is a `ConfigError`).
+   */
+  manage(names: ManagedEntry[]): void {
     this.#assertRunning();
     const added = [];
-    for (const raw of names) {
-      const name = normalizeName(raw, { allowWildcard: true, allowIp: true });
-      if (this.#managedNames.has(name)) continue;
-      this.#managedNames.add(name);
-      if (!this.#residency.get(name)) added.push(this.#residency.add(name, true));
+    // A group's name may belong to no other certificate; the same group again is left as it is.
+    const taken = (name: string, group: readonly string[]) => {
+      const record = this.#residency.get(name);
+      return record !== undefined && (record.name !== group[0] || certificateNames(record).join() !== group.join());
+    };
+    for (const group of managedCertificates(names, 'manage()', taken)) {
+      const name = group[0]!;
+      if (this.#managed.has(name) || this.#residency.get(name)?.names) continue;
+      this.#managed.set(name, group);
+      if (!this.#residency.get(name)) added.push(this.#residency.add(name, true, group));
     }
     // Like start-up: read in the background, then live or asleep.
     this.#sync.scan(added).catch((error: unknown) => this.#core.logger.error({ err: safeError(error) }, 'reading managed names from storage failed'));
@@ -361,6 +374,12 @@ export class CertEngine {
   /** The storage the engine was configured with. */
   get storage(): Storage {
     return this.#core.storage;
+  }
+
+  /** The names of the certificate stored under `name` (its key): all of a group's, else the name alone. */
+  #namesOf(name: string): readonly string[] {
+    const record = this.#residency.get(name);
+    return record?.name === name && record.names ? record.names : [name];
   }
 
   #assertRunning(): void {

@@ -4,29 +4,39 @@
  * otherwise exhaust file descriptors with 100k names) without letting a
  * handshake's read queue behind a background scan.
  *
+ * A task may also carry a lower `limit`: it starts only while fewer than
+ * `limit` tasks run, so the slots above it stay reserved for the others
+ * (attempts for new on-demand names can never take the slots renewals need).
+ *
  * A waiting task whose signal aborts (the engine stopped) leaves the queue
  * and rejects with the signal's reason: it never starts.
  */
+interface Waiting {
+  start(): void;
+  limit: number;
+}
+
 export class Limiter {
   readonly #max: number;
   #running = 0;
-  readonly #queue: Array<() => void> = [];
+  readonly #queue: Waiting[] = [];
 
   constructor(max: number) {
     this.#max = max;
   }
 
-  /** Run `task` when a slot is free; `urgent` tasks are queued ahead of the others. */
-  async run<T>(task: () => Promise<T>, options: { urgent?: boolean; signal?: AbortSignal } = {}): Promise<T> {
+  /** Run `task` when a slot is free (below `limit`, default `max`); `urgent` tasks are queued ahead of the others. */
+  async run<T>(task: () => Promise<T>, options: { urgent?: boolean; signal?: AbortSignal; limit?: number } = {}): Promise<T> {
     const { urgent = false, signal } = options;
+    const limit = Math.min(this.#max, options.limit ?? this.#max);
     signal?.throwIfAborted();
-    if (this.#running >= this.#max) await this.#slot(urgent, signal);
+    if (this.#running >= limit) await this.#slot(urgent, limit, signal);
     this.#running++;
     try {
       return await task();
     } finally {
       this.#running--;
-      this.#queue.shift()?.();
+      this.#next();
     }
   }
 
@@ -35,20 +45,34 @@ export class Limiter {
     return this.#queue.length;
   }
 
-  #slot(urgent: boolean, signal: AbortSignal | undefined): Promise<void> {
+  /** Tasks running. */
+  get running(): number {
+    return this.#running;
+  }
+
+  /** Start the first waiting task allowed to run now. */
+  #next(): void {
+    const at = this.#queue.findIndex((w) => w.limit > this.#running);
+    if (at >= 0) this.#queue.splice(at, 1)[0]!.start();
+  }
+
+  #slot(urgent: boolean, limit: number, signal: AbortSignal | undefined): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      const start = () => {
-        signal?.removeEventListener('abort', leave);
-        resolve();
+      const waiting: Waiting = {
+        limit,
+        start: () => {
+          signal?.removeEventListener('abort', leave);
+          resolve();
+        },
       };
       const leave = () => {
-        const at = this.#queue.indexOf(start);
+        const at = this.#queue.indexOf(waiting);
         if (at >= 0) this.#queue.splice(at, 1);
         reject(signal!.reason);
       };
       signal?.addEventListener('abort', leave, { once: true });
-      if (urgent) this.#queue.unshift(start);
-      else this.#queue.push(start);
+      if (urgent) this.#queue.unshift(waiting);
+      else this.#queue.push(waiting);
     });
   }
 }

@@ -36,10 +36,13 @@ export class Loads {
   readonly #core: EngineCore;
   readonly #materials: MaterialCache;
   readonly #limiter = new Limiter(MAX_READS);
+  /** The names the certificate stored under a name must cover (all of a group's). */
+  readonly #namesOf: (name: string) => readonly string[];
 
-  constructor(core: EngineCore, materials: MaterialCache) {
+  constructor(core: EngineCore, materials: MaterialCache, namesOf: (name: string) => readonly string[] = (name) => [name]) {
     this.#core = core;
     this.#materials = materials;
+    this.#namesOf = namesOf;
   }
 
   /**
@@ -108,9 +111,9 @@ export class Loads {
     const loaded: LoadedState = {};
     if (unitRaw !== undefined) {
       const unit = this.#parseOrReport(name, unitKey, () => parseStoredCertificate(unitKey, unitRaw, { checkKey: false }));
-      // A unit stored under the wrong name is not this name's certificate.
-      if (unit && !certificateCoversName(unit.meta, name)) {
-        corrupt.report(unitKey, name, new CorruptStorageError(unitKey, 'the stored certificate does not cover its name'));
+      // A unit stored under the wrong name is not this name's certificate; nor one missing a name of its group (names added).
+      if (unit && !this.#namesOf(name).every((n) => certificateCoversName(unit.meta, n))) {
+        corrupt.report(unitKey, name, new CorruptStorageError(unitKey, 'the stored certificate does not cover its names'));
       } else if (unit) {
         corrupt.usable(unitKey);
         if (cache) this.#materials.put(unit.meta.fingerprint, unit.bundle);

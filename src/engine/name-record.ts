@@ -30,6 +30,12 @@ export interface NameRecord {
   readonly name: string;
   /** Configured (`names`, `manage()`), or admitted on demand. */
   readonly managed: boolean;
+  /**
+   * Every name of the certificate when it has several (`names: [['example.com',
+   * '*.example.com']]`), `name` first; undefined for a certificate of one name.
+   * The attempt orders them all; a stored certificate must cover them all.
+   */
+  readonly names: readonly string[] | undefined;
 
   /** Residency: the running statechart; undefined while the name sleeps or has not been read yet. */
   actor: CertActor | undefined;
@@ -61,11 +67,17 @@ export interface NameRecord {
   waking: boolean;
 }
 
-/** A name's record, with no actor yet. */
-export function newNameRecord(name: string, managed: boolean): NameRecord {
+/** The names a record's certificate is for. */
+export function certificateNames(record: NameRecord): readonly string[] {
+  return record.names ?? [record.name];
+}
+
+/** A name's record, with no actor yet (`names`: the certificate's names when it has several, `name` first). */
+export function newNameRecord(name: string, managed: boolean, names?: readonly string[]): NameRecord {
   return {
     name,
     managed,
+    names: names && names.length > 1 ? names : undefined,
     actor: undefined,
     sleeping: undefined,
     preloaded: undefined,

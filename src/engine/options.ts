@@ -6,6 +6,7 @@ import type { SecureContext } from 'node:tls';
 import type { InspectionEvent, Observer } from 'xstate';
 import type { TimingPolicy } from '../machines/policy.js';
 import type { CertificateMeta, Clock, Issuer, Logger, Storage } from '../types.js';
+import type { ManagedEntry } from './managed-names.js';
 import type { OnDemandOptions } from './on-demand.js';
 import type { SessionTicketOptions } from './session-tickets.js';
 import type { StorageCleanerOptions } from './storage-cleaner.js';
@@ -19,8 +20,16 @@ export interface CertEngineOptions {
   storage?: Storage;
   /** Issuers tried in order within one attempt (e.g. Let's Encrypt, then ZeroSSL). At least one. */
   issuers: Issuer[];
-  /** Managed names: obtained at start and kept renewed. `*.example.com` wildcards allowed. */
-  names?: string[];
+  /**
+   * Managed names: obtained at start and kept renewed. `*.example.com`
+   * wildcards allowed. Each entry is one certificate: a string for that name
+   * alone, an array for ONE certificate covering all its names, e.g.
+   * `['shop.test', ['example.com', '*.example.com']]` (stored, locked and
+   * shown under its first name; a handshake for any of its names, or a name
+   * its wildcard covers, is served that certificate). A name belongs to one
+   * entry; a group holds at most 100 names, none covered by its own wildcard.
+   */
+  names?: ManagedEntry[];
   /**
    * The managed name whose certificate answers clients that send no SNI
    * (health checks by IP address). Node runs no callback for such a client
@@ -44,6 +53,13 @@ export interface CertEngineOptions {
    * the attempt goes on. `forceRenew(name, { timeoutMs })` overrides it per call.
    */
   operatorTimeout?: number;
+  /**
+   * Longest an issuance attempt may run, ms (default 600,000). Past it the
+   * attempt is aborted and fails with `AttemptTimeoutError` (the normal
+   * backoff follows), its slot is freed at once, and whatever its issuer
+   * returns later is discarded, never stored.
+   */
+  attemptTimeout?: number;
   /** Most handshakes waiting per name (default 10,000); more are refused at once with `TooManyWaitersError`. */
   maxWaitersPerName?: number;
   /** Most handshakes waiting in total (default 100,000). */

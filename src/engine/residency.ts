@@ -42,6 +42,8 @@ export interface ResidencyDeps {
 export class Residency {
   readonly #deps: ResidencyDeps;
   readonly #records = new Map<string, NameRecord>();
+  /** The other names of certificates with several (`names: [['example.com', '*.example.com']]`) → their record, keyed by the first. */
+  readonly #aliases = new Map<string, NameRecord>();
   /** Live actors resting where they may sleep, least recently active first: the candidates for sleep. */
   readonly #resting = new Map<string, NameRecord>();
   /** Names to drop once their attempt ends, with why (logged). */
@@ -53,14 +55,22 @@ export class Residency {
     this.#deps = deps;
   }
 
+  /** The record of a name, or of the certificate it is one of several names of (O(1), no I/O). */
   get(name: string): NameRecord | undefined {
-    return this.#records.get(name);
+    return this.#records.get(name) ?? (this.#aliases.size === 0 ? undefined : this.#aliases.get(name));
   }
 
-  /** A name's record, without an actor yet (the scan, a handshake or an operator wakes it). */
-  add(name: string, managed: boolean): NameRecord {
+  /**
+   * A name's record, without an actor yet (the scan, a handshake or an
+   * operator wakes it). `names`: every name of its certificate when it has
+   * several, `name` first; the others become aliases of this record.
+   */
+  add(name: string, managed: boolean, names?: readonly string[]): NameRecord {
     let record = this.#records.get(name);
-    if (!record) this.#records.set(name, (record = newNameRecord(name, managed)));
+    if (!record) {
+      this.#records.set(name, (record = newNameRecord(name, managed, names)));
+      for (const alias of record.names?.slice(1) ?? []) this.#aliases.set(alias, record);
+    }
     return record;
   }
 
@@ -86,14 +96,15 @@ export class Residency {
   }
 
   /**
-   * The managed wildcard covering `name`, if any: `*.example.com` covers
-   * `a.example.com` (exactly one label, RFC 6125 §6.4.3), never `example.com`
-   * or `a.b.example.com`. An exact managed or on-demand name wins over it.
+   * The managed wildcard covering `name`, if any (a name of its own, or one
+   * of a group's names): `*.example.com` covers `a.example.com` (exactly one
+   * label, RFC 6125 §6.4.3), never `example.com` or `a.b.example.com`. An
+   * exact managed or on-demand name wins over it.
    */
   managedWildcardFor(name: string): NameRecord | undefined {
     const dot = name.indexOf('.');
     if (dot <= 0 || isIpLiteral(name)) return undefined;
-    const wildcard = this.#records.get(`*${name.slice(dot)}`);
+    const wildcard = this.get(`*${name.slice(dot)}`);
     return wildcard?.managed ? wildcard : undefined;
   }
 
@@ -120,7 +131,12 @@ export class Residency {
     });
     record.actor = actor;
     this.#live++;
-    actor.on('*', (event) => core.publish(event as CertEngineEvent));
+    actor.on('*', (event) => {
+      if (event.type === 'cert_obtaining' && event.floorBypassed) {
+        core.logger.warn({ name: record.name, attempt: event.attempt }, 'operator forceRenew bypasses the issuance floor: ordering although the name had its maximum orders in the window');
+      }
+      core.publish(event as CertEngineEvent);
+    });
     actor.subscribe({
       next: (snapshot) => {
         // An actor put to sleep or evicted is no longer this name's.
@@ -201,6 +217,7 @@ export class Residency {
       actor.stop();
     }
     this.#records.delete(record.name);
+    for (const alias of record.names?.slice(1) ?? []) if (this.#aliases.get(alias) === record) this.#aliases.delete(alias);
     this.#resting.delete(record.name);
     this.#evicting.delete(record.name);
     this.#deps.queue.cancel('wake', record.name);
@@ -215,6 +232,7 @@ export class Residency {
       record.actor?.stop();
     }
     this.#records.clear();
+    this.#aliases.clear();
     this.#resting.clear();
     this.#evicting.clear();
   }
@@ -281,8 +299,13 @@ export class Residency {
 
 /** What a sleeping name keeps of a resting snapshot: enough for its actor to resume from it. */
 function asleep(snapshot: CertificateSnapshot): SleepingName | undefined {
-  const { certificate, renewAt, attempts, lastError, nextAttemptAt, failingSince } = snapshot.context;
+  const { certificate, renewAt, attempts, lastError, nextAttemptAt, orders, failingSince } = snapshot.context;
   if (!certificate || renewAt === undefined) return undefined;
-  const failed = attempts > 0 || nextAttemptAt !== undefined;
-  return { certificate, renewAt, ...(failed ? { failure: { attempts, lastError, nextAttemptAt, failingSince } } : {}) };
+  // The issuance floor's orders stay with the record, so waking does not forget them.
+  const kept = attempts > 0 || nextAttemptAt !== undefined || orders !== undefined;
+  return {
+    certificate,
+    renewAt,
+    ...(kept ? { failure: { attempts, lastError, nextAttemptAt, ...(orders ? { orders } : {}), ...(failingSince !== undefined ? { failingSince } : {}) } } : {}),
+  };
 }

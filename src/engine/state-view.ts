@@ -106,6 +106,7 @@ export class StateView {
   /** A name's status: from its actor's context, its sleeping record, or nothing yet (`loading`). */
   statusOf(record: NameRecord): NameStatus {
     const status: NameStatus = { name: record.name, state: record.state, managed: record.managed, attempts: 0 };
+    if (record.names) status.names = [...record.names];
     const context = record.actor?.getSnapshot().context;
     if (context) {
       status.attempts = context.attempts;

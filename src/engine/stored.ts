@@ -7,6 +7,7 @@
 import { parseCertificateBundle, type ParseCertificateOptions } from '../certs.js';
 import { CorruptStorageError, isRetryAfterRecord } from '../errors.js';
 import type { FailureRecord } from '../machines/certificate.js';
+import { MAX_KEPT_ORDERS } from '../machines/floor.js';
 import type { CertificateBundle, CertificateMeta, ErrorInfo } from '../types.js';
 
 const FORMAT_VERSION = 1;
@@ -86,6 +87,7 @@ function shiftFailure(record: FailureRecord, deltaMs: number): FailureRecord {
   const shifted: FailureRecord = { attempts: record.attempts };
   if (record.nextAttemptAt !== undefined) shifted.nextAttemptAt = record.nextAttemptAt + deltaMs;
   if (record.failingSince !== undefined) shifted.failingSince = record.failingSince + deltaMs;
+  if (record.orders !== undefined) shifted.orders = record.orders.map((at) => at + deltaMs);
   if (record.lastError) {
     const { at, retryAfter, issuerRetryAfter, ...rest } = record.lastError;
     shifted.lastError = { ...rest, at: at + deltaMs };
@@ -113,6 +115,11 @@ export function parseFailureRecord(key: string, raw: string, clockOffsetMs = 0):
   const record: FailureRecord = { attempts: value.attempts };
   if (isTime(value.nextAttemptAt)) record.nextAttemptAt = value.nextAttemptAt;
   if (isTime(value.failingSince)) record.failingSince = value.failingSince;
+  // The issuance floor's orders: times only, the newest MAX_KEPT_ORDERS (a hostile record cannot grow memory).
+  if (Array.isArray(value.orders)) {
+    const orders = value.orders.slice(-MAX_KEPT_ORDERS).filter(isTime);
+    if (orders.length > 0) record.orders = orders;
+  }
   if (isErrorInfo(value.lastError)) {
     const { issuerRetryAfter, ...lastError } = value.lastError;
     record.lastError = isRetryAfterRecord(issuerRetryAfter) ? { ...lastError, issuerRetryAfter } : lastError;

@@ -31,6 +31,10 @@ export interface CertificateContext {
   failingSince?: number;
   /** Failing this long with nothing to serve pauses the name (on-demand names; undefined: never). See pause.ts. */
   pauseAfterMs?: number;
+  /** Times of this name's recent orders (issuer calls), oldest first: the issuance floor's window. */
+  orders?: number[];
+  /** The certificate whose ARI "renew now" was already honoured (once per certificate). */
+  ariNowFor?: string;
 }
 
 /** What a handshake is answered with. */
@@ -61,6 +65,8 @@ export interface FailureRecord {
   nextAttemptAt?: number;
   /** Since when the name has been failing (kept across restarts and processes, for pausing). */
   failingSince?: number;
+  /** Times of the name's recent orders (the issuance floor), shared with restarts and the cluster. */
+  orders?: number[];
 }
 
 /** Output of the `loadStored` actor. */
@@ -80,6 +86,10 @@ export interface AttemptInput {
   reason: 'obtain' | 'renew' | 'expired';
   /** Issuers whose CA's Retry-After (from the last failure) has not passed: issuer id → ms since epoch. */
   issuerRetryAfter?: Record<string, number>;
+  /** The name's recent orders (the issuance floor's window), as the chart knows them. */
+  orders?: number[];
+  /** An operator asked for this attempt: it may bypass the issuance floor. */
+  forced?: boolean;
 }
 
 /** Output of the `attempt` actor: the certificate now in storage (issued, or found fresh after locking). */
@@ -87,6 +97,8 @@ export interface AttemptOutput {
   certificate: CertificateMeta;
   /** True when another process had already stored a fresh certificate: nothing was issued. */
   adopted: boolean;
+  /** Orders this attempt placed (issuer calls that reached a CA); counted toward the issuance floor. */
+  ordered?: number;
 }
 
 export type CertificateEvent =
@@ -100,7 +112,16 @@ export type CertificateEvent =
 
 /** Notifications the machine emits (engine.on(...) re-publishes them). */
 export type CertificateEmitted =
-  | { type: 'cert_obtaining'; name: string; reason: AttemptInput['reason']; attempt: number }
+  | {
+      type: 'cert_obtaining';
+      name: string;
+      reason: AttemptInput['reason'];
+      attempt: number;
+      /** An operator's forceRenew started it. */
+      forced: boolean;
+      /** It starts although the issuance floor holds (an operator's explicit bypass). */
+      floorBypassed: boolean;
+    }
   | { type: 'cert_obtained'; name: string; certificate: CertificateMeta; adopted: boolean }
   | { type: 'cert_renewed'; name: string; certificate: CertificateMeta; previous: CertificateMeta; adopted: boolean }
   | { type: 'cert_failed'; name: string; error: ErrorInfo; attempts: number; nextAttemptAt: number }

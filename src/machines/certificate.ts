@@ -28,10 +28,8 @@
  * in (the engine keeps it as a small record and wakes it at the chart's next timer).
  */
 import { and, assign, emit, fromPromise, not, setup } from 'xstate';
-import { isStorageFault, toErrorInfo } from '../errors.js';
 import type { CertificateMeta } from '../types.js';
 import {
-  certificateKind,
   refusalOf,
   TAGS,
   type AttemptInput,
@@ -48,8 +46,8 @@ import {
   type OperatorOutcome,
   type OperatorReply,
 } from './certificate-io.js';
-import { failingSinceAfterFailure, failingSinceOf, isPaused } from './pause.js';
-import { defaultTimingPolicy, nextAttemptTime, renewalTime } from './policy.js';
+import { chartDecisions } from './decisions.js';
+import { defaultTimingPolicy } from './policy.js';
 
 // The chart's vocabulary (context, events, answers, effect I/O, tags) lives in certificate-io.ts.
 export * from './certificate-io.js';
@@ -60,9 +58,10 @@ const notProvided = (what: string) => () => {
 
 /** Build the lifecycle machine with the given clock, randomness and policy. Effects must be provided. */
 export function createCertificateMachine(deps: MachineDeps = { now: Date.now, random: Math.random, policy: defaultTimingPolicy }) {
-  const { now, random, policy } = deps;
-  const kind = (context: CertificateContext) => certificateKind(context, now());
-  const untilMs = (at: number | undefined) => (at === undefined ? 0 : Math.max(0, at - now()));
+  const { now } = deps;
+  const decide = chartDecisions(deps);
+  const kind = decide.kind;
+  const untilMs = (at: number | undefined) => Math.max(0, (at ?? now()) - now());
   const certificateAnswer = (context: CertificateContext): HandshakeAnswer => ({
     ok: true,
     fingerprint: context.certificate!.fingerprint,
@@ -106,44 +105,17 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
       releaseOperators: (_, _outcome: OperatorOutcome) => notProvided('releaseOperators')(),
       /** Answer one handshake now. */
       answerHandshake: (_, { reply, answer }: { reply: HandshakeReply; answer: HandshakeAnswer }) => reply(answer),
-      adoptStored: assign(({ context }, loaded: LoadedState) => {
-        const cert = loaded.certificate;
-        return {
-          certificate: cert,
-          renewAt: cert ? (loaded.renewAt ?? renewalTime(cert, random(), policy)) : undefined,
-          attempts: loaded.failure?.attempts ?? context.attempts,
-          lastError: loaded.failure?.lastError,
-          nextAttemptAt: loaded.failure?.nextAttemptAt,
-          failingSince: failingSinceOf(loaded.failure),
-        };
-      }),
-      /** An attempt starts: count it, consume an operator's request, and drop the backoff it overrides or outlived. */
-      startAttempt: assign({ attemptSeq: ({ context }) => context.attemptSeq + 1, forced: false, nextAttemptAt: undefined }),
+      adoptStored: assign(({ context }, loaded: LoadedState) => decide.adoptStored(context, loaded)),
+      /** An attempt starts: count it, and drop the backoff it overrides or outlived (an operator's request is consumed at its end). */
+      startAttempt: assign({ attemptSeq: ({ context }) => context.attemptSeq + 1, nextAttemptAt: undefined }),
       markForced: assign({ forced: true }),
-      adoptIssued: assign((_, { certificate }: AttemptOutput) => adopted(certificate)),
-      adoptChanged: assign((_, certificate: CertificateMeta) => adopted(certificate)),
-      setRenewAt: assign((_, renewAt: number) => ({ renewAt })),
-      recordFailure: assign(({ context }, { error: cause }: { error: unknown }) => {
-        const at = now();
-        const error = toErrorInfo(cause, at);
-        // Our storage being unreachable, or our lock taken over by another process, is not the
-        // CA's verdict: retry in about 5 s (jittered), without counting an attempt or growing the CA backoff.
-        if (isStorageFault(error.code)) return { lastError: error, nextAttemptAt: storageRetryTime(at) };
-        const attempts = context.attempts + 1;
-        const nextAttemptAt = nextAttemptTime(at, attempts, random(), error.retryAfter, policy);
-        return { attempts, lastError: error, nextAttemptAt, failingSince: failingSinceAfterFailure(context, at) };
-      }),
-      /** Storage could not be read: read again in about 5 s (jittered). Never an attempt, never counted, never persisted. */
-      recordStorageFailure: assign((_, { error: cause }: { error: unknown }) => {
-        const at = now();
-        return { lastError: toErrorInfo(cause, at), nextAttemptAt: storageRetryTime(at), forced: false };
-      }),
-      emitObtaining: emit(({ context }) => ({
-        type: 'cert_obtaining' as const,
-        name: context.name,
-        reason: attemptReason(kind(context)),
-        attempt: context.attemptSeq,
-      })),
+      adoptIssued: assign(({ context }, output: AttemptOutput) => decide.adoptIssued(context, output)),
+      adoptChanged: assign(({ context }, certificate: CertificateMeta) => decide.adoptChanged(context, certificate)),
+      setRenewAt: assign(({ context }, renewAt: number) => decide.setRenewAt(context, renewAt)),
+      recordFailure: assign(({ context }, { error }: { error: unknown }) => decide.recordFailure(context, error)),
+      recordStorageFailure: assign((_, { error }: { error: unknown }) => decide.recordStorageFailure(error)),
+      recordFloor: assign(({ context }) => decide.recordFloor(context)),
+      emitObtaining: emit(({ context }) => decide.obtaining(context)),
       emitIssued: emit(({ context }, { certificate, adopted }: AttemptOutput) =>
         context.certificate
           ? { type: 'cert_renewed' as const, name: context.name, certificate, previous: context.certificate, adopted }
@@ -160,25 +132,23 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
     },
     guards: {
       /** A certificate is in memory and has not expired. */
-      hasUsableCertificate: ({ context }) => kind(context) === 'usable',
+      hasUsableCertificate: ({ context }) => decide.hasUsableCertificate(context),
       /** A certificate is in memory (maybe expired). */
-      hasCertificate: ({ context }) => kind(context) !== 'none',
+      hasCertificate: ({ context }) => decide.hasCertificate(context),
       /** The user opted in to serving an expired certificate during backoff. */
       servesExpired: ({ context }) => context.serveExpired,
-      /** An operator asked for an attempt while storage was being read. */
+      /** An operator asked for an attempt (it bypasses backoff and the issuance floor). */
       forced: ({ context }) => context.forced,
-      renewalDue: ({ context }) => context.renewAt !== undefined && now() >= context.renewAt,
-      backoffPending: ({ context }) => context.nextAttemptAt !== undefined && now() < context.nextAttemptAt,
+      renewalDue: ({ context }) => decide.renewalDue(context),
+      backoffPending: ({ context }) => decide.backoffPending(context),
+      /** The issuance floor holds: `maxOrdersPerWindow` orders within `orderWindowMs`. */
+      floorHolds: ({ context }) => decide.floorHolds(context),
+      /** Storage now holds another usable certificate (valid already) for the name: the cluster's current one. */
+      isAnotherUsableCertificate: ({ context }, incoming: CertificateMeta) => decide.isAnotherUsableCertificate(context, incoming),
+      /** A future ARI window always; "renew now" once per certificate. */
+      acceptsRenewalInfo: ({ context }, renewAt: number) => decide.acceptsRenewalInfo(context, renewAt),
       /** Failing for longer than `pauseAfterMs` with nothing to serve (pause.ts). */
-      paused: ({ context }) => isPaused(context, now()),
-      /**
-       * Storage now holds another usable certificate for the name: it is the
-       * cluster's current one, whatever its lifetime (a renewal in the same
-       * second, or to a shorter profile, is adopted too). Adoption is by
-       * identity, not by notAfter: the event carries what storage holds now,
-       * and fencing keeps storage from going back to an older certificate.
-       */
-      isAnotherUsableCertificate: ({ context }, incoming: CertificateMeta) => incoming.fingerprint !== context.certificate?.fingerprint && now() < incoming.notAfter,
+      paused: ({ context }) => decide.paused(context),
     },
     delays: {
       untilRenewal: ({ context }) => untilMs(context.renewAt),
@@ -214,21 +184,18 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
           { guard: and(['hasUsableCertificate', not('renewalDue')]), target: 'valid' },
           { guard: 'paused', target: 'paused' },
           { guard: 'backoffPending', target: 'failed-backoff' },
+          // Never hammer a CA: at most maxOrdersPerWindow orders per name per window, whatever the reason.
+          { guard: 'floorHolds', target: 'failed-backoff', actions: 'recordFloor' },
           { target: 'attempting' },
         ],
       },
       /** One issuance attempt in flight; its children say what a handshake gets meanwhile. */
       attempting: {
-        entry: ['startAttempt', 'emitObtaining'],
+        entry: ['emitObtaining', 'startAttempt'],
         invoke: {
           id: 'attempt',
           src: 'attempt',
-          input: ({ context }) => ({
-            name: context.name,
-            current: context.certificate,
-            reason: attemptReason(kind(context)),
-            ...(context.lastError?.issuerRetryAfter ? { issuerRetryAfter: context.lastError.issuerRetryAfter } : {}),
-          }),
+          input: ({ context }) => decide.attemptInput(context),
           onDone: {
             target: 'valid',
             actions: [
@@ -283,8 +250,13 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
         },
         on: {
           HANDSHAKE: serveOrHold,
-          FORCE_RENEW: { target: 'attempting', actions: { type: 'holdOperator', params: operatorOf } },
-          RENEWAL_INFO: { target: 'valid', reenter: true, actions: { type: 'setRenewAt', params: ({ event }) => event.renewAt } },
+          FORCE_RENEW: { target: 'attempting', actions: [{ type: 'holdOperator', params: operatorOf }, 'markForced'] },
+          RENEWAL_INFO: {
+            guard: { type: 'acceptsRenewalInfo', params: ({ event }) => event.renewAt },
+            target: 'valid',
+            reenter: true,
+            actions: { type: 'setRenewAt', params: ({ event }) => event.renewAt },
+          },
           STORAGE_CHANGED: {
             guard: { type: 'isAnotherUsableCertificate', params: ({ event }) => event.certificate },
             target: 'valid',
@@ -301,13 +273,19 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
           src: 'persistFailure',
           input: ({ context }) => ({
             name: context.name,
-            record: { attempts: context.attempts, lastError: context.lastError, nextAttemptAt: context.nextAttemptAt, failingSince: context.failingSince },
+            record: {
+              attempts: context.attempts,
+              lastError: context.lastError,
+              nextAttemptAt: context.nextAttemptAt,
+              ...(context.orders ? { orders: context.orders } : {}),
+              ...(context.failingSince !== undefined ? { failingSince: context.failingSince } : {}),
+            },
           }),
         },
         after: { untilNextAttempt: { target: 'routing' } },
         on: {
-          // An operator's retry: an attempt now, whatever the backoff or the renewal time.
-          FORCE_RENEW: { target: 'attempting', actions: { type: 'holdOperator', params: operatorOf } },
+          // An operator's retry: an attempt now, whatever the backoff, the floor or the renewal time.
+          FORCE_RENEW: { target: 'attempting', actions: [{ type: 'holdOperator', params: operatorOf }, 'markForced'] },
           STORAGE_CHANGED: {
             guard: { type: 'isAnotherUsableCertificate', params: ({ event }) => event.certificate },
             target: 'valid',
@@ -373,7 +351,8 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
         on: {
           HANDSHAKE: { actions: { type: 'answerHandshake', params: withRefusal } },
           RESUME: { target: 'attempting', actions: { type: 'holdHandshake', params: replyOf } },
-          FORCE_RENEW: { target: 'attempting', actions: { type: 'holdOperator', params: operatorOf } },
+          // Like every FORCE_RENEW: the operator's attempt bypasses the issuance floor (said in cert_obtaining).
+          FORCE_RENEW: { target: 'attempting', actions: [{ type: 'holdOperator', params: operatorOf }, 'markForced'] },
           STORAGE_CHANGED: {
             guard: { type: 'isAnotherUsableCertificate', params: ({ event }) => event.certificate },
             target: 'valid',
@@ -390,20 +369,6 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
       },
     },
   });
-
-  /** Context after a certificate is adopted (issued, or stored by another process): no failure, no streak. */
-  function adopted(certificate: CertificateMeta) {
-    const renewAt = renewalTime(certificate, random(), policy);
-    return { certificate, renewAt, attempts: 0, lastError: undefined, nextAttemptAt: undefined, failingSince: undefined };
-  }
-
-  function storageRetryTime(at: number): number {
-    return at + Math.round(policy.storageRetryMs * (0.8 + 0.4 * random()));
-  }
-}
-
-function attemptReason(kind: 'none' | 'usable' | 'expired'): AttemptInput['reason'] {
-  return kind === 'none' ? 'obtain' : kind === 'usable' ? 'renew' : 'expired';
 }
 
 /** The machine type, for typing provided implementations. */

@@ -29,6 +29,17 @@ export interface TimingPolicy {
   renewJitter: number;
   /** Retry after our own storage failed (unreachable, timeout), ±20 % (default 5 s); not counted as a CA failure. */
   storageRetryMs: number;
+  /** A certificate whose notBefore is at most this far ahead of our clock counts as valid (default 5 min). */
+  clockSkewMs: number;
+  /**
+   * Renewal is never scheduled sooner than this after an order, and an issued
+   * certificate whose renewal point is nearer than this is unusable (default 10 min).
+   */
+  minRenewalIntervalMs: number;
+  /** The issuance floor: at most this many orders per name per `orderWindowMs`, whatever the reason (default 10). */
+  maxOrdersPerWindow: number;
+  /** The issuance floor's rolling window (default 24 h). */
+  orderWindowMs: number;
 }
 
 export const defaultTimingPolicy: TimingPolicy = {
@@ -41,6 +52,10 @@ export const defaultTimingPolicy: TimingPolicy = {
   shortLivedBelowMs: 10 * DAY,
   renewJitter: 0.05,
   storageRetryMs: 5_000,
+  clockSkewMs: 5 * MINUTE,
+  minRenewalIntervalMs: 10 * MINUTE,
+  maxOrdersPerWindow: 10,
+  orderWindowMs: DAY,
 };
 
 /** When to renew a certificate without ARI: at 2/3 of its lifetime (1/2 when short-lived), a little earlier at random. */
@@ -64,7 +79,7 @@ export function nextAttemptTime(
 ): number {
   const exponent = Math.max(0, failures - 1);
   const base = Math.min(policy.backoffMaxMs, policy.backoffInitialMs * policy.backoffFactor ** exponent);
-  const jittered = base * (1 + policy.backoffJitter * (2 * random - 1));
-  const at = Math.round(now + Math.min(policy.backoffMaxMs * (1 + policy.backoffJitter), jittered));
-  return retryAfter !== undefined && retryAfter > at ? retryAfter : at;
+  // At most backoffMaxMs × (1 + jitter): base is capped and the jitter factor is below 1 + jitter.
+  const at = Math.round(now + base * (1 + policy.backoffJitter * (2 * random - 1)));
+  return Math.max(at, retryAfter ?? at);
 }

@@ -79,6 +79,8 @@ export type NodeMessage =
   | { type: 'issued'; name: string; fingerprint: string; at: number }
   /** The slow issuer is done sleeping and returns the certificate to the engine (which stores it next). */
   | { type: 'returning'; name: string; at: number }
+  /** File storage: a fenced write of `key` passed its checks and is about to publish; the process stops itself (SIGSTOP) now. */
+  | { type: 'committing'; key: string; at: number }
   /** A write of a certificate unit: stored, or refused by fencing, or failed otherwise. */
   | { type: 'store'; key: string; outcome: 'ok' | 'fenced' | 'error'; errorType?: string; at: number }
   /** An engine event (`cert_obtained`, `cert_renewed`, `cert_failed`). */
@@ -99,6 +101,8 @@ export type NodeRequest =
   | { op: 'slow'; ms: number }
   /** End every such sleep now; answers how many were sleeping. */
   | { op: 'release' }
+  /** File storage: the next fenced write of `key` stops this process (SIGSTOP) between its checks and its publish. */
+  | { op: 'freezeAtCommit'; key: string }
   | { op: 'stop' };
 
 /** What `handshakes` answers: counts by the engine's own verdict, and the longest wait. */
@@ -118,7 +122,12 @@ export interface ServedInfo {
 // ═══ Child side ═════════════════════════════════════════════════════════════
 
 /** A child's connection to the shared storage (`id` names its Redis connection). */
-export async function openNodeStorage(config: NodeStorageConfig, id: string, operationTimeoutMs = 5000): Promise<import('../../src/types.js').Storage & { close(): Promise<void> }> {
+export async function openNodeStorage(
+  config: NodeStorageConfig,
+  id: string,
+  operationTimeoutMs = 5000,
+  fileHooks?: { beforeRename?(tempPath: string): void | Promise<void> },
+): Promise<import('../../src/types.js').Storage & { close(): Promise<void> }> {
   if (config.kind === 'redis') {
     const { redisStorage } = await import('../../src/adapters/storage/redis.js');
     return redisStorage({ url: config.url, prefix: config.prefix, operationTimeoutMs, redisOptions: { connectionName: `certstate-${id}` } });
@@ -128,7 +137,7 @@ export async function openNodeStorage(config: NodeStorageConfig, id: string, ope
     return postgresStorage({ connectionString: config.connectionString, table: config.table, operationTimeoutMs });
   }
   const { fileStorage } = await import('../../src/adapters/storage/file.js');
-  return { close: async () => {}, ...fileStorage(config.dir) };
+  return { close: async () => {}, ...fileStorage(config.dir, fileHooks ? { testHooks: fileHooks } : {}) };
 }
 
 async function runChild(config: NodeConfig): Promise<void> {
@@ -148,7 +157,19 @@ async function runChild(config: NodeConfig): Promise<void> {
   const logger = pino({ level: config.logLevel ?? 'info', base: { node: config.id } }, pino.destination({ fd: 1, sync: true }));
   const operationTimeoutMs = config.operationTimeoutMs ?? 5000;
 
-  const storage = await openNodeStorage(config.storage, config.id, operationTimeoutMs);
+  /** Armed by `freezeAtCommit`: the key whose next fenced write stops this process just before it publishes. */
+  let freezeKey: string | undefined;
+  const fileHooks = {
+    async beforeRename(tempPath: string) {
+      if (freezeKey === undefined || !tempPath.includes(`${path.sep}${freezeKey.split('/').join(path.sep)}~v${path.sep}`)) return;
+      const key = freezeKey;
+      freezeKey = undefined;
+      // Tell the parent first (the message must leave before we stop), then freeze right here.
+      await new Promise<void>((resolve) => (process.connected ? process.send!({ type: 'committing', key, at: Date.now() } satisfies NodeMessage, () => resolve()) : resolve()));
+      process.kill(process.pid, 'SIGSTOP');
+    },
+  };
+  const storage = await openNodeStorage(config.storage, config.id, operationTimeoutMs, fileHooks);
 
   // Report every write of a certificate unit, and whether fencing refused it.
   const reporting: Storage = {
@@ -256,6 +277,10 @@ async function runChild(config: NodeConfig): Promise<void> {
     slow: async ({ ms }) => {
       slowMs = ms;
       return ms;
+    },
+    freezeAtCommit: async ({ key }) => {
+      freezeKey = key;
+      return true;
     },
     release: async () => {
       const n = releases.size;

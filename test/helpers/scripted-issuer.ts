@@ -38,8 +38,8 @@ export interface ScriptedIssuer extends Issuer {
   readonly requests: IssueRequest[];
   /** Settle mode for new calls: `manual` waits for succeed()/fail(). */
   mode: 'manual' | AutoOutcome;
-  /** Settle the oldest pending attempt with a certificate. */
-  succeed(): Promise<void>;
+  /** Settle the oldest pending attempt with a certificate (issued as if the CA's clock were `shiftMs` off ours). */
+  succeed(shiftMs?: number): Promise<void>;
   /** Settle the oldest pending attempt with an error. */
   fail(message?: string, retryAfter?: number): void;
   /** Resolves when at least `n` attempts are pending. */
@@ -118,10 +118,10 @@ export function scriptedIssuer(options: { validityMs?: number; id?: string; mode
       };
       return done(settle());
     },
-    async succeed() {
+    async succeed(shiftMs = 0) {
       const p = take();
       try {
-        p.resolve(await ca.issue(p.request, p.context));
+        p.resolve(await ca.issue(p.request, shiftMs === 0 ? p.context : { ...p.context, now: () => p.context.now() + shiftMs }));
       } catch (error) {
         p.reject(error);
       }

@@ -8,12 +8,13 @@ import { randomBytes } from 'node:crypto';
 import { constants, type Stats } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import path from 'node:path';
-import { CertstateError, StorageError } from '../../errors.js';
+import { CertstateError, CorruptStorageError, StorageError } from '../../errors.js';
 
 export const DIR_MODE = 0o700;
 export const FILE_MODE = 0o600;
 /** Marks an in-flight (or crashed) write; `~` never occurs in a key. */
 export const TEMP_MARK = '~tmp~';
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 export function errorCode(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException | undefined)?.code;
@@ -136,5 +137,49 @@ export async function mtimeOf(file: string): Promise<number | undefined> {
   } catch (error) {
     if (errorCode(error) === 'ENOENT') return undefined;
     throw error;
+  }
+}
+
+/** Read the `size` bytes `fstat` reported (values are replaced by rename, so that is the file); stop early at end of file. */
+async function readExactly(handle: fs.FileHandle, size: number): Promise<Uint8Array> {
+  const buffer = Buffer.allocUnsafe(size);
+  let filled = 0;
+  while (filled < size) {
+    const { bytesRead } = await handle.read(buffer, filled, size - filled, filled);
+    if (bytesRead === 0) return buffer.subarray(0, filled);
+    filled += bytesRead;
+  }
+  return buffer;
+}
+
+/** Read one value file; undefined when absent. */
+export async function readValue(key: string, file: string): Promise<string | undefined> {
+  let handle: fs.FileHandle;
+  try {
+    // O_NOFOLLOW: a symlink planted at the key is refused, not read.
+    // O_NONBLOCK: a FIFO planted at the key must not hang the read.
+    handle = await fs.open(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (error) {
+    const code = errorCode(error);
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    if (code === 'ELOOP') throw new StorageError(`file storage: refusing to read symbolic link ${file}`, { cause: error });
+    wrap('read', file, error);
+  }
+  try {
+    const stats = await handle.stat();
+    if (!stats.isFile()) throw new StorageError(`file storage: ${file} is not a regular file`);
+    // Values are replaced by rename, never rewritten in place: the size just read is the
+    // file's. One read of that size, not readFile's own fstat and read loop (start-up
+    // reads every stored certificate: each thread-pool round trip counts).
+    const bytes = await readExactly(handle, stats.size);
+    try {
+      return utf8.decode(bytes);
+    } catch (error) {
+      throw new CorruptStorageError(key, `${file} is not valid UTF-8`, error);
+    }
+  } catch (error) {
+    wrap('read', file, error);
+  } finally {
+    await handle.close().catch(() => {});
   }
 }

@@ -12,7 +12,16 @@
  *   Its generations go with it. A process taking that very lock in the same
  *   instant sees its directory vanish and gets a `StorageError` once (it
  *   retries); the fencing token it then draws starts a new count, which is
- *   safe as long as no holder stays frozen longer than the sweep's age.
+ *   safe as long as no holder stays frozen longer than the sweep's age;
+ * - the versions directory (`<key>~v/`) of a key deleted by a fenced delete
+ *   whose tombstone was written before `before`: the value the tombstone
+ *   hides goes first (only if older than the tombstone, so an unfenced write
+ *   in flight is never lost), then the tombstone, then the directory. A
+ *   tombstone keeps a stale holder's late, older version from resurrecting
+ *   the key; past the sweep's age that is the same bet as for lock
+ *   directories. Without this, every name ever validated by TLS-ALPN-01 (and
+ *   every key ever deleted fenced) would leave a directory for ever. An empty
+ *   versions directory (a write that failed before publishing) goes too.
  *
  * Symbolic links are never followed; directories are read as streams, so a
  * million certificates cost no million-entry array.
@@ -21,6 +30,7 @@ import type { Dir, Dirent } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import path from 'node:path';
 import type { SweepOptions, SweepResult } from '../../types.js';
+import { parseVersion } from './file-versions.js';
 
 /** The names file storage gives its debris. */
 export interface FileDebrisLayout {
@@ -30,6 +40,8 @@ export interface FileDebrisLayout {
   locksDir: string;
   /** A temp file younger than this may be a write in flight. */
   staleTempMs: number;
+  /** Suffix of a key's directory of fenced versions. */
+  versionsSuffix: string;
 }
 
 const GENERATION = /^[1-9][0-9]{0,15}$/;
@@ -90,6 +102,34 @@ export async function sweepFileDebris(root: string, layout: FileDebrisLayout, op
     await fs.rmdir(dir).then(() => void result.removed++, () => {});
   };
 
+  /** Compact a key's versions directory whose newest version is an old tombstone (see the module comment). */
+  const compactVersions = async (dir: string) => {
+    const names = await fs.readdir(dir).catch(() => [] as string[]);
+    let newest: { name: string; token: number; deleted: boolean } | undefined;
+    for (const name of names) {
+      const version = parseVersion(name);
+      if (version && (!newest || version.token > newest.token)) newest = { name, ...version };
+      else if (!version && name.includes(layout.tempMark)) await removeIfStaleTemp(path.join(dir, name));
+    }
+    if (newest) {
+      if (!newest.deleted) return; // a live value
+      const tombstone = await fs.lstat(path.join(dir, newest.name)).catch(() => undefined);
+      if (!tombstone?.isFile() || tombstone.mtimeMs >= options.before) return;
+      const hidden = dir.slice(0, -layout.versionsSuffix.length);
+      const plain = await fs.lstat(hidden).catch(() => undefined);
+      if (plain?.isFile() && plain.mtimeMs <= tombstone.mtimeMs) await unlink(hidden, plain.size);
+      for (const name of names) {
+        const version = parseVersion(name);
+        if (version && version.token <= newest.token) await unlink(path.join(dir, name), 0);
+      }
+    } else {
+      const stats = await fs.lstat(dir).catch(() => undefined);
+      if (!stats || stats.mtimeMs >= options.before) return;
+    }
+    // Fails (not empty) when a newer version landed meanwhile: then it stays.
+    await fs.rmdir(dir).then(() => void result.removed++, () => {});
+  };
+
   const walk = async (dir: string, visit: (entry: Dirent, full: string) => Promise<void>) => {
     let handle: Dir;
     try {
@@ -115,6 +155,7 @@ export async function sweepFileDebris(root: string, layout: FileDebrisLayout, op
     walk(dir, async (entry, full) => {
       if (entry.isDirectory()) {
         if (dir === root && entry.name === layout.locksDir) await walkLocks(full);
+        else if (entry.name.endsWith(layout.versionsSuffix)) await compactVersions(full);
         else await walkData(full);
       } else if (entry.isFile() && entry.name.includes(layout.tempMark)) {
         await removeIfStaleTemp(full);

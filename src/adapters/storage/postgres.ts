@@ -22,14 +22,21 @@
  */
 import { withDeadline } from './deadline.js';
 import { randomUUID } from 'node:crypto';
-import type { Notification, Pool, PoolClient, PoolConfig, QueryResultRow } from 'pg';
-import { CertstateError, ConfigError, FencingError, LockLostError, StorageError } from '../../errors.js';
+import type { Pool, PoolConfig, QueryResultRow } from 'pg';
+import { ConfigError, FencingError, LockLostError, StorageError } from '../../errors.js';
 import { checkKeys, optionKeys } from '../../option-keys.js';
 import { importOnce } from '../../import-once.js';
 import type { DeleteOptions, LockOptions, Storage, StorageLock, StorageStat, StoreOptions } from '../../types.js';
 import { assertValidKey, assertValidPrefix } from './key.js';
-import { encodeChange, decodeChange, guardWatcher, type ChannelWatchOptions, type Unwatch, type WatchableStorage } from './notify.js';
+import { encodeChange, type Unwatch, type WatchableStorage } from './notify.js';
+import { assertTableName, likePrefixPattern, statements, toStorageError } from './postgres-sql.js';
+import { migratePostgres } from './postgres-migrate.js';
+import { watchPostgres } from './postgres-watch.js';
+import { boundedQuery, poolBoundsStatements } from './postgres-bounded.js';
 import { acquireWithRetry, assertValidTtl, LockWaiters, type Attempt } from './lock-wait.js';
+
+export { likePrefixPattern } from './postgres-sql.js';
+export { migratePostgres } from './postgres-migrate.js';
 
 /** Options of {@link postgresStorage}. Give exactly one of `pool` or `connectionString`. */
 export interface PostgresStorageOptions {
@@ -38,7 +45,10 @@ export interface PostgresStorageOptions {
    * is true. Give it an `'error'` listener (as `pg` requires of every pool, or
    * an idle connection dropped by a server restart crashes the process) and a
    * `connectionTimeoutMillis`; every certstate call is bounded by
-   * `operationTimeoutMs` regardless.
+   * `operationTimeoutMs` regardless, in the server too: unless the pool's
+   * config sets a `statement_timeout` no longer than `operationTimeoutMs`,
+   * each statement runs in a transaction that sets one with `SET LOCAL`
+   * (two more round trips; the pool's connections are left as they were).
    */
   pool?: Pool;
   /** A `postgres://` URL; certstate then creates (and ends) its own pool. Requires the `pg` package. */
@@ -80,251 +90,9 @@ export interface PostgresStorage extends WatchableStorage {
   close(): Promise<void>;
 }
 
-// ─── SQL ────────────────────────────────────────────────────────────────────
-
-const IDENTIFIER = /^[a-z_][a-z0-9_]{0,56}$/;
-
-/** Validate a table name: it is spliced into SQL text, so only plain identifiers pass. */
-function assertTableName(table: string): void {
-  if (!IDENTIFIER.test(table)) {
-    throw new ConfigError(`postgresStorage: table ${JSON.stringify(table)} must match ${IDENTIFIER} (lower-case SQL identifier)`);
-  }
-}
-
-/**
- * The statements of one storage, for one (validated, quoted) table pair.
- *
- * `COLLATE "C"` on keys: byte order, so `key LIKE 'prefix%'` can use the
- * primary-key index whatever the database's default collation.
- * `value bytea`: holds any string exactly (a `text` column refuses U+0000).
- */
-function statements(table: string) {
-  const t = `"${table}"`;
-  const l = `"${table}_locks"`;
-  const ms = `* interval '1 millisecond'`;
-  return {
-    migrate: [
-      `CREATE TABLE IF NOT EXISTS ${t} (
-        key text COLLATE "C" PRIMARY KEY,
-        value bytea NOT NULL,
-        modified timestamptz NOT NULL DEFAULT now()
-      )`,
-      `CREATE TABLE IF NOT EXISTS ${l} (
-        key text COLLATE "C" PRIMARY KEY,
-        holder text NOT NULL,
-        fencing_token bigint NOT NULL,
-        expires_at timestamptz NOT NULL
-      )`,
-    ],
-    load: `SELECT value FROM ${t} WHERE key = $1`,
-    stat: `SELECT octet_length(value) AS size, floor(extract(epoch FROM modified) * 1000)::float8 AS modified FROM ${t} WHERE key = $1`,
-    /** Upsert and announce it (`$3` the change payload); NOTIFY is delivered at commit, so never for a failed write. */
-    store: `WITH written AS (
-        INSERT INTO ${t} (key, value, modified) VALUES ($1, $2, now())
-        ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, modified = EXCLUDED.modified
-        RETURNING key
-      )
-      SELECT pg_notify('${table}', $3) FROM written`,
-    /**
-     * One statement: check the fence and upsert. `FOR SHARE` locks the lease row
-     * until we commit, so a concurrent take-over (an UPDATE of that row) waits
-     * for our write to land first; and if a take-over committed before us,
-     * READ COMMITTED re-checks `fencing_token` on its new version and we write
-     * nothing. Either way a stale holder can never overwrite a newer write.
-     */
-    fencedStore: `WITH fence AS (
-        SELECT 1 FROM ${l} WHERE key = $4 AND fencing_token = $5 FOR SHARE
-      ), written AS (
-        INSERT INTO ${t} (key, value, modified) SELECT $1, $2, now() FROM fence
-        ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, modified = EXCLUDED.modified
-        RETURNING key
-      )
-      SELECT pg_notify('${table}', $3) FROM written`,
-    delete: `WITH deleted AS (DELETE FROM ${t} WHERE key = $1 RETURNING key) SELECT pg_notify('${table}', $2) FROM deleted`,
-    /** Like `fencedStore`: the lease row is share-locked, and nothing is deleted unless the token is current. */
-    fencedDelete: `WITH fence AS (
-        SELECT 1 FROM ${l} WHERE key = $3 AND fencing_token = $4 FOR SHARE
-      ), deleted AS (
-        DELETE FROM ${t} WHERE key = $1 AND EXISTS (SELECT 1 FROM fence) RETURNING key
-      )
-      SELECT (SELECT count(*) FROM fence)::int AS fenced, (SELECT count(pg_notify('${table}', $2)) FROM deleted)::int AS deleted`,
-    now: `SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now`,
-    list: `SELECT key FROM ${t} WHERE key LIKE $1 ESCAPE '!'`,
-    /**
-     * Take the lease if the row is absent or its lease is over, drawing the next
-     * fencing token in the same statement. The token is `max(previous + 1, the
-     * database clock in µs)`: a lock row lost (restored from an older backup,
-     * truncated, deleted) starts again above every token drawn before, so a
-     * paused holder's old token never matches again; at 2^53 (JavaScript's
-     * exact integers) it starts again from the clock. The outer SELECT reads
-     * the snapshot from before the INSERT, so when busy it reports how long
-     * the current holder's lease still runs (for the next poll); `greatest`
-     * because a released row's `-infinity` cannot be subtracted.
-     */
-    acquire: `WITH acquired AS (
-        INSERT INTO ${l} AS l (key, holder, fencing_token, expires_at)
-        VALUES ($1, $2, (extract(epoch FROM now()) * 1000000)::bigint, now() + $3::float8 ${ms})
-        ON CONFLICT (key) DO UPDATE
-          SET holder = EXCLUDED.holder,
-              fencing_token = CASE WHEN l.fencing_token >= 9007199254740990 THEN EXCLUDED.fencing_token
-                                   ELSE greatest(l.fencing_token + 1, EXCLUDED.fencing_token) END,
-              expires_at = EXCLUDED.expires_at
-          WHERE l.expires_at <= now()
-        RETURNING fencing_token
-      )
-      SELECT (SELECT fencing_token FROM acquired)::float8 AS token,
-             (SELECT extract(epoch FROM greatest(expires_at, now()) - now()) * 1000 FROM ${l} WHERE key = $1)::float8 AS remaining_ms`,
-    renew: `UPDATE ${l} SET expires_at = now() + $4::float8 ${ms}
-      WHERE key = $1 AND holder = $2 AND fencing_token = $3 AND expires_at > now()
-      RETURNING 1 AS renewed`,
-    /** Expire, never delete: see the module comment. */
-    release: `UPDATE ${l} SET expires_at = '-infinity' WHERE key = $1 AND holder = $2 AND fencing_token = $3`,
-    /** Give up an acquisition whose answer never came: expire the lease if that holder got it after all. */
-    cancelAcquire: `UPDATE ${l} SET expires_at = '-infinity' WHERE key = $1 AND holder = $2`,
-  };
-}
-
-/** Escape `LIKE` wildcards with `!` (a character no key or prefix can hold) and append `%`. */
-export function likePrefixPattern(prefix: string): string {
-  return `${prefix.replace(/[!%_]/g, (c) => `!${c}`)}%`;
-}
-
-// ─── bounded calls ──────────────────────────────────────────────────────────
-
-
-function toStorageError(error: unknown, what: string): unknown {
-  if (error instanceof CertstateError) return error;
-  const e = error as { message?: unknown; code?: unknown };
-  const sqlState = typeof e?.code === 'string' ? ` (${e.code})` : '';
-  const message = typeof e?.message === 'string' ? e.message : String(error);
-  return new StorageError(`${what} failed: ${message}${sqlState}`, { cause: error });
-}
-
-/**
- * Create the tables of a PostgreSQL storage if they do not exist. Idempotent
- * and safe to run from many processes at once: concurrent `CREATE TABLE IF NOT
- * EXISTS` can still collide in the catalog, so it runs under a transaction-scoped
- * advisory lock.
- */
-export async function migratePostgres(pool: Pool, options: { table?: string; timeoutMs?: number } = {}): Promise<void> {
-  const table = options.table ?? 'certstate';
-  assertTableName(table);
-  const timeoutMs = options.timeoutMs ?? 5000;
-  const what = `postgres:${table} migrate`;
-  const connecting = pool.connect();
-  let client: PoolClient;
-  try {
-    client = await withDeadline(connecting, timeoutMs, what);
-  } catch (error) {
-    // If the connection arrives after we gave up, hand it straight back.
-    connecting.then((late) => late.release(), () => {});
-    throw toStorageError(error, what);
-  }
-  let failure: unknown;
-  try {
-    await withDeadline(
-      (async () => {
-        await client.query('BEGIN');
-        await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`certstate-migrate:${table}`]);
-        for (const sql of statements(table).migrate) await client.query(sql);
-        await client.query('COMMIT');
-      })(),
-      timeoutMs,
-      what,
-    );
-  } catch (error) {
-    failure = error;
-    throw toStorageError(error, what);
-  } finally {
-    // A failed or timed-out transaction leaves the connection in an unknown state: destroy it.
-    client.release(failure === undefined ? undefined : (failure as Error));
-  }
-}
-
-// ─── change notifications ──────────────────────────────────────────────────
-
-/**
- * Watch a PostgreSQL `LISTEN` channel on one connection held from `pool` (a
- * pooled connection cannot be shared while it listens). If the connection
- * drops, it is destroyed and a new one is taken, with jittered backoff up to
- * 5 s, followed by a `resync`.
- */
-async function watchPostgres(pool: Pool, options: ChannelWatchOptions): Promise<Unwatch> {
-  const { channel, prefix, timeoutMs } = options;
-  const deliver = guardWatcher(options.onChange);
-  let current: PoolClient | undefined;
-  let stopped = false;
-  let retryTimer: NodeJS.Timeout | undefined;
-  let failures = 0;
-
-  const onNotification = (message: Notification) => {
-    if (stopped || message.channel !== channel || message.payload === undefined) return;
-    const change = decodeChange(message.payload);
-    if (change && change.key.startsWith(prefix)) deliver(change);
-  };
-
-  async function listen(): Promise<void> {
-    const what = `postgres watch ${channel}`;
-    const connecting = pool.connect();
-    let connection: PoolClient;
-    try {
-      connection = await withDeadline(connecting, timeoutMs, what);
-    } catch (error) {
-      connecting.then((late) => late.release(true), () => {});
-      throw toStorageError(error, what);
-    }
-    // A held connection's 'error' must have a listener, or pg crashes the process when the server goes away.
-    const lost = () => {
-      if (current !== connection) return;
-      current = undefined;
-      connection.release(true);
-      if (!stopped) retry();
-    };
-    connection.on('error', lost);
-    connection.on('end', lost);
-    connection.on('notification', onNotification);
-    try {
-      await withDeadline(connection.query(`LISTEN "${channel}"`), timeoutMs, what);
-    } catch (error) {
-      connection.removeListener('end', lost);
-      connection.release(true);
-      throw toStorageError(error, what);
-    }
-    current = connection;
-  }
-
-  function retry(): void {
-    const pause = Math.min(100 * 2 ** failures, 5000) * (0.5 + Math.random() / 2);
-    retryTimer = setTimeout(() => {
-      retryTimer = undefined;
-      listen().then(
-        () => {
-          failures = 0;
-          if (stopped) void stop();
-          else deliver({ type: 'resync' });
-        },
-        () => {
-          failures++;
-          if (!stopped) retry();
-        },
-      );
-    }, pause);
-  }
-
-  async function stop(): Promise<void> {
-    stopped = true;
-    if (retryTimer) clearTimeout(retryTimer);
-    const connection = current;
-    current = undefined;
-    // Destroyed, not returned: a pooled connection must not go back still LISTENing.
-    connection?.release(true);
-  }
-
-  await listen();
-  return stop;
-}
-
 // ─── the storage ────────────────────────────────────────────────────────────
+
+const OPTION_KEYS = optionKeys<PostgresStorageOptions>({ pool: true, connectionString: true, poolConfig: true, ownsPool: true, table: true, autoMigrate: true, operationTimeoutMs: true, maxLockPollMs: true });
 
 /**
  * Create a PostgreSQL-backed {@link Storage}.
@@ -341,8 +109,6 @@ async function watchPostgres(pool: Pool, options: ChannelWatchOptions): Promise<
  * const storage = postgresStorage({ connectionString: process.env.DATABASE_URL! });
  * ```
  */
-const OPTION_KEYS = optionKeys<PostgresStorageOptions>({ pool: true, connectionString: true, poolConfig: true, ownsPool: true, table: true, autoMigrate: true, operationTimeoutMs: true, maxLockPollMs: true });
-
 export function postgresStorage(options: PostgresStorageOptions): PostgresStorage {
   checkKeys(options ?? {}, OPTION_KEYS, 'postgresStorage');
   if ((options.pool === undefined) === (options.connectionString === undefined)) {
@@ -417,7 +183,8 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
       // `query_timeout` per query (read by pg at run time, absent from its types)
       // makes pg drop the connection of a timed-out query instead of reusing it.
       const config = { text, values, query_timeout: timeoutMs };
-      const result = await withDeadline(p.query<R>(config), timeoutMs, label);
+      // Bounded on the server too: a statement we stopped waiting for is cancelled there (postgres-bounded.ts).
+      const result = await boundedQuery<R>(p, config, timeoutMs, label, poolBoundsStatements(p, timeoutMs));
       return result.rows;
     } catch (error) {
       throw toStorageError(error, label);

@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { assertValidToken } from '../../admin/access.js';
 import { serveAdmin } from '../../admin/serve.js';
 import { createCertEngine } from '../../engine/engine.js';
+import { managedCertificates, type ManagedEntry } from '../../engine/managed-names.js';
 import { ConfigError } from '../../errors.js';
 import { keys } from '../../storage-keys.js';
 import type { Storage } from '../../types.js';
@@ -16,12 +17,12 @@ import { DEMO_NAMES, demoIssuer } from '../demo.js';
 import { CliError, errorText, ExitCode, usageError } from '../exit-codes.js';
 import type { CliIo } from '../io.js';
 import { ISSUER_OPTIONS, ISSUER_USAGE, issuerFromFlags, startChallengeServer, type IssuerFlags } from '../issuer-flags.js';
-import { nameArg } from '../names-arg.js';
+import { certificateArgs } from '../names-arg.js';
 import { progressLogger, progressPrinter } from '../progress.js';
-import { storedNames } from '../stored-status.js';
+import { loadStoredCertificate, storedNames } from '../stored-status.js';
 import { STORAGE_OPTION, STORAGE_USAGE, withStorage } from './shared.js';
 
-export const USAGE = `Usage: certstate serve [--admin HOST:PORT] [--name NAME]... [--https HOST:PORT] [--demo] [issuer options] [--storage SPEC]
+export const USAGE = `Usage: certstate serve [--admin HOST:PORT] [--name CERT]... [--https HOST:PORT] [--demo] [issuer options] [--storage SPEC]
 
 Runs an engine and its admin status page until interrupted (SIGINT/SIGTERM).
 
@@ -30,7 +31,9 @@ Runs an engine and its admin status page until interrupted (SIGINT/SIGTERM).
   --token-env VAR         read the admin token from environment variable VAR
                           (default CERTSTATE_ADMIN_TOKEN; at least 16 printable characters,
                           set but empty is an error); "--token-env -" generates one
-  --name NAME             a name to manage (repeatable; default: every name in the storage)
+  --name CERT             a certificate to manage: a NAME, or NAME,NAME,... for ONE certificate
+                          with all those names (repeatable; default: every certificate in the
+                          storage, with the names it was stored with)
   --https HOST:PORT       also serve HTTPS there with the engine's certificates
   --demo                  demo names and a local CA issuing 3-minute certificates, one name
                           failing on purpose; in-memory storage unless --storage is given
@@ -52,10 +55,12 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const spec = values.storage ?? (values.demo ? 'memory:' : undefined);
 
   return withStorage(io, spec, async (storage) => {
-    const names = values.demo ? [...DEMO_NAMES, ...(values.name ?? []).map(nameArg)] : await managedNames(values.name, storage);
+    const names = values.demo ? [...DEMO_NAMES, ...certificateArgs(values.name ?? [])] : await managedNames(values.name, storage);
     const issuer = values.demo ? demoIssuer() : await issuerFromFlags(values as IssuerFlags, io.cwd);
     const report = progressPrinter(io.stderr);
-    const engine = createCertEngine({ storage, issuers: [issuer], names, logger: progressLogger(report, 'engine') });
+    // The demo's 3-minute certificates renew every ~90 s: far below the issuance floor a real CA gets.
+    const timing = values.demo ? { minRenewalIntervalMs: 0, maxOrdersPerWindow: 10_000 } : undefined;
+    const engine = createCertEngine({ storage, issuers: [issuer], names, logger: progressLogger(report, 'engine'), ...(timing ? { timing } : {}) });
     const challenges = await startChallengeServer(values as IssuerFlags, storage);
     let adminServer: Awaited<ReturnType<typeof serveAdmin>> | undefined;
     let tlsServer: https.Server | undefined;
@@ -108,10 +113,33 @@ function adminToken(variable: string, env: CliIo['env']): string | undefined {
   return value;
 }
 
-/** `--name` flags, else every name with a certificate in the storage. */
-async function managedNames(flags: string[] | undefined, storage: Storage): Promise<string[]> {
-  if (flags?.length) return [...new Set(flags.map(nameArg))];
+/** `--name` flags, else every certificate in the storage (with its names). */
+async function managedNames(flags: string[] | undefined, storage: Storage): Promise<ManagedEntry[]> {
+  if (flags?.length) return certificateArgs(flags);
   const stored = await storedNames(storage, keys.certificatesPrefix);
   if (stored.length === 0) throw usageError(`no names to serve: ${storage.description} holds no certificates; pass --name NAME (or --demo)`);
-  return stored;
+  const entries: ManagedEntry[] = await Promise.all(stored.map((name) => withStoredNames(storage, name, new Set(stored))));
+  try {
+    managedCertificates(entries);
+    return entries;
+  } catch {
+    return stored; // names stored with overlapping certificates: each served under its own key, as before
+  }
+}
+
+/**
+ * A certificate stored under `name` that also covers other names (obtained
+ * with `NAME,NAME,...` or an engine's `names: [[...]]`) is served for all of
+ * them again, unless one of them has a certificate of its own.
+ */
+async function withStoredNames(storage: Storage, name: string, stored: ReadonlySet<string>): Promise<ManagedEntry> {
+  const meta = await loadStoredCertificate(storage, name).then((unit) => unit?.meta, () => undefined);
+  const names = meta?.names.map((n) => n.toLowerCase()) ?? [];
+  const others = names.filter((n) => n !== name);
+  if (!names.includes(name) || others.length === 0 || others.some((n) => stored.has(n))) return name;
+  try {
+    return managedCertificates([[name, ...others]])[0]!;
+  } catch {
+    return name; // a name the engine would not manage (say, a SAN that is not a DNS name): the key alone
+  }
 }

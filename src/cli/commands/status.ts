@@ -39,7 +39,7 @@ function usage(io: CliIo, message: string): number {
 
 function table(names: StoredNameStatus[], now: number): string {
   const rows = names.map((s) => [
-    s.name,
+    withOtherNames(s),
     s.state,
     s.certificate ? `${isoSeconds(s.certificate.notAfter)} (${relative(s.certificate.notAfter, now)})` : '-',
     nextAction(s, now),
@@ -50,6 +50,12 @@ function table(names: StoredNameStatus[], now: number): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd();
   return `${[line(header), ...rows.map(line)].join('\n')}\n`;
+}
+
+/** `example.com`, or `example.com (with *.example.com)` for a certificate of several names stored under its first. */
+function withOtherNames(s: StoredNameStatus): string {
+  const others = (s.certificate?.names ?? []).filter((n) => n.toLowerCase() !== s.name).map(oneLine);
+  return others.length ? `${s.name} (with ${others.length > 3 ? `${others.slice(0, 3).join(', ')}, +${others.length - 3}` : others.join(', ')})` : s.name;
 }
 
 function nextAction(s: StoredNameStatus, now: number): string {
