@@ -269,10 +269,11 @@ export type LifecycleState =
   | 'expired-renewing'
   | 'failed-backoff'
   | 'storage-unreadable'
+  | 'paused'
   | 'stopped';
 
 /** Every lifecycle state, in the order a name usually meets them. */
-export const LIFECYCLE_STATES: readonly LifecycleState[] = ['loading', 'obtaining', 'valid', 'renewing', 'expired-renewing', 'failed-backoff', 'storage-unreadable', 'stopped'];
+export const LIFECYCLE_STATES: readonly LifecycleState[] = ['loading', 'obtaining', 'valid', 'renewing', 'expired-renewing', 'failed-backoff', 'storage-unreadable', 'paused', 'stopped'];
 
 /** A recorded error, safe to show (no secrets). */
 export interface ErrorInfo {
@@ -312,6 +313,8 @@ export interface NameStatus {
   /** Consecutive failed attempts. */
   attempts: number;
   lastError?: ErrorInfo;
-  /** Earliest next attempt during backoff, ms since epoch. */
+  /** Earliest next attempt during backoff, ms since epoch (none while `paused`). */
   nextAttemptAt?: number;
+  /** Since when the name has been failing (first failure since its last certificate), ms since epoch. */
+  failingSince?: number;
 }

@@ -72,8 +72,9 @@ describe('the chart', () => {
 
   it('names its tags and shows its states as documented', () => {
     // The tags are read by the engine, the inspector and the status page: their spelling is API.
-    assert.deepEqual(TAGS, { servesCertificate: 'serves-certificate', servesExpiredCertificate: 'serves-expired-certificate', refuses: 'refuses', holds: 'holds', maySleep: 'may-sleep' });
-    assert.deepEqual([...ANSWER_TAGS], ['serves-certificate', 'serves-expired-certificate', 'refuses', 'holds']);
+    assert.deepEqual(TAGS, { servesCertificate: 'serves-certificate', servesExpiredCertificate: 'serves-expired-certificate', refuses: 'refuses', holds: 'holds', resumes: 'resumes', maySleep: 'may-sleep' });
+    assert.deepEqual([...ANSWER_TAGS], ['serves-certificate', 'serves-expired-certificate', 'refuses', 'holds', 'resumes']);
+    assert.equal(lifecycleStateOf('paused'), 'paused');
     assert.equal(lifecycleStateOf('valid'), 'valid');
     assert.equal(lifecycleStateOf({ attempting: 'renewing' }), 'renewing');
     assert.equal(lifecycleStateOf({ attempting: 'expired-renewing' }), 'expired-renewing');

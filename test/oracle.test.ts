@@ -6,7 +6,8 @@
  * spec — and after every event the actor must agree with the spec on
  *
  * - the state it is in, and its context (certificate, renewal time,
- *   consecutive failures, recorded error, next attempt, forced);
+ *   consecutive failures, recorded error, next attempt, forced, the floor's
+ *   recent orders, since when the name has been failing);
  * - what it emitted, payloads included;
  * - the failure records it persisted, and the attempts it started (why, and
  *   the per-issuer Retry-After carried into them);
@@ -15,7 +16,8 @@
  * - what a handshake gets right then (at once, with what; or held).
  *
  * The spec is not derived from the chart (see lifecycle-spec.ts), so a
- * changed transition, guard, delay or payload fails here.
+ * changed transition, guard, delay or payload fails here. Managed names and
+ * on-demand names (which may pause: `pauseAfterMs`) are replayed apart.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -29,6 +31,8 @@ import { specPaths, timeOf, type SpecPath } from './helpers/spec-paths.js';
 const NAME = 'oracle.localhost';
 const T0 = Date.UTC(2026, 0, 1);
 const DEPTH = 4;
+/** An on-demand name's pause (onDemand.pauseAfterMs' default: 3 days). */
+const PAUSE_AFTER_MS = 3 * 86_400_000;
 
 /** The actor's clock: timers are visible (due times), time moves only when told. */
 class TestClock {
@@ -105,7 +109,7 @@ const provided = createCertificateMachine({ now: () => current.clock.now, random
   } as never,
 });
 
-function world(serveExpired: boolean, seed: number) {
+function world(serveExpired: boolean, seed: number, pauseAfterMs?: number) {
   const w: World = {
     clock: new TestClock(),
     random: seeded(seed),
@@ -115,7 +119,7 @@ function world(serveExpired: boolean, seed: number) {
     operators: [],
   };
   current = w;
-  const actor = createActor(provided, { input: { name: NAME, serveExpired }, clock: w.clock as never });
+  const actor = createActor(provided, { input: { name: NAME, serveExpired, ...(pauseAfterMs !== undefined ? { pauseAfterMs } : {}) }, clock: w.clock as never });
   actor.on('*', (e) => void w.log.emitted.push(e));
   return { ...w, actor };
 }
@@ -126,9 +130,9 @@ const stateOf = (value: unknown): string => (typeof value === 'string' ? value :
 const drain = <T>(list: T[]): T[] => list.splice(0);
 
 /** Replay one spec path on the actor; every step checked against the spec. */
-async function replay(path: SpecPath, serveExpired: boolean, seed: number): Promise<number> {
-  const w = world(serveExpired, seed);
-  const spec = new LifecycleSpec(NAME, serveExpired, seeded(seed));
+async function replay(path: SpecPath, serveExpired: boolean, seed: number, pauseAfterMs?: number): Promise<number> {
+  const w = world(serveExpired, seed, pauseAfterMs);
+  const spec = new LifecycleSpec(NAME, serveExpired, seeded(seed), pauseAfterMs);
   w.actor.start();
   const trace: string[] = ['start'];
   let checks = 0;
@@ -139,8 +143,8 @@ async function replay(path: SpecPath, serveExpired: boolean, seed: number): Prom
     const c = snapshot.context;
     const f = spec.facts;
     assert.deepEqual(
-      { certificate: c.certificate, renewAt: c.renewAt, attempts: c.attempts, lastError: c.lastError, nextAttemptAt: c.nextAttemptAt, forced: c.forced, attemptSeq: c.attemptSeq },
-      { certificate: f.certificate, renewAt: f.renewAt, attempts: f.attempts, lastError: f.lastError, nextAttemptAt: f.nextAttemptAt, forced: f.forced, attemptSeq: f.attemptSeq },
+      { certificate: c.certificate, renewAt: c.renewAt, attempts: c.attempts, lastError: c.lastError, nextAttemptAt: c.nextAttemptAt, forced: c.forced, attemptSeq: c.attemptSeq, orders: c.orders, failingSince: c.failingSince },
+      { certificate: f.certificate, renewAt: f.renewAt, attempts: f.attempts, lastError: f.lastError, nextAttemptAt: f.nextAttemptAt, forced: f.forced, attemptSeq: f.attemptSeq, orders: f.orders, failingSince: f.failingSince },
       `${at}: context`,
     );
     assert.deepEqual(w.clock.due(), spec.armed.map((t) => t.at).sort((a, b) => a - b), `${at}: timers armed (${spec.armed.map((t) => `${t.node}:${t.timer}@${t.at - w.clock.now}`).join(', ')})`);
@@ -203,7 +207,7 @@ async function replay(path: SpecPath, serveExpired: boolean, seed: number): Prom
         w.inFlight.load!.reject(made.error);
         break;
       case 'attempt.done':
-        w.inFlight.attempt!.resolve({ certificate: made.certificate, adopted: made.adopted });
+        w.inFlight.attempt!.resolve({ certificate: made.certificate, adopted: made.adopted, ...(made.ordered !== undefined ? { ordered: made.ordered } : {}) });
         break;
       case 'attempt.error':
         w.inFlight.attempt!.reject(made.error);
@@ -216,6 +220,10 @@ async function replay(path: SpecPath, serveExpired: boolean, seed: number): Prom
         break;
       case 'RENEWAL_INFO':
         w.actor.send({ type: 'RENEWAL_INFO', renewAt: made.renewAt });
+        break;
+      case 'RESUME':
+        // The engine asked permission afresh and got it: this handshake is held for the attempt.
+        w.actor.send({ type: 'RESUME', reply: () => {} });
         break;
       case 'STOP':
         w.actor.send({ type: 'STOP' });
@@ -230,7 +238,13 @@ async function replay(path: SpecPath, serveExpired: boolean, seed: number): Prom
     assert.deepEqual(drain(w.log.persisted), expected.persisted, `${where}: failure records persisted`);
     const started = drain(w.log.attempts);
     assert.deepEqual(
-      started.map((a) => ({ reason: a.reason, ...(a.issuerRetryAfter ? { issuerRetryAfter: a.issuerRetryAfter } : {}), current: a.current })),
+      started.map((a) => ({
+        reason: a.reason,
+        ...(a.issuerRetryAfter ? { issuerRetryAfter: a.issuerRetryAfter } : {}),
+        ...(a.orders ? { orders: a.orders } : {}),
+        ...(a.forced ? { forced: a.forced } : {}),
+        current: a.current,
+      })),
       expected.attemptStarted ? [{ ...expected.attemptStarted, current: spec.facts.certificate }] : [],
       `${where}: attempts started`,
     );
@@ -246,10 +260,10 @@ async function replay(path: SpecPath, serveExpired: boolean, seed: number): Prom
   return checks;
 }
 
-async function replayAll(serveExpired: boolean, seed: number) {
-  const paths = specPaths(NAME, serveExpired, DEPTH);
+async function replayAll(serveExpired: boolean, seed: number, pauseAfterMs?: number) {
+  const paths = specPaths(NAME, serveExpired, DEPTH, pauseAfterMs);
   let checks = 0;
-  for (const [i, path] of paths.entries()) checks += await replay(path, serveExpired, seed + i);
+  for (const [i, path] of paths.entries()) checks += await replay(path, serveExpired, seed + i, pauseAfterMs);
   const rows = new Set(paths.flatMap((p) => p.rows));
   return { paths: paths.length, checks, rows };
 }
@@ -260,8 +274,19 @@ describe('the chart against its specification (an oracle of its own)', () => {
     console.log(`# oracle: ${paths} spec paths, ${checks} steps checked, ${rows.size} of ${TRANSITIONS.length} rows walked`);
     assert.ok(paths >= 1500, `spec paths: ${paths}`);
     assert.ok(checks >= 10_000, `steps checked: ${checks}`);
+    // A managed name never pauses: the paused rows are walked by on-demand names (below).
+    const unwalked = TRANSITIONS.map((r, i) => ({ ...r, i })).filter((r) => !rows.has(r.i) && r.when !== 'serveExpired' && r.from !== 'paused');
+    assert.deepEqual(unwalked, [], 'every row of the spec (but serveExpired and paused ones) is walked');
+    assert.ok(!rows.has(TRANSITIONS.findIndex((r) => r.on === 'RESUME')), 'a managed name is never resumed');
+  });
+
+  it('on-demand names, which pause after failing for pauseAfterMs with nothing to serve', async () => {
+    const { paths, checks, rows } = await replayAll(false, 9_000_000, PAUSE_AFTER_MS);
+    console.log(`# oracle (on-demand): ${paths} spec paths, ${checks} steps checked, ${rows.size} of ${TRANSITIONS.length} rows walked`);
+    assert.ok(paths >= 1500, `spec paths: ${paths}`);
+    assert.ok(checks >= 10_000, `steps checked: ${checks}`);
     const unwalked = TRANSITIONS.map((r, i) => ({ ...r, i })).filter((r) => !rows.has(r.i) && r.when !== 'serveExpired');
-    assert.deepEqual(unwalked, [], 'every row of the spec (but serveExpired ones) is walked');
+    assert.deepEqual(unwalked, [], 'every row of the spec (but serveExpired ones) is walked, the paused ones too');
   });
 
   it('and with serveExpired', async () => {

@@ -110,6 +110,7 @@ const STATE_H = 46;
 const LAYOUT: Record<string, { x: number; y: number }> = {
   loading: { x: 480, y: 45 },
   'storage-unreadable': { x: 880, y: 45 },
+  paused: { x: 1000, y: 510 },
   routing: { x: 480, y: 270 },
   valid: { x: 130, y: 270 },
   'failed-backoff.choosing': { x: 735, y: 270 },

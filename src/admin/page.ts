@@ -89,7 +89,7 @@ td.name{font-weight:600;word-break:break-all}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;white-space:nowrap}
 .st-valid{color:var(--ok);background:var(--okbg)}
 .st-renewing,.st-obtaining,.st-loading{color:var(--info);background:var(--infobg)}
-.st-expired-renewing,.st-failed-backoff,.st-storage-unreadable{color:var(--bad);background:var(--badbg)}
+.st-expired-renewing,.st-failed-backoff,.st-storage-unreadable,.st-paused{color:var(--bad);background:var(--badbg)}
 .st-stopped{color:var(--muted);background:var(--line)}
 .err-type{font-weight:600;color:var(--bad)}
 .err-msg{white-space:pre-wrap;word-break:break-word}
@@ -168,7 +168,7 @@ const CLIENT_JS = `
   }
   function action(view) {
     var s = txt(view.state);
-    var retry = s === 'failed-backoff' || s === 'storage-unreadable';
+    var retry = s === 'failed-backoff' || s === 'storage-unreadable' || s === 'paused';
     var label = retry ? 'Retry now' : s === 'valid' ? 'Force renew' : s === 'loading' || s === 'stopped' ? 'Unavailable' : 'Attempt in flight';
     var b = el('button', { type: 'button', class: retry ? 'retry' : 'renew', 'data-action': 'renew', 'data-name': view.name }, label);
     b.disabled = !(retry || s === 'valid');

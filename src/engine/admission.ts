@@ -1,10 +1,10 @@
 /**
  * On-demand admission and eviction: an unknown name at a handshake is added
  * only with permission (`decide` / `ask`), and costs no actor and no storage
- * write when refused; before each order for an on-demand name permission is
- * asked again (a customer may have left) and a new name spends a token of the
- * global issuance budget; a name no longer allowed is evicted once its
- * waiters were answered.
+ * write when refused; before each attempt for an on-demand name — before its
+ * lock — permission is asked again for renewals and retries (a customer may
+ * have left) and a new name takes a token of the global issuance budget; a
+ * name refused either way is evicted once its waiters were answered.
  */
 import { NameNotAllowedError } from '../errors.js';
 import type { AttemptInput } from '../machines/certificate.js';
@@ -20,6 +20,8 @@ export class OnDemandAdmission {
   readonly #core: EngineCore;
   readonly #residency: Residency;
   readonly #gate: OnDemandGate | undefined;
+  /** Names whose permission a handshake has just asked afresh to resume them (their attempt does not ask again). */
+  readonly #askedAfresh = new Set<string>();
 
   constructor(core: EngineCore, residency: Residency, options: OnDemandOptions | undefined) {
     this.#core = core;
@@ -41,22 +43,52 @@ export class OnDemandAdmission {
   }
 
   /**
-   * Before an order for an on-demand name: permission again before a renewal,
-   * a token from the global budget before its first certificate.
+   * Before an attempt for an on-demand name takes any lock: permission again
+   * before a renewal and before every retry (asked afresh, not from the cache:
+   * a customer may have left while the name kept failing), then a token of
+   * the global budget before its first certificate. Returns how to give the
+   * token back when no order is placed after all. A name refused here is
+   * evicted once the refusal has answered its waiters: it costs no actor.
    */
-  async beforeIssue(attempt: AttemptInput): Promise<void> {
+  async beforeIssue(attempt: AttemptInput): Promise<(() => void) | void> {
+    const gate = this.#gate;
     const record = this.#residency.get(attempt.name);
-    if (!this.#gate || !record || record.managed) return;
-    if (attempt.reason === 'obtain') {
-      if (!this.#gate.takeIssuanceToken(attempt.name)) {
-        throw new OnDemandRefusedError(attempt.name, 'rate-limited', { retryAfter: this.#gate.nextIssuanceTokenAt() });
+    if (!gate || !record || record.managed) return;
+    // A handshake that resumed a paused name has just asked afresh: not twice.
+    const retry = !this.#askedAfresh.delete(attempt.name) && (record.actor?.getSnapshot().context.attempts ?? 0) > 0;
+    if (attempt.reason !== 'obtain' || retry) {
+      if (retry) gate.forget(attempt.name);
+      try {
+        await gate.check(attempt.name, { servername: attempt.name });
+      } catch (error) {
+        if (error instanceof OnDemandRefusedError && error.reason === 'denied') this.#evictOnceAnswered(record);
+        throw error;
       }
-      return;
     }
+    if (attempt.reason !== 'obtain') return;
+    if (!gate.takeIssuanceToken(attempt.name)) {
+      // Nobody is owed this name: its waiters get the refusal, then it goes (a later handshake asks again).
+      this.#evictOnceAnswered(record);
+      throw new OnDemandRefusedError(attempt.name, 'rate-limited', { retryAfter: gate.nextIssuanceTokenAt() });
+    }
+    return () => gate.returnIssuanceToken();
+  }
+
+  /**
+   * A handshake for a paused on-demand name: permission asked afresh (not from
+   * the cache) before it may resume. A refusal is thrown; a denial also evicts the name.
+   */
+  async recheck(record: NameRecord, servername: string, info: HandshakeInfo): Promise<void> {
+    if (!this.#gate || record.managed) return;
+    this.#gate.forget(record.name);
     try {
-      await this.#gate.check(attempt.name, { servername: attempt.name });
+      await this.#gate.check(record.name, { servername, remoteAddress: info.remoteAddress });
+      this.#askedAfresh.add(record.name);
     } catch (error) {
-      if (error instanceof OnDemandRefusedError && error.reason === 'denied') this.#evictOnceAnswered(record);
+      if (error instanceof OnDemandRefusedError && error.reason === 'denied') {
+        this.#residency.remove(record);
+        this.#core.logger.info({ name: record.name }, 'paused on-demand name no longer allowed: evicted');
+      }
       throw error;
     }
   }
@@ -66,17 +98,9 @@ export class OnDemandAdmission {
     this.#gate?.flushLog();
   }
 
-  /** Drop a name the decision no longer allows once the refusal has answered its waiters (after its next transition). */
+  /** Drop a refused name once the refusal has answered its waiters (the attempt's end). */
   #evictOnceAnswered(record: NameRecord): void {
-    const off = this.#core.on('state_changed', (event) => {
-      if (event.name !== record.name) return;
-      off();
-      setImmediate(() => {
-        if (this.#core.stopped) return;
-        this.#residency.remove(record);
-        this.#core.logger.info({ name: record.name }, 'on-demand name no longer allowed: evicted');
-      });
-    });
+    this.#residency.removeAfterAttempt(record, 'on-demand name refused (no longer allowed, or no issuance budget): evicted');
   }
 
   async #hasUsableStored(name: string): Promise<boolean> {

@@ -61,7 +61,8 @@ export async function clusterOrders(deps: AttemptDeps, input: AttemptInput): Pro
   const now = deps.clock.now();
   const own = recentOrders(input.orders, now, deps.policy);
   const key = keys.failure(input.name);
-  const raw = await deps.storage.load(key);
+  // Stored bytes of any shape count as absent (reported once: corrupt-values.ts).
+  const raw = await deps.corrupt.load(deps.storage, key, input.name);
   let stored: number[] = [];
   if (raw !== undefined) {
     try {

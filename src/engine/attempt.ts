@@ -3,7 +3,8 @@
  * `attempting` state. It runs at most once per name at a time in a process
  * (the statechart) and across processes (the storage lock):
  *
- *   take the lock → re-read storage (another process may have just finished)
+ *   permission and budget (on-demand names; nothing stored or locked if refused)
+ *   → take the lock → re-read storage (another process may have just finished)
  *   → try each issuer in order → store the unit with the lock's fencing token.
  *
  * Under faults (see docs/clusters.md):
@@ -35,12 +36,14 @@ import {
 import { floorUntil, ordersPlacedBy, recentOrders, whyUnusable, withOrders, withOrdersPlaced } from '../machines/floor.js';
 import { assertUsable, clusterOrders, noteOrder, settleFailureRecord } from './attempt-floor.js';
 import type { AttemptInput, AttemptOutput, FailureRecord } from '../machines/certificate.js';
+import { failingSinceOf } from '../machines/pause.js';
 import { nextAttemptTime, type TimingPolicy } from '../machines/policy.js';
 import { keys } from '../storage-keys.js';
 import type { CertificateBundle, CertificateMeta, Clock, Fence, Issuer, Logger, Storage } from '../types.js';
 import { keepLease, type Lease } from './lease.js';
 import type { MaterialCache } from './material-cache.js';
 import type { PendingStores } from './pending-store.js';
+import type { CorruptValues } from './corrupt-values.js';
 import type { StorageClock } from './storage-clock.js';
 import { parseFailureRecord, parseStoredCertificate, serializeFailureRecord, serializeStoredCertificate } from './stored.js';
 import { safeError } from '../safe-error.js';
@@ -63,8 +66,14 @@ export interface AttemptDeps {
   pending?: PendingStores;
   /** Told each issuer's outcome within the attempt (for events and metrics). */
   onIssuerResult?: (result: { name: string; issuer: string; ok: boolean; error?: unknown; durationMs: number }) => void;
-  /** Called before issuing (not before adopting): may throw to refuse (on-demand permission and rate limit). */
-  beforeIssue?: (input: AttemptInput) => void | Promise<void>;
+  /**
+   * Called first, before any lock, read or write: may throw to refuse (on-demand
+   * permission and budget). What it returns is called when no order was placed
+   * after all (the attempt adopted another process's certificate, or failed before ordering).
+   */
+  beforeIssue?: (input: AttemptInput) => Promise<(() => void) | void>;
+  /** Stored values that cannot be used: absent, reported once (the actor's load reported them already). */
+  corrupt: CorruptValues;
 }
 
 /** How far an attempt got, for whoever gives up on it (the deadline): orders placed so far. */
@@ -74,10 +83,22 @@ export interface AttemptProgress {
 
 /** Run one attempt. Rejects with the attempt's error (for the statechart's `onError`). */
 export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal: AbortSignal, progress: AttemptProgress = { ordered: 0 }): Promise<AttemptOutput> {
+  // Permission and budget first: a name they refuse costs no lock, no read and no write.
+  const giveBack = await deps.beforeIssue?.(input);
+  const ordering = { placed: false };
+  try {
+    return await lockedAttempt(deps, input, signal, progress, ordering);
+  } finally {
+    // No order was placed after all (adopted, shared backoff, the floor, storage trouble): the budget gets its token back.
+    if (!ordering.placed) giveBack?.();
+  }
+}
+
+async function lockedAttempt(deps: AttemptDeps, input: AttemptInput, signal: AbortSignal, progress: AttemptProgress, ordering: { placed: boolean }): Promise<AttemptOutput> {
   const { storage } = deps;
   const lockKey = keys.issueLock(input.name);
   // The failure record as it was before we queued for the lock (see sharedBackoff).
-  const failureBefore = await storage.load(keys.failure(input.name));
+  const failureBefore = await deps.corrupt.load(storage, keys.failure(input.name), input.name);
   const lock = await storage.lock(lockKey, deps.lockTtlMs, { signal });
   const lease = keepLease(lock, { ttlMs: deps.lockTtlMs, clock: deps.clock, logger: deps.logger.child({ name: input.name }), signal });
   const fence: Fence = { lockKey, token: lock.fencingToken };
@@ -98,12 +119,12 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
     const floor = floorUntil(orders, deps.clock.now(), deps.policy);
     if (floor !== undefined && !input.forced) throw new IssuanceFloorError(input.name, recentOrders(orders, deps.clock.now(), deps.policy).length, deps.policy.orderWindowMs, floor);
 
-    await deps.beforeIssue?.(input);
     lease.assertHeld();
     // Counted before it is placed: a stop or a crash mid-order must not forget it.
     await noteOrder(deps, input, orders, fence);
     let issued: Awaited<ReturnType<typeof issueWithFallback>>;
     try {
+      ordering.placed = true;
       issued = await issueWithFallback(deps, input, lease, fence, progress);
     } catch (error) {
       // Recorded while we still hold the lock (fenced), so the next holder sees it (the
@@ -125,6 +146,7 @@ export async function runAttempt(deps: AttemptDeps, input: AttemptInput, signal:
       deps.pending!.add(input.name, unit, meta);
       return { certificate: meta, adopted: false, ordered };
     }
+    deps.corrupt.usable(keys.certificate(input.name));
     await settleFailureRecord(deps, input, withOrders(orders, ordered, deps.clock.now(), deps.policy), fence);
     return { certificate: meta, adopted: false, ordered };
   } catch (error) {
@@ -179,7 +201,7 @@ async function storeIssued(
 }
 
 async function storedFingerprint(deps: AttemptDeps, key: string): Promise<string | undefined> {
-  const raw = await deps.storage.load(key);
+  const raw = await deps.corrupt.load(deps.storage, key, key);
   if (raw === undefined) return undefined;
   try {
     return parseStoredCertificate(key, raw, { checkKey: false }).meta.fingerprint;
@@ -254,7 +276,7 @@ function sleep(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {
  */
 async function sharedBackoff(deps: AttemptDeps, input: AttemptInput, before: string | undefined): Promise<void> {
   const key = keys.failure(input.name);
-  const raw = await deps.storage.load(key);
+  const raw = await deps.corrupt.load(deps.storage, key, input.name);
   if (raw === undefined || raw === before) return;
   let record: FailureRecord;
   try {
@@ -282,14 +304,25 @@ async function recordSharedFailure(deps: AttemptDeps, input: AttemptInput, error
     const now = deps.clock.now();
     const lastError = toErrorInfo(error, now);
     if (isStorageFault(lastError.code)) return;
-    const raw = await deps.storage.load(key);
-    const attempts = (raw === undefined ? 0 : parseFailureRecord(key, raw).attempts) + 1;
+    const raw = await deps.corrupt.load(deps.storage, key, input.name);
+    const previous = raw === undefined ? undefined : previousFailure(key, raw);
+    const attempts = (previous?.attempts ?? 0) + 1;
     // The middle of the jitter range: the statechart's record, with its own jitter, follows.
     const placed = withOrders(orders, ordersPlacedBy(error), now, deps.policy);
-    const record: FailureRecord = { attempts, lastError, nextAttemptAt: nextAttemptTime(now, attempts, 0.5, lastError.retryAfter, deps.policy), ...(placed ? { orders: placed } : {}) };
+    const nextAttemptAt = nextAttemptTime(now, attempts, 0.5, lastError.retryAfter, deps.policy);
+    const record: FailureRecord = { attempts, lastError, nextAttemptAt, failingSince: failingSinceOf(previous) ?? now, ...(placed ? { orders: placed } : {}) };
     await deps.storage.store(key, serializeFailureRecord(record, await clockOffset(deps)), { fence });
   } catch (storeError) {
     deps.logger.warn({ name: input.name, err: safeError(storeError) }, 'could not record the failure for the cluster');
+  }
+}
+
+/** A stored failure record; undefined when it cannot be read (it is being replaced). */
+function previousFailure(key: string, raw: string): FailureRecord | undefined {
+  try {
+    return parseFailureRecord(key, raw);
+  } catch {
+    return undefined;
   }
 }
 
@@ -306,13 +339,14 @@ function coversAll(deps: AttemptDeps, input: AttemptInput, meta: CertificateMeta
 /** A stored certificate newer than the one we hold and not yet due for renewal, or undefined. */
 async function freshStoredCertificate(deps: AttemptDeps, input: AttemptInput): Promise<CertificateMeta | undefined> {
   const key = keys.certificate(input.name);
-  const raw = await deps.storage.load(key);
+  const raw = await deps.corrupt.load(deps.storage, key, input.name);
   if (raw === undefined) return undefined;
   let unit: { bundle: CertificateBundle; meta: CertificateMeta };
   try {
     unit = parseStoredCertificate(key, raw);
   } catch (error) {
-    deps.logger.warn({ name: input.name, err: safeError(error) }, 'ignoring corrupt stored certificate');
+    // Checked in full here (the key too): a unit whose key does not match counts as absent.
+    deps.corrupt.report(key, input.name, error);
     return undefined;
   }
   const { meta, bundle } = unit;

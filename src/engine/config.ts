@@ -105,6 +105,7 @@ const ON_DEMAND: Record<string, Check> = {
   },
   askTimeoutMs: positiveMs,
   decideTimeoutMs: positiveMs,
+  pauseAfterMs: positiveMs,
   cacheTtlMs: nonNegativeMs,
   negativeCacheTtlMs: nonNegativeMs,
   errorCacheTtlMs: nonNegativeMs,

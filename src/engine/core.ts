@@ -9,6 +9,7 @@ import { realClock } from '../clock.js';
 import { ConfigError } from '../errors.js';
 import { silentLogger } from '../silent-logger.js';
 import { checkEngineOptions } from './config.js';
+import { CorruptValues } from './corrupt-values.js';
 import { PendingStores } from './pending-store.js';
 import { StorageClock } from './storage-clock.js';
 import { defaultTimingPolicy, type TimingPolicy } from '../machines/policy.js';
@@ -44,6 +45,8 @@ export class EngineCore {
   readonly storageClock: StorageClock;
   /** Issued certificates the storage refused for too long: stored later, under the lock (attempt.ts). */
   readonly pending: PendingStores;
+  /** Stored values that cannot be used: counted as absent, each reported once. */
+  readonly corrupt: CorruptValues;
   readonly #lifetime = new AbortController();
   readonly #inflight = new Set<Promise<unknown>>();
   readonly #events = new EventEmitter();
@@ -56,6 +59,7 @@ export class EngineCore {
     this.issuers = [...options.issuers];
     this.clock = options.clock ?? realClock();
     this.logger = withSafeErrors(options.logger ?? silentLogger());
+    this.corrupt = new CorruptValues(this.logger);
     this.policy = { ...defaultTimingPolicy, ...options.timing };
     this.random = options.random ?? Math.random;
     this.settings = {

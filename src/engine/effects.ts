@@ -44,8 +44,8 @@ export interface EffectDeps {
   record(name: string): NameRecord | undefined;
   /** The names of the certificate stored under a name: all of a group's, else the name alone. */
   namesOf(name: string): readonly string[];
-  /** Called before an order (not before adopting): may throw to refuse (on-demand permission and budget). */
-  beforeIssue(attempt: AttemptInput): Promise<void>;
+  /** Called before an attempt takes its lock: may throw to refuse (on-demand permission and budget); returns how to give an unspent token back. */
+  beforeIssue(attempt: AttemptInput): Promise<(() => void) | void>;
 }
 
 /** The lifecycle machine with this engine's clock, randomness and policy, and its effects. */
@@ -108,6 +108,7 @@ function attemptDeps(deps: EffectDeps, name: string) {
     lockTtlMs: core.settings.lockTtlMs,
     storageClock: core.storageClock,
     pending: core.pending,
+    corrupt: core.corrupt,
     beforeIssue: (attempt: AttemptInput) => deps.beforeIssue(attempt),
     onIssuerResult: (r: { name: string; issuer: string; ok: boolean; error?: unknown; durationMs: number }) =>
       core.publish({

@@ -45,6 +45,7 @@ import { Loads } from './loads.js';
 import { certificateNames } from './name-record.js';
 import { managedCertificates, type ManagedEntry } from './managed-names.js';
 import { MaterialCache } from './material-cache.js';
+import { DEFAULT_PAUSE_AFTER_MS } from './on-demand.js';
 import type { CertEngineOptions, EngineStats, HandshakeInfo, ServedCertificate, StartOptions } from './options.js';
 import { Residency } from './residency.js';
 import { SessionTickets, type SessionTicketServerOptions } from './session-tickets.js';
@@ -115,7 +116,8 @@ export class CertEngine {
       beforeIssue: (attempt) => this.#admission.beforeIssue(attempt),
     });
     const questions = chartQuestions(machine, () => core.clock.now(), settings.serveExpired);
-    const residency = (this.#residency = new Residency({ core, machine, questions, view, held, queue, inspect: options.inspect }));
+    const pauseAfterMs = options.onDemand ? (options.onDemand.pauseAfterMs ?? DEFAULT_PAUSE_AFTER_MS) : undefined;
+    const residency = (this.#residency = new Residency({ core, machine, questions, view, held, queue, inspect: options.inspect, pauseAfterMs }));
     this.#ari = new AriSchedule(core, queue, (name) => residency.get(name), (record, renewAt) => residency.sendOrAsk(record, { type: 'RENEWAL_INFO', renewAt }));
     this.#admission = new OnDemandAdmission(core, residency, options.onDemand);
     this.#sync = new StorageSync(core, residency, loads, view);

@@ -23,8 +23,9 @@
  * No step starts an attempt.
  */
 import type { SecureContext, TLSSocket } from 'node:tls';
-import { CertificateUnavailableError, EngineStoppedError, HandshakeTimeoutError, TooManyWaitersError } from '../errors.js';
-import type { HandshakeAnswer, HandshakeReply, LoadedState } from '../machines/certificate.js';
+import { CertificateUnavailableError, EngineStoppedError, HandshakeTimeoutError, InvalidCertificateError, TooManyWaitersError } from '../errors.js';
+import { keys } from '../storage-keys.js';
+import { TAGS, type HandshakeAnswer, type HandshakeReply, type LoadedState } from '../machines/certificate.js';
 import type { ErrorInfo } from '../types.js';
 import { InvalidNameError, RejectionLog, normalizeName } from '../names.js';
 import type { OnDemandAdmission } from './admission.js';
@@ -85,7 +86,10 @@ export class HandshakePath {
       }
       const immediate = served !== undefined;
       if (!served) {
-        const answer = await this.#ask(record);
+        // (Synchronous unless the name is paused: a held handshake's deadline starts now.)
+        let answer = await this.#ask(record, this.#paused(record) ? await this.#resume(record, servername, info) : false);
+        // Held while the name was read, and it turned out paused: this handshake may resume it too.
+        if (!answer.ok && !('stopped' in answer) && this.#paused(record)) answer = await this.#ask(record, await this.#resume(record, servername, info));
         // (A certificate OpenSSL refused is being replaced: reading it again would not help.)
         if (answer.ok && !this.#materials.has(answer.fingerprint) && !this.#repairing.has(answer.fingerprint)) await this.#reloadMaterial(record);
         served = this.#served(record, answer);
@@ -184,8 +188,22 @@ export class HandshakePath {
     return record;
   }
 
-  /** Step 5: a HANDSHAKE event to the name's actor (woken if needed), and its one answer. */
-  #ask(record: NameRecord): Promise<HandshakeAnswer> {
+  /** The chart has paused the name (tag `resumes`): a handshake resumes it only with permission asked afresh. */
+  #paused(record: NameRecord): boolean {
+    return record.actor?.getSnapshot().hasTag(TAGS.resumes) === true;
+  }
+
+  /** Ask permission afresh for a paused name: true when given (the refusal is thrown otherwise). */
+  async #resume(record: NameRecord, servername: string, info: HandshakeInfo): Promise<boolean> {
+    await this.#admission.recheck(record, servername, info);
+    return true;
+  }
+
+  /**
+   * Step 5: a HANDSHAKE event to the name's actor (woken if needed), and its
+   * one answer; a RESUME instead when `resume` and the chart still takes it.
+   */
+  #ask(record: NameRecord, resume = false): Promise<HandshakeAnswer> {
     return new Promise<HandshakeAnswer>((resolve) => {
       let answered = false;
       const reply: HandshakeReply = (answer) => {
@@ -194,7 +212,8 @@ export class HandshakePath {
         resolve(answer);
       };
       const actor = this.#residency.wake(record, true);
-      actor.send({ type: 'HANDSHAKE', reply });
+      const resumed = { type: 'RESUME' as const, reply };
+      actor.send(resume && actor.getSnapshot().can(resumed) ? resumed : { type: 'HANDSHAKE', reply });
       // A stopped actor ignores events: answer rather than hang.
       if (actor.getSnapshot().status !== 'active') reply({ ok: false, stopped: true });
     });
@@ -257,7 +276,9 @@ export class HandshakePath {
     const fingerprint = record.certificate?.fingerprint;
     if (fingerprint === undefined || this.#repairing.has(fingerprint) || this.#core.stopped) return;
     this.#repairing.add(fingerprint);
-    this.#core.logger.warn({ name: record.name }, 'the stored certificate cannot be served (its key does not match it?): obtaining a new one');
+    // Reported once for the stored value: the attempt's strict re-read of it does not warn again.
+    const refused = new InvalidCertificateError('OpenSSL refused the stored certificate with its key (the key does not match it?)');
+    this.#core.corrupt.report(keys.certificate(record.name), record.name, refused, 'the stored certificate cannot be served (its key does not match it?): obtaining a new one');
     this.#materials.delete(fingerprint);
     this.#residency.wake(record, true).send({ type: 'FORCE_RENEW' });
   }

@@ -5,7 +5,9 @@
  *
  * The key is not parsed here (10× cheaper: 100,000 names are read at start);
  * OpenSSL checks it when the context is built, and a refused pair is replaced.
- * Corrupt values count as absent (logged), never a stuck name.
+ * Values that cannot be used (bytes that are not UTF-8, truncated or foreign
+ * JSON, another name's certificate) count as absent, reported once
+ * (corrupt-values.ts), never a stuck name.
  */
 import { certificateCoversName } from '../certs.js';
 import { CorruptStorageError } from '../errors.js';
@@ -103,15 +105,16 @@ export class Loads {
    */
   async fromStored(name: string, unitRaw: string, skipFailure: boolean): Promise<LoadedState> {
     if (skipFailure) return this.#parse(name, unitRaw, undefined, 0, false);
-    const [failureRaw, clockOffset] = await this.#core.track(Promise.all([this.#core.storage.load(keys.failure(name)), this.#core.storageClock.offset()]));
+    const { storage, corrupt, storageClock } = this.#core;
+    const [failureRaw, clockOffset] = await this.#core.track(Promise.all([corrupt.load(storage, keys.failure(name), name), storageClock.offset()]));
     return this.#parse(name, unitRaw, failureRaw, clockOffset, false);
   }
 
   async #read(name: string, skipFailure: boolean, cache: boolean): Promise<LoadedState> {
-    const { storage } = this.#core;
+    const { storage, corrupt } = this.#core;
     const [unitRaw, failureRaw, clockOffset] = await Promise.all([
-      storage.load(keys.certificate(name)),
-      skipFailure ? undefined : storage.load(keys.failure(name)),
+      corrupt.load(storage, keys.certificate(name), name),
+      skipFailure ? undefined : corrupt.load(storage, keys.failure(name), name),
       // Failure records carry times on the storage's clock: shifted to ours by the offset between them.
       skipFailure ? 0 : this.#core.storageClock.offset(),
     ]);
@@ -119,32 +122,38 @@ export class Loads {
   }
 
   #parse(name: string, unitRaw: string | undefined, failureRaw: string | undefined, clockOffset: number, cache: boolean): LoadedState {
-    const { logger } = this.#core;
+    const { corrupt } = this.#core;
+    const unitKey = keys.certificate(name);
+    const failureKey = keys.failure(name);
     const loaded: LoadedState = {};
     if (unitRaw !== undefined) {
-      const unit = this.#parseOrWarn(name, () => parseStoredCertificate(keys.certificate(name), unitRaw, { checkKey: false }));
+      const unit = this.#parseOrReport(name, unitKey, () => parseStoredCertificate(unitKey, unitRaw, { checkKey: false }));
       // A unit stored under the wrong name is not this name's certificate; nor one missing a name of its group (names added).
       if (unit && !this.#namesOf(name).every((n) => certificateCoversName(unit.meta, n))) {
-        logger.warn({ name }, 'ignoring a stored certificate that does not cover its names');
+        corrupt.report(unitKey, name, new CorruptStorageError(unitKey, 'the stored certificate does not cover its names'));
       } else if (unit) {
+        corrupt.usable(unitKey);
         if (cache) this.#materials.put(unit.meta.fingerprint, unit.bundle);
         else this.#materials.putIfRoom(unit.meta.fingerprint, unit.bundle);
         loaded.certificate = unit.meta;
       }
     }
     if (failureRaw !== undefined) {
-      const failure = this.#parseOrWarn(name, () => parseFailureRecord(keys.failure(name), failureRaw, clockOffset));
-      if (failure) loaded.failure = failure;
+      const failure = this.#parseOrReport(name, failureKey, () => parseFailureRecord(failureKey, failureRaw, clockOffset));
+      if (failure) {
+        corrupt.usable(failureKey);
+        loaded.failure = failure;
+      }
     }
     return loaded;
   }
 
-  #parseOrWarn<T>(name: string, parse: () => T): T | undefined {
+  #parseOrReport<T>(name: string, key: string, parse: () => T): T | undefined {
     try {
       return parse();
     } catch (error) {
       if (!(error instanceof CorruptStorageError)) throw error;
-      this.#core.logger.warn({ name, err: safeError(error) }, 'ignoring corrupt stored value');
+      this.#core.corrupt.report(key, name, error);
       return undefined;
     }
   }

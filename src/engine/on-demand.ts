@@ -7,9 +7,9 @@
  *
  * Permission and budget are separate calls on purpose: `check()` says whether
  * a name may have a certificate at all (asked on a handshake for an unknown
- * name and again before renewal), `takeIssuanceToken()` is spent only when an
- * order is actually about to be placed for a new name (not when a stored
- * certificate is found, not for renewals).
+ * name, and again before renewals and retries), `takeIssuanceToken()` is
+ * taken before an attempt for a new name locks anything, and given back when
+ * no order was placed after all (a stored certificate was found; not for renewals).
  */
 import type { Logger } from 'pino';
 import { ConfigError, OnDemandRefusedError, escapeForLog, type OnDemandRefusal } from '../errors.js';
@@ -43,6 +43,15 @@ export interface OnDemandOptions {
    * If `decide` is also set, both must allow (`decide` is asked first).
    */
   ask?: string;
+  /**
+   * Pause a name that has been failing this long with no certificate to serve,
+   * like Let's Encrypt's paused identifiers: no more orders until
+   * `forceRenew` or a handshake after the pause, for which permission is asked
+   * afresh, gives it one attempt (a success ends the pause; a failure pauses it
+   * again after its backoff). Shown as `paused` in `status()`. ms; default
+   * 259 200 000 (3 days).
+   */
+  pauseAfterMs?: number;
   /** Deadline of one `ask` request, ms. Default 10 000. */
   askTimeoutMs?: number;
   /** Deadline of one `decide` call, ms; a hung decision must not pin a name forever. Default 10 000. */
@@ -115,6 +124,8 @@ export interface OnDemandGate {
    * before the first order for a name with no stored certificate.
    */
   takeIssuanceToken(name: string): boolean;
+  /** Give back a token taken by `takeIssuanceToken` when no order was placed after all. */
+  returnIssuanceToken(): void;
   /** When the next issuance token is available, ms since epoch (for `retryAfter`). */
   nextIssuanceTokenAt(): number;
   /** Drop the cached decision for `name` (a decision already in flight still lands). */
@@ -138,6 +149,8 @@ interface CacheEntry {
 const ALLOW: Decision = { allowed: true };
 const DENY: Decision = { allowed: false, reason: 'denied' };
 const DEFAULT_RATE = { burst: 20, refillPerSecond: 1 / 36 };
+/** Default of `onDemand.pauseAfterMs`: 3 days of failing with nothing to serve. */
+export const DEFAULT_PAUSE_AFTER_MS = 3 * 86_400_000;
 
 /**
  * Create the on-demand gate. Throws `ConfigError` when neither `decide` nor
@@ -215,6 +228,7 @@ export function createOnDemandGate(options: OnDemandOptions, deps: OnDemandDeps)
       troubleLog.record('rate-limited', name);
       return false;
     },
+    returnIssuanceToken: () => bucket.giveBack(),
     nextIssuanceTokenAt: () => bucket.nextTokenAt(),
     forget(name) {
       cache.delete(name);

@@ -6,6 +6,7 @@
  * if storage does not meanwhile hold a newer certificate for the name (one a
  * process stored since must not be overwritten by ours).
  */
+import { CorruptStorageError } from '../errors.js';
 import { parseStoredCertificate } from './stored.js';
 import { keys } from '../storage-keys.js';
 import { safeError } from '../safe-error.js';
@@ -84,7 +85,11 @@ export class PendingStores {
     const lock = await storage.lock(lockKey, lockTtlMs, { signal: AbortSignal.timeout(lockTtlMs) });
     try {
       const key = keys.certificate(name);
-      const raw = await storage.load(key);
+      // Bytes the storage cannot decode (not UTF-8) are corrupt too: ours replaces them.
+      const raw = await storage.load(key).catch((error: unknown) => {
+        if (error instanceof CorruptStorageError) return undefined;
+        throw error;
+      });
       if (raw !== undefined) {
         let stored: CertificateMeta | undefined;
         try {

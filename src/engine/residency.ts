@@ -34,6 +34,8 @@ export interface ResidencyDeps {
   held: HeldReplies;
   queue: WakeQueue<'wake' | 'ari'>;
   inspect: Observer<InspectionEvent> | ((event: InspectionEvent) => void) | undefined;
+  /** On-demand names pause after failing this long with nothing to serve (undefined: on-demand is off). */
+  pauseAfterMs: number | undefined;
 }
 
 export class Residency {
@@ -43,6 +45,8 @@ export class Residency {
   readonly #aliases = new Map<string, NameRecord>();
   /** Live actors resting where they may sleep, least recently active first: the candidates for sleep. */
   readonly #resting = new Map<string, NameRecord>();
+  /** Names to drop once their attempt ends, with why (logged). */
+  readonly #evicting = new Map<string, string>();
   #live = 0;
   /** The next record's `seq`. */
   #seq = 0;
@@ -123,7 +127,7 @@ export class Residency {
     record.urgent = urgent;
     const actor = createActor(machine, {
       id: `cert:${record.name}`,
-      input: { name: record.name, serveExpired: core.settings.serveExpired },
+      input: { name: record.name, serveExpired: core.settings.serveExpired, pauseAfterMs: record.managed ? undefined : this.#deps.pauseAfterMs },
       clock: core.clock,
       inspect,
     });
@@ -141,6 +145,7 @@ export class Residency {
         if (record.actor !== actor) return;
         this.#noteRest(record, snapshot);
         view.show(record, snapshot);
+        if (this.#evicting.size > 0 && !snapshot.matches('attempting')) this.#evictRefused(record);
       },
       error: (error) => core.logger.error({ name: record.name, err: safeError(error) }, 'certificate actor failed'),
     });
@@ -191,6 +196,14 @@ export class Residency {
     if (record?.sleeping && !this.#deps.core.stopped) this.wake(record);
   }
 
+  /**
+   * Drop a name once the attempt in flight has ended (the state it ends in has
+   * answered every waiter with its outcome), after that transition, never inside it.
+   */
+  removeAfterAttempt(record: NameRecord, why: string): void {
+    this.#evicting.set(record.name, why);
+  }
+
   /** Drop a name altogether (an on-demand name no longer allowed): its actor stops, its timers go. */
   remove(record: NameRecord): void {
     if (this.#records.get(record.name) !== record) return;
@@ -206,6 +219,7 @@ export class Residency {
     for (const alias of record.names?.slice(1) ?? []) if (this.#aliases.get(alias) === record) this.#aliases.delete(alias);
     this.#deps.view.counts.remove(record.state);
     this.#resting.delete(record.name);
+    this.#evicting.delete(record.name);
     this.#deps.queue.cancel('wake', record.name);
     this.#deps.queue.cancel('ari', record.name);
   }
@@ -221,6 +235,18 @@ export class Residency {
     this.#aliases.clear();
     this.#deps.view.counts.clear();
     this.#resting.clear();
+    this.#evicting.clear();
+  }
+
+  #evictRefused(record: NameRecord): void {
+    const why = this.#evicting.get(record.name);
+    if (why === undefined) return;
+    this.#evicting.delete(record.name);
+    setImmediate(() => {
+      if (this.#deps.core.stopped) return;
+      this.remove(record);
+      this.#deps.core.logger.info({ name: record.name }, why);
+    });
   }
 
   /** Track live actors that rest where the chart lets them sleep; sleep the excess. */
@@ -274,9 +300,13 @@ export class Residency {
 
 /** What a sleeping name keeps of a resting snapshot: enough for its actor to resume from it. */
 function asleep(snapshot: CertificateSnapshot): SleepingName | undefined {
-  const { certificate, renewAt, attempts, lastError, nextAttemptAt, orders } = snapshot.context;
+  const { certificate, renewAt, attempts, lastError, nextAttemptAt, orders, failingSince } = snapshot.context;
   if (!certificate || renewAt === undefined) return undefined;
   // The issuance floor's orders stay with the record, so waking does not forget them.
   const kept = attempts > 0 || nextAttemptAt !== undefined || orders !== undefined;
-  return { certificate, renewAt, ...(kept ? { failure: { attempts, lastError, nextAttemptAt, ...(orders ? { orders } : {}) } } : {}) };
+  return {
+    certificate,
+    renewAt,
+    ...(kept ? { failure: { attempts, lastError, nextAttemptAt, ...(orders ? { orders } : {}), ...(failingSince !== undefined ? { failingSince } : {}) } } : {}),
+  };
 }

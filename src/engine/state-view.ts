@@ -120,7 +120,9 @@ export class StateView {
       if (context.certificate) status.certificate = context.certificate;
       if (context.renewAt !== undefined) status.renewAt = context.renewAt;
       if (context.lastError) status.lastError = context.lastError;
-      if (context.nextAttemptAt !== undefined) status.nextAttemptAt = context.nextAttemptAt;
+      // A paused name has no next attempt: only an operator or a fresh allowed handshake resumes it.
+      if (context.nextAttemptAt !== undefined && record.state !== 'paused') status.nextAttemptAt = context.nextAttemptAt;
+      if (context.failingSince !== undefined) status.failingSince = context.failingSince;
     } else if (record.sleeping) {
       status.attempts = record.sleeping.failure?.attempts ?? 0;
       status.certificate = record.sleeping.certificate;

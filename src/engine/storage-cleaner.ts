@@ -215,13 +215,15 @@ export class StorageCleaner {
   /** Whether nothing stored for `name` has been alive since `cutoff`: no certificate valid then, no backoff running then. */
   async #deadSince(name: string, cutoff: number, underLock: boolean): Promise<boolean> {
     const { storage, logger } = this.#deps;
-    const [unitRaw, failureRaw] = await Promise.all([storage.load(keys.certificate(name)), storage.load(keys.failure(name))]);
     try {
+      // Bytes the storage cannot decode (not UTF-8) are corrupt like any other bad value.
+      const [unitRaw, failureRaw] = await Promise.all([storage.load(keys.certificate(name)), storage.load(keys.failure(name))]);
       if (unitRaw !== undefined && parseStoredCertificate(keys.certificate(name), unitRaw, { checkKey: false }).meta.notAfter >= cutoff) return false;
       if (failureRaw !== undefined) {
         const record = parseFailureRecord(keys.failure(name), failureRaw);
         if (Math.max(record.nextAttemptAt ?? 0, record.lastError?.at ?? 0) >= cutoff) return false;
       }
+      return unitRaw !== undefined || failureRaw !== undefined;
     } catch (error) {
       if (!(error instanceof CorruptStorageError)) throw error;
       // A corrupt value counts by its age: debris once it is older than the grace period.
@@ -229,7 +231,7 @@ export class StorageCleaner {
       const stats = await Promise.all(keysOf.map((key) => storage.stat(key)));
       if (stats.some((stat) => stat !== undefined && stat.modified >= cutoff)) return false;
       if (underLock) logger.info({ name }, 'storage cleaner: removing corrupt stored values older than the grace period');
+      return true; // a corrupt value is there
     }
-    return unitRaw !== undefined || failureRaw !== undefined;
   }
 }

@@ -86,6 +86,7 @@ function shiftFailure(record: FailureRecord, deltaMs: number): FailureRecord {
   if (deltaMs === 0) return record;
   const shifted: FailureRecord = { attempts: record.attempts };
   if (record.nextAttemptAt !== undefined) shifted.nextAttemptAt = record.nextAttemptAt + deltaMs;
+  if (record.failingSince !== undefined) shifted.failingSince = record.failingSince + deltaMs;
   if (record.orders !== undefined) shifted.orders = record.orders.map((at) => at + deltaMs);
   if (record.lastError) {
     const { at, retryAfter, issuerRetryAfter, ...rest } = record.lastError;
@@ -113,6 +114,7 @@ export function parseFailureRecord(key: string, raw: string, clockOffsetMs = 0):
   if (!isRecord(value) || !isCount(value.attempts)) throw new CorruptStorageError(key, 'malformed failure record');
   const record: FailureRecord = { attempts: value.attempts };
   if (isTime(value.nextAttemptAt)) record.nextAttemptAt = value.nextAttemptAt;
+  if (isTime(value.failingSince)) record.failingSince = value.failingSince;
   // The issuance floor's orders: times only, the newest MAX_KEPT_ORDERS (a hostile record cannot grow memory).
   if (Array.isArray(value.orders)) {
     const orders = value.orders.slice(-MAX_KEPT_ORDERS).filter(isTime);

@@ -47,6 +47,12 @@ export class TokenBucket {
     return true;
   }
 
+  /** Give back a token taken for something that did not happen after all (never beyond the burst). */
+  giveBack(): void {
+    this.#refill();
+    this.#tokens = Math.min(this.#burst, this.#tokens + 1);
+  }
+
   /** Whole tokens available now. */
   available(): number {
     this.#refill();

@@ -27,6 +27,10 @@ export interface CertificateContext {
   serveExpired: boolean;
   /** An operator asked for an attempt before storage was read: routing starts one, whatever the renewal time or backoff. */
   forced: boolean;
+  /** Since when the name has been failing (the first failure since its last success), ms since epoch. */
+  failingSince?: number;
+  /** Failing this long with nothing to serve pauses the name (on-demand names; undefined: never). See pause.ts. */
+  pauseAfterMs?: number;
   /** Times of this name's recent orders (issuer calls), oldest first: the issuance floor's window. */
   orders?: number[];
   /** The certificate whose ARI "renew now" was already honoured (once per certificate). */
@@ -59,6 +63,8 @@ export interface FailureRecord {
   attempts: number;
   lastError?: ErrorInfo;
   nextAttemptAt?: number;
+  /** Since when the name has been failing (kept across restarts and processes, for pausing). */
+  failingSince?: number;
   /** Times of the name's recent orders (the issuance floor), shared with restarts and the cluster. */
   orders?: number[];
 }
@@ -100,6 +106,8 @@ export type CertificateEvent =
   | { type: 'FORCE_RENEW'; reply?: OperatorReply }
   | { type: 'STORAGE_CHANGED'; certificate: CertificateMeta }
   | { type: 'RENEWAL_INFO'; renewAt: number }
+  /** A handshake for a paused name whose permission was just asked afresh and given: one attempt. */
+  | { type: 'RESUME'; reply: HandshakeReply }
   | { type: 'STOP' };
 
 /** Notifications the machine emits (engine.on(...) re-publishes them). */
@@ -123,6 +131,8 @@ export type CertificateEmitted =
 export interface CertificateInput {
   name: string;
   serveExpired?: boolean;
+  /** Pause the name after failing this long with nothing to serve (on-demand names); undefined: never. */
+  pauseAfterMs?: number;
 }
 
 /** What the machine needs from the outside world to *decide* (not to act). */
@@ -145,11 +155,13 @@ export const TAGS = {
   servesExpiredCertificate: 'serves-expired-certificate',
   refuses: 'refuses',
   holds: 'holds',
+  /** Paused: refused, unless permission asked afresh allows a RESUME (the engine asks, the chart attempts). */
+  resumes: 'resumes',
   maySleep: 'may-sleep',
 } as const;
 
 /** The answer tags: one of them marks every resting state but `stopped`. */
-export const ANSWER_TAGS = [TAGS.servesCertificate, TAGS.servesExpiredCertificate, TAGS.refuses, TAGS.holds] as const;
+export const ANSWER_TAGS = [TAGS.servesCertificate, TAGS.servesExpiredCertificate, TAGS.refuses, TAGS.holds, TAGS.resumes] as const;
 
 /** What the certificate in hand is worth at `now`. */
 export function certificateKind(context: Pick<CertificateContext, 'certificate'>, now: number): 'none' | 'usable' | 'expired' {

@@ -147,6 +147,8 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
       isAnotherUsableCertificate: ({ context }, incoming: CertificateMeta) => decide.isAnotherUsableCertificate(context, incoming),
       /** A future ARI window always; "renew now" once per certificate. */
       acceptsRenewalInfo: ({ context }, renewAt: number) => decide.acceptsRenewalInfo(context, renewAt),
+      /** Failing for longer than `pauseAfterMs` with nothing to serve (pause.ts). */
+      paused: ({ context }) => decide.paused(context),
     },
     delays: {
       untilRenewal: ({ context }) => untilMs(context.renewAt),
@@ -155,7 +157,7 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
     },
   }).createMachine({
     id: 'certificate',
-    context: ({ input }) => ({ name: input.name, attempts: 0, attemptSeq: 0, serveExpired: input.serveExpired ?? false, forced: false }),
+    context: ({ input }) => ({ name: input.name, attempts: 0, attemptSeq: 0, serveExpired: input.serveExpired ?? false, forced: false, pauseAfterMs: input.pauseAfterMs }),
     initial: 'loading',
     on: { STOP: '.stopped' },
     states: {
@@ -180,6 +182,7 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
         always: [
           { guard: 'forced', target: 'attempting' },
           { guard: and(['hasUsableCertificate', not('renewalDue')]), target: 'valid' },
+          { guard: 'paused', target: 'paused' },
           { guard: 'backoffPending', target: 'failed-backoff' },
           // Never hammer a CA: at most maxOrdersPerWindow orders per name per window, whatever the reason.
           { guard: 'floorHolds', target: 'failed-backoff', actions: 'recordFloor' },
@@ -270,7 +273,13 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
           src: 'persistFailure',
           input: ({ context }) => ({
             name: context.name,
-            record: { attempts: context.attempts, lastError: context.lastError, nextAttemptAt: context.nextAttemptAt, ...(context.orders ? { orders: context.orders } : {}) },
+            record: {
+              attempts: context.attempts,
+              lastError: context.lastError,
+              nextAttemptAt: context.nextAttemptAt,
+              ...(context.orders ? { orders: context.orders } : {}),
+              ...(context.failingSince !== undefined ? { failingSince: context.failingSince } : {}),
+            },
           }),
         },
         after: { untilNextAttempt: { target: 'routing' } },
@@ -333,6 +342,22 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
           HANDSHAKE: { actions: { type: 'answerHandshake', params: withRefusal } },
           // Read again now, then start the attempt the operator asked for.
           FORCE_RENEW: { target: 'loading', actions: [{ type: 'holdOperator', params: operatorOf }, 'markForced'] },
+        },
+      },
+      /** Failing for days with nothing to serve: no order until an operator's FORCE_RENEW or a RESUME gives it one attempt. */
+      paused: {
+        tags: [TAGS.resumes],
+        entry: { type: 'releaseHandshakes', params: ({ context }) => refusalOf(context) },
+        on: {
+          HANDSHAKE: { actions: { type: 'answerHandshake', params: withRefusal } },
+          RESUME: { target: 'attempting', actions: { type: 'holdHandshake', params: replyOf } },
+          // Like every FORCE_RENEW: the operator's attempt bypasses the issuance floor (said in cert_obtaining).
+          FORCE_RENEW: { target: 'attempting', actions: [{ type: 'holdOperator', params: operatorOf }, 'markForced'] },
+          STORAGE_CHANGED: {
+            guard: { type: 'isAnotherUsableCertificate', params: ({ event }) => event.certificate },
+            target: 'valid',
+            actions: { type: 'adoptChanged', params: ({ event }) => event.certificate },
+          },
         },
       },
       stopped: {

@@ -16,6 +16,7 @@ import {
   type MachineDeps,
 } from './certificate-io.js';
 import { floorUntil, flooredRenewAt, notYetValid, ordersOfLoaded, ordersPlacedBy, recentOrders, withOrders } from './floor.js';
+import { failingSinceAfterFailure, failingSinceOf, isPaused } from './pause.js';
 import { nextAttemptTime, renewalTime } from './policy.js';
 
 type Update = Partial<CertificateContext>;
@@ -34,6 +35,8 @@ export function chartDecisions({ now, random, policy }: MachineDeps) {
     nextAttemptAt: undefined,
     orders,
     forced: false,
+    // A certificate in hand ends the failing streak (pause.ts).
+    failingSince: undefined,
   });
 
   return {
@@ -57,6 +60,8 @@ export function chartDecisions({ now, random, policy }: MachineDeps) {
       incoming.fingerprint !== context.certificate?.fingerprint && now() < incoming.notAfter && !notYetValid(incoming, now(), policy),
     /** An ARI window: a future time always; "renew now" (a window in the past) once per certificate. */
     acceptsRenewalInfo: (context: CertificateContext, renewAt: number) => renewAt > now() || context.ariNowFor !== context.certificate?.fingerprint,
+    /** Failing for longer than `pauseAfterMs` with nothing to serve (pause.ts). */
+    paused: (context: CertificateContext) => isPaused(context, now()),
 
     // ─── Context updates ───
     /** What storage holds: a certificate not valid yet counts as none; without a record, the certificate in hand counts as an order at its notBefore. */
@@ -72,6 +77,7 @@ export function chartDecisions({ now, random, policy }: MachineDeps) {
         lastError: loaded.failure?.lastError,
         nextAttemptAt: loaded.failure?.nextAttemptAt,
         orders,
+        failingSince: failingSinceOf(loaded.failure),
       };
     },
     /** The attempt's certificate; its orders count toward the floor (an adopted one placed none). */
@@ -98,7 +104,14 @@ export function chartDecisions({ now, random, policy }: MachineDeps) {
       const attempts = context.attempts + 1;
       const backoff = nextAttemptTime(at, attempts, random(), error.retryAfter, policy);
       const floor = floorUntil(orders, at, policy);
-      return { attempts, lastError: error, nextAttemptAt: floor !== undefined && floor > backoff ? floor : backoff, orders, forced: false };
+      return {
+        attempts,
+        lastError: error,
+        nextAttemptAt: floor !== undefined && floor > backoff ? floor : backoff,
+        orders,
+        forced: false,
+        failingSince: failingSinceAfterFailure(context, at),
+      };
     },
     /** Storage could not be read: read again in about 5 s (jittered). Never an attempt, never counted, never persisted. */
     recordStorageFailure: (cause: unknown): Update => {

@@ -26,9 +26,18 @@
  *   from the event and the clock (with at most ONE random draw per update, so
  *   the oracle and the chart consume the same seeded sequence).
  * - A transient decision (like `routing`): a function in `ROUTES` returning a
- *   state, used as a row's `to: { route: name }`.
+ *   state (and the updates that decision makes on the way), used as a row's
+ *   `to: { route: name }`.
+ *
+ * Never hammer a CA (issue 15, ARCHITECTURE.md "Never hammer a CA, on the
+ * success path too") is in `Facts.orders` (the name's recent orders), the
+ * `floor*` numbers, `routing`'s floor branch and the `recordFloor` update;
+ * on-demand pausing (issue 15 item 5, ARCHITECTURE.md "`paused`") in
+ * `Facts.failingSince`/`pauseAfterMs`, the `paused` state and `RESUME`.
  */
-import { isStorageFault, toErrorInfo } from '../../src/errors.js';
+import { IssuanceFloorError, isStorageFault, toErrorInfo } from '../../src/errors.js';
+// How an attempt's error says how many orders it placed (the attempt's side of the interface, not a decision).
+import { ordersPlacedBy } from '../../src/machines/floor.js';
 import type { CertificateMeta, ErrorInfo } from '../../src/types.js';
 
 const MINUTE = 60_000;
@@ -47,6 +56,7 @@ export type SpecState =
   | 'failed-backoff.serving-expired'
   | 'failed-backoff.refusing'
   | 'storage-unreadable'
+  | 'paused'
   | 'stopped';
 
 /** What a handshake gets in a state: at once (certificate, expired certificate, refusal) or held. */
@@ -55,21 +65,33 @@ export type TimerKind = 'renewal' | 'expiry' | 'nextAttempt';
 /** The chart's named delays, as ARCHITECTURE.md lists them, and the timer each one is. */
 export const DELAY_TIMERS: Record<string, TimerKind> = { untilRenewal: 'renewal', untilExpiry: 'expiry', untilNextAttempt: 'nextAttempt' };
 
+/** A stored failure record: the failure, the floor's orders, the failing streak's start. */
+export interface FailureFacts {
+  attempts: number;
+  lastError?: ErrorInfo;
+  nextAttemptAt?: number;
+  orders?: number[];
+  failingSince?: number;
+}
+
 export interface LoadedRecord {
   certificate?: CertificateMeta;
-  failure?: { attempts: number; lastError?: ErrorInfo; nextAttemptAt?: number };
+  failure?: FailureFacts;
   renewAt?: number;
 }
 
 export type SpecEvent =
   | { kind: 'load.done'; loaded: LoadedRecord }
   | { kind: 'load.error'; error: unknown }
-  | { kind: 'attempt.done'; certificate: CertificateMeta; adopted: boolean }
+  /** `ordered`: the orders the attempt placed (fallback issuers: more than one); absent: one unless adopted. */
+  | { kind: 'attempt.done'; certificate: CertificateMeta; adopted: boolean; ordered?: number }
   | { kind: 'attempt.error'; error: unknown }
   | { kind: 'timer'; timer: TimerKind }
   | { kind: 'FORCE_RENEW' }
   | { kind: 'STORAGE_CHANGED'; certificate: CertificateMeta }
   | { kind: 'RENEWAL_INFO'; renewAt: number }
+  /** A handshake for a paused name whose permission the engine just asked afresh, and got. */
+  | { kind: 'RESUME' }
   | { kind: 'STOP' };
 
 /** The facts the spec keeps about a name (its own view; never read from the chart). */
@@ -83,10 +105,18 @@ export interface Facts {
   nextAttemptAt?: number;
   attemptSeq: number;
   forced: boolean;
+  /** The name's recent orders (issuer calls that reached a CA), oldest first: the issuance floor's window. */
+  orders?: number[];
+  /** The certificate whose ARI "renew now" (a window in the past) was honoured: once per certificate. */
+  ariNowFor?: string;
+  /** Since when the name has been failing (the first failure since its last certificate). */
+  failingSince?: number;
+  /** On-demand names pause after failing this long with nothing to serve; managed names: undefined, never. */
+  pauseAfterMs?: number;
 }
 
 export type Emitted =
-  | { type: 'cert_obtaining'; name: string; reason: 'obtain' | 'renew' | 'expired'; attempt: number }
+  | { type: 'cert_obtaining'; name: string; reason: 'obtain' | 'renew' | 'expired'; attempt: number; forced: boolean; floorBypassed: boolean }
   | { type: 'cert_obtained'; name: string; certificate: CertificateMeta; adopted: boolean }
   | { type: 'cert_renewed'; name: string; certificate: CertificateMeta; previous: CertificateMeta; adopted: boolean }
   | { type: 'cert_failed'; name: string; error: ErrorInfo; attempts: number; nextAttemptAt: number }
@@ -116,6 +146,33 @@ export function specNextAttempt(now: number, failures: number, r: number, retryA
 
 /** Our storage failing: read (or try) again in 5 s ±20 %, never counted. */
 export const specStorageRetry = (now: number, r: number) => now + Math.round(5000 * (0.8 + 0.4 * r));
+
+// ─── The issuance floor (ARCHITECTURE.md, "Never hammer a CA"; the defaults) ─
+
+/** At most this many orders per name within the window… */
+export const FLOOR_ORDERS = 10;
+export const FLOOR_WINDOW_MS = DAY;
+/** …no renewal sooner than this after an order… */
+export const MIN_RENEWAL_INTERVAL_MS = 10 * MINUTE;
+/** …and a certificate whose notBefore is further ahead than this is not valid yet (counts as none). */
+export const CLOCK_SKEW_MS = 5 * MINUTE;
+
+/** The orders still inside the window at `now`, oldest first. */
+export const specRecentOrders = (orders: readonly number[] | undefined, now: number): number[] => (orders ?? []).filter((at) => at > now - FLOOR_WINDOW_MS).sort((a, b) => a - b);
+/** The recent orders and `count` more at `now`; undefined when none. */
+function ordersAfter(orders: readonly number[] | undefined, count: number, now: number): number[] | undefined {
+  const all = [...specRecentOrders(orders, now), ...Array.from({ length: count }, () => now)];
+  return all.length > 0 ? all : undefined;
+}
+/** When the floor lets an order be placed, if it holds now: the oldest of the last FLOOR_ORDERS orders leaves the window. */
+export function specFloorUntil(orders: readonly number[] | undefined, now: number): number | undefined {
+  const recent = specRecentOrders(orders, now);
+  return recent.length >= FLOOR_ORDERS ? recent[recent.length - FLOOR_ORDERS]! + FLOOR_WINDOW_MS : undefined;
+}
+/** A renewal time, never sooner than MIN_RENEWAL_INTERVAL_MS after the last order. */
+const floored = (renewAt: number, orders: readonly number[] | undefined) =>
+  orders && orders.length > 0 ? Math.max(renewAt, Math.max(...orders) + MIN_RENEWAL_INTERVAL_MS) : renewAt;
+const notYetValid = (cert: CertificateMeta, now: number) => cert.notBefore > now + CLOCK_SKEW_MS;
 
 // ─── States ────────────────────────────────────────────────────────────────
 
@@ -149,26 +206,38 @@ export const STATES: Record<Node, StateRow> = {
   'failed-backoff.serving-expired': { answer: 'expired-certificate', releasesHandshakes: true },
   'failed-backoff.refusing': { answer: 'refusal', releasesHandshakes: true },
   'storage-unreadable': { answer: 'refusal', timers: ['nextAttempt'], releasesHandshakes: true, releasesOperators: 'error' },
+  // No timer at all: only an operator, a RESUME, another certificate or stop move it.
+  paused: { answer: 'refusal', releasesHandshakes: true },
   stopped: { answer: 'stopped', releasesHandshakes: true, releasesOperators: 'stopped' },
 };
 
 // ─── Guards and transient decisions ────────────────────────────────────────
 
 type Guard = (f: Facts, now: number, event: SpecEvent) => boolean;
-export const GUARDS: Record<'usable' | 'hasCertificate' | 'serveExpired' | 'anotherUsableCertificate', Guard> = {
+export const GUARDS: Record<'usable' | 'hasCertificate' | 'serveExpired' | 'anotherUsableCertificate' | 'acceptsRenewalInfo' | 'paused', Guard> = {
   usable: (f, now) => f.certificate !== undefined && now < f.certificate.notAfter,
   hasCertificate: (f) => f.certificate !== undefined,
   serveExpired: (f) => f.serveExpired,
-  /** Storage holds another certificate that is still valid (by identity, not by notAfter). */
-  anotherUsableCertificate: (f, now, e) => e.kind === 'STORAGE_CHANGED' && e.certificate.fingerprint !== f.certificate?.fingerprint && now < e.certificate.notAfter,
+  /** Storage holds another certificate that is usable: valid already (within the clock skew), not expired (by identity, not by notAfter). */
+  anotherUsableCertificate: (f, now, e) =>
+    e.kind === 'STORAGE_CHANGED' && e.certificate.fingerprint !== f.certificate?.fingerprint && now < e.certificate.notAfter && !notYetValid(e.certificate, now),
+  /** An ARI window in the future always; one in the past ("renew now") once per certificate. */
+  acceptsRenewalInfo: (f, now, e) => e.kind === 'RENEWAL_INFO' && (e.renewAt > now || f.ariNowFor !== f.certificate?.fingerprint),
+  /** Failing for pauseAfterMs (on-demand names only) with no usable certificate. */
+  paused: (f, now) => f.pauseAfterMs !== undefined && f.failingSince !== undefined && now - f.failingSince >= f.pauseAfterMs && !GUARDS.usable(f, now, { kind: 'STOP' }),
 };
 
 export const ROUTES = {
-  /** `routing`: forced → attempt; usable and not due → valid; backoff pending → failed-backoff; else attempt. */
-  routing(f: Facts, now: number): Node {
+  /**
+   * `routing`: forced → attempt; usable and not due → valid; paused → paused; backoff pending →
+   * failed-backoff; the floor holds → failed-backoff (recording the floor's error); else attempt.
+   */
+  routing(f: Facts, now: number): Node | { to: Node; do: Update[] } {
     if (f.forced) return 'attempting';
     if (GUARDS.usable(f, now, { kind: 'STOP' }) && !(f.renewAt !== undefined && now >= f.renewAt)) return 'valid';
+    if (GUARDS.paused(f, now, { kind: 'STOP' })) return 'paused';
     if (f.nextAttemptAt !== undefined && now < f.nextAttemptAt) return 'failed-backoff';
+    if (specFloorUntil(f.orders, now) !== undefined) return { to: 'failed-backoff', do: ['recordFloor'] };
     return 'attempting';
   },
 };
@@ -183,7 +252,7 @@ function choose(node: Node, f: Facts, now: number): SpecState {
 
 // ─── Context updates ───────────────────────────────────────────────────────
 
-type Update = 'adoptStored' | 'storageFailure' | 'recordFailure' | 'adoptIssued' | 'adoptChanged' | 'setRenewAt' | 'markForced' | 'holdOperator' | 'emitIssued' | 'emitFailed' | 'emitExpired';
+type Update = 'adoptStored' | 'storageFailure' | 'recordFailure' | 'recordFloor' | 'adoptIssued' | 'adoptChanged' | 'setRenewAt' | 'markForced' | 'holdOperator' | 'emitIssued' | 'emitFailed' | 'emitExpired';
 
 // ─── Transitions (ARCHITECTURE.md's table, row by row) ─────────────────────
 
@@ -208,17 +277,22 @@ export const TRANSITIONS: Row[] = [
   { from: 'attempting.renewing', on: 'timer.expiry', do: ['emitExpired'], to: 'attempting.expired-renewing' },
   { from: 'valid', on: 'timer.renewal', to: { route: 'routing' } },
   { from: 'valid', on: 'timer.expiry', do: ['emitExpired'], to: { route: 'routing' } },
-  { from: 'valid', on: 'FORCE_RENEW', do: ['holdOperator'], to: 'attempting' },
-  { from: 'valid', on: 'RENEWAL_INFO', do: ['setRenewAt'], to: 'valid' },
+  // An operator's attempt bypasses the floor (and backoff): said in cert_obtaining.
+  { from: 'valid', on: 'FORCE_RENEW', do: ['holdOperator', 'markForced'], to: 'attempting' },
+  { from: 'valid', on: 'RENEWAL_INFO', when: 'acceptsRenewalInfo', do: ['setRenewAt'], to: 'valid' },
   { from: 'valid', on: 'STORAGE_CHANGED', when: 'anotherUsableCertificate', do: ['adoptChanged'], to: 'valid' },
   { from: 'failed-backoff', on: 'timer.nextAttempt', to: { route: 'routing' } },
-  { from: 'failed-backoff', on: 'FORCE_RENEW', do: ['holdOperator'], to: 'attempting' },
+  { from: 'failed-backoff', on: 'FORCE_RENEW', do: ['holdOperator', 'markForced'], to: 'attempting' },
   { from: 'failed-backoff', on: 'STORAGE_CHANGED', when: 'anotherUsableCertificate', do: ['adoptChanged'], to: 'valid' },
   { from: 'failed-backoff.serving', on: 'timer.expiry', when: 'serveExpired', do: ['emitExpired'], to: 'failed-backoff.serving-expired' },
   { from: 'failed-backoff.serving', on: 'timer.expiry', do: ['emitExpired'], to: 'failed-backoff.refusing' },
   { from: 'storage-unreadable', on: 'timer.nextAttempt', to: 'loading' },
   // Read again now, then start the attempt the operator asked for.
   { from: 'storage-unreadable', on: 'FORCE_RENEW', do: ['holdOperator', 'markForced'], to: 'loading' },
+  // Paused: one attempt for a handshake allowed afresh (held for it), or for an operator.
+  { from: 'paused', on: 'RESUME', to: 'attempting' },
+  { from: 'paused', on: 'FORCE_RENEW', do: ['holdOperator', 'markForced'], to: 'attempting' },
+  { from: 'paused', on: 'STORAGE_CHANGED', when: 'anotherUsableCertificate', do: ['adoptChanged'], to: 'valid' },
   { from: '*', on: 'STOP', to: 'stopped' },
 ];
 
@@ -242,9 +316,9 @@ export interface SpecEffects {
   /** The outcome held operators were released with, if they were. */
   releasedOperators?: OperatorOutcome;
   /** Failure records written. */
-  persisted: Array<{ attempts: number; lastError?: ErrorInfo; nextAttemptAt?: number }>;
-  /** The attempt started, with why (and the per-issuer Retry-After carried into it). */
-  attemptStarted?: { reason: 'obtain' | 'renew' | 'expired'; issuerRetryAfter?: Record<string, number> };
+  persisted: FailureFacts[];
+  /** The attempt started, with why (and the per-issuer Retry-After, the recent orders and the operator's request carried into it). */
+  attemptStarted?: { reason: 'obtain' | 'renew' | 'expired'; issuerRetryAfter?: Record<string, number>; orders?: number[]; forced?: true };
 }
 
 const parentOf = (s: SpecState): Node | undefined => (s.includes('.') ? (s.split('.')[0] as Node) : undefined);
@@ -258,17 +332,19 @@ export class LifecycleSpec {
   /** Handshakes and operators waiting (counted; the tests hold the replies). */
   heldOperators = 0;
 
+  /** `pauseAfterMs`: an on-demand name's (it may pause); absent for a managed name. */
   constructor(
     name: string,
     serveExpired: boolean,
     private readonly random: () => number,
+    pauseAfterMs?: number,
   ) {
-    this.facts = { name, serveExpired, attempts: 0, attemptSeq: 0, forced: false };
+    this.facts = { name, serveExpired, attempts: 0, attemptSeq: 0, forced: false, ...(pauseAfterMs !== undefined ? { pauseAfterMs } : {}) };
   }
 
   /** A copy that can be stepped on its own (the path search explores from copies). */
   clone(random: () => number): LifecycleSpec {
-    const copy = new LifecycleSpec(this.facts.name, this.facts.serveExpired, random);
+    const copy = new LifecycleSpec(this.facts.name, this.facts.serveExpired, random, this.facts.pauseAfterMs);
     copy.state = this.state;
     copy.facts = { ...this.facts };
     copy.armed = this.armed.map((t) => ({ ...t }));
@@ -309,7 +385,9 @@ export class LifecycleSpec {
     effects.handled = true;
     for (const update of row.do ?? []) this.apply(update, event, now, effects);
     if (row.to === undefined) return effects;
-    const target: Node = typeof row.to === 'string' ? row.to : ROUTES[row.to.route](this.facts, now);
+    const routed = typeof row.to === 'string' ? row.to : ROUTES[row.to.route](this.facts, now);
+    const target: Node = typeof routed === 'string' ? routed : routed.to;
+    if (typeof routed !== 'string') for (const update of routed.do) this.apply(update, event, now, effects);
     // Exit: the timers of what is left are cancelled. A parent stays (and keeps its timers) only when
     // moving between its own children; a target equal to the state itself is left and re-entered.
     const parent = target.includes('.') ? parentOf(target as SpecState) : undefined;
@@ -329,9 +407,13 @@ export class LifecycleSpec {
     if (row.startsAttempt) {
       const reason = this.facts.certificate === undefined ? 'obtain' : now < this.facts.certificate.notAfter ? 'renew' : 'expired';
       const issuerRetryAfter = this.facts.lastError?.issuerRetryAfter;
-      effects.attemptStarted = { reason, ...(issuerRetryAfter ? { issuerRetryAfter } : {}) };
-      this.facts = { ...this.facts, attemptSeq: this.facts.attemptSeq + 1, forced: false, nextAttemptAt: undefined };
-      effects.emitted.push({ type: 'cert_obtaining', name: this.facts.name, reason, attempt: this.facts.attemptSeq });
+      const orders = specRecentOrders(this.facts.orders, now);
+      const forced = this.facts.forced;
+      effects.attemptStarted = { reason, ...(issuerRetryAfter ? { issuerRetryAfter } : {}), ...(orders.length > 0 ? { orders } : {}), ...(forced ? { forced: true as const } : {}) };
+      // The operator's request is consumed when the attempt ends (its outcome), not here: the attempt bypasses the floor.
+      this.facts = { ...this.facts, attemptSeq: this.facts.attemptSeq + 1, nextAttemptAt: undefined };
+      const floorBypassed = forced && specFloorUntil(this.facts.orders, now) !== undefined;
+      effects.emitted.push({ type: 'cert_obtaining', name: this.facts.name, reason, attempt: this.facts.attemptSeq, forced, floorBypassed });
     }
     if (row.releasesHandshakes) effects.releasedHandshakes = this.outcome(row.answer!);
     if (row.releasesOperators) {
@@ -340,7 +422,10 @@ export class LifecycleSpec {
         row.releasesOperators === 'certificate' ? { ok: true, certificate: f.certificate! } : row.releasesOperators === 'stopped' ? { ok: false, stopped: true } : this.refusal();
       this.heldOperators = 0;
     }
-    if (row.persists) effects.persisted.push({ attempts: this.facts.attempts, lastError: this.facts.lastError, nextAttemptAt: this.facts.nextAttemptAt });
+    if (row.persists) {
+      const { attempts, lastError, nextAttemptAt, orders, failingSince } = this.facts;
+      effects.persisted.push({ attempts, lastError, nextAttemptAt, ...(orders ? { orders } : {}), ...(failingSince !== undefined ? { failingSince } : {}) });
+    }
     for (const timer of row.timers ?? []) {
       const at = timer === 'renewal' ? this.facts.renewAt : timer === 'expiry' ? this.facts.certificate?.notAfter : this.facts.nextAttemptAt;
       this.armed.push({ timer, node, at: Math.max(now, at ?? now) });
@@ -361,14 +446,23 @@ export class LifecycleSpec {
     const f = this.facts;
     switch (update) {
       case 'adoptStored': {
-        const { certificate, failure, renewAt } = (event as Extract<SpecEvent, { kind: 'load.done' }>).loaded;
+        const { certificate: stored, failure, renewAt } = (event as Extract<SpecEvent, { kind: 'load.done' }>).loaded;
+        // A certificate not valid yet (a writer whose clock runs ahead) counts as none.
+        const certificate = stored && !notYetValid(stored, now) ? stored : undefined;
+        // The record's orders; without any, the certificate in hand stands for one order at its notBefore.
+        const standsFor = certificate && certificate.notBefore <= now ? [certificate.notBefore] : undefined;
+        const recent = specRecentOrders(failure?.orders ?? standsFor, now);
+        const orders = recent.length > 0 ? recent : undefined;
         this.facts = {
           ...f,
           certificate,
-          renewAt: certificate ? (renewAt ?? specRenewalTime(certificate, this.random())) : undefined,
+          renewAt: certificate ? floored(renewAt ?? specRenewalTime(certificate, this.random()), orders) : undefined,
           attempts: failure?.attempts ?? f.attempts,
           lastError: failure?.lastError,
           nextAttemptAt: failure?.nextAttemptAt,
+          orders,
+          // A record written before the streak's start was kept: its last failure's time stands for it.
+          failingSince: failure?.failingSince ?? (failure && failure.attempts > 0 ? failure.lastError?.at : undefined),
         };
         return;
       }
@@ -378,20 +472,59 @@ export class LifecycleSpec {
         return;
       }
       case 'recordFailure': {
-        const error = toErrorInfo((event as Extract<SpecEvent, { kind: 'attempt.error' }>).error, now);
-        if (isStorageFault(error.code)) this.facts = { ...f, lastError: error, nextAttemptAt: specStorageRetry(now, this.random()) };
-        else this.facts = { ...f, attempts: f.attempts + 1, lastError: error, nextAttemptAt: specNextAttempt(now, f.attempts + 1, this.random(), error.retryAfter) };
+        const cause = (event as Extract<SpecEvent, { kind: 'attempt.error' }>).error;
+        const error = toErrorInfo(cause, now);
+        // The orders the failed attempt placed count too.
+        const orders = ordersAfter(f.orders, ordersPlacedBy(cause), now);
+        if (isStorageFault(error.code)) this.facts = { ...f, lastError: error, nextAttemptAt: specStorageRetry(now, this.random()), orders, forced: false };
+        // The cluster's floor (another process's orders): wait for it; not the CA's verdict, not counted.
+        else if (error.code === 'ERR_ISSUANCE_FLOOR' && error.retryAfter !== undefined) this.facts = { ...f, lastError: error, nextAttemptAt: error.retryAfter, orders, forced: false };
+        else {
+          const backoff = specNextAttempt(now, f.attempts + 1, this.random(), error.retryAfter);
+          const floor = specFloorUntil(orders, now);
+          this.facts = {
+            ...f,
+            attempts: f.attempts + 1,
+            lastError: error,
+            nextAttemptAt: floor !== undefined && floor > backoff ? floor : backoff,
+            orders,
+            forced: false,
+            failingSince: f.failingSince ?? now,
+          };
+        }
+        return;
+      }
+      case 'recordFloor': {
+        // Not a failure: nothing counted; no attempt before the floor lets one.
+        const recent = specRecentOrders(f.orders, now);
+        const until = specFloorUntil(f.orders, now)!;
+        this.facts = { ...f, lastError: toErrorInfo(new IssuanceFloorError(f.name, recent.length, FLOOR_WINDOW_MS, until), now), nextAttemptAt: until, orders: recent };
         return;
       }
       case 'adoptIssued':
       case 'adoptChanged': {
-        const { certificate } = event as Extract<SpecEvent, { kind: 'attempt.done' | 'STORAGE_CHANGED' }>;
-        this.facts = { ...f, certificate, renewAt: specRenewalTime(certificate, this.random()), attempts: 0, lastError: undefined, nextAttemptAt: undefined };
+        const e = event as Extract<SpecEvent, { kind: 'attempt.done' | 'STORAGE_CHANGED' }>;
+        // An issued certificate cost at least one order; an adopted one (another process's), none of ours.
+        const placed = e.kind === 'attempt.done' && !e.adopted ? Math.max(1, e.ordered ?? 1) : 0;
+        const orders = ordersAfter(f.orders, placed, now);
+        this.facts = {
+          ...f,
+          certificate: e.certificate,
+          renewAt: floored(specRenewalTime(e.certificate, this.random()), orders),
+          attempts: 0,
+          lastError: undefined,
+          nextAttemptAt: undefined,
+          orders,
+          forced: false,
+          failingSince: undefined,
+        };
         return;
       }
-      case 'setRenewAt':
-        this.facts = { ...f, renewAt: (event as Extract<SpecEvent, { kind: 'RENEWAL_INFO' }>).renewAt };
+      case 'setRenewAt': {
+        const { renewAt } = event as Extract<SpecEvent, { kind: 'RENEWAL_INFO' }>;
+        this.facts = { ...f, renewAt: floored(renewAt, f.orders), ariNowFor: renewAt <= now ? f.certificate?.fingerprint : f.ariNowFor };
         return;
+      }
       case 'markForced':
         this.facts = { ...f, forced: true };
         return;

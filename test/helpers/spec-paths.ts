@@ -10,9 +10,10 @@
  * Events are made at the time they happen (certificates relative to the
  * path's clock), so a path replays under any random source.
  */
-import { StorageError } from '../../src/errors.js';
+import { IssuanceError, IssuanceFloorError, StorageError, UnusableCertificateError } from '../../src/errors.js';
+import { withOrdersPlaced } from '../../src/machines/floor.js';
 import type { CertificateMeta } from '../../src/types.js';
-import { LifecycleSpec, type LoadedRecord, type SpecEvent } from './lifecycle-spec.js';
+import { FLOOR_ORDERS, LifecycleSpec, specFloorUntil, type LoadedRecord, type SpecEvent } from './lifecycle-spec.js';
 
 export const MIN = 60_000;
 export const DAY = 86_400_000;
@@ -53,7 +54,32 @@ const LOADS: Record<string, (now: number, name: string) => LoadedRecord> = {
   wokenInLongBackoff: (now, n) => ({ certificate: certificate('woken', now - DAY, now + 89 * DAY, n), renewAt: now + 5 * DAY, failure: storedFailure(now, 30 * DAY) }),
   // A backoff that outlasts the certificate: it expires while refused attempts wait.
   dueInLongBackoff: (now, n) => ({ certificate: certificate('due', now - 70 * DAY, now + 20 * DAY, n), failure: storedFailure(now, 30 * DAY) }),
+  // The issuance floor, as another process (or a previous run) recorded it: a window full of orders, no failure.
+  floorFull: (now) => ({ failure: { attempts: 0, orders: floorOrders(now) } }),
+  floorFullDue: (now, n) => ({ certificate: certificate('due', now - 70 * DAY, now + 20 * DAY, n), failure: { attempts: 0, orders: floorOrders(now) } }),
+  // A due certificate ordered a minute ago: its renewal waits for minRenewalIntervalMs after that order.
+  orderedAMinuteAgo: (now, n) => ({ certificate: certificate('due', now - 70 * DAY, now + 20 * DAY, n), failure: { attempts: 0, orders: [now - MIN] } }),
+  // A certificate another process stored with a clock an hour ahead: not valid yet, counts as none.
+  notYetValid: (now, n) => ({ certificate: certificate('future', now + 60 * MIN, now + 90 * DAY, n) }),
+  // Failing for four days with nothing to serve (an on-demand name pauses; a managed one does not).
+  failingForDays: (now) => ({
+    failure: { attempts: 6, nextAttemptAt: now - MIN, failingSince: now - 4 * DAY, lastError: { type: 'IssuanceError', message: 'stored failure', at: now - 6 * 60 * MIN } },
+  }),
+  failingForDaysExpired: (now, n) => ({
+    certificate: certificate('expired', now - 100 * DAY, now - 10 * DAY, n),
+    failure: { attempts: 6, nextAttemptAt: now + 10 * MIN, failingSince: now - 4 * DAY, lastError: { type: 'IssuanceError', message: 'stored failure', at: now - 1 } },
+  }),
+  // Failing for four days but still serving: it keeps renewing in its backoff.
+  failingForDaysUsable: (now, n) => ({
+    certificate: certificate('due', now - 70 * DAY, now + 20 * DAY, n),
+    failure: { attempts: 6, nextAttemptAt: now - MIN, failingSince: now - 4 * DAY, lastError: { type: 'IssuanceError', message: 'stored failure', at: now - 6 * 60 * MIN } },
+  }),
 };
+
+/** FLOOR_ORDERS orders within the last hours: the floor holds for about 22 h more. */
+function floorOrders(now: number): number[] {
+  return Array.from({ length: FLOOR_ORDERS }, (_, i) => now - (2 * 60 - i) * MIN);
+}
 
 const ATTEMPT_ERRORS: Record<string, (now: number) => unknown> = {
   refused: () => withError('the CA said no', { name: 'IssuanceError', code: 'ERR_ISSUANCE' }),
@@ -64,6 +90,11 @@ const ATTEMPT_ERRORS: Record<string, (now: number) => unknown> = {
   // Our storage failing during the attempt is not the CA's verdict.
   storage: () => new StorageError('storage down'),
   storageTimeout: () => withError('storage timed out', { name: 'StorageTimeoutError', code: 'ERR_STORAGE_TIMEOUT' }),
+  // The attempt placed orders before it failed (a refusal after ordering, an unusable certificate): they count.
+  refusedAfterOrder: () => withOrdersPlaced(new IssuanceError('the order was refused'), 1),
+  unusable: () => withOrdersPlaced(new UnusableCertificateError('issuer returned an expired certificate', 'expired'), 1),
+  // The cluster's record says the floor holds (another process's orders): wait for it, uncounted.
+  clusterFloor: (now) => new IssuanceFloorError('spec.localhost', FLOOR_ORDERS, DAY, now + 2 * 60 * MIN),
 };
 
 const CHANGES: Record<string, (now: number, spec: LifecycleSpec) => CertificateMeta> = {
@@ -71,6 +102,8 @@ const CHANGES: Record<string, (now: number, spec: LifecycleSpec) => CertificateM
   same: (now, s) => s.facts.certificate ?? certificate('changed', now, now + 90 * DAY, s.facts.name),
   expired: (now, s) => certificate('changed-expired', now - 90 * DAY, now - 1, s.facts.name),
   expiringNow: (now, s) => certificate('changed-now', now - 90 * DAY, now, s.facts.name),
+  // Stored by a writer whose clock runs an hour ahead: not usable yet, changes nothing.
+  notYetValid: (now, s) => certificate('changed-future', now + 60 * MIN, now + 90 * DAY, s.facts.name),
   olderStillValid: (now, s) => certificate('changed-older', now - 89 * DAY, now + DAY, s.facts.name),
 };
 
@@ -85,6 +118,8 @@ export function alphabet(spec: LifecycleSpec): PathEvent[] {
   if (inFlight === 'attempt') {
     events.push({ label: 'attempt:issued', make: (s, now) => ({ kind: 'attempt.done', certificate: certificate('issued', now, now + 90 * DAY, s.facts.name), adopted: false }) });
     events.push({ label: 'attempt:adopted', make: (s, now) => ({ kind: 'attempt.done', certificate: certificate('adopted', now - MIN, now + 90 * DAY, s.facts.name), adopted: true }) });
+    // The first issuer failed after ordering, the fallback issued: two orders.
+    events.push({ label: 'attempt:issuedByFallback', make: (s, now) => ({ kind: 'attempt.done', certificate: certificate('issued', now, now + 90 * DAY, s.facts.name), adopted: false, ordered: 2 }) });
     for (const [label, error] of Object.entries(ATTEMPT_ERRORS)) events.push({ label: `attempt:${label}`, make: (_, now) => ({ kind: 'attempt.error', error: error(now) }) });
   }
   const next = spec.nextTimer();
@@ -93,6 +128,9 @@ export function alphabet(spec: LifecycleSpec): PathEvent[] {
   for (const [label, change] of Object.entries(CHANGES)) events.push({ label: `changed:${label}`, make: (s, now) => ({ kind: 'STORAGE_CHANGED', certificate: change(now, s) }) });
   events.push({ label: 'ari:early', make: (_, now) => ({ kind: 'RENEWAL_INFO', renewAt: now + MIN }) });
   events.push({ label: 'ari:late', make: (_, now) => ({ kind: 'RENEWAL_INFO', renewAt: now + 400 * DAY }) });
+  // "Renew now": a window in the past, honoured once per certificate.
+  events.push({ label: 'ari:past', make: (_, now) => ({ kind: 'RENEWAL_INFO', renewAt: now - 60 * MIN }) });
+  events.push({ label: 'RESUME', make: () => ({ kind: 'RESUME' }) });
   events.push({ label: 'STOP', make: () => ({ kind: 'STOP' }) });
   return events;
 }
@@ -119,6 +157,10 @@ function key(spec: LifecycleSpec, now: number): string {
     f.lastError?.issuerRetryAfter !== undefined,
     spec.armed.map((t) => t.timer).sort(),
     spec.nextTimer()?.timer,
+    specFloorUntil(f.orders, now) !== undefined,
+    f.orders !== undefined && f.orders.length > 0,
+    f.ariNowFor !== undefined && f.ariNowFor === f.certificate?.fingerprint,
+    f.failingSince !== undefined && f.pauseAfterMs !== undefined && now - f.failingSince >= f.pauseAfterMs,
   ]);
 }
 
@@ -132,9 +174,9 @@ export interface SpecPath {
  * One path per edge of the spec's graph, breadth first from a name being
  * read, vertices up to `maxDepth` events deep.
  */
-export function specPaths(name: string, serveExpired: boolean, maxDepth = 5): SpecPath[] {
+export function specPaths(name: string, serveExpired: boolean, maxDepth = 5, pauseAfterMs?: number): SpecPath[] {
   const half = () => 0.5;
-  const start = new LifecycleSpec(name, serveExpired, half);
+  const start = new LifecycleSpec(name, serveExpired, half, pauseAfterMs);
   const T0 = Date.UTC(2026, 0, 1);
   const seen = new Set([key(start, T0)]);
   const queue: Array<{ spec: LifecycleSpec; now: number; events: PathEvent[] }> = [{ spec: start, now: T0, events: [] }];
