@@ -10,24 +10,21 @@
  * - `Residency` (residency.ts): live, sleeping and not-yet-read names; the wake heap.
  * - `StateView` (state-view.ts): what the outside sees of a name, read from snapshots.
  * - `Loads` (loads.ts), `StorageSync` (storage-sync.ts): reads, the start-up scan, the storage watch.
- * - `AriSchedule` (ari-schedule.ts), `OnDemandAdmission` (admission.ts).
+ * - `AriSchedule` (ari-schedule.ts), `OnDemandAdmission` (admission.ts),
+ *   `requestAttempt` (operator.ts): an operator's FORCE_RENEW and its one outcome.
  * - `SessionTickets` (session-tickets.ts): the cluster's session-ticket keys;
  *   `StorageCleaner` (storage-cleaner.ts): storage that stays bounded.
  *
  * `start()` and `stop()` are memoised: a second call waits for the first;
  * `start()` after `stop()` is an `EngineStoppedError`; `stop()` during
  * `start()` closes whatever start opened.
- *
- * Why over 400 lines: this is the public class, and most of its length is the
- * TSDoc of its ~25 public members, each a few lines of delegation to a part
- * above. Splitting it would split the API's reference, not a job.
  */
 import type { Server as TlsServer } from 'node:tls';
 import { createHttpChallengeHandler, type HttpChallengeHandler, type HttpFallback } from '../adapters/challenges/http-01.js';
 import { createTlsAlpnResponder } from '../adapters/challenges/tls-alpn-01.js';
 import { createAdminHandler, type AdminHandler, type AdminHandlerOptions } from '../admin/handler.js';
-import { CertificateUnavailableError, ConfigError, EngineStoppedError, NameNotAllowedError, OperatorTimeoutError } from '../errors.js';
-import { lifecycleStateOf, type OperatorReply } from '../machines/certificate.js';
+import { ConfigError, EngineStoppedError, NameNotAllowedError } from '../errors.js';
+import { lifecycleStateOf } from '../machines/certificate.js';
 import { chartQuestions } from '../machines/questions.js';
 import { normalizeName } from '../names.js';
 import { safeError } from '../safe-error.js';
@@ -42,9 +39,11 @@ import { answerHandshakes, type TlsCallbacks, type TlsOptionsConfig } from './ha
 import { HandshakePath } from './handshake-path.js';
 import { HeldReplies } from './held-replies.js';
 import { Loads } from './loads.js';
-import { certificateNames } from './name-record.js';
+import { belongsElsewhere } from './name-record.js';
 import { managedCertificates, type ManagedEntry } from './managed-names.js';
 import { MaterialCache } from './material-cache.js';
+import { requestAttempt, type ForceRenewOptions } from './operator.js';
+export type { ForceRenewOptions } from './operator.js';
 import { DEFAULT_PAUSE_AFTER_MS } from './on-demand.js';
 import type { CertEngineOptions, EngineStats, HandshakeInfo, ServedCertificate, StartOptions } from './options.js';
 import { Residency } from './residency.js';
@@ -61,12 +60,6 @@ export type { StatusFilter, StatusPage, StatusQuery, StatusSummary, StatusSummar
 /** Create an engine. Call `start()` before serving. */
 export function createCertEngine(options: CertEngineOptions): CertEngine {
   return new CertEngine(options);
-}
-
-/** Options of `forceRenew`. */
-export interface ForceRenewOptions {
-  /** Longest wait for the outcome, ms (default: the engine's `operatorTimeout`). The attempt goes on after it. */
-  timeoutMs?: number;
 }
 
 /** See `createCertEngine`. */
@@ -201,10 +194,7 @@ export class CertEngine {
     this.#assertRunning();
     const added = [];
     // A group's name may belong to no other certificate; the same group again is left as it is.
-    const taken = (name: string, group: readonly string[]) => {
-      const record = this.#residency.get(name);
-      return record !== undefined && (record.name !== group[0] || certificateNames(record).join() !== group.join());
-    };
+    const taken = (name: string, group: readonly string[]) => belongsElsewhere(this.#residency.get(name), group);
     for (const group of managedCertificates(names, 'manage()', taken)) {
       const name = group[0]!;
       if (this.#managed.has(name) || this.#residency.get(name)?.names) continue;
@@ -279,9 +269,7 @@ export class CertEngine {
    * names prefer `statusPage()`, `statuses()` or `statusSummary()`.
    */
   status(): NameStatus[] {
-    const out: NameStatus[] = [];
-    for (const record of this.#residency.records()) out.push(this.#view.statusOf(record));
-    return out;
+    return Array.from(this.#residency.records(), (record) => this.#view.statusOf(record));
   }
 
   /**
@@ -356,28 +344,7 @@ export class CertEngine {
     const record = this.#residency.get(name);
     if (!record) throw new NameNotAllowedError(name, 'unknown name');
     const timeoutMs = positive(options.timeoutMs, this.#core.settings.operatorTimeout, 'timeoutMs');
-    const clock = this.#core.clock;
-    return new Promise<CertificateMeta>((resolve, reject) => {
-      let settled = false;
-      const reply: OperatorReply = (outcome) => {
-        if (settled) return;
-        settled = true;
-        clock.clearTimeout(timer);
-        if (outcome.ok) resolve(outcome.certificate);
-        else if ('stopped' in outcome) reject(new EngineStoppedError());
-        else reject(new CertificateUnavailableError(name, outcome.error, outcome.nextAttemptAt));
-      };
-      const timer = clock.setTimeout(() => {
-        if (settled) return;
-        settled = true;
-        this.#held.dropOperator(record, reply);
-        reject(new OperatorTimeoutError(name, timeoutMs));
-      }, timeoutMs);
-      const actor = this.#residency.wake(record, true);
-      actor.send({ type: 'FORCE_RENEW', reply });
-      // A stopped actor ignores events: answer rather than hang.
-      if (actor.getSnapshot().status !== 'active') reply({ ok: false, stopped: true });
-    });
+    return requestAttempt({ clock: this.#core.clock, held: this.#held, residency: this.#residency }, record, name, timeoutMs);
   }
 
   /**

@@ -74,6 +74,11 @@ export function certificateNames(record: NameRecord): readonly string[] {
   return record.names ?? [record.name];
 }
 
+/** Whether a name held by `record` belongs to a certificate other than `group` (`manage()` refuses it). */
+export function belongsElsewhere(record: NameRecord | undefined, group: readonly string[]): boolean {
+  return record !== undefined && (record.name !== group[0] || certificateNames(record).join() !== group.join());
+}
+
 /** A name's record, with no actor yet (`names`: the certificate's names when it has several, `name` first). */
 export function newNameRecord(name: string, managed: boolean, seq: number, names?: readonly string[]): NameRecord {
   return {
