@@ -7,6 +7,7 @@
 export { createCertEngine, CertEngine, stateOf } from './engine/engine.js';
 export type { CertEngineOptions, StartOptions, EngineStats, ServedCertificate, HandshakeInfo, ForceRenewOptions } from './engine/engine.js';
 export type { ManagedEntry } from './engine/managed-names.js';
+export type { StatusFilter, StatusPage, StatusQuery, StatusSummary, StatusSummaryOptions } from './engine/engine.js';
 export type { TlsOptionsConfig, TlsCallbacks } from './engine/handshake-answers.js';
 export type { OnDemandOptions, DecisionInfo, OnDemandStats } from './engine/on-demand.js';
 export type { SessionTicketOptions, SessionTicketServerOptions } from './engine/session-tickets.js';

@@ -114,6 +114,16 @@ export interface Storage {
   delete(key: string, options?: DeleteOptions): Promise<void>;
   /** Keys starting with `prefix`, in no particular order. */
   list(prefix: string): Promise<string[]>;
+  /**
+   * Optional bulk read: every key starting with `prefix` with its value, in
+   * batches, in no particular order — one listing, query or scan instead of
+   * one `load` per key (the engine's start-up reads every stored certificate
+   * this way when it can; storages without it are read key by key). A value
+   * written while the iteration runs may or may not be seen; each value seen
+   * is whole (as `load` would return it). Stopping the iteration early
+   * (`break`) releases what it holds.
+   */
+  entries?(prefix: string): AsyncIterable<ReadonlyArray<readonly [key: string, value: string]>>;
   /** Size and modification time, or `undefined` when absent. */
   stat(key: string): Promise<StorageStat | undefined>;
   /**

@@ -117,7 +117,8 @@ describe('an issued certificate the storage refuses for longer than the attempt 
     let issued = 0;
     const issuer: Issuer = { id: ca.id, issue: (request, context) => ((issued += 1), ca.issue(request, context)) };
     const name = 'pending.example.com';
-    const engine = createCertEngine({ storage, issuers: [issuer], names: [name], lockTtlMs: 300, timing: { storageRetryMs: 100 }, logger: silent });
+    // A lease of 1.5 s: long enough that a loaded machine (RSA key generation in the attempt) keeps it, short enough that the store outlasts it.
+    const engine = createCertEngine({ storage, issuers: [issuer], names: [name], lockTtlMs: 1500, timing: { storageRetryMs: 100 }, logger: silent });
     try {
       await engine.start();
       const served = await engine.getCertificate(name);

@@ -105,6 +105,7 @@ describe('the chart', () => {
     const errors: unknown[] = [];
     actor.subscribe({ error: (e) => errors.push(e) });
     actor.start();
+    assert.equal(actor.getSnapshot().context.serveExpired, false, 'serveExpired is off unless the input says so');
     await new Promise((r) => setImmediate(r));
     // The load's creator throws: the name is in storage-unreadable with that error.
     assert.equal(actor.getSnapshot().value, 'storage-unreadable');

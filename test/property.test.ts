@@ -11,7 +11,7 @@ import fc from 'fast-check';
 import { memoryStorage } from '../src/adapters/storage/memory.js';
 import { ManualClock } from '../src/clock.js';
 import { createCertEngine, type CertEngine } from '../src/engine/engine.js';
-import { StorageError } from '../src/errors.js';
+import { isStorageFault, StorageError } from '../src/errors.js';
 import type { Storage } from '../src/types.js';
 import { installTestCa, scriptedIssuer, type ScriptedIssuer } from './helpers/scripted-issuer.js';
 import { interceptStorage } from './helpers/storage-wrap.js';
@@ -105,6 +105,8 @@ class World {
   /** Every issuer call: when, and whether an operator's request started its attempt. */
   readonly calls: Array<{ at: number; forced: boolean }> = [];
   #forcedAttempt = false;
+  /** The last attempt was an operator's (or a retry of one) that ended on our storage's fault. */
+  #retryOfForced = false;
 
   /**
    * `maxLiveActors: 0` puts the name to sleep on every entry to `valid` (and wakes it for each renewal).
@@ -138,21 +140,30 @@ class World {
       ...(this.maxLiveActors === undefined ? {} : { maxLiveActors: this.maxLiveActors }),
     });
     engine.on('cert_failed', (e) => {
+      // Our storage failing is a reason to read again (5 s), not a CA backoff: it is not persisted, so a
+      // restart that reads storage fine may obtain at once.
+      // An operator's attempt that our storage stopped (before or after the CA) is retried as the storage
+      // allows, not after the CA backoff it bypassed; the floor still bounds it (checked in check()).
+      if (isStorageFault(e.error.code)) {
+        this.#retryOfForced = this.#forcedAttempt || this.#retryOfForced;
+        return;
+      }
+      this.#retryOfForced = false;
       this.notBefore = e.nextAttemptAt;
       if (e.error.retryAfter !== undefined && e.nextAttemptAt < e.error.retryAfter) this.violations.push(`backoff ${e.nextAttemptAt} below Retry-After ${e.error.retryAfter}`);
     });
     engine.on('cert_obtaining', (e) => {
       this.#forcedAttempt = e.forced;
       // Invariant 3: no attempt before the backoff has elapsed, unless an operator forced it.
-      if (this.forcing.size === 0 && this.clock.now() < this.notBefore) this.violations.push(`attempt ${e.attempt} at ${this.clock.now()} before backoff end ${this.notBefore}`);
+      if (this.forcing.size === 0 && !this.#retryOfForced && this.clock.now() < this.notBefore) this.violations.push(`attempt ${e.attempt} at ${this.clock.now()} before backoff end ${this.notBefore}`);
       this.forcing.clear();
     });
     engine.on('state_changed', (e) => {
       // Storage that could not be read is read again, never a reason to order.
       if (e.from === 'storage-unreadable' && e.to !== 'loading' && e.to !== 'stopped') this.violations.push(`storage-unreadable → ${e.to}`);
     });
-    engine.on('cert_obtained', () => (this.notBefore = -Infinity));
-    engine.on('cert_renewed', () => (this.notBefore = -Infinity));
+    engine.on('cert_obtained', () => ((this.notBefore = -Infinity), (this.#retryOfForced = false)));
+    engine.on('cert_renewed', () => ((this.notBefore = -Infinity), (this.#retryOfForced = false)));
     await engine.start();
     this.engine = engine;
   }
@@ -266,6 +277,12 @@ class World {
   }
 }
 
+/**
+ * fast-check's seed: fixed, so the coverage floors below (states reached, floor hit) hold on every run and a
+ * failure replays; PROPERTY_SEED=random explores new interleavings (the seed is printed on failure).
+ */
+const SEED = process.env.PROPERTY_SEED === 'random' ? Date.now() : Number(process.env.PROPERTY_SEED ?? 20261207);
+
 describe('property-based: random interleavings keep the invariants', () => {
   for (const [label, maxLiveActors, serveExpired, numRuns, ariPast] of [
     ['a live actor', undefined, false, 300, false],
@@ -303,13 +320,14 @@ describe('property-based: random interleavings keep the invariants', () => {
         for (const code of world.codes) codes.add(code);
         if (world.calls.some((call, i) => world.calls.slice(0, i + 1).filter((c) => c.at > call.at - FLOOR.orderWindowMs).length >= FLOOR.maxOrdersPerWindow)) fullWindows++;
       }),
-      { numRuns },
+      { numRuns, seed: SEED },
     );
     // The sleeping variant must really have slept (and so woken) names, or it tests nothing new.
     if (maxLiveActors === 0) assert.ok(slept > 50, `names slept ${slept} times over the runs`);
     // The runs must reach the storage outage and the operator's outcomes, or they test nothing new.
-    assert.ok(statesSeen.has('storage-unreadable'), `states seen: ${[...statesSeen].join(', ')}`);
-    assert.ok(operatorOutcomes > 20, `operators answered over the runs: ${operatorOutcomes}`);
+    // (The ARI variant's 60 runs are about the floor; the outage is the others' to reach.)
+    if (!ariPast) assert.ok(statesSeen.has('storage-unreadable'), `states seen: ${[...statesSeen].join(', ')}`);
+    assert.ok(operatorOutcomes > (ariPast ? 5 : 20), `operators answered over the runs: ${operatorOutcomes}`);
     // And the hostile CA's answers: unusable certificates refused, and the floor reached (its count of orders in a window).
     assert.ok(codes.has('ERR_CERTIFICATE_UNUSABLE'), `codes seen: ${[...codes].join(', ')}`);
     assert.ok(fullWindows > 0, `runs that reached the floor: ${fullWindows}`);

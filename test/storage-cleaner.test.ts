@@ -320,6 +320,8 @@ describe('a simulated month of churning on-demand names', () => {
         names: ['managed.example.com'],
         onDemand: { decide: (name) => allowed.has(name), rateLimit: { burst: 100, refillPerSecond: 1 } },
         timing: { storageRetryMs: 6 * HOUR }, // (5 s by default: a month of retries)
+        // The clock jumps by hours while file I/O runs on real time: an attempt deadline would fire mid-write.
+        attemptTimeout: 1000 * DAY,
         sessionTickets: false,
       });
       await engine.start();
@@ -350,7 +352,9 @@ describe('a simulated month of churning on-demand names', () => {
       await engine.stop();
 
       assert.ok(await storage.load(keys.certificate('managed.example.com')), 'the managed certificate, expired 35 days ago, is still there');
-      assert.equal(await storage.load(keys.failure('managed.example.com')), undefined, 'with no failure record to keep it');
+      // At most the issuance floor's count of its orders (a record with no failure in it): nothing that keeps a name.
+      const record = await storage.load(keys.failure('managed.example.com'));
+      assert.ok(record === undefined || JSON.parse(record).lastError === undefined, `with no failure recorded to keep it: ${record}`);
       // Names of day 22 expired on day 27, 13 days before the end: kept. Day 19's expired 16 days before: gone.
       assert.ok(await storage.load(keys.certificate(`d${DAYS - 18}-0.example.com`)), 'expired 13 days ago: within the grace period');
       assert.equal(await storage.load(keys.certificate(`d${DAYS - 21}-0.example.com`)), undefined, 'expired 16 days ago: removed');

@@ -9,6 +9,11 @@
  * when a bench asks for more names than it holds, and is minted afresh when
  * its leaves get close to their renewal time (a bench must measure serving
  * valid certificates, never a renewal storm).
+ *
+ * Past the first 100,000 names (`MINT_LIMIT`) the units are patched copies
+ * of minted ones (bench/lib/patch-mint.ts: name and serial patched in the
+ * leaf's DER, so the CA signature no longer verifies): a million names in a
+ * minute instead of an hour of RSA signing. The manifest says where they start.
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { link, copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -19,6 +24,7 @@ import { memoryStorage } from '../../src/adapters/storage/memory.js';
 import { keys } from '../../src/storage-keys.js';
 import type { Storage } from '../../src/types.js';
 import { runWorker } from './children.js';
+import { patchMint } from './patch-mint.js';
 import { BENCH_DIR } from './paths.js';
 
 export const DATASET_DIR = path.join(BENCH_DIR, '.cache', 'dataset');
@@ -36,7 +42,12 @@ interface Manifest {
   mintedAt: number;
   caId: string;
   issuerId: string;
+  /** Names from this index on are patched copies (see patch-mint.ts); absent: every unit was minted. */
+  patchedFrom?: number;
 }
+
+/** Names minted with a real signature; beyond, patched copies of them. */
+export const MINT_LIMIT = 100_000;
 
 export interface Dataset {
   dir: string;
@@ -75,24 +86,33 @@ export async function ensureDataset(count: number, log: (line: string) => void =
     manifest = { format: FORMAT, count: 0, mintedAt: Date.now(), caId: 'default', issuerId: 'local-ca:default' };
     await writeFile(MANIFEST, JSON.stringify(manifest));
   }
+  if (manifest.count < Math.min(count, MINT_LIMIT)) {
+    await mint(manifest.count, Math.min(count, MINT_LIMIT), log);
+    manifest.count = Math.min(count, MINT_LIMIT);
+    await writeFile(MANIFEST, JSON.stringify(manifest));
+  }
   if (manifest.count < count) {
     const started = Date.now();
-    const workers = Math.max(1, Math.min(os.availableParallelism(), 8));
-    const missing = count - manifest.count;
-    log(`dataset: minting ${missing} certificates (${manifest.count} cached) on ${workers} threads…`);
-    const per = Math.ceil(missing / workers);
-    await Promise.all(
-      Array.from({ length: workers }, (_, w) => {
-        const from = manifest!.count + w * per;
-        const to = Math.min(count, from + per);
-        if (from >= to) return Promise.resolve();
-        // ~3 ms a certificate on one core; a generous bound so a stuck worker still ends.
-        return runWorker(new URL('./mint-worker.ts', import.meta.url), { dir: DATASET_DIR, from, to, validityMs: LEAF_VALIDITY_MS }, 60_000 + (to - from) * 50);
-      }),
-    );
+    const from = manifest.count;
+    // A minted template for every name length among the patched names (n100000…: the first of each length).
+    const templates = new Set<number>();
+    for (let first = 10; first < count; first *= 10) if (first >= from) templates.add(first);
+    for (const t of templates) await mint(t, t + 1, log);
+    log(`dataset: patching ${count - from} certificates from minted ones of the same name length…`);
+    const lengthTemplate = new Map<number, string>();
+    for (let first = 1; first < count; first *= 10) lengthTemplate.set(nameOf(first).length, nameOf(first === 1 ? 0 : first));
+    const ranges: Array<[number, number]> = [];
+    let start = from;
+    for (const t of [...templates].sort((a, b) => a - b)) {
+      if (t > start) ranges.push([start, t]);
+      start = t + 1;
+    }
+    if (start < count) ranges.push([start, count]);
+    for (const [a, b] of ranges) await patchMint(DATASET_DIR, a, b, nameOf, (name) => lengthTemplate.get(name.length)!);
     manifest.count = count;
+    manifest.patchedFrom = Math.min(manifest.patchedFrom ?? from, from);
     await writeFile(MANIFEST, JSON.stringify(manifest));
-    log(`dataset: minted ${missing} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    log(`dataset: patched ${count - from} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   }
   const caUnit = JSON.parse(await readFile(path.join(DATASET_DIR, keys.localCa('default')), 'utf8')) as { certificatePem: string };
   return {
@@ -101,6 +121,25 @@ export async function ensureDataset(count: number, log: (line: string) => void =
     caPem: caUnit.certificatePem,
     unitPath: (name) => path.join(DATASET_DIR, keys.certificate(name)),
   };
+}
+
+/** Mint units `from`..`to` (exclusive) on all cores. */
+async function mint(from: number, to: number, log: (line: string) => void): Promise<void> {
+  const started = Date.now();
+  const workers = Math.max(1, Math.min(os.availableParallelism(), 8, to - from));
+  const missing = to - from;
+  if (missing > 1) log(`dataset: minting ${missing} certificates (from ${from}) on ${workers} threads…`);
+  const per = Math.ceil(missing / workers);
+  await Promise.all(
+    Array.from({ length: workers }, (_, w) => {
+      const a = from + w * per;
+      const b = Math.min(to, a + per);
+      if (a >= b) return Promise.resolve();
+      // ~3 ms a certificate on one core; a generous bound so a stuck worker still ends.
+      return runWorker(new URL('./mint-worker.ts', import.meta.url), { dir: DATASET_DIR, from: a, to: b, validityMs: LEAF_VALIDITY_MS }, 60_000 + (b - a) * 50);
+    }),
+  );
+  if (missing > 1) log(`dataset: minted ${missing} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 }
 
 /** Copy the first `names` units into `storage` (e.g. a `memoryStorage`), as a previous run would have left them. */

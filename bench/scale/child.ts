@@ -34,6 +34,27 @@ export interface LoadReply {
   states?: Record<string, number>;
   /** Engine only: why names were not served (first few). */
   errors?: string[];
+  /** Engine only: renewal-information (ARI) requests the engine made until start() resolved. */
+  ariRequests?: number;
+  /** Engine only: timers the process holds once started (one wake heap: not one per name). */
+  timers?: number;
+}
+
+/** The engine's status calls, each timed (ms): none but `status()` builds an object per name. */
+export interface StatusReply {
+  /** `status()`: every name, one object each. */
+  full: Summary;
+  /** `statusPage({ limit: 100 })`: the first page. */
+  firstPage: Summary;
+  /** `statusPage({ limit: 100, after })` for the last 100 names (every name before the cursor skipped). */
+  lastPage: Summary;
+  /** Every name through pages of 10,000: total time and pages. */
+  pagedWalk: Summary;
+  pages: number;
+  /** `statusSummary()`: counts by state and the expiry pass. */
+  summary: Summary;
+  /** `for await (… of statuses())`: every name, yielding to the event loop. */
+  asyncWalk: Summary;
 }
 
 export interface IdleReply {
@@ -43,6 +64,29 @@ export interface IdleReply {
   /** CPU per window of `seconds / 6`, ms: the first windows carry V8's post-load GCs, the rest show the steady state. */
   windowsCpuMs: number[];
   windowSeconds: number;
+  /** Engine only: ARI requests made during the idle period. */
+  ariRequests?: number;
+}
+
+/** Renewal-information requests answered so far. */
+let ariRequests = 0;
+
+/**
+ * An ARI-capable issuer with the id of the dataset's certificates: the engine
+ * asks it about every name (spread over the recheck interval, through the one
+ * wake heap); it suggests a window at 60–66 % of the certificate's lifetime.
+ * It never issues: every name has a valid certificate.
+ */
+function ariIssuer(): import('../../src/types.js').Issuer {
+  return {
+    ...refusingIssuer('scale'),
+    id: 'local-ca:default',
+    async renewalInfo(meta) {
+      ariRequests++;
+      const life = meta.notAfter - meta.notBefore;
+      return { start: meta.notBefore + 0.6 * life, end: meta.notBefore + 0.66 * life };
+    },
+  };
 }
 
 
@@ -86,11 +130,11 @@ serveRpc({
     return { firstMs, lastMs, allMs, before, after: memoryAfterGc() };
   },
 
-  async engine({ dir, count, sample = 1000 }: { dir: string; count: number; sample?: number }): Promise<LoadReply> {
+  async engine({ dir, count, sample = 1000, ari = true }: { dir: string; count: number; sample?: number; ari?: boolean }): Promise<LoadReply> {
     const list = names(count);
     const before = memoryAfterGc();
     const { createCertEngine } = await engineModule();
-    const e = createCertEngine({ storage: fileStorage(dir), issuers: [refusingIssuer('scale')], names: list });
+    const e = createCertEngine({ storage: fileStorage(dir), issuers: [ari ? ariIssuer() : refusingIssuer('scale')], names: list });
     engine = e;
     const t0 = performance.now();
     const started = e.start().then(() => performance.now() - t0);
@@ -131,16 +175,20 @@ serveRpc({
     const sampleMs = sorted.at(-1) ?? 0;
     const pick = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
     const stats = { ...(e as unknown as { stats?: Record<string, number> }).stats };
-    const states: Record<string, number> = {};
-    for (const s of e.status()) states[s.state] = (states[s.state] ?? 0) + 1;
+    const states: Record<string, number> = Object.fromEntries(Object.entries(e.statusSummary({ expiry: false }).byState).filter(([, n]) => n > 0));
     const notServing = count - (states.valid ?? 0) - (states.renewing ?? 0);
-    const firstFailure = e.status().find((s) => s.state !== 'valid' && s.state !== 'renewing')?.lastError?.message;
+    const firstFailure = e.statusPage({ state: ['loading', 'obtaining', 'expired-renewing', 'failed-backoff', 'storage-unreadable'], limit: 1 }).names[0]?.lastError?.message;
     if (firstFailure) errors.push(firstFailure);
-    return { firstMs, lastMs, allMs, sampleMs, sample: { count: sampled.length, p50Ms: pick(0.5), p95Ms: pick(0.95) }, stats, before, after: memoryAfterGc(), notServing, states, errors };
+    const timers = process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    return {
+      firstMs, lastMs, allMs, sampleMs, sample: { count: sampled.length, p50Ms: pick(0.5), p95Ms: pick(0.95) }, stats,
+      before, after: memoryAfterGc(), notServing, states, errors, ariRequests, timers,
+    };
   },
 
   async idle({ seconds }: { seconds: number }): Promise<IdleReply> {
     const windowsCpuMs: number[] = [];
+    const ariAtIdle = ariRequests;
     const cpu0 = process.cpuUsage();
     const t0 = performance.now();
     for (let w = 0; w < 6; w++) {
@@ -153,7 +201,7 @@ serveRpc({
     }
     const cpu = process.cpuUsage(cpu0);
     const elapsedSeconds = (performance.now() - t0) / 1000;
-    return { seconds: elapsedSeconds, cpuMs: (cpu.user + cpu.system) / 1000, windowsCpuMs, windowSeconds: seconds / 6 };
+    return { seconds: elapsedSeconds, cpuMs: (cpu.user + cpu.system) / 1000, windowsCpuMs, windowSeconds: seconds / 6, ...(engine ? { ariRequests: ariRequests - ariAtIdle } : {}) };
   },
 
   /** Cost of one status listing: `engine.status()`, or for the baseline a plain object per Map entry. */
@@ -166,6 +214,51 @@ serveRpc({
       if (list.length === 0) throw new Error('status listed nothing');
     }
     return summarize(times);
+  },
+
+  /** The engine's status calls, each timed `calls` times. */
+  async engineStatus({ calls, count }: { calls: number; count: number }): Promise<StatusReply> {
+    const e = engine!;
+    const time = async (f: () => unknown): Promise<Summary> => {
+      const times: number[] = [];
+      for (let i = 0; i < calls; i++) {
+        const t0 = performance.now();
+        await f();
+        times.push(performance.now() - t0);
+      }
+      return summarize(times);
+    };
+    // The cursor of the page holding the last 100 names (cursors are the order names were added: 0…count-1).
+    const lastCursor = String(count - 101);
+    let pages = 0;
+    const reply: StatusReply = {
+      full: await time(() => e.status().length),
+      firstPage: await time(() => e.statusPage({ limit: 100 })),
+      lastPage: await time(() => {
+        if (e.statusPage({ limit: 100, after: lastCursor }).names.length !== 100) throw new Error('the last page does not hold 100 names');
+      }),
+      pagedWalk: await time(() => {
+        let after: string | undefined;
+        let seen = 0;
+        pages = 0;
+        do {
+          const page = e.statusPage({ limit: 10_000, ...(after === undefined ? {} : { after }) });
+          seen += page.names.length;
+          after = page.next;
+          pages++;
+        } while (after !== undefined);
+        if (seen !== count) throw new Error(`paged walk saw ${seen} names`);
+      }),
+      pages: 0,
+      summary: await time(() => e.statusSummary()),
+      asyncWalk: await time(async () => {
+        let seen = 0;
+        for await (const _ of e.statuses()) seen++;
+        if (seen !== count) throw new Error(`async walk saw ${seen} names`);
+      }),
+    };
+    reply.pages = pages;
+    return reply;
   },
 
   async stop(): Promise<void> {

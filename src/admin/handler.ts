@@ -5,7 +5,8 @@
  *
  * Routes (below `basePath`):
  *   GET  /                  the status page
- *   GET  /status.json       every name's status and recent transitions
+ *   GET  /status.json       a page of names' status and recent transitions, with counts by state
+ *                           (`?after=<next>&limit=&state=a,b&managed=true|false&q=<part of the name>`)
  *   GET  /events            Server-Sent Events: `snapshot` on connect, then `update`
  *   GET  /metrics           Prometheus text format
  *   GET  /diagram.svg       the statechart (`?state=valid` highlights one)
@@ -21,13 +22,14 @@ import { ConfigError } from '../errors.js';
 import { certificateMachine } from '../machines/certificate.js';
 import { normalizeName } from '../names.js';
 import { safeError } from '../safe-error.js';
-import type { CertificateMeta, NameStatus } from '../types.js';
+import { MAX_PAGE_SIZE, type StatusPage, type StatusQuery, type StatusSummary, type StatusSummaryOptions } from '../engine/status-query.js';
+import { LIFECYCLE_STATES, type CertificateMeta, type LifecycleState, type NameStatus } from '../types.js';
 import { assertValidToken, checkAccess, checkAction } from './access.js';
 import { readChart } from './chart.js';
 import { toMermaid, toSvg } from './diagram.js';
 import { TransitionHistory } from './history.js';
 import { LiveStreams, sseFrame } from './live-streams.js';
-import { MetricsCollector, renderMetrics } from './metrics.js';
+import { metricsSource, MetricsCollector, renderMetrics } from './metrics.js';
 import { renderPage } from './page.js';
 import { PROMETHEUS_CONTENT_TYPE } from './prometheus.js';
 import { briefError, nameView, type NameView } from './view.js';
@@ -36,7 +38,14 @@ export type { NameView } from './view.js';
 
 /** What the admin handler needs from an engine (`CertEngine` has all of it). */
 export interface AdminEngine {
+  /** Every name's status: used only by an engine without `statusPage` and `statusSummary`. */
   status(): NameStatus[];
+  /** A page of names (optional: with it, no request lists every name). */
+  statusPage?(query: StatusQuery): StatusPage;
+  /** Counts by state and expiry (optional: with it, `/metrics` builds no object per name). */
+  statusSummary?(options?: StatusSummaryOptions): StatusSummary;
+  /** One name's status (optional: with it, live updates read only the names that changed). */
+  statusOf?(name: string): NameStatus | undefined;
   on<T extends CertEngineEventType>(type: T, listener: (event: CertEngineEventOf<T>) => void): () => void;
   forceRenew(name: string): Promise<CertificateMeta>;
   readonly clock: { now(): number };
@@ -69,6 +78,11 @@ export interface AdminHandlerOptions {
   issuerIds?: string[];
   /** Count handshakes for `/metrics` (default true; see `MetricsCollectorOptions.handshakes`). */
   handshakeMetrics?: boolean;
+  /**
+   * Names the status page, its live stream's snapshot and `/status.json` list
+   * at once, 1–10,000 (default 1,000); counts by state always cover every name.
+   */
+  pageSize?: number;
   /** Page title (default `certstate`). */
   title?: string;
   /** SSE: coalesce updates for this long, ms (default 100); bounds `status()` calls to one per window. */
@@ -135,8 +149,29 @@ export function createAdminHandler(engine: AdminEngine, options: AdminHandlerOpt
   let flushTimer: NodeJS.Timeout | undefined;
   let closed = false;
 
+  const pageSize = options.pageSize ?? 1000;
+  if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > MAX_PAGE_SIZE) throw new ConfigError(`createAdminHandler: \`pageSize\` must be an integer from 1 to ${MAX_PAGE_SIZE}`);
   const views = (status: NameStatus[]): NameView[] => status.map((s) => nameView(s, history.of(s.name)));
-  const snapshot = () => ({ now: engine.clock.now(), names: views(engine.status()) });
+  /** Counts by state over every name (O(1) with `statusSummary`). */
+  const counts = (all?: NameStatus[]): { total: number; counts: Partial<Record<LifecycleState, number>> } => {
+    if (engine.statusSummary) {
+      const summary = engine.statusSummary({ expiry: false });
+      return { total: summary.names, counts: summary.byState };
+    }
+    const byState: Partial<Record<LifecycleState, number>> = {};
+    for (const s of all ?? engine.status()) byState[s.state] = (byState[s.state] ?? 0) + 1;
+    return { total: (all ?? engine.status()).length, counts: byState };
+  };
+  /** A page of names with the counts over all of them; `query` may narrow it (ConfigError on bad input). */
+  const snapshot = (query: StatusQuery = {}) => {
+    if (engine.statusPage) {
+      const page = engine.statusPage({ limit: pageSize, ...query });
+      return { now: engine.clock.now(), names: views(page.names), ...(page.next !== undefined ? { next: page.next } : {}), ...counts() };
+    }
+    const all = engine.status();
+    return { now: engine.clock.now(), names: views(all), ...counts(all) };
+  };
+  const statusOf = (name: string): NameStatus | undefined => (engine.statusOf ? engine.statusOf(name) : engine.status().find((s) => s.name === name));
 
   // Order matters: the history records a transition before the SSE batch that reports it.
   const offs = [history.attach(engine), ...(options.metrics ? [] : [metrics.attach(engine)])];
@@ -147,23 +182,23 @@ export function createAdminHandler(engine: AdminEngine, options: AdminHandlerOpt
   function markChanged(name: string): void {
     if (streams.size === 0) return;
     changed.add(name);
-    // One status() per window, however many transitions: status() is O(names).
+    // One batch per window, however many transitions (an engine without `statusOf` lists every name once per batch).
     flushTimer ??= setTimeout(flush, updateIntervalMs).unref();
   }
 
   function flush(): void {
     flushTimer = undefined;
     if (changed.size === 0 || streams.size === 0) return changed.clear();
-    const byName = new Map(engine.status().map((s) => [s.name, s]));
+    const byName = engine.statusOf ? undefined : new Map(engine.status().map((s) => [s.name, s]));
     const names: NameView[] = [];
     const removed: string[] = [];
     for (const name of changed) {
-      const s = byName.get(name);
+      const s = byName ? byName.get(name) : statusOf(name);
       if (s) names.push(nameView(s, history.of(name)));
       else removed.push(name);
     }
     changed.clear();
-    streams.broadcast('update', { now: engine.clock.now(), names, removed });
+    streams.broadcast('update', { now: engine.clock.now(), names, removed, ...counts() });
   }
 
   function openStream(req: IncomingMessage, res: ServerResponse): void {
@@ -179,7 +214,7 @@ export function createAdminHandler(engine: AdminEngine, options: AdminHandlerOpt
     } catch {
       return sendJson(res, 400, { error: 'invalid name' });
     }
-    const current = engine.status().find((s) => s.name === name);
+    const current = statusOf(name);
     if (!current) return sendJson(res, 404, { error: 'unknown name', name });
     const outcome = engine.forceRenew(name);
     if (!wait) {
@@ -232,7 +267,7 @@ export function createAdminHandler(engine: AdminEngine, options: AdminHandlerOpt
       case '/': {
         const nonce = randomBytes(16).toString('base64');
         const html = renderPage({
-          config: { paths, parents, title: options.title ?? 'certstate' },
+          config: { paths, parents, title: options.title ?? 'certstate', pageSize },
           initial: snapshot(),
           svg: toSvg(machine, { styleNonce: nonce }),
           nonce,
@@ -241,12 +276,20 @@ export function createAdminHandler(engine: AdminEngine, options: AdminHandlerOpt
           'content-security-policy': `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
         });
       }
-      case '/status.json':
-        return sendJson(res, 200, snapshot());
+      case '/status.json': {
+        let query: StatusQuery;
+        try {
+          query = statusQuery(url.searchParams);
+          return sendJson(res, 200, snapshot(query));
+        } catch (error) {
+          if (error instanceof ConfigError) return sendJson(res, 400, { error: error.message });
+          throw error;
+        }
+      }
       case '/events':
         return openStream(req, res);
       case '/metrics':
-        return send(res, 200, PROMETHEUS_CONTENT_TYPE, renderMetrics(engine.status(), engine.clock.now(), metrics, engine.stats));
+        return send(res, 200, PROMETHEUS_CONTENT_TYPE, renderMetrics(metricsSource(engine), engine.clock.now(), metrics, engine.stats));
       case '/diagram.svg': {
         const state = url.searchParams.get('state') ?? undefined;
         return send(res, 200, 'image/svg+xml; charset=utf-8', toSvg(machine, state ? { highlight: state } : {}), {
@@ -275,6 +318,32 @@ export function createAdminHandler(engine: AdminEngine, options: AdminHandlerOpt
     },
   });
   return handler;
+}
+
+/** `/status.json`'s query: a page cursor and size, and the filter (checked by the engine: ConfigError). */
+function statusQuery(params: URLSearchParams): StatusQuery {
+  const query: StatusQuery = {};
+  const after = params.get('after');
+  if (after !== null) query.after = after;
+  const limit = params.get('limit');
+  if (limit !== null) {
+    if (!/^[0-9]{1,6}$/.test(limit)) throw new ConfigError('`limit` must be a whole number');
+    query.limit = Number(limit);
+  }
+  const state = params.get('state');
+  if (state !== null) {
+    const states = state.split(',');
+    for (const s of states) if (!(LIFECYCLE_STATES as readonly string[]).includes(s)) throw new ConfigError(`unknown state ${JSON.stringify(s.slice(0, 40))}`);
+    query.state = states as LifecycleState[];
+  }
+  const managed = params.get('managed');
+  if (managed !== null) {
+    if (managed !== 'true' && managed !== 'false') throw new ConfigError('`managed` must be true or false');
+    query.managed = managed === 'true';
+  }
+  const q = params.get('q');
+  if (q !== null) query.nameIncludes = q.slice(0, 253);
+  return query;
 }
 
 /** A positive number option, or its default. */

@@ -1,8 +1,10 @@
 /**
  * certstate's metrics, in the Prometheus text format.
  *
- * Gauges (names per state, certificates expiring) are computed from
- * `engine.status()` at scrape time, so a scrape always agrees with `status()`.
+ * Gauges (names per state, certificates expiring) come from
+ * `engine.statusSummary()` at scrape time (counts by state kept as states
+ * change, expiry counted in one pass over the names: no object per name), or,
+ * for an engine without it, from `engine.status()`.
  * Counters and the wait histogram come from events, accumulated by a
  * `MetricsCollector` attached to the engine.
  *
@@ -26,8 +28,9 @@
  * The same families reach a prom-client registry through `registerPromClient`.
  */
 import type { EngineStats } from '../engine/options.js';
+import { summarizeStatuses, type StatusSummary } from '../engine/status-query.js';
 import type { CertEngineEventOf, CertEngineEventType, HandshakeEvent } from '../engine/events.js';
-import { LIFECYCLE_STATES, type LifecycleState, type NameStatus } from '../types.js';
+import { LIFECYCLE_STATES, type NameStatus } from '../types.js';
 import { Histogram, PrometheusWriter, type MetricSink } from './prometheus.js';
 
 /** Every lifecycle state, in the order metrics list them. */
@@ -36,7 +39,6 @@ export { LIFECYCLE_STATES };
 /** Default bounds of `certstate_handshake_wait_seconds`, up to the default handshake timeout (30 s). */
 export const DEFAULT_WAIT_BUCKETS: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
-const DAY_MS = 86_400_000;
 
 /** How a handshake was answered (the engine's `HandshakeEvent.outcome`). */
 export type HandshakeAnswerKind = HandshakeEvent['outcome'];
@@ -151,41 +153,29 @@ export class MetricsCollector {
 }
 
 /**
- * The full exposition: status-derived gauges computed from `status` at `now`,
- * the engine's memory figures (when given), then the collector's families (when given).
+ * The full exposition: status-derived gauges from a summary (or computed from a
+ * status list at `now`), the engine's memory figures (when given), then the
+ * collector's families (when given).
  */
-export function renderMetrics(status: readonly NameStatus[], now: number, collector?: MetricsCollector, stats?: EngineStats): string {
+export function renderMetrics(status: readonly NameStatus[] | StatusSummary, now: number, collector?: MetricsCollector, stats?: EngineStats): string {
   const writer = new PrometheusWriter();
   writeMetrics(writer, status, now, collector, stats);
   return writer.toString();
 }
 
 /** Every family {@link renderMetrics} writes, into any sink (one computation for the text and prom-client). */
-export function writeMetrics(writer: MetricSink, status: readonly NameStatus[], now: number, collector?: MetricsCollector, stats?: EngineStats): void {
-  const perState = new Map<LifecycleState, number>(LIFECYCLE_STATES.map((s) => [s, 0]));
-  let within7 = 0;
-  let within14 = 0;
-  let expired = 0;
-  let nextExpiry = Infinity;
-  for (const s of status) {
-    perState.set(s.state, (perState.get(s.state) ?? 0) + 1);
-    const notAfter = s.certificate?.notAfter;
-    if (notAfter === undefined) continue;
-    if (notAfter <= now + 7 * DAY_MS) within7++;
-    if (notAfter <= now + 14 * DAY_MS) within14++;
-    if (notAfter <= now) expired++;
-    nextExpiry = Math.min(nextExpiry, notAfter);
-  }
-  writer.gauge('certstate_names', 'Names held by the engine, by lifecycle state.', [...perState].map(([state, value]) => ({ labels: { state }, value })));
+export function writeMetrics(writer: MetricSink, status: readonly NameStatus[] | StatusSummary, now: number, collector?: MetricsCollector, stats?: EngineStats): void {
+  const summary = isSummary(status) ? status : summarizeStatuses(status, now);
+  writer.gauge('certstate_names', 'Names held by the engine, by lifecycle state.', LIFECYCLE_STATES.map((state) => ({ labels: { state }, value: summary.byState[state] ?? 0 })));
   writer.gauge('certstate_certificates_expiring', 'Names whose certificate expires within the window (expired ones included).', [
-    { labels: { within: '7d' }, value: within7 },
-    { labels: { within: '14d' }, value: within14 },
+    { labels: { within: '7d' }, value: summary.expiringWithin7d },
+    { labels: { within: '14d' }, value: summary.expiringWithin14d },
   ]);
-  writer.gauge('certstate_certificates_expired', 'Names whose certificate has expired.', [{ value: expired }]);
+  writer.gauge('certstate_certificates_expired', 'Names whose certificate has expired.', [{ value: summary.expired }]);
   writer.gauge(
     'certstate_certificate_next_expiry_timestamp_seconds',
     'Earliest notAfter among all certificates, seconds since epoch.',
-    Number.isFinite(nextExpiry) ? [{ value: nextExpiry / 1000 }] : [],
+    summary.nextExpiry !== undefined ? [{ value: summary.nextExpiry / 1000 }] : [],
   );
   if (stats) {
     writer.gauge('certstate_live_actors', 'Names with a running statechart actor.', [{ value: stats.liveActors }]);
@@ -194,4 +184,13 @@ export function writeMetrics(writer: MetricSink, status: readonly NameStatus[], 
     writer.gauge('certstate_waiting_handshakes', 'Handshakes held for an attempt in flight.', [{ value: stats.waitingHandshakes }]);
   }
   collector?.write(writer);
+}
+
+function isSummary(status: readonly NameStatus[] | StatusSummary): status is StatusSummary {
+  return !Array.isArray(status);
+}
+
+/** What an engine's status gauges are computed from: its summary when it has one (no object per name), else its status list. */
+export function metricsSource(engine: { status(): NameStatus[]; statusSummary?(): StatusSummary }): readonly NameStatus[] | StatusSummary {
+  return typeof engine.statusSummary === 'function' ? engine.statusSummary() : engine.status();
 }

@@ -18,6 +18,8 @@ export interface PageConfig {
   parents: Record<string, string>;
   /** Page title. */
   title: string;
+  /** Names listed at most (the rest are counted, and reachable through `status.json?after=`); default: no bound. */
+  pageSize?: number;
 }
 
 /** Render the page. `svg` is the statechart (trusted: built by `toSvg`); `initial` the first snapshot. */
@@ -115,6 +117,9 @@ const CLIENT_JS = `
   var initial = JSON.parse(document.getElementById('certstate-initial').textContent);
   var token = new URLSearchParams(location.search).get('token');
   var names = new Map();
+  // Counts over every name and the next page's cursor, from the server (a page lists up to config.pageSize names).
+  var total = null, serverCounts = null, next = null;
+  var limit = typeof config.pageSize === 'number' ? config.pageSize : Infinity;
   var skew = 0;
   var selected = null;
   var tbody = document.querySelector('#names tbody');
@@ -209,12 +214,17 @@ const CLIENT_JS = `
     if (old) old.remove();
   }
   function summary() {
-    var counts = {};
-    names.forEach(function (v) { counts[v.state] = (counts[v.state] || 0) + 1; });
+    var counts = serverCounts;
+    if (!counts) { counts = {}; names.forEach(function (v) { counts[v.state] = (counts[v.state] || 0) + 1; }); }
+    var n = typeof total === 'number' ? total : names.size;
     var box = document.getElementById('summary');
     box.textContent = '';
-    box.appendChild(document.createTextNode(names.size + (names.size === 1 ? ' name ' : ' names ')));
-    STATES.forEach(function (s) { if (counts[s]) { box.appendChild(badge(s)); box.appendChild(document.createTextNode(' ' + counts[s] + ' ')); } });
+    box.appendChild(document.createTextNode(n + (n === 1 ? ' name ' : ' names ')));
+    STATES.forEach(function (s) { if (counts[s]) { box.appendChild(badge(s)); box.appendChild(document.createTextNode(' ' + txt(counts[s]) + ' ')); } });
+    if (names.size < n) {
+      box.appendChild(el('span', { class: 'sub', id: 'shown' }, ' (listing ' + names.size + ') '));
+      if (next) box.appendChild(el('a', { id: 'more', href: config.paths.status + '?after=' + encodeURIComponent(next) + (token ? '&token=' + encodeURIComponent(token) : '') }, 'more as JSON'));
+    }
     document.getElementById('empty').hidden = names.size > 0;
   }
   function highlight(state) {
@@ -263,8 +273,11 @@ const CLIENT_JS = `
   }
   function apply(data, full) {
     if (typeof data.now === 'number') skew = data.now - Date.now();
-    if (full) { tbody.textContent = ''; names.clear(); }
-    (data.names || []).forEach(upsert);
+    if (full) { tbody.textContent = ''; names.clear(); next = typeof data.next === 'string' ? data.next : null; }
+    if (data.counts && typeof data.counts === 'object') serverCounts = data.counts;
+    if (typeof data.total === 'number') total = data.total;
+    // Updates refresh the names listed, and add new ones only while the list has room.
+    (data.names || []).forEach(function (v) { if (full || (v && (names.has(txt(v.name)) || names.size < limit))) upsert(v); });
     (data.removed || []).forEach(remove);
     if (selected === null || !names.has(selected)) selected = names.size ? Array.from(names.keys()).sort()[0] : null;
     if (selected !== null) select(selected); else detail();

@@ -14,9 +14,10 @@
  * Written against prom-client 15 (the optional peer dependency's range).
  */
 import type { EngineStats } from '../engine/options.js';
+import type { StatusSummary } from '../engine/status-query.js';
 import { ConfigError } from '../errors.js';
 import type { NameStatus } from '../types.js';
-import { MetricsCollector, writeMetrics, type MetricsEventSource } from './metrics.js';
+import { metricsSource, MetricsCollector, writeMetrics, type MetricsEventSource } from './metrics.js';
 import { formatNumber, type HistogramData, type Labels, type MetricSink, type Sample } from './prometheus.js';
 
 /** The part of a prom-client `Registry` used here (prom-client 15's `Registry` has it). */
@@ -29,6 +30,8 @@ export interface PromClientRegistry {
 /** What the bridge reads from an engine (`CertEngine` has all of it). */
 export interface PromClientEngine extends MetricsEventSource {
   status(): NameStatus[];
+  /** Counts by state and expiry (optional: without it, gauges are computed from `status()`). */
+  statusSummary?(): StatusSummary;
   readonly clock: { now(): number };
   /** Memory figures (optional: without them those gauges are not registered). */
   readonly stats?: EngineStats;
@@ -123,7 +126,7 @@ export function registerPromClient(engine: PromClientEngine, registry: PromClien
   const current = (): Map<string, Family> => {
     if (!scrape) {
       const recorder = new FamilyRecorder();
-      writeMetrics(recorder, engine.status(), engine.clock.now(), collector, engine.stats);
+      writeMetrics(recorder, metricsSource(engine), engine.clock.now(), collector, engine.stats);
       scrape = recorder.families;
       queueMicrotask(() => (scrape = undefined));
     }

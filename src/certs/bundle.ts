@@ -119,19 +119,21 @@ export function parseCertificateBundle(
 function leafMetaFromDer(leafPem: string, issuerId: string): CertificateMeta {
   const der = pemToDer(leafPem);
   const leaf = readLeaf(der);
-  const meta: CertificateMeta = {
+  const id = ariCertIdOf(leaf.fields);
+  const { dnsNames, ipAddresses } = leaf.fields;
+  // Every property in the literal (none added later: that would cost a property array, 40 B a name asleep).
+  return {
     fingerprint: fingerprint256(der),
     serial: serialText(leaf.fields.serial),
-    names: [...leaf.fields.dnsNames, ...leaf.fields.ipAddresses],
+    // The usual single name without a spread's spare capacity.
+    names: ipAddresses.length === 0 && dnsNames.length === 1 ? [dnsNames[0]!] : [...dnsNames, ...ipAddresses],
     notBefore: leaf.notBefore,
     notAfter: leaf.notAfter,
     // 100,000 certificates from a handful of CAs: one copy of each issuer text, not one per certificate.
     issuer: intern(leaf.issuer),
     issuerId: intern(issuerId),
+    ...(id !== undefined ? { ariCertId: id } : {}),
   };
-  const id = ariCertIdOf(leaf.fields);
-  if (id !== undefined) meta.ariCertId = id;
-  return meta;
 }
 
 /** Issuer texts and ids seen, bounded (a hostile store could hold many distinct ones). */

@@ -6,8 +6,8 @@
  */
 import { certificateCoversName } from '../certs.js';
 import { UnusableCertificateError, type UnusableReason } from '../errors.js';
-import type { AttemptInput } from '../machines/certificate.js';
-import { recentOrders, whyUnusable } from '../machines/floor.js';
+import type { AttemptInput, FailureRecord } from '../machines/certificate.js';
+import { recentOrders, whyUnusable, withOrders } from '../machines/floor.js';
 import { safeError } from '../safe-error.js';
 import { keys } from '../storage-keys.js';
 import type { CertificateMeta, Fence } from '../types.js';
@@ -26,6 +26,34 @@ export async function settleFailureRecord(deps: AttemptDeps, input: AttemptInput
     else await deps.storage.delete(key, { fence });
   } catch (error) {
     deps.logger.warn({ name: input.name, err: safeError(error) }, 'could not clear the failure record');
+  }
+}
+
+/**
+ * Record the order about to be placed in the failure record (fenced, the rest
+ * of the record kept), so that a stop or a crash before the attempt ends still
+ * counts it for the next process. Best effort: the outcome's record follows.
+ */
+export async function noteOrder(deps: AttemptDeps, input: AttemptInput, orders: number[] | undefined, fence: Fence): Promise<void> {
+  const key = keys.failure(input.name);
+  try {
+    const offset = await clockOffset(deps);
+    // Stored bytes of any shape count as absent (corrupt-values.ts): the order is noted in a fresh record.
+    const raw = await deps.corrupt.load(deps.storage, key, input.name);
+    let record: FailureRecord = { attempts: 0 };
+    if (raw !== undefined) {
+      try {
+        record = parseFailureRecord(key, raw, offset);
+      } catch {
+        record = { attempts: 0 };
+      }
+    }
+    const known = recentOrders(record.orders, deps.clock.now(), deps.policy);
+    const base = known.length > (orders?.length ?? 0) ? known : orders;
+    record.orders = withOrders(base, 1, deps.clock.now(), deps.policy);
+    await deps.storage.store(key, serializeFailureRecord(record, offset), { fence });
+  } catch (error) {
+    deps.logger.warn({ name: input.name, err: safeError(error) }, 'could not record the order for the issuance floor');
   }
 }
 

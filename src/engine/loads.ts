@@ -98,16 +98,34 @@ export class Loads {
     }
   }
 
+  /**
+   * What a bulk read (`Storage.entries`) found for a name: its stored unit,
+   * parsed like a read's, and its failure record read unless `skipFailure`
+   * (a listing showed none). Background: caches key material only while there is room.
+   */
+  async fromStored(name: string, unitRaw: string, skipFailure: boolean): Promise<LoadedState> {
+    if (skipFailure) return this.#parse(name, unitRaw, undefined, 0, false);
+    // Stored bytes of any shape count as absent (corrupt-values.ts), as in a read.
+    const { storage, corrupt } = this.#core;
+    const [failureRaw, clockOffset] = await this.#core.track(Promise.all([corrupt.load(storage, keys.failure(name), name), this.#core.storageClock.offset()]));
+    return this.#parse(name, unitRaw, failureRaw, clockOffset, false);
+  }
+
   async #read(name: string, skipFailure: boolean, cache: boolean): Promise<LoadedState> {
     const { storage, corrupt } = this.#core;
-    const unitKey = keys.certificate(name);
-    const failureKey = keys.failure(name);
     const [unitRaw, failureRaw, clockOffset] = await Promise.all([
-      corrupt.load(storage, unitKey, name),
-      skipFailure ? undefined : corrupt.load(storage, failureKey, name),
+      corrupt.load(storage, keys.certificate(name), name),
+      skipFailure ? undefined : corrupt.load(storage, keys.failure(name), name),
       // Failure records carry times on the storage's clock: shifted to ours by the offset between them.
       skipFailure ? 0 : this.#core.storageClock.offset(),
     ]);
+    return this.#parse(name, unitRaw, failureRaw, clockOffset, cache);
+  }
+
+  #parse(name: string, unitRaw: string | undefined, failureRaw: string | undefined, clockOffset: number, cache: boolean): LoadedState {
+    const { corrupt } = this.#core;
+    const unitKey = keys.certificate(name);
+    const failureKey = keys.failure(name);
     const loaded: LoadedState = {};
     if (unitRaw !== undefined) {
       const unit = this.#parseOrReport(name, unitKey, () => parseStoredCertificate(unitKey, unitRaw, { checkKey: false }));

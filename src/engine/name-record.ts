@@ -28,6 +28,8 @@ export interface Held {
 
 export interface NameRecord {
   readonly name: string;
+  /** Residency: the order in which the engine came to know the name (status pages' cursor). */
+  readonly seq: number;
   /** Configured (`names`, `manage()`), or admitted on demand. */
   readonly managed: boolean;
   /**
@@ -73,9 +75,10 @@ export function certificateNames(record: NameRecord): readonly string[] {
 }
 
 /** A name's record, with no actor yet (`names`: the certificate's names when it has several, `name` first). */
-export function newNameRecord(name: string, managed: boolean, names?: readonly string[]): NameRecord {
+export function newNameRecord(name: string, managed: boolean, seq: number, names?: readonly string[]): NameRecord {
   return {
     name,
+    seq,
     managed,
     names: names && names.length > 1 ? names : undefined,
     actor: undefined,

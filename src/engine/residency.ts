@@ -24,7 +24,6 @@ import type { HeldReplies } from './held-replies.js';
 import { newNameRecord, type CertActor, type NameRecord, type Preloaded, type SleepingName } from './name-record.js';
 import type { StateView } from './state-view.js';
 import type { WakeQueue } from './wake-queue.js';
-import { ARI_DEFAULT_RECHECK_MS } from './ari.js';
 
 export interface ResidencyDeps {
   core: EngineCore;
@@ -49,6 +48,8 @@ export class Residency {
   /** Names to drop once their attempt ends, with why (logged). */
   readonly #evicting = new Map<string, string>();
   #live = 0;
+  /** The next record's `seq`. */
+  #seq = 0;
   #sleepPending = false;
 
   constructor(deps: ResidencyDeps) {
@@ -68,8 +69,9 @@ export class Residency {
   add(name: string, managed: boolean, names?: readonly string[]): NameRecord {
     let record = this.#records.get(name);
     if (!record) {
-      this.#records.set(name, (record = newNameRecord(name, managed, names)));
+      this.#records.set(name, (record = newNameRecord(name, managed, this.#seq++, names)));
       for (const alias of record.names?.slice(1) ?? []) this.#aliases.set(alias, record);
+      this.#deps.view.counts.add(record.state);
     }
     return record;
   }
@@ -165,10 +167,7 @@ export class Residency {
       return void this.wake(record);
     }
     const rests = this.#deps.questions.afterLoad(loaded);
-    // Its first ARI question waits a random part of the usual recheck interval: 100,000 names read at
-    // start must not become 100,000 requests to the CA within seconds (a new certificate still asks at once).
-    const ariDelayMs = Math.max(1, Math.round(this.#deps.core.random() * ARI_DEFAULT_RECHECK_MS));
-    if (!room && rests.hasTag(TAGS.maySleep) && this.#sleep(record, rests, ariDelayMs)) return;
+    if (!room && rests.hasTag(TAGS.maySleep) && this.#sleep(record, rests)) return;
     // A name the chart lets rest does not need its failure record read again; one that will attempt does.
     if (!reread || rests.hasTag(TAGS.maySleep)) record.preloaded = loaded;
     this.wake(record);
@@ -218,6 +217,7 @@ export class Residency {
     }
     this.#records.delete(record.name);
     for (const alias of record.names?.slice(1) ?? []) if (this.#aliases.get(alias) === record) this.#aliases.delete(alias);
+    this.#deps.view.counts.remove(record.state);
     this.#resting.delete(record.name);
     this.#evicting.delete(record.name);
     this.#deps.queue.cancel('wake', record.name);
@@ -233,6 +233,7 @@ export class Residency {
     }
     this.#records.clear();
     this.#aliases.clear();
+    this.#deps.view.counts.clear();
     this.#resting.clear();
     this.#evicting.clear();
   }
@@ -286,13 +287,13 @@ export class Residency {
    * next timer for it would fire. False (nothing changed) when the snapshot
    * has no certificate or no timer to wake it by.
    */
-  #sleep(record: NameRecord, snapshot: CertificateSnapshot, ariDelayMs?: number): boolean {
+  #sleep(record: NameRecord, snapshot: CertificateSnapshot): boolean {
     const sleeping = asleep(snapshot);
     const due = this.#deps.questions.nextTimerAt(snapshot);
     if (!sleeping || due === undefined) return false;
     record.sleeping = sleeping;
     this.#deps.queue.schedule('wake', record.name, due);
-    this.#deps.view.show(record, snapshot, ariDelayMs);
+    this.#deps.view.show(record, snapshot);
     return true;
   }
 }

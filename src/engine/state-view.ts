@@ -15,6 +15,7 @@ import type { NameStatus } from '../types.js';
 import type { EngineCore } from './core.js';
 import type { MaterialCache } from './material-cache.js';
 import type { NameRecord } from './name-record.js';
+import { StateCounts } from './status-query.js';
 
 /**
  * The answer the chart gives a handshake at once in this snapshot, by its
@@ -32,12 +33,14 @@ export function answerOf(snapshot: CertificateSnapshot): ImmediateAnswer | undef
 export class StateView {
   readonly #core: EngineCore;
   readonly #materials: MaterialCache;
-  readonly #onNewCertificate: (record: NameRecord, ariDelayMs: number) => void;
+  readonly #onNewCertificate: (record: NameRecord, readFromStorage: boolean) => void;
   /** Names the start-up scan waits for, until they leave `loading`. */
   readonly #untilRead = new Map<NameRecord, Array<() => void>>();
+  /** Names per shown state (residency counts names in and out; a change of state moves one). */
+  readonly counts = new StateCounts();
 
-  /** @param onNewCertificate told when a name's certificate changes (for ARI), with how long to wait before asking */
-  constructor(core: EngineCore, materials: MaterialCache, onNewCertificate: (record: NameRecord, ariDelayMs: number) => void) {
+  /** @param onNewCertificate told when a name's certificate changes (for ARI), and whether it was read from storage */
+  constructor(core: EngineCore, materials: MaterialCache, onNewCertificate: (record: NameRecord, readFromStorage: boolean) => void) {
     this.#core = core;
     this.#materials = materials;
     this.#onNewCertificate = onNewCertificate;
@@ -45,10 +48,9 @@ export class StateView {
 
   /**
    * Show a name's snapshot (from its actor, or from the chart's questions
-   * for a name without one). `ariDelayMs`: when a new certificate's renewal
-   * information may be asked for (0: at once).
+   * for a name without one).
    */
-  show(record: NameRecord, snapshot: CertificateSnapshot, ariDelayMs = 0): void {
+  show(record: NameRecord, snapshot: CertificateSnapshot): void {
     const state = lifecycleStateOf(snapshot.value);
     // A name woken from sleep reloads its known record: to the outside it stays as it was.
     if (record.waking && state === 'loading') return;
@@ -59,12 +61,17 @@ export class StateView {
     record.answer = answerOf(snapshot);
     if (context.certificate?.fingerprint !== previous?.fingerprint) {
       if (previous !== undefined) this.#materials.delete(previous.fingerprint);
-      if (context.certificate !== undefined) this.#onNewCertificate(record, ariDelayMs);
+      // A certificate just issued or adopted asks for its renewal window at once. One read from storage
+      // (leaving `loading` with none before) waits a random part of the recheck interval, live or asleep:
+      // a restart with a million names, or a thousand live ones, is not that many requests to the CA at once.
+      const readFromStorage = previous === undefined && record.state === 'loading';
+      if (context.certificate !== undefined) this.#onNewCertificate(record, readFromStorage);
     }
     if (state !== 'loading') this.#read(record);
     if (state === record.state) return;
     const from = record.state;
     record.state = state;
+    this.counts.move(from, state);
     this.#core.logger.info(
       {
         name: record.name,

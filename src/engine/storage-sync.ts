@@ -1,13 +1,15 @@
 /**
  * Bringing names to life from storage, and keeping them in step with it:
- * the start-up scan (every managed name read once, 64 at a time, each then
- * live or asleep as residency decides), the storage watch (a certificate
+ * the start-up scan (every managed name read once — in bulk when storage
+ * can, see bulk-scan.ts, else 64 at a time — each then live or asleep as
+ * residency decides), the storage watch (a certificate
  * another process stored is adopted at once), and refreshes.
  */
 import type { LoadedState } from '../machines/certificate.js';
 import { safeError } from '../safe-error.js';
 import { keys, nameFromCertificateKey } from '../storage-keys.js';
 import { isWatchable, type StorageChange } from '../adapters/storage/notify.js';
+import { bulkScan } from './bulk-scan.js';
 import type { EngineCore } from './core.js';
 import type { Loads } from './loads.js';
 import type { NameRecord } from './name-record.js';
@@ -42,11 +44,14 @@ export class StorageSync {
     // (half the reads of a 100,000-name start). The listing only decides for names that
     // may sleep; a name that will attempt reads its own record, so one written by another
     // process since the listing still holds.
-    const failures = records.length > this.#core.settings.maxLiveActors ? await this.#loads.listFailures() : undefined;
+    const many = records.length > this.#core.settings.maxLiveActors;
+    const failures = many ? await this.#loads.listFailures() : undefined;
+    // Many names, and a storage that reads in bulk: one listing/query/scan; what it did not find is read name by name.
+    const rest = many ? await bulkScan(this.#core, this.#residency, this.#loads, records, failures) : records;
     let next = 0;
     const worker = async () => {
-      while (next < records.length && !this.#core.stopped) {
-        const record = records[next++]!;
+      while (next < rest.length && !this.#core.stopped) {
+        const record = rest[next++]!;
         if (record.actor || record.sleeping) continue;
         const skipFailure = failures !== undefined && !failures.has(keys.failure(record.name));
         let loaded: LoadedState | { readError: unknown };

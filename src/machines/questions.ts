@@ -13,13 +13,13 @@
  * CPU for 100,000 names). That is why the inert scope is built once here,
  * rather than by XState's `transition()`, which builds an actor per call (~90 µs).
  */
-import { createActor, getNextTransitions, type SnapshotFrom } from 'xstate';
+import { createEmptyActor, getNextTransitions, type SnapshotFrom } from 'xstate';
 import type { CertificateEvent, CertificateMachine, LoadedState } from './certificate.js';
 
 export type CertificateSnapshot = SnapshotFrom<CertificateMachine>;
 
-/** A named delay of the chart: ms from the state's entry, from its context. */
-type DelayFunction = (args: { context: CertificateSnapshot['context']; event: { type: string } }, params: undefined) => number;
+/** A named delay of the chart: ms from the state's entry, from its context (the chart's delays read nothing else). */
+type DelayFunction = (args: { context: CertificateSnapshot['context'] }) => number;
 
 export interface ChartQuestions {
   /** The snapshot a name reaches once storage returned `loaded` (from `loading`, as at start or on waking). */
@@ -39,7 +39,7 @@ export interface ChartQuestions {
  */
 export function chartQuestions(machine: CertificateMachine, now: () => number, serveExpired = false): ChartQuestions {
   const input = { name: '', serveExpired };
-  const self = createActor(machine, { input });
+  const self = createEmptyActor();
   // An inert scope, as XState's own `transition()` builds: effects are neither executed nor started.
   const scope = {
     self,
@@ -53,7 +53,7 @@ export function chartQuestions(machine: CertificateMachine, now: () => number, s
     actionExecutor: () => {},
   } as unknown as Parameters<CertificateMachine['transition']>[2];
   const loading = machine.getInitialSnapshot(scope, input);
-  const delays = machine.implementations.delays as Record<string, number | DelayFunction>;
+  const delays = machine.implementations.delays as unknown as Record<string, DelayFunction>;
 
   return {
     afterLoad(loaded) {
@@ -64,13 +64,13 @@ export function chartQuestions(machine: CertificateMachine, now: () => number, s
       return machine.transition(snapshot, event, scope);
     },
     nextTimerAt(snapshot) {
+      // The timers of every state active in `snapshot` (each delayed transition is listed by its source state).
+      // The chart names all its delays (no literal numbers), so each is a function of the context.
+      const armed = new Set(getNextTransitions(snapshot).flatMap((transition) => transition.source.after));
       let earliest: number | undefined;
-      for (const transition of getNextTransitions(snapshot)) {
-        const timer = transition.source.after.find((after) => after.eventType === transition.eventType);
-        if (timer === undefined) continue;
-        const delay = typeof timer.delay === 'string' ? delays[timer.delay] : (timer.delay as number | DelayFunction);
-        const ms = typeof delay === 'function' ? delay({ context: snapshot.context, event: { type: transition.eventType } }, undefined) : delay;
-        if (typeof ms === 'number' && (earliest === undefined || now() + ms < earliest)) earliest = now() + ms;
+      for (const timer of armed) {
+        const at = now() + (delays[timer.delay as string] as DelayFunction)({ context: snapshot.context });
+        earliest = Math.min(earliest ?? at, at);
       }
       return earliest;
     },

@@ -124,6 +124,41 @@ export function runStorageConformance(label: string, makeStorage: () => Promise<
         assert.deepEqual(await s.list('failures/'), ['failures/empty']);
       });
 
+      test('entries (a bulk read, optional) gives every key under the prefix with the value load gives, in bounded batches; nothing deleted, nothing else', async (s) => {
+        if (typeof s.entries !== 'function') return void console.log(`# ${label}: no bulk read (entries): the engine reads name by name`);
+        const n = 600;
+        for (let i = 0; i < n; i += 50) await Promise.all(Array.from({ length: 50 }, (_, j) => s.store(`certificates/n${i + j}.json`, `value ${i + j} é`)));
+        await s.store('certificates-other/x.json', 'not under the prefix');
+        await s.store('failures/n1', 'another prefix');
+        // A fenced write (file storage keeps it as a version) and a fenced delete (a tombstone).
+        const lock = await s.lock('locks/issue/bulk', 10_000);
+        await s.store('certificates/fenced.json', 'fenced value', { fence: { lockKey: lock.key, token: lock.fencingToken } });
+        await s.store('certificates/gone.json', 'deleted below');
+        await s.delete('certificates/gone.json', { fence: { lockKey: lock.key, token: lock.fencingToken } });
+        await s.store('certificates/gone2.json', 'deleted below');
+        await s.delete('certificates/gone2.json');
+        await lock.release();
+        const seen = new Map<string, string>();
+        let largest = 0;
+        for await (const batch of s.entries('certificates/')) {
+          largest = Math.max(largest, batch.length);
+          for (const [key, value] of batch) {
+            assert.ok(!seen.has(key), `${key} listed twice`);
+            seen.set(key, value);
+          }
+        }
+        assert.equal(seen.size, n + 1);
+        assert.equal(seen.get('certificates/fenced.json'), 'fenced value');
+        for (let i = 0; i < n; i++) assert.equal(seen.get(`certificates/n${i}.json`), `value ${i} é`);
+        assert.ok(largest <= 1000, `bounded batches (the largest held ${largest})`);
+        // Stopping early is fine.
+        for await (const batch of s.entries('certificates/')) {
+          assert.ok(batch.length > 0);
+          break;
+        }
+        for await (const batch of s.entries('nothing-here/')) assert.fail(`nothing to list, got ${batch.length}`);
+      });
+
       test('store overwrites', async (s) => {
         await s.store('k', 'first value, longer');
         await s.store('k', 'second');

@@ -36,6 +36,7 @@
  * clock), file-versions.ts (the fenced commit), file-lock.ts (leases and
  * tokens), file-watch.ts (inotify), file-sweep.ts (debris).
  */
+import { fileEntries } from './file-bulk.js';
 import type { Stats } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import path from 'node:path';
@@ -209,6 +210,12 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
       }
       await walk(start, dirKey);
       return [...keys];
+    },
+
+    /** One listing, reads 64 at a time (see file-bulk.ts). */
+    entries(prefix: string) {
+      assertValidPrefix(prefix);
+      return fileEntries(tree, prefix, (key) => this.load(key));
     },
 
     async stat(key: string): Promise<StorageStat | undefined> {

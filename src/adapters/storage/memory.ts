@@ -101,6 +101,20 @@ export function memoryStorage(options: MemoryStorageOptions = {}): Storage {
       return [...values.keys()].filter((key) => key.startsWith(prefix));
     },
 
+    async *entries(prefix: string): AsyncGenerator<Array<readonly [string, string]>> {
+      assertValidPrefix(prefix);
+      let batch: Array<readonly [string, string]> = [];
+      for (const [key, entry] of values) {
+        if (!key.startsWith(prefix)) continue;
+        batch.push([key, entry.value]);
+        if (batch.length === 256) {
+          yield batch;
+          batch = [];
+        }
+      }
+      if (batch.length > 0) yield batch;
+    },
+
     async stat(key: string): Promise<StorageStat | undefined> {
       assertValidKey(key);
       const entry = values.get(key);

@@ -74,6 +74,8 @@ export function statements(table: string) {
       SELECT (SELECT count(*) FROM fence)::int AS fenced, (SELECT count(pg_notify('${table}', $2)) FROM deleted)::int AS deleted`,
     now: `SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now`,
     list: `SELECT key FROM ${t} WHERE key LIKE $1 ESCAPE '!'`,
+    /** One page of the bulk read: keys after `$2` in key order (the column is COLLATE "C": byte order, the primary key index), at most `$3`. */
+    entries: `SELECT key, value FROM ${t} WHERE key LIKE $1 ESCAPE '!' AND key > $2 ORDER BY key LIMIT $3`,
     /**
      * Take the lease if the row is absent or its lease is over, drawing the next
      * fencing token in the same statement. The token is `max(previous + 1, the

@@ -20,6 +20,7 @@
  * anyway (a restore, a TRUNCATE) restarts its token at the database clock in
  * µs, above every token drawn before (see `acquire`).
  */
+import { keysetEntries } from './bulk-pages.js';
 import { withDeadline } from './deadline.js';
 import { randomUUID } from 'node:crypto';
 import type { Pool, PoolConfig, QueryResultRow } from 'pg';
@@ -263,6 +264,15 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
       assertValidPrefix(prefix);
       const rows = await query<{ key: string }>(`list ${prefix}`, sql.list, [likePrefixPattern(prefix)]);
       return rows.map((row) => row.key);
+    },
+
+    /** Keyset pages of 1,000 rows (see bulk-pages.ts). */
+    entries(prefix) {
+      assertValidPrefix(prefix);
+      return keysetEntries(async (after, limit) => {
+        const rows = await query<{ key: string; value: Buffer | string }>(`entries ${prefix}`, sql.entries, [likePrefixPattern(prefix), after, limit]);
+        return rows.map((row) => ({ key: row.key, value: typeof row.value === 'string' ? row.value : row.value.toString('utf8') }));
+      });
     },
 
     async stat(key): Promise<StorageStat | undefined> {

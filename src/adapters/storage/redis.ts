@@ -29,6 +29,7 @@
  * (which places all of certstate on one shard). Only a standalone or
  * Sentinel-managed `Redis` client is accepted.
  */
+import { scanEntries } from './bulk-pages.js';
 import { withDeadline } from './deadline.js';
 import { randomUUID } from 'node:crypto';
 import type { Redis, RedisOptions } from 'ioredis';
@@ -260,6 +261,28 @@ export function redisStorage(options: RedisStorageOptions): RedisStorage {
         cursor = next;
       } while (cursor !== '0');
       return [...found];
+    },
+
+    /** SCAN pages, each page's values in one pipelined round trip (see bulk-pages.ts). */
+    entries(keyPrefix) {
+      assertValidPrefix(keyPrefix);
+      const base = dataKey('');
+      const match = `${escapeRedisGlob(base)}${escapeRedisGlob(keyPrefix)}*`;
+      return scanEntries(
+        (cursor) => run(`entries ${keyPrefix}`, (r) => r.scan(cursor, 'MATCH', match, 'COUNT', 1000)),
+        (redisKeys) =>
+          run(`entries ${keyPrefix}`, async (r) => {
+            const pipeline = r.pipeline();
+            for (const k of redisKeys) pipeline.hget(k, 'v');
+            const results = await pipeline.exec();
+            if (!results) throw new Error('pipeline aborted');
+            return results.map(([error, value]) => {
+              if (error) throw error;
+              return value as string | null;
+            });
+          }),
+        base,
+      );
     },
 
     async stat(key): Promise<StorageStat | undefined> {

@@ -1,0 +1,120 @@
+/**
+ * Start-up through a storage's bulk read (`Storage.entries`): every stored
+ * certificate comes from the listing, none from a `load` per name; names it
+ * did not find (nothing stored) are read name by name; a failure record
+ * listed still holds; a bulk read that fails part way leaves the rest to
+ * per-name reads.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { memoryStorage } from '../src/adapters/storage/memory.js';
+import { ManualClock } from '../src/clock.js';
+import { createCertEngine } from '../src/engine/engine.js';
+import { keysetEntries, scanEntries } from '../src/adapters/storage/bulk-pages.js';
+import { keys } from '../src/storage-keys.js';
+import type { Storage } from '../src/types.js';
+import { installTestCa, scriptedIssuer } from './helpers/scripted-issuer.js';
+import { countingStorage } from './helpers/storage-wrap.js';
+
+const T0 = Math.floor(Date.now() / 1000) * 1000;
+const namesOf = (n: number) => Array.from({ length: n }, (_, i) => `n${i}.localhost`);
+
+async function seeded(names: string[], clock: ManualClock): Promise<Storage> {
+  const storage = memoryStorage();
+  await installTestCa(storage);
+  const seeder = createCertEngine({ storage, issuers: [scriptedIssuer({ mode: { kind: 'succeed' } })], names, clock });
+  await seeder.start();
+  await Promise.all(names.map((n) => seeder.getCertificate(n)));
+  await seeder.stop();
+  return storage;
+}
+
+/** `countingStorage` over `inner`, with the bulk read delegated (optionally failing after `failAfter` batches). */
+function bulkCounting(inner: Storage, failAfter = Infinity) {
+  const counted = countingStorage(inner);
+  let bulkReads = 0;
+  const entries = async function* (prefix: string) {
+    bulkReads++;
+    let n = 0;
+    for await (const batch of inner.entries!(prefix)) {
+      if (n++ >= failAfter) throw new Error('bulk read failed part way');
+      yield batch;
+    }
+  };
+  return Object.assign(counted, { entries, bulkReads: () => bulkReads });
+}
+
+describe('start-up through a bulk read', () => {
+  it('reads every stored certificate from the listing and none by load; names with nothing stored are read and obtained; a listed failure record holds', async () => {
+    const clock = new ManualClock(T0);
+    const stored = namesOf(300);
+    const inner = await seeded(stored, clock);
+    // One stored name failed last time (another process recorded a backoff).
+    const failing = stored[7]!;
+    await inner.store(keys.failure(failing), JSON.stringify({ version: 1, attempts: 2, nextAttemptAt: T0 + 3_600_000, lastError: { type: 'IssuanceError', message: 'earlier', at: T0 } }));
+    const storage = bulkCounting(inner);
+    const issuer = scriptedIssuer({ mode: { kind: 'succeed' } });
+    const fresh = ['fresh0.localhost', 'fresh1.localhost'];
+    const engine = createCertEngine({ storage, issuers: [issuer], names: [...stored, ...fresh], clock, maxLiveActors: 5 });
+    await engine.start();
+    try {
+      assert.equal(storage.bulkReads(), 1, 'one bulk read');
+      const certLoads = [...storage.loads].filter(([k]) => k.startsWith('certificates/'));
+      assert.deepEqual(certLoads.map(([k]) => k).sort(), fresh.map((n) => keys.certificate(n)).sort(), 'only the names not stored are loaded');
+      for (const name of fresh) await engine.getCertificate(name);
+      assert.equal(issuer.calls, 2, 'the two fresh names obtained; no stored name ordered');
+      const summary = engine.statusSummary({ expiry: false });
+      assert.equal(summary.byState.valid, 302, JSON.stringify(summary.byState));
+      // (Its certificate is usable and not due: valid, with the failures counted.)
+      assert.equal(engine.statusOf(failing)?.attempts, 2, 'the failure record listed is read');
+      assert.ok(engine.stats.sleeping > 250, 'names beyond maxLiveActors sleep');
+    } finally {
+      await engine.stop();
+    }
+  });
+
+  it('a bulk read that fails part way: what it handed over stays, the rest is read name by name', async () => {
+    const clock = new ManualClock(T0);
+    const stored = namesOf(600);
+    const inner = await seeded(stored, clock);
+    const storage = bulkCounting(inner, 1); // one batch (256 values), then an error
+    const engine = createCertEngine({ storage, issuers: [scriptedIssuer({ mode: { kind: 'succeed' } })], names: stored, clock, maxLiveActors: 5 });
+    await engine.start();
+    try {
+      const certLoads = [...storage.loads].filter(([k]) => k.startsWith('certificates/')).length;
+      assert.equal(certLoads, 600 - 256, 'the names of the first batch are not read again');
+      assert.equal(engine.statusSummary({ expiry: false }).byState.valid, 600);
+    } finally {
+      await engine.stop();
+    }
+  });
+});
+
+describe('bulk reads page by page (PostgreSQL keyset pages, Redis SCAN pages)', () => {
+  it('keyset pages: every row once, in bounded pages, past several pages', async () => {
+    const rows = Array.from({ length: 2500 }, (_, i) => ({ key: `certificates/k${String(i).padStart(5, '0')}`, value: `v${i}` }));
+    const asked: string[] = [];
+    const page = async (after: string, limit: number) => {
+      asked.push(after);
+      return rows.filter((r) => r.key > after).slice(0, limit);
+    };
+    const seen: string[] = [];
+    for await (const batch of keysetEntries(page)) {
+      assert.ok(batch.length <= 1000);
+      for (const [key, value] of batch) {
+        seen.push(key);
+        assert.equal(value, `v${Number(key.slice(-5))}`);
+      }
+    }
+    assert.deepEqual(seen, rows.map((r) => r.key));
+    assert.equal(asked.length, 3, 'three pages');
+  });
+
+  it('SCAN pages: a key SCAN returns twice is yielded once; a key gone before its read is skipped', async () => {
+    const pages: Record<string, [string, string[]]> = { '0': ['7', ['p:a', 'p:b']], '7': ['9', ['p:b', 'p:c']], '9': ['0', ['p:d']] };
+    const values: Record<string, string | null> = { 'p:a': 'A', 'p:b': 'B', 'p:c': null, 'p:d': 'D' };
+    const seen: Array<readonly [string, string]> = [];
+    for await (const batch of scanEntries(async (cursor) => pages[cursor]!, async (ks) => ks.map((k) => values[k]!), 'p:')) seen.push(...batch);
+    assert.deepEqual(seen, [['a', 'A'], ['b', 'B'], ['d', 'D']]);
+  });
+});
