@@ -38,7 +38,8 @@ export async function noteOrder(deps: AttemptDeps, input: AttemptInput, orders: 
   const key = keys.failure(input.name);
   try {
     const offset = await clockOffset(deps);
-    const raw = await deps.storage.load(key);
+    // Stored bytes of any shape count as absent (corrupt-values.ts): the order is noted in a fresh record.
+    const raw = await deps.corrupt.load(deps.storage, key, input.name);
     let record: FailureRecord = { attempts: 0 };
     if (raw !== undefined) {
       try {

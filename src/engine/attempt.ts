@@ -45,7 +45,7 @@ import type { MaterialCache } from './material-cache.js';
 import type { PendingStores } from './pending-store.js';
 import type { CorruptValues } from './corrupt-values.js';
 import type { StorageClock } from './storage-clock.js';
-import { parseFailureRecord, parseStoredCertificate, serializeFailureRecord, serializeStoredCertificate } from './stored.js';
+import { parseFailureRecord, parseStoredCertificate, readableFailureRecord, serializeFailureRecord, serializeStoredCertificate } from './stored.js';
 import { safeError } from '../safe-error.js';
 
 /** What an attempt needs from the engine. */
@@ -305,7 +305,7 @@ async function recordSharedFailure(deps: AttemptDeps, input: AttemptInput, error
     const lastError = toErrorInfo(error, now);
     if (isStorageFault(lastError.code)) return;
     const raw = await deps.corrupt.load(deps.storage, key, input.name);
-    const previous = raw === undefined ? undefined : previousFailure(key, raw);
+    const previous = raw === undefined ? undefined : readableFailureRecord(key, raw);
     const attempts = (previous?.attempts ?? 0) + 1;
     // The middle of the jitter range: the statechart's record, with its own jitter, follows.
     const placed = withOrders(orders, ordersPlacedBy(error), now, deps.policy);
@@ -314,15 +314,6 @@ async function recordSharedFailure(deps: AttemptDeps, input: AttemptInput, error
     await deps.storage.store(key, serializeFailureRecord(record, await clockOffset(deps)), { fence });
   } catch (storeError) {
     deps.logger.warn({ name: input.name, err: safeError(storeError) }, 'could not record the failure for the cluster');
-  }
-}
-
-/** A stored failure record; undefined when it cannot be read (it is being replaced). */
-function previousFailure(key: string, raw: string): FailureRecord | undefined {
-  try {
-    return parseFailureRecord(key, raw);
-  } catch {
-    return undefined;
   }
 }
 

@@ -144,3 +144,12 @@ function isErrorInfo(v: unknown): v is ErrorInfo {
   if (!isRecord(v)) return false;
   return typeof v.type === 'string' && typeof v.message === 'string' && isTime(v.at) && v.type.length < 200 && v.message.length < 10_000;
 }
+
+/** A stored failure record; undefined when it cannot be read (it is being replaced: the caller writes a fresh one). */
+export function readableFailureRecord(key: string, raw: string): FailureRecord | undefined {
+  try {
+    return parseFailureRecord(key, raw);
+  } catch {
+    return undefined;
+  }
+}
