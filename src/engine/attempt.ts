@@ -21,6 +21,11 @@
  *
  * It never touches machine state: it returns metadata (the key goes to the
  * material cache) or throws the attempt's error.
+ *
+ * Why a little over 400 lines: it is one sequence read top to bottom (the
+ * steps above and their fault paths share the lock, the lease and the fence);
+ * what stands apart already lives beside it (the floor's bookkeeping in
+ * attempt-floor.ts, the lease in lease.ts, late stores in pending-store.ts).
  */
 import { certificateCoversName, parseCertificateBundle } from '../certs.js';
 import {
