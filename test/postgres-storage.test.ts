@@ -197,6 +197,35 @@ if (await suiteCanRun('postgres', 'postgresStorage')) {
       await lock.release();
     });
 
+    it("reports the server's own statement timeout as ERR_STORAGE_TIMEOUT, like the client's deadline", async () => {
+      await processStorage().migrate();
+      // The caller's pool cancels statements after 300 ms, well before the storage's own deadline:
+      // the server's timer fires first (SQLSTATE 57014), and the caller still sees a timeout.
+      const pool = new pg.Pool({ connectionString: POSTGRES_URL, max: 2, statement_timeout: 300 });
+      pool.on('error', () => {});
+      pools.push(pool);
+      const s = postgresStorage({ pool, table, operationTimeoutMs: 10_000 });
+      storages.push(s);
+      const lock = await s.lock('locks/server-deadline', 60_000);
+      const other = await admin.connect();
+      try {
+        await other.query('BEGIN');
+        await other.query(`SELECT 1 FROM "${table}_locks" WHERE key = 'locks/server-deadline' FOR UPDATE`);
+        const t0 = Date.now();
+        await assert.rejects(s.store('server-deadline/value', 'late', { fence: { lockKey: lock.key, token: lock.fencingToken } }), (error: unknown) => {
+          assert.ok(error instanceof StorageError);
+          assert.equal(error.code, 'ERR_STORAGE_TIMEOUT', error.message);
+          assert.match(error.message, /57014/);
+          return true;
+        });
+        assert.ok(Date.now() - t0 < 5000, 'the server cancelled it, not the storage deadline');
+      } finally {
+        await other.query('ROLLBACK').catch(() => {});
+        other.release();
+      }
+      await lock.release();
+    });
+
     it('lists over 1000 keys, escaping LIKE wildcards (`_` is a valid key character)', async () => {
       const s = processStorage();
       const wanted = Array.from({ length: 1500 }, (_, i) => `list_x/n${i}.json`);

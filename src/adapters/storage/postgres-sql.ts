@@ -115,11 +115,23 @@ export function likePrefixPattern(prefix: string): string {
   return `${prefix.replace(/[!%_]/g, (c) => `!${c}`)}%`;
 }
 
-/** Any failure as a typed error: certstate's own errors pass through, the rest become `StorageError` (with the SQL state). */
+/**
+ * SQL states that mean "a deadline passed": the server's `statement_timeout` (57014, which our
+ * bounded queries always set, so a cancel is ours) and `idle_in_transaction_session_timeout` (25P03).
+ */
+const TIMEOUT_SQL_STATES = new Set(['57014', '25P03']);
+
+/**
+ * Any failure as a typed error: certstate's own errors pass through, a deadline passed on either
+ * side becomes `ERR_STORAGE_TIMEOUT` (whichever of the server's and the client's timers fired
+ * first, the caller sees the same code), the rest `StorageError` (with the SQL state).
+ */
 export function toStorageError(error: unknown, what: string): unknown {
   if (error instanceof CertstateError) return error;
   const e = error as { message?: unknown; code?: unknown };
   const sqlState = typeof e?.code === 'string' ? ` (${e.code})` : '';
   const message = typeof e?.message === 'string' ? e.message : String(error);
-  return new StorageError(`${what} failed: ${message}${sqlState}`, { cause: error });
+  // pg's own `query_timeout` rejects with this message and no code.
+  const timedOut = (typeof e?.code === 'string' && TIMEOUT_SQL_STATES.has(e.code)) || message === 'Query read timeout';
+  return new StorageError(`${what} failed: ${message}${sqlState}`, { cause: error, code: timedOut ? 'ERR_STORAGE_TIMEOUT' : undefined });
 }
