@@ -6,7 +6,11 @@
  * per-name reads.
  */
 import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, it } from 'node:test';
+import { fileStorage } from '../src/adapters/storage/file.js';
 import { memoryStorage } from '../src/adapters/storage/memory.js';
 import { ManualClock } from '../src/clock.js';
 import { createCertEngine } from '../src/engine/engine.js';
@@ -19,8 +23,7 @@ import { countingStorage } from './helpers/storage-wrap.js';
 const T0 = Math.floor(Date.now() / 1000) * 1000;
 const namesOf = (n: number) => Array.from({ length: n }, (_, i) => `n${i}.localhost`);
 
-async function seeded(names: string[], clock: ManualClock): Promise<Storage> {
-  const storage = memoryStorage();
+async function seeded(names: string[], clock: ManualClock, storage: Storage = memoryStorage()): Promise<Storage> {
   await installTestCa(storage);
   const seeder = createCertEngine({ storage, issuers: [scriptedIssuer({ mode: { kind: 'succeed' } })], names, clock });
   await seeder.start();
@@ -86,6 +89,39 @@ describe('start-up through a bulk read', () => {
       assert.equal(engine.statusSummary({ expiry: false }).byState.valid, 600);
     } finally {
       await engine.stop();
+    }
+  });
+});
+
+describe('file storage: a value that is not valid UTF-8 in the listing', () => {
+  it('is left out of its batch and read (as absent) by name; the listing goes on for every other name', async () => {
+    const root = await mkdtemp(path.join(tmpdir(), 'certstate-bulk-'));
+    try {
+      const clock = new ManualClock(T0);
+      const stored = namesOf(100);
+      const inner = await seeded(stored, clock, fileStorage(root));
+      const broken = stored[42]!;
+      // Certificates are written fenced: the value read is the newest file of the key's versions directory.
+      const versions = `${path.join(root, ...keys.certificate(broken).split('/'))}~v`;
+      const files = await readdir(versions);
+      assert.equal(files.length, 1, `one version: ${files}`);
+      await writeFile(path.join(versions, files[0]!), Buffer.from([0x7b, 0xff, 0xfe, 0x7d]));
+      const storage = bulkCounting(inner);
+      const issuer = scriptedIssuer({ mode: { kind: 'succeed' } });
+      const engine = createCertEngine({ storage, issuers: [issuer], names: stored, clock, maxLiveActors: 5 });
+      await engine.start();
+      try {
+        assert.equal(storage.bulkReads(), 1, 'one bulk read');
+        const certLoads = [...storage.loads].filter(([k]) => k.startsWith('certificates/')).map(([k]) => k);
+        assert.deepEqual(certLoads, [keys.certificate(broken)], 'only the undecodable value is read again, by name');
+        await engine.getCertificate(broken);
+        assert.equal(issuer.calls, 1, 'the undecodable certificate counts as absent: obtained once');
+        assert.equal(engine.statusSummary({ expiry: false }).byState.valid, 100);
+      } finally {
+        await engine.stop();
+      }
+    } finally {
+      await rm(root, { recursive: true, force: true });
     }
   });
 });

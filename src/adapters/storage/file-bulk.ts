@@ -5,10 +5,13 @@
  * and for a versions directory: the listing already says which keys have one
  * (those are read through `load`, which picks the newest version). Keys in
  * subdirectories are listed and read the same way; temp files, the lock tree
- * and foreign names are skipped as `list` skips them.
+ * and foreign names are skipped as `list` skips them. A value that is not
+ * valid UTF-8 is left out of the batch (its per-name read reports it), not
+ * an error of the whole listing.
  */
 import * as fs from 'node:fs/promises';
 import path from 'node:path';
+import { CorruptStorageError } from '../../errors.js';
 import { errorCode, readValue, wrap } from './file-io.js';
 import type { FileTree } from './file-tree.js';
 import { VERSIONS } from './file-versions.js';
@@ -42,7 +45,13 @@ export async function* fileEntries(
         while (at < slice.length) {
           const j = at++;
           const { key, file } = slice[j]!;
-          values[j] = file === undefined ? await load(key) : await readValue(key, file);
+          try {
+            values[j] = file === undefined ? await load(key) : await readValue(key, file);
+          } catch (error) {
+            // One undecodable value must not cost the whole listing: it is left out,
+            // and the per-name read that follows reports it as corrupt (counted absent).
+            if (!(error instanceof CorruptStorageError)) throw error;
+          }
         }
       };
       await Promise.all(Array.from({ length: Math.min(READS_IN_FLIGHT, slice.length) }, worker));
