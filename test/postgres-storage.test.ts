@@ -15,7 +15,7 @@ import pg from 'pg';
 import { ConfigError, FencingError, LockLostError, StorageError } from '../src/errors.js';
 import { likePrefixPattern, migratePostgres, postgresStorage, type PostgresStorage } from '../src/adapters/storage/postgres.js';
 import { runStorageConformance } from './helpers/storage-conformance.js';
-import { POSTGRES_URL, collector, elapsed, recovers, silentServer, suiteCanRun } from './helpers/backends.js';
+import { POSTGRES_URL, collector, elapsed, recovers, silentServer, suiteCanRun, assertLockTakenInTurn, assertWatchAnnouncesChanges } from './helpers/backends.js';
 
 
 /** A fresh table name for this run. */
@@ -284,26 +284,7 @@ if (await suiteCanRun('postgres', 'postgresStorage')) {
 
     it('gives two pools (two processes) one lock in turn, with growing fencing tokens and no lost update', async () => {
       const sides = [processStorage(), processStorage()];
-      let inside = 0;
-      let maxInside = 0;
-      const tokens: number[] = [];
-      const worker = async (storage: PostgresStorage) => {
-        for (let i = 0; i < 10; i++) {
-          const lock = await storage.lock('locks/counter', 2000);
-          inside++;
-          maxInside = Math.max(maxInside, inside);
-          tokens.push(lock.fencingToken);
-          const n = Number((await storage.load('counter')) ?? '0');
-          await delay(Math.random() * 3);
-          await storage.store('counter', String(n + 1), { fence: { lockKey: lock.key, token: lock.fencingToken } });
-          inside--;
-          await lock.release();
-        }
-      };
-      await Promise.all([worker(sides[0]), worker(sides[0]), worker(sides[1]), worker(sides[1])]);
-      assert.equal(maxInside, 1, 'never two holders at once');
-      assert.equal(await sides[1].load('counter'), '40', 'no lost update');
-      for (let i = 1; i < tokens.length; i++) assert.ok(tokens[i] > tokens[i - 1], `tokens grow in acquisition order: ${tokens.join(',')}`);
+      await assertLockTakenInTurn([sides[0], sides[1]]);
     });
 
     it('migrates idempotently, from many processes at once', async () => {
@@ -358,26 +339,7 @@ if (await suiteCanRun('postgres', 'postgresStorage')) {
     it('tells a watcher of every write and delete under its prefix made by another pool, and nothing else', async () => {
       const watching = processStorage();
       const writer = processStorage();
-      const seen = collector();
-      const unwatch = await watching.watch('certificates/', seen.onChange);
-      await writer.store('certificates/a.json', '1');
-      await writer.store('failures/a.json', 'not watched');
-      const lock = await writer.lock('locks/w', 100);
-      await delay(150);
-      await (await writer.lock('locks/w', 1000)).release();
-      await assert.rejects(writer.store('certificates/a.json', 'refused', { fence: { lockKey: lock.key, token: lock.fencingToken } }), FencingError);
-      await writer.delete('certificates/a.json');
-      await writer.delete('certificates/a.json'); // nothing deleted: nothing to announce
-      await seen.until((c) => c.length >= 2, 'store and delete');
-      await delay(100);
-      assert.deepEqual(seen.changes, [
-        { type: 'store', key: 'certificates/a.json' },
-        { type: 'delete', key: 'certificates/a.json' },
-      ]);
-      await unwatch();
-      await writer.store('certificates/b.json', 'after unwatch');
-      await delay(100);
-      assert.equal(seen.changes.length, 2, 'nothing after unwatch');
+      await assertWatchAnnouncesChanges(watching, writer);
     });
 
     it('tells a watcher to resync after its connection was cut, then keeps watching', async () => {

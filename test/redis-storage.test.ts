@@ -16,7 +16,7 @@ import { ConfigError, FencingError, LockLostError, StorageError } from '../src/e
 import { redisStorage, type RedisStorage } from '../src/adapters/storage/redis.js';
 import { runStorageConformance } from './helpers/storage-conformance.js';
 import { startSeverableProxy } from './helpers/cluster-node.js';
-import { REDIS_URL, collector, elapsed, purgeRedisPrefix, recovers, silentServer, suiteCanRun } from './helpers/backends.js';
+import { REDIS_URL, collector, elapsed, purgeRedisPrefix, recovers, silentServer, suiteCanRun, assertLockTakenInTurn, assertWatchAnnouncesChanges } from './helpers/backends.js';
 
 const RUN = `certstate-test:${randomUUID().slice(0, 8)}`;
 
@@ -235,26 +235,7 @@ if (await suiteCanRun('redis', 'redisStorage')) {
     it('gives two clients (two processes) one lock in turn, with growing fencing tokens and no lost update', async () => {
       const prefix = `${RUN}:contend:`;
       const sides = [processStorage(prefix), processStorage(prefix)];
-      let inside = 0;
-      let maxInside = 0;
-      const tokens: number[] = [];
-      const worker = async (storage: RedisStorage) => {
-        for (let i = 0; i < 10; i++) {
-          const lock = await storage.lock('locks/counter', 2000);
-          inside++;
-          maxInside = Math.max(maxInside, inside);
-          tokens.push(lock.fencingToken);
-          const n = Number((await storage.load('counter')) ?? '0');
-          await delay(Math.random() * 3);
-          await storage.store('counter', String(n + 1), { fence: { lockKey: lock.key, token: lock.fencingToken } });
-          inside--;
-          await lock.release();
-        }
-      };
-      await Promise.all([worker(sides[0]), worker(sides[0]), worker(sides[1]), worker(sides[1])]);
-      assert.equal(maxInside, 1, 'never two holders at once');
-      assert.equal(await sides[1].load('counter'), '40', 'no lost update');
-      for (let i = 1; i < tokens.length; i++) assert.ok(tokens[i] > tokens[i - 1], `tokens grow in acquisition order: ${tokens.join(',')}`);
+      await assertLockTakenInTurn([sides[0], sides[1]]);
     });
 
     it('reloads its scripts after the server forgot them (restart, SCRIPT FLUSH)', async () => {
@@ -294,27 +275,7 @@ if (await suiteCanRun('redis', 'redisStorage')) {
       const prefix = `${RUN}:watch:`;
       const watching = processStorage(prefix);
       const writer = processStorage(prefix);
-      const seen = collector();
-      const unwatch = await watching.watch('certificates/', seen.onChange);
-      await writer.store('certificates/a.json', '1');
-      await writer.store('failures/a.json', 'not watched');
-      await processStorage(`${RUN}:watch-other:`).store('certificates/a.json', 'other prefix');
-      const lock = await writer.lock('locks/a', 100);
-      await delay(150);
-      await (await writer.lock('locks/a', 1000)).release();
-      await assert.rejects(writer.store('certificates/a.json', 'refused', { fence: { lockKey: lock.key, token: lock.fencingToken } }), FencingError);
-      await writer.delete('certificates/a.json');
-      await writer.delete('certificates/a.json'); // nothing deleted: nothing to announce
-      await seen.until((c) => c.length >= 2, 'store and delete');
-      await delay(100);
-      assert.deepEqual(seen.changes, [
-        { type: 'store', key: 'certificates/a.json' },
-        { type: 'delete', key: 'certificates/a.json' },
-      ]);
-      await unwatch();
-      await writer.store('certificates/b.json', 'after unwatch');
-      await delay(100);
-      assert.equal(seen.changes.length, 2, 'nothing after unwatch');
+      await assertWatchAnnouncesChanges(watching, writer, () => processStorage(`${RUN}:watch-other:`).store('certificates/a.json', 'other prefix'));
     });
 
     it('tells a watcher to resync after its connection was cut, then keeps watching', async () => {

@@ -10,9 +10,10 @@ import { describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import type pg from 'pg';
-import type { StorageChange } from '../../src/adapters/storage/notify.js';
+import type { StorageChange, WatchableStorage } from '../../src/adapters/storage/notify.js';
 import { escapeRedisGlob } from '../../src/adapters/storage/redis.js';
 import { StorageError } from '../../src/errors.js';
+import type { Storage } from '../../src/types.js';
 
 export const REDIS_URL = process.env.CERTSTATE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 /** `CERTSTATE_TEST_POSTGRES_URL` (or its older name `CERTSTATE_TEST_DATABASE_URL`). */
@@ -192,4 +193,63 @@ export function collector() {
       }
     },
   };
+}
+
+/**
+ * Two processes' storages (two workers each) take one lock in turn, ten times
+ * a worker, each incrementing a counter under it with a fenced write: never
+ * two holders at once, no lost update, fencing tokens growing in acquisition
+ * order.
+ */
+export async function assertLockTakenInTurn(sides: readonly [Storage, Storage]): Promise<void> {
+  let inside = 0;
+  let maxInside = 0;
+  const tokens: number[] = [];
+  const worker = async (storage: Storage) => {
+    for (let i = 0; i < 10; i++) {
+      const lock = await storage.lock('locks/counter', 2000);
+      inside++;
+      maxInside = Math.max(maxInside, inside);
+      tokens.push(lock.fencingToken);
+      const n = Number((await storage.load('counter')) ?? '0');
+      await delay(Math.random() * 3);
+      await storage.store('counter', String(n + 1), { fence: { lockKey: lock.key, token: lock.fencingToken } });
+      inside--;
+      await lock.release();
+    }
+  };
+  await Promise.all([worker(sides[0]), worker(sides[0]), worker(sides[1]), worker(sides[1])]);
+  assert.equal(maxInside, 1, 'never two holders at once');
+  assert.equal(await sides[1].load('counter'), '40', 'no lost update');
+  for (let i = 1; i < tokens.length; i++) assert.ok(tokens[i]! > tokens[i - 1]!, `tokens grow in acquisition order: ${tokens.join(',')}`);
+}
+
+/**
+ * A watcher of `certificates/` on one process hears another process's store
+ * and delete there, and nothing else: not other prefixes, not a write refused
+ * by its fence, not a delete of nothing, nothing after unwatch. `before` runs
+ * after the first store (e.g. a write under another prefix of the backend).
+ */
+export async function assertWatchAnnouncesChanges(watching: WatchableStorage, writer: Storage, before: () => Promise<unknown> = async () => {}): Promise<void> {
+  const seen = collector();
+  const unwatch = await watching.watch('certificates/', seen.onChange);
+  await writer.store('certificates/a.json', '1');
+  await writer.store('failures/a.json', 'not watched');
+  await before();
+  const lock = await writer.lock('locks/w', 100);
+  await delay(150);
+  await (await writer.lock('locks/w', 1000)).release();
+  await assert.rejects(writer.store('certificates/a.json', 'refused', { fence: { lockKey: lock.key, token: lock.fencingToken } }), { code: 'ERR_FENCED' });
+  await writer.delete('certificates/a.json');
+  await writer.delete('certificates/a.json'); // nothing deleted: nothing to announce
+  await seen.until((c) => c.length >= 2, 'store and delete');
+  await delay(100);
+  assert.deepEqual(seen.changes, [
+    { type: 'store', key: 'certificates/a.json' },
+    { type: 'delete', key: 'certificates/a.json' },
+  ]);
+  await unwatch();
+  await writer.store('certificates/b.json', 'after unwatch');
+  await delay(100);
+  assert.equal(seen.changes.length, 2, 'nothing after unwatch');
 }
