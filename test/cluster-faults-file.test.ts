@@ -14,7 +14,6 @@ import { after, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
   dropStorage,
-  eventually,
   isIssued,
   isIssuing,
   nodeConfigFor,
@@ -28,8 +27,8 @@ import {
   type ClusterNode,
   type NodeMessage,
   type NodeStorageConfig,
-  type ServedInfo,
 } from './helpers/cluster-node.js';
+import { assertConverged, assertNoFailure, watchStored } from './helpers/cluster-checks.js';
 
 // Longer than the other cluster tests' 1.5 s: a file lease is renewed with fsyncs, slow on a loaded disk.
 const LEASE_MS = 4000;
@@ -45,46 +44,8 @@ async function fileCluster(suffix: string): Promise<{ storage: NodeStorageConfig
   return { storage, nodes: nodes as [ClusterNode, ClusterNode] };
 }
 
-/** The stored certificate, sampled every 50 ms: it must never go back to one seen before. */
-function watchStored(storage: NodeStorageConfig, name: string) {
-  const seen: string[] = [];
-  let failure: string | undefined;
-  let stop = false;
-  const loop = (async () => {
-    // At most a minute: a test that failed before calling done() must not keep the runner alive for ever.
-    const until = Date.now() + 60_000;
-    while (!stop && Date.now() < until) {
-      const fingerprint = await storedFingerprint(storage, name).catch(() => undefined);
-      if (fingerprint && seen.at(-1) !== fingerprint) {
-        if (seen.includes(fingerprint)) failure = `storage went back to ${fingerprint} after ${seen.at(-1)}`;
-        seen.push(fingerprint);
-      }
-      await delay(50);
-    }
-  })();
-  return {
-    async done() {
-      stop = true;
-      await loop;
-      assert.equal(failure, undefined, failure);
-      return seen;
-    },
-  };
-}
 
-/** Every process alive and serving the stored certificate within `boundMs`. */
-async function assertConverged(nodes: ClusterNode[], storage: NodeStorageConfig, name: string, boundMs = 5_000): Promise<string> {
-  const stored = await storedFingerprint(storage, name);
-  assert.ok(stored, 'a certificate is stored');
-  for (const node of nodes) {
-    assert.ok(!node.exited(), `${node.id} is alive (no crash, no unhandled rejection)`);
-    await eventually(`${node.id} serves the stored certificate`, async () => ((await node.request<ServedInfo>({ op: 'get', name })).fingerprint === stored ? true : undefined), boundMs);
-  }
-  return stored;
-}
 
-const noFailure = (node: ClusterNode, name: string) =>
-  assert.ok(!node.messages.some((m) => m.type === 'engine' && m.event === 'cert_failed' && m.name === name), `${node.id} recorded no failure for ${name}`);
 
 describe('file storage, two engine processes: a holder frozen in its issuance', { skip: pebbleSkip }, () => {
   it('SIGSTOP past its lease, then SIGCONT: it stores nothing older, adopts the new holder\'s certificate; one order by the new holder', async () => {
@@ -115,7 +76,7 @@ describe('file storage, two engine processes: a holder frozen in its issuance', 
           assert.equal(await assertConverged(nodes, storage, name), newer);
           assert.deepEqual(await history.done(), [newer], 'the frozen holder stored nothing');
           assert.equal(pebble!.orderCount() - orders, 1, 'one order by the new holder');
-          noFailure(n0, name);
+          assertNoFailure(n0, name);
         } finally {
           n0.signal('SIGCONT');
         }
@@ -155,7 +116,7 @@ describe('file storage, two engine processes: a holder frozen in its issuance', 
           assert.deepEqual(await history.done(), [second.fingerprint], 'storage never showed the older certificate');
           assert.equal(pebble!.orderCount() - before, 2, "two orders: the frozen holder's and the new holder's");
           assert.ok(n1.messages.filter(isIssuing(name)).length === 1, 'n1 ordered once');
-          noFailure(n0, name);
+          assertNoFailure(n0, name);
         } finally {
           n0.signal('SIGCONT');
         }

@@ -56,6 +56,7 @@ import {
   type NodeStorageConfig,
   type ServedInfo,
 } from './helpers/cluster-node.js';
+import { assertConverged, assertNoFailure, watchStored } from './helpers/cluster-checks.js';
 
 const LEASE_MS = 1500;
 const SLOW_MS = 30_000; // always ended by the test (`release`)
@@ -79,52 +80,7 @@ function nodeConfig(id: string, storage: NodeStorageConfig, suffix: string, extr
   return nodeConfigFor(pebble!, id, storage, suffix, LEASE_MS, extra);
 }
 
-/** Everything the cluster promises, checked at the end of a test. */
-async function assertConverged(nodes: ClusterNode[], storage: NodeStorageConfig, name: string, boundMs = 5_000): Promise<string> {
-  const stored = await storedFingerprint(storage, name);
-  assert.ok(stored, 'a certificate is stored');
-  for (const node of nodes) {
-    assert.ok(!node.exited(), `${node.id} is alive (no crash, no unhandled rejection)`);
-    await eventually(`${node.id} serves the stored certificate`, async () => {
-      const served = await node.request<ServedInfo>({ op: 'get', name });
-      return served.fingerprint === stored ? true : undefined;
-    }, boundMs);
-  }
-  return stored;
-}
-
-/** The stored certificate's notBefore, sampled: it must never go back. */
-function watchStored(storage: NodeStorageConfig, name: string) {
-  const seen: { fingerprint: string; notBefore: number }[] = [];
-  let stop = false;
-  let failure: string | undefined;
-  const loop = (async () => {
-    // At most a minute: a test that failed before calling done() must not keep the runner alive for ever.
-    const until = Date.now() + 60_000;
-    while (!stop && Date.now() < until) {
-      const fingerprint = await storedFingerprint(storage, name).catch(() => undefined);
-      if (fingerprint && seen.at(-1)?.fingerprint !== fingerprint) {
-        const last = seen.at(-1);
-        const entry = { fingerprint, notBefore: Date.now() };
-        if (last && seen.some((s) => s.fingerprint === fingerprint)) failure = `storage went back to ${fingerprint} after ${last.fingerprint}`;
-        seen.push(entry);
-      }
-      await delay(50);
-    }
-  })();
-  return {
-    async done() {
-      stop = true;
-      await loop;
-      assert.equal(failure, undefined, failure);
-      return seen.map((s) => s.fingerprint);
-    },
-  };
-}
-
 const ordersSince = (before: number) => pebble!.orderCount() - before;
-const noFailure = (node: ClusterNode, name: string) =>
-  assert.ok(!node.messages.some((m) => m.type === 'engine' && m.event === 'cert_failed' && m.name === name), `${node.id} recorded no failure for ${name}`);
 
 // ─── 1. a storage blip during a lease renewal ───────────────────────────────
 
@@ -238,7 +194,7 @@ describe('Redis restarted empty while the holder is paused (SIGSTOP)', { skip: o
           assert.ok(r.ok && r.fingerprint === newer, `n0's handshake got the stored certificate: ${JSON.stringify(r)}`);
           assert.equal(await assertConverged(nodes, storage, name), newer, 'the paused holder overwrote nothing');
           assert.deepEqual(await history.done(), [newer]);
-          noFailure(n0, name);
+          assertNoFailure(n0, name);
         } finally {
           n0.signal('SIGCONT');
         }
@@ -279,7 +235,7 @@ describe('a holder fenced out before the new holder has stored (Redis)', { skip:
           const results = await Promise.all([...onN0, onN1]);
           const stored = await assertConverged(nodes, storage, name);
           for (const r of results) assert.ok(r.ok && r.fingerprint === stored, JSON.stringify(r));
-          noFailure(n0, name);
+          assertNoFailure(n0, name);
           const reader = redisStorage(storage.kind === 'redis' ? { url: storage.url, prefix: storage.prefix } : { url: '' });
           const failureRecord = await reader.load(`failures/${name}.json`).finally(() => reader.close());
           // The issuance floor keeps the name's order times in that record; no failure may be in it.
@@ -325,7 +281,7 @@ describe('PostgreSQL unreachable when the issued certificate is stored', { skip:
         assert.ok(r.ok && r.fingerprint === issued.fingerprint, `served the issued certificate: ${JSON.stringify(r)}`);
         assert.equal(await assertConverged(nodes, direct, name), issued.fingerprint, 'the issued certificate was stored');
         assert.equal(ordersSince(orders), 1, 'one order');
-        noFailure(n0, name);
+        assertNoFailure(n0, name);
       });
     } finally {
       await stopNodes(nodes);
@@ -377,7 +333,7 @@ describe("pg_terminate_backend on the holder's connections during its attempt", 
         for (const r of results) assert.ok(r.ok && r.fingerprint === stored, JSON.stringify(r));
         assert.ok(!n1.messages.some(isIssuing(name)), 'n1 placed no order');
         assert.equal(ordersSince(orders), 1, 'one order');
-        noFailure(n0, name);
+        assertNoFailure(n0, name);
       });
     } finally {
       await stopNodes(nodes);

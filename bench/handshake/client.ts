@@ -9,6 +9,7 @@
  */
 import tls from 'node:tls';
 import { parentPort, workerData } from 'node:worker_threads';
+import { seeded } from '../../test/helpers/seeded-random.js';
 
 export interface ClientJob {
   port: number;
@@ -42,19 +43,8 @@ export interface ClientReport {
 const job = workerData as ClientJob;
 const CONNECT_TIMEOUT_MS = 10_000;
 
-/** mulberry32: a seeded PRNG, so runs differ by seed but are reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-const random = prng(job.seed);
+// Seeded (mulberry32): runs differ by seed but are reproducible.
+const random = seeded(job.seed);
 const session = job.session ? Buffer.from(job.session, 'base64') : undefined;
 const latencies: number[] = [];
 let errors = 0;
