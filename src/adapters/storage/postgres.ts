@@ -50,6 +50,8 @@ export interface PostgresStorageOptions {
    * config sets a `statement_timeout` no longer than `operationTimeoutMs`,
    * each statement runs in a transaction that sets one with `SET LOCAL`
    * (two more round trips; the pool's connections are left as they were).
+   * Whichever deadline fires first (the pool's, ours, pg's `query_timeout`),
+   * the call rejects with `ERR_STORAGE_TIMEOUT`.
    */
   pool?: Pool;
   /** A `postgres://` URL; certstate then creates (and ends) its own pool. Requires the `pg` package. */
