@@ -57,7 +57,9 @@ export interface CertEngineOptions {
    * Longest an issuance attempt may run, ms (default 600,000). Past it the
    * attempt is aborted and fails with `AttemptTimeoutError` (the normal
    * backoff follows), its slot is freed at once, and whatever its issuer
-   * returns later is discarded, never stored.
+   * returns later is discarded, never stored. Counted from when the attempt
+   * gets one of the engine's issuance slots: a wait for a slot is bounded by
+   * the attempts ahead of it, each bounded by this.
    */
   attemptTimeout?: number;
   /** Most handshakes waiting per name (default 10,000); more are refused at once with `TooManyWaitersError`. */
