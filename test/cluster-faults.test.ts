@@ -84,6 +84,8 @@ const ordersSince = (before: number) => pebble!.orderCount() - before;
 
 // ─── 1. a storage blip during a lease renewal ───────────────────────────────
 
+const BLIP_LEASE_MS = 3000;
+
 for (const kind of ['redis', 'postgres'] as const) {
   describe(`a partition shorter than half the lease, on ${kind}`, { skip: skips[kind] }, () => {
     it('the holder keeps its lease (renewal retried within it); the other process orders nothing', async () => {
@@ -93,9 +95,11 @@ for (const kind of ['redis', 'postgres'] as const) {
       const cut = await startSeverableProxy(server.port, server.host);
       const direct = storageFor(kind, run);
       const viaProxy = storageFor(kind, run, cut.port);
+      // Twice the other tests' lease: a loaded machine's stalls must not be what loses it.
+      const lease = BLIP_LEASE_MS;
       const nodes = await Promise.all([
-        startNode(nodeConfig('n0', viaProxy, suffix, { operationTimeoutMs: 400 })),
-        startNode(nodeConfig('n1', direct, suffix)),
+        startNode(nodeConfig('n0', viaProxy, suffix, { operationTimeoutMs: 400, lockTtlMs: lease })),
+        startNode(nodeConfig('n1', direct, suffix, { lockTtlMs: lease })),
       ]);
       proxy.setBackends(nodes.map((n) => n.httpPort));
       try {
@@ -108,10 +112,10 @@ for (const kind of ['redis', 'postgres'] as const) {
           const second = verifiedHandshake(nodes[1]!.httpsPort, name, rootPem); // queues for the lock
           await delay(100);
           cut.blackhole(true);
-          await delay(Math.round(LEASE_MS * 0.45));
+          await delay(Math.round(lease * 0.45));
           cut.blackhole(false);
           // Hold the name well past the lease: only renewals keep it.
-          await delay(LEASE_MS * 2);
+          await delay(lease * 2);
           assert.equal(await nodes[0]!.request<number>({ op: 'release' }), 1, 'n0 was still inside its issuance');
           const results = await Promise.all([first, second]);
           const stored = await assertConverged(nodes, direct, name);
@@ -349,7 +353,8 @@ describe('a certificate of a shorter lifetime stored by another process (Redis)'
     const run = runId();
     const suffix = `.${run}.identity.example.com`;
     const storage = storageFor('redis', run);
-    const nodes = await Promise.all([startNode(nodeConfig('n0', storage, suffix)), startNode(nodeConfig('n1', storage, suffix))]);
+    // No lease is tested here: a lease a loaded machine's stalls cannot lose (1.5 s could, mid-order).
+    const nodes = await Promise.all([startNode(nodeConfig('n0', storage, suffix, { lockTtlMs: 15_000 })), startNode(nodeConfig('n1', storage, suffix, { lockTtlMs: 15_000 }))]);
     proxy.setBackends(nodes.map((n) => n.httpPort));
     try {
       await withNodeLogs(() => nodes, async () => {
@@ -386,9 +391,10 @@ describe('a process whose clock runs 5 minutes ahead (libfaketime), Redis', { sk
     const run = runId();
     const suffix = `.${run}.skew.example.com`;
     const storage = storageFor('redis', run);
+    // No lease is tested here: a lease a loaded machine's stalls cannot lose (1.5 s could, mid-order).
     const nodes = await Promise.all([
-      startNode(nodeConfig('n0', storage, suffix)),
-      startNode(nodeConfig('n1', storage, suffix, { env: clockStep('+300s') })),
+      startNode(nodeConfig('n0', storage, suffix, { lockTtlMs: 15_000 })),
+      startNode(nodeConfig('n1', storage, suffix, { lockTtlMs: 15_000, env: clockStep('+300s') })),
     ]);
     proxy.setBackends(nodes.map((n) => n.httpPort));
     const [n0, n1] = nodes as [ClusterNode, ClusterNode];
