@@ -497,6 +497,10 @@ interface StubRequest {
   method: string;
   path: string;
   payload?: Record<string, unknown>;
+  /** The JWS's nonce (signed requests). */
+  nonce?: string;
+  /** The Replay-Nonce the stub answered with. */
+  answeredNonce: string;
 }
 
 /**
@@ -521,12 +525,15 @@ async function stubCa(
     req.on('end', () => {
       const base = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
       let payload: Record<string, unknown> | undefined;
+      let jwsNonce: string | undefined;
       if (raw) {
-        const jws = JSON.parse(raw) as { payload: string };
+        const jws = JSON.parse(raw) as { payload: string; protected: string };
         payload = jws.payload ? (JSON.parse(Buffer.from(jws.payload, 'base64url').toString()) as Record<string, unknown>) : undefined;
+        jwsNonce = (JSON.parse(Buffer.from(jws.protected, 'base64url').toString()) as { nonce?: string }).nonce;
       }
-      requests.push({ method: req.method!, path: req.url!, ...(payload ? { payload } : {}) });
-      res.setHeader('replay-nonce', `nonce-${++nonce}`);
+      const answeredNonce = `nonce-${++nonce}`;
+      requests.push({ method: req.method!, path: req.url!, ...(payload ? { payload } : {}), ...(jwsNonce ? { nonce: jwsNonce } : {}), answeredNonce });
+      res.setHeader('replay-nonce', answeredNonce);
       const json = (status: number, body: unknown, headers: Record<string, string> = {}) => {
         res.writeHead(status, { 'content-type': status >= 400 ? 'application/problem+json' : 'application/json', ...headers });
         res.end(JSON.stringify(body));
@@ -622,6 +629,23 @@ describe('acmeIssuer error mapping and protocol details (stub CA)', () => {
       assert.equal(first!.payload!.replaces, 'aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE');
       assert.equal(second!.payload!.replaces, undefined);
       assert.deepEqual(first!.payload!.identifiers, [{ type: 'dns', value: 'ari.example.com' }]);
+    } finally {
+      await ca.close();
+    }
+  });
+
+  it('carries replay nonces over to the next attempt: one newNonce request for two attempts, each nonce used once', async () => {
+    const ca = await stubCa(() => ({ status: 400, body: { type: `${ACME}malformed`, detail: 'stop' } }));
+    try {
+      const issuer = stubIssuer(ca.directoryUrl);
+      const storage = memoryStorage();
+      await assert.rejects(issuer.issue({ names: ['n1.example.com'] }, context(storage)), AcmeError);
+      await assert.rejects(issuer.issue({ names: ['n2.example.com'] }, context(storage)), AcmeError);
+      assert.equal(ca.requests.filter((r) => r.path === '/nonce').length, 1, 'the second attempt starts with a nonce from the first one\'s answers');
+      const [first, second] = ca.orderRequests();
+      assert.equal(second!.nonce, first!.answeredNonce, 'the newest nonce: the first attempt\'s last answer');
+      const used = ca.requests.flatMap((r) => (r.nonce ? [r.nonce] : []));
+      assert.equal(new Set(used).size, used.length, 'no nonce signed twice');
     } finally {
       await ca.close();
     }
