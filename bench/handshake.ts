@@ -35,7 +35,7 @@ const flags = parseFlags('bench/handshake.ts', {
   'warmup-seconds': { default: 1, help: 'unmeasured load per server before the runs (JIT, caches)' },
   'warm-every-name': { default: true, help: 'before the runs, one real handshake per name on the map and certstate servers (first-use costs are not steady state)' },
   alpn: { default: true, help: 'clients offer ALPN http/1.1, as browsers do' },
-  profile: { default: false, help: 'write a CPU profile of the certstate server to bench/results/profiles/' },
+  profile: { default: false, help: 'write a CPU profile of every server (baselines too, to compare) to bench/results/profiles/' },
   servers: { default: 'static,map,certstate,certstate-backoff', help: 'servers to compare (static and map are the baselines; certstate-backoff serves every name in failed-backoff; map-alpn-callback adds a JS ALPNCallback to map)' },
   json: { default: '', help: 'write the JSON result here instead of bench/results/handshake.json' },
 });
@@ -124,7 +124,7 @@ async function main(): Promise<void> {
     console.error(`handshake: starting ${MODES.join(', ')} servers with ${flags.names} names…`);
     await Promise.all(
       MODES.map(async (mode) => {
-        const child = forkTs(new URL('./handshake/server.ts', import.meta.url), [], mode.startsWith('certstate') ? profileFlags(flags.profile, `handshake-${mode}`) : []);
+        const child = forkTs(new URL('./handshake/server.ts', import.meta.url), [], profileFlags(flags.profile, `handshake-${mode}`));
         children.push(child);
         // Building 10k SecureContexts takes a while on 2 busy cores: a generous bound.
         const setup = await child.call<SetupReply>('setup', { mode, names: flags.names }, 30 * 60_000);
