@@ -20,6 +20,7 @@ import { axios as acmeAxios } from 'acme-client';
 import pino from 'pino';
 import { challtestsrvDnsProvider } from '../src/adapters/challenges/challtestsrv.js';
 import type { DnsProvider } from '../src/adapters/challenges/dns-01.js';
+import { watchedTokens } from '../src/adapters/challenges/challenge-fetches.js';
 import { createHttpChallengeHandler } from '../src/adapters/challenges/http-01.js';
 import { createTlsAlpnResponder } from '../src/adapters/challenges/tls-alpn-01.js';
 import { acmeIssuer, type AcmeIssuerOptions } from '../src/adapters/issuers/acme.js';
@@ -648,6 +649,77 @@ describe('acmeIssuer error mapping and protocol details (stub CA)', () => {
       assert.equal(new Set(used).size, used.length, 'no nonce signed twice');
     } finally {
       await ca.close();
+    }
+  });
+
+  /**
+   * A stub order with one pending HTTP-01 authorization; `fetchAfterMs` after the challenge POST the
+   * stub's "VA" fetches the token through the HTTP-01 handler, and the authorization turns valid
+   * `validAfterMs` after that fetch. Finalize answers an error: the test is about the authorization.
+   */
+  async function fetchingCa(fetchAfterMs: number, validAfterMs: number) {
+    const storage = memoryStorage();
+    const handlerServer = http.createServer(createHttpChallengeHandler(storage));
+    const handlerPort = await listen(handlerServer);
+    let challengedAt: number | undefined;
+    let fetchedAt: number | undefined;
+    const authzPolls: number[] = [];
+    const ca = await stubCa(
+      (_p, _n, base) => ({ status: 201, headers: { location: `${base}/order/1` }, body: { status: 'pending', identifiers: [{ type: 'dns', value: 'early.example.com' }], authorizations: [`${base}/authz/1`], finalize: `${base}/finalize` } }),
+      {},
+      {},
+      {
+        '/authz/1': (base) => {
+          if (challengedAt !== undefined) authzPolls.push(Date.now() - challengedAt);
+          const valid = fetchedAt !== undefined && Date.now() >= fetchedAt + validAfterMs;
+          return { status: 200, body: { status: valid ? 'valid' : 'pending', identifier: { type: 'dns', value: 'early.example.com' }, challenges: [{ type: 'http-01', url: `${base}/chal/1`, token: 'tok-early', status: 'pending' }] } };
+        },
+        '/chal/1': () => {
+          challengedAt = Date.now();
+          setTimeout(() => {
+            http.get(`http://127.0.0.1:${handlerPort}/.well-known/acme-challenge/tok-early`, (res) => {
+              res.resume();
+              res.on('end', () => (fetchedAt = Date.now()));
+            });
+          }, fetchAfterMs);
+          return { status: 200, body: { status: 'processing' } };
+        },
+        '/finalize': () => ({ status: 400, body: { type: `${ACME}malformed`, detail: 'stop here' } }),
+      },
+    );
+    return { ca, storage, authzPolls, close: async () => Promise.all([ca.close(), close(handlerServer)]) };
+  }
+
+  it('looks at the authorization right after this process answered the CA\'s HTTP-01 fetch, not after pollInitialMs', async () => {
+    const stub = await fetchingCa(20, 0);
+    try {
+      const issuer = stubIssuer(stub.ca.directoryUrl, { challenges: ['http-01'], pollInitialMs: 60_000 });
+      // Bounded far below pollInitialMs: without the notice the first look would come after a minute.
+      const outcome = await Promise.race([
+        issuer.issue({ names: ['early.example.com'] }, context(stub.storage)).then(() => 'issued', (e: unknown) => e),
+        new Promise((resolve) => setTimeout(() => resolve('still waiting after 15 s'), 15_000).unref()),
+      ]);
+      assert.ok(outcome instanceof AcmeError && outcome.detail === 'stop here', `reached finalize: ${String(outcome)}`);
+      assert.equal(stub.authzPolls.length, 1, 'one look, after the fetch: valid');
+      assert.equal(watchedTokens(), 0, 'no watch left behind');
+    } finally {
+      await stub.close();
+    }
+  });
+
+  it('an early look that finds the authorization pending leaves the regular schedule as it was', async () => {
+    const stub = await fetchingCa(20, 150);
+    try {
+      const issuer = stubIssuer(stub.ca.directoryUrl, { challenges: ['http-01'], pollInitialMs: 1000 });
+      await assert.rejects(issuer.issue({ names: ['early.example.com'] }, context(stub.storage)), (e: unknown) => e instanceof AcmeError && e.detail === 'stop here');
+      const [early, regular, ...more] = stub.authzPolls;
+      assert.equal(more.length, 0, String(stub.authzPolls));
+      assert.ok(early! < 900, `the early look, after the fetch (${early} ms)`);
+      // Timers never fire early; a schedule moved on by the early look would look at ~2,000 ms.
+      assert.ok(regular! >= 990 && regular! < 1900, `the regular look at pollInitialMs (${regular} ms)`);
+      assert.equal(watchedTokens(), 0);
+    } finally {
+      await stub.close();
     }
   });
 
