@@ -21,7 +21,9 @@
 import { forkTs, runWorker, type RpcChild } from './lib/children.js';
 import { parseFlags } from './lib/args.js';
 import { ensureDataset } from './lib/dataset.js';
-import { profileFlags, printBars, printTable, spread, writeResult, type BarVerdict } from './lib/report.js';
+import path from 'node:path';
+import { RESULTS_DIR } from './lib/paths.js';
+import { printBars, printTable, spread, writeResult, type BarVerdict } from './lib/report.js';
 import { pairedRatios, summarize } from './lib/stats.js';
 import type { ClientJob, ClientReport } from './handshake/client.js';
 import type { EndReply, Mode, SetupReply } from './handshake/server.js';
@@ -117,6 +119,8 @@ async function measure(server: RpcChild, port: number, names: string[], round: n
 
 async function main(): Promise<void> {
   const startedAt = new Date();
+  // Profiles of the measured windows only (set-up and idle time left out), every server alike, to compare.
+  const profileDir = flags.profile ? path.join(RESULTS_DIR, 'profiles', `handshake-${startedAt.toISOString().replace(/[:.]/g, '-')}`) : undefined;
   const dataset = await ensureDataset(flags.names);
   const servers = new Map<Mode, { child: RpcChild; setup: SetupReply }>();
   const children: RpcChild[] = [];
@@ -124,7 +128,7 @@ async function main(): Promise<void> {
     console.error(`handshake: starting ${MODES.join(', ')} servers with ${flags.names} names…`);
     await Promise.all(
       MODES.map(async (mode) => {
-        const child = forkTs(new URL('./handshake/server.ts', import.meta.url), [], profileFlags(flags.profile, `handshake-${mode}`));
+        const child = forkTs(new URL('./handshake/server.ts', import.meta.url), profileDir ? [`--profile-dir=${profileDir}`] : []);
         children.push(child);
         // Building 10k SecureContexts takes a while on 2 busy cores: a generous bound.
         const setup = await child.call<SetupReply>('setup', { mode, names: flags.names }, 30 * 60_000);

@@ -15,7 +15,9 @@
  * `end` is the server's work only (every thread of it: OpenSSL, GC), never
  * the load client's.
  */
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { Session } from 'node:inspector/promises';
+import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import tls from 'node:tls';
@@ -69,6 +71,11 @@ new PerformanceObserver((list) => {
   }
 }).observe({ entryTypes: ['gc'] });
 let timeStart = performance.now();
+/** `--profile-dir=<dir>`: a CPU profile of each begin → end window, written there (the bench's --profile). */
+const profileDir = process.argv.find((a) => a.startsWith('--profile-dir='))?.slice('--profile-dir='.length);
+let profiler: Session | undefined;
+let profileMode = '';
+let windows = 0;
 
 async function unitOf(dataset: Dataset, name: string): Promise<{ certificatePem: string; privateKeyPem: string }> {
   return JSON.parse(await readFile(dataset.unitPath(name), 'utf8')) as { certificatePem: string; privateKeyPem: string };
@@ -119,6 +126,7 @@ async function seedFailures(storage: Storage, names: string[]): Promise<void> {
 
 serveRpc({
   async setup({ mode, names }: { mode: Mode; names: number }): Promise<SetupReply> {
+    profileMode = mode;
     const dataset = await ensureDataset(names);
     const loadStart = performance.now();
     const { options, warmMs } = await serverOptions(mode, dataset);
@@ -133,7 +141,13 @@ serveRpc({
     await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', 1024, resolve));
     return { port: (server.address() as AddressInfo).port, loadMs, warmMs, memory: memoryAfterGc() };
   },
-  begin(): void {
+  async begin(): Promise<void> {
+    if (profileDir) {
+      profiler ??= new Session();
+      profiler.connect();
+      await profiler.post('Profiler.enable');
+      await profiler.post('Profiler.start');
+    }
     handshakes = 0;
     clientErrors = 0;
     gcMs = 0;
@@ -141,9 +155,17 @@ serveRpc({
     timeStart = performance.now();
     cpuStart = process.cpuUsage();
   },
-  end(): EndReply {
+  async end(): Promise<EndReply> {
     const cpu = process.cpuUsage(cpuStart);
-    return { cpuUserUs: cpu.user, cpuSystemUs: cpu.system, handshakes, clientErrors, elapsedMs: performance.now() - timeStart, gcMs, majorGcMs };
+    const reply = { cpuUserUs: cpu.user, cpuSystemUs: cpu.system, handshakes, clientErrors, elapsedMs: performance.now() - timeStart, gcMs, majorGcMs };
+    if (profiler && profileDir) {
+      const { profile } = await profiler.post('Profiler.stop');
+      profiler.disconnect();
+      await mkdir(profileDir, { recursive: true });
+      // Window 0 is the one-handshake-per-name pass; then one per measured run.
+      await writeFile(path.join(profileDir, `${profileMode}-${windows++}.cpuprofile`), JSON.stringify(profile));
+    }
+    return reply;
   },
   async stop(): Promise<void> {
     await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
