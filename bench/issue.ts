@@ -188,6 +188,9 @@ async function measure(pebble: PebbleHandle, va: VaServers, engineSide: Side, au
       await concurrentRound(flags.concurrent, `auto${round}`, autoOne(auto), autoSide);
       autoOrders += flags.concurrent;
     }
+    // Pebble logs each order as it adds it: give its log a moment to catch up with the last round.
+    const expected = 1 + flags.sequential + flags.runs * flags.concurrent + autoOrders;
+    for (const until = Date.now() + 2000; pebble.orderCount() - before < expected && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
     return { missing: [], orders: pebble.orderCount() - before - autoOrders };
   } finally {
     timeline.close();
