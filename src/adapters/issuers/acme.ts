@@ -27,6 +27,7 @@ import type { Client } from 'acme-client';
 import { loadAcmeClient } from './acme-client-module.js';
 import type { CertificateBundle, CertificateMeta, IssueContext, IssueRequest, Issuer, Logger, RenewalInfo, Storage } from '../../types.js';
 import { AccountError, AcmeError, ConfigError, IssuanceError } from '../../errors.js';
+import { withDecodedKey } from '../../certs/decoded-keys.js';
 import { checkKeys, optionKeys } from '../../option-keys.js';
 import type { DnsProvider } from '../challenges/dns-01.js';
 import { acmeHttpRequest, installTransport, internalsOf, type AcmeResponse, type TransportOptions } from './acme-http.js';
@@ -314,7 +315,7 @@ export function acmeIssuer(options: AcmeIssuerOptions): AcmeIssuer {
     const chain = await flow.download(done.certificate!);
     verifyIssued(chain, leafPrivateKey, names);
     logger.info({ names, orderUrl: order.url }, 'ACME certificate issued');
-    return { certificatePem: chain, privateKeyPem: keyPem };
+    return withDecodedKey({ certificatePem: chain, privateKeyPem: keyPem }, leafPrivateKey);
   }
 
   /**
