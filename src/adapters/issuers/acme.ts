@@ -97,7 +97,9 @@ export interface AcmeIssuerOptions {
    * An order polls twice (authorization, then order after finalizing), so against a
    * fast CA this floor is most of the on-demand latency: 5 took Pebble's first
    * handshake from ~62 to ~35 ms (BENCHMARKS.md), at the price of about four more
-   * requests per order to a slow one.
+   * requests per order to a slow one. When this process's HTTP-01 handler answers
+   * the CA's fetch of the token, the authorization is looked at 5 ms after that
+   * fetch instead, if that is sooner (the schedule is otherwise unchanged).
    */
   pollInitialMs?: number;
   /** Longest interval between polls, ms (a CA's `Retry-After` can ask for longer). Default 5000. */
