@@ -4,12 +4,15 @@
  * handshake through the engine (`onDemand` + `acmeIssuer`), one name at a
  * time and 100 new names at once; the same orders placed directly with
  * acme-client's `auto()` are the baseline, measured in the same run
- * against the same Pebble.
+ * against the same Pebble. The sequential names of the two sides are
+ * interleaved (same load), and each is cut into before the order / the
+ * order / after (bench/issue/timeline.ts), with the process's CPU per name;
+ * `--trace` prints every mark of every name.
  *
  * Skips (and says why, in the table and the JSON) when Pebble is not
  * installed or the engine lacks what it needs.
  *
- *   node --import tsx bench/issue.ts [--sequential 11] [--concurrent 100] [--runs 1]
+ *   node --import tsx bench/issue.ts [--sequential 11] [--concurrent 100] [--runs 1] [--trace]
  */
 import { acmeIssuer } from '../src/adapters/issuers/acme.js';
 import { memoryStorage } from '../src/adapters/storage/memory.js';
