@@ -4,12 +4,15 @@
  * handshake through the engine (`onDemand` + `acmeIssuer`), one name at a
  * time and 100 new names at once; the same orders placed directly with
  * acme-client's `auto()` are the baseline, measured in the same run
- * against the same Pebble.
+ * against the same Pebble. The sequential names of the two sides are
+ * interleaved (same load), and each is cut into before the order / the
+ * order / after (bench/issue/timeline.ts), with the process's CPU per name;
+ * `--trace` prints every mark of every name.
  *
  * Skips (and says why, in the table and the JSON) when Pebble is not
  * installed or the engine lacks what it needs.
  *
- *   node --import tsx bench/issue.ts [--sequential 11] [--concurrent 100] [--runs 1]
+ *   node --import tsx bench/issue.ts [--sequential 11] [--concurrent 100] [--runs 1] [--trace]
  */
 import { acmeIssuer } from '../src/adapters/issuers/acme.js';
 import { memoryStorage } from '../src/adapters/storage/memory.js';
@@ -19,7 +22,8 @@ import { parseFlags } from './lib/args.js';
 import { engineModule } from './lib/engine-module.js';
 import { printBars, printTable, spread, writeResult, type BarVerdict } from './lib/report.js';
 import { percentile, summarize, type Summary } from './lib/stats.js';
-import { autoRunner } from './issue/auto.js';
+import { autoRunner, type AutoRunner } from './issue/auto.js';
+import { markedIssuer, split, summarizeSplits, Timeline, type Mark, type Split } from './issue/timeline.js';
 import { startVaServers, timedHandshake, type VaServers } from './issue/servers.js';
 
 const flags = parseFlags('bench/issue.ts', {
@@ -27,6 +31,7 @@ const flags = parseFlags('bench/issue.ts', {
   concurrent: { default: 100, help: 'new names issued at once' },
   runs: { default: 1, help: 'repetitions of the concurrent round' },
   json: { default: '', help: 'write the JSON result here instead of bench/results/issue.json' },
+  trace: { default: false, help: 'print every sequential name\'s marks (requests to the CA, engine events) to stderr' },
   'poll-initial-ms': { default: 20, help: "first poll delay of both sides: acmeIssuer's pollInitialMs (default 20) and auto()'s backoffMin" },
 });
 
@@ -44,9 +49,11 @@ interface Side {
   firstFailure?: string;
   /** Engine only: of each sequential first handshake, the time inside the issuer (the ACME order itself), ms. */
   issuerMs: number[];
+  /** Per sequential name: before / order / after (bench/issue/timeline.ts). */
+  splits: Split[];
 }
 
-const emptySide = (): Side => ({ sequentialMs: [], concurrentTotalMs: [], concurrentMedianMs: [], concurrentP95Ms: [], failures: 0, issuerMs: [] });
+const emptySide = (): Side => ({ sequentialMs: [], concurrentTotalMs: [], concurrentMedianMs: [], concurrentP95Ms: [], failures: 0, issuerMs: [], splits: [] });
 
 /** What the engine needs for this bench, checked at run time: parts may still be under construction. */
 function missingEngineParts(engine: CertEngine): string[] {
@@ -69,70 +76,129 @@ async function concurrentRound(n: number, tag: string, one: (name: string) => Pr
   }
 }
 
-async function measureEngine(pebble: PebbleHandle, va: VaServers, side: Side): Promise<string[]> {
+/** The engine on Pebble, ready for first handshakes (its account registered and its connections open by a warm-up name). */
+async function startEngine(pebble: PebbleHandle, va: VaServers, timeline: Timeline): Promise<{ engine: CertEngine; missing: string[] }> {
   const { createCertEngine } = await engineModule();
+  const issuer = acmeIssuer({ directoryUrl: pebble.directoryUrl, email: 'bench@example.com', agreeToTerms: true, caBundle: pebble.caBundlePem, challenges: ['http-01'], pollInitialMs: flags['poll-initial-ms'] });
   const engine = createCertEngine({
     storage: memoryStorage(),
-    issuers: [acmeIssuer({ directoryUrl: pebble.directoryUrl, email: 'bench@example.com', agreeToTerms: true, caBundle: pebble.caBundlePem, challenges: ['http-01'], pollInitialMs: flags['poll-initial-ms'] })],
+    issuers: [markedIssuer(issuer, timeline)],
     // Every name allowed, and a budget this bench never reaches (the default is 20 then 100/h).
     onDemand: { decide: () => true, rateLimit: { burst: 100_000, refillPerSecond: 1000 } },
     handshakeTimeout: 60_000,
   });
   const missing = missingEngineParts(engine);
-  if (missing.length) return missing.map((m) => `engine lacks ${m}`);
+  if (missing.length) return { engine, missing: missing.map((m) => `engine lacks ${m}`) };
   await engine.start();
   va.use(engine);
-  try {
-    const issuerOf = (r: { issuer?: string }) => r.issuer ?? '';
-    // The first order of a process registers the account and opens connections: not a first handshake of interest.
-    const warm = await timedHandshake(va.tlsPort, 'warm.engine.bench.test');
-    if (!warm.ok) throw new Error(`engine warm-up handshake failed: ${warm.error}`);
-    // Split each first handshake into the order (the issuer's own time) and what the engine adds around it.
-    const issuerMs = new Map<string, number>();
-    const off = engine.on('issuer_attempt', (e) => issuerMs.set(e.name, e.durationMs));
-    for (let i = 0; i < flags.sequential; i++) {
-      const r = await timedHandshake(va.tlsPort, `s${i}.engine.bench.test`);
-      const ms = issuerMs.get(`s${i}.engine.bench.test`);
-      if (ms !== undefined) side.issuerMs.push(ms);
-      if (r.ok && /Pebble/i.test(issuerOf(r))) side.sequentialMs.push(r.ms);
-      else {
-        side.failures++;
-        side.firstFailure ??= r.error ?? `not a Pebble certificate (${issuerOf(r)})`;
-      }
-    }
-    off();
-    for (let round = 0; round < flags.runs; round++) {
-      await concurrentRound(flags.concurrent, `engine${round}`, (name) => timedHandshake(va.tlsPort, name), side);
-    }
-    return [];
-  } finally {
-    await engine.stop();
+  // The engine's own events, as it publishes them (synchronously): where the attempt is.
+  engine.on('state_changed', (e) => timeline.mark(`${e.from}→${e.to}`));
+  engine.on('issuer_attempt', (e) => timeline.mark(`issuer_attempt ${e.result}`));
+  // The first order of a process registers the account and opens connections: not a first handshake of interest.
+  const warm = await timedHandshake(va.tlsPort, 'warm.engine.bench.test');
+  if (!warm.ok) throw new Error(`engine warm-up handshake failed: ${warm.error}`);
+  return { engine, missing: [] };
+}
+
+/** One name's first handshake through the engine, cut by the timeline. */
+async function engineName(engine: CertEngine, va: VaServers, timeline: Timeline, name: string, side: Side): Promise<void> {
+  const issuerMs = new Map<string, number>();
+  const off = engine.on('issuer_attempt', (e) => issuerMs.set(e.name, e.durationMs));
+  timeline.take();
+  const cpu0 = process.cpuUsage();
+  const start = performance.now();
+  const r = await timedHandshake(va.tlsPort, name);
+  const end = performance.now();
+  const cpu = process.cpuUsage(cpu0);
+  off();
+  const marks = timeline.take();
+  const ms = issuerMs.get(name);
+  if (ms !== undefined) side.issuerMs.push(ms);
+  if (r.ok && /Pebble/i.test(r.issuer ?? '')) {
+    side.sequentialMs.push(r.ms);
+    const cut = split(marks, start, end, cpu.user + cpu.system);
+    if (cut) side.splits.push(cut);
+    if (flags.trace) trace('engine', name, marks, start);
+  } else {
+    side.failures++;
+    side.firstFailure ??= r.error ?? `not a Pebble certificate (${r.issuer ?? ''})`;
   }
 }
 
-async function measureAuto(pebble: PebbleHandle, va: VaServers, side: Side): Promise<void> {
-  const auto = await autoRunner(pebble.directoryUrl, pebble.caBundlePem, va.autoTokens, flags['poll-initial-ms']);
-  const one = async (name: string) => {
-    try {
-      return { ok: true, ms: await auto.order(name) };
-    } catch (error) {
-      return { ok: false, ms: 0, error: (error as Error).message };
-    }
-  };
+/** One name ordered by auto(), cut by the timeline. */
+async function autoName(auto: AutoRunner, timeline: Timeline, name: string, side: Side): Promise<void> {
+  timeline.take();
+  const cpu0 = process.cpuUsage();
+  const start = performance.now();
   try {
-    const warm = await one('warm.auto.bench.test');
+    side.sequentialMs.push(await auto.order(name));
+    const end = performance.now();
+    const cpu = process.cpuUsage(cpu0);
+    const marks = timeline.take();
+    const cut = split(marks, start, end, cpu.user + cpu.system);
+    if (cut) side.splits.push(cut);
+    if (flags.trace) trace('auto', name, marks, start);
+  } catch (error) {
+    side.failures++;
+    side.firstFailure ??= (error as Error).message;
+  }
+}
+
+function trace(side: string, name: string, marks: Mark[], start: number): void {
+  console.error(`\n${side} ${name}`);
+  for (const m of marks) console.error(`  ${(m.t - start).toFixed(2).padStart(7)} ms  ${m.what}`);
+}
+
+const autoOne = (auto: AutoRunner) => async (name: string) => {
+  try {
+    return { ok: true, ms: await auto.order(name) };
+  } catch (error) {
+    return { ok: false, ms: 0, error: (error as Error).message };
+  }
+};
+
+/**
+ * The sequential names, interleaved: name i through the engine and through
+ * auto(), in alternating order, so both sides see the same machine load;
+ * then the concurrent rounds, one side after the other.
+ */
+async function measure(pebble: PebbleHandle, va: VaServers, engineSide: Side, autoSide: Side): Promise<{ missing: string[]; orders: number }> {
+  const timeline = new Timeline();
+  const before = pebble.orderCount();
+  const { engine, missing } = await startEngine(pebble, va, timeline);
+  if (missing.length) return { missing, orders: 0 };
+  const auto = await autoRunner(pebble.directoryUrl, pebble.caBundlePem, va.autoTokens, flags['poll-initial-ms']);
+  let autoOrders = 0;
+  try {
+    const warm = await autoOne(auto)('warm.auto.bench.test');
+    autoOrders++;
     if (!warm.ok) throw new Error(`auto() warm-up order failed: ${warm.error}`);
     for (let i = 0; i < flags.sequential; i++) {
-      const r = await one(`s${i}.auto.bench.test`);
-      if (r.ok) side.sequentialMs.push(r.ms);
-      else {
-        side.failures++;
-        side.firstFailure ??= r.error;
+      const viaEngine = () => engineName(engine, va, timeline, `s${i}.engine.bench.test`, engineSide);
+      const viaAuto = () => autoName(auto, timeline, `s${i}.auto.bench.test`, autoSide);
+      if (i % 2 === 0) {
+        await viaEngine();
+        await viaAuto();
+      } else {
+        await viaAuto();
+        await viaEngine();
       }
+      autoOrders++;
     }
-    for (let round = 0; round < flags.runs; round++) await concurrentRound(flags.concurrent, `auto${round}`, one, side);
+    timeline.close();
+    for (let round = 0; round < flags.runs; round++) {
+      await concurrentRound(flags.concurrent, `engine${round}`, (name) => timedHandshake(va.tlsPort, name), engineSide);
+      await concurrentRound(flags.concurrent, `auto${round}`, autoOne(auto), autoSide);
+      autoOrders += flags.concurrent;
+    }
+    // Pebble logs each order as it adds it: give its log a moment to catch up with the last round.
+    const expected = 1 + flags.sequential + flags.runs * flags.concurrent + autoOrders;
+    for (const until = Date.now() + 2000; pebble.orderCount() - before < expected && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
+    return { missing: [], orders: pebble.orderCount() - before - autoOrders };
   } finally {
+    timeline.close();
     auto.close();
+    await engine.stop();
   }
 }
 
@@ -144,6 +210,7 @@ function summaries(side: Side) {
     concurrentP95Ms: summarize(side.concurrentP95Ms),
     failures: side.failures,
     issuerMs: summarize(side.issuerMs),
+    split: summarizeSplits(side.splits),
     ...(side.firstFailure ? { firstFailure: side.firstFailure } : {}),
   };
 }
@@ -161,10 +228,9 @@ async function main(): Promise<void> {
     if (!pebble) skipped.push('pebble / pebble-challtestsrv not installed (apt-get install pebble)');
     else {
       console.error(`issue: Pebble at ${pebble.directoryUrl}; ${flags.sequential} sequential and ${flags.runs}×${flags.concurrent} concurrent new names per side…`);
-      const before = pebble.orderCount();
-      skipped.push(...(await measureEngine(pebble, va, engineSide)));
-      orders = pebble.orderCount() - before;
-      await measureAuto(pebble, va, autoSide);
+      const measured = await measure(pebble, va, engineSide, autoSide);
+      skipped.push(...measured.missing);
+      orders = measured.orders;
     }
   } finally {
     await pebble?.stop();
@@ -214,6 +280,26 @@ function report(r: Results): void {
       [`${flags.concurrent} at once: median per name, ms`, spread(r.engine.concurrentMedianMs), spread(r.auto.concurrentMedianMs), '—'],
       [`${flags.concurrent} at once: p95 per name, ms`, spread(r.engine.concurrentP95Ms), spread(r.auto.concurrentP95Ms), '—'],
       ['failures', String(r.engine.failures), String(r.auto.failures), '—'],
+    ],
+  );
+  const part = (side: typeof r.engine, key: string) => (side.split[key]?.runs ? spread(side.split[key]!) : '—');
+  const detail = (key: string) => part(r.engine, `at ${key}`);
+  printTable(
+    `Where the time goes, one new name at a time (${flags.sequential} names per side, interleaved) — median (min–max), ms`,
+    ['part', 'certstate: first TLS handshake', 'acme-client auto()'],
+    [
+      ['total', part(r.engine, 'total'), part(r.auto, 'total')],
+      ['CPU time of this process over the name (user + system)', part(r.engine, 'cpu'), part(r.auto, 'cpu')],
+      ['(a) before the order: start → first request to the CA', part(r.engine, 'before'), part(r.auto, 'before')],
+      ['    …the attempt starts (loading→obtaining)', detail('loading→obtaining'), '—'],
+      ['    …issuer.issue() called', detail('issue>'), '—'],
+      ['(b) the order: first request → certificate download answered', part(r.engine, 'order'), part(r.auto, 'order')],
+      ['    …requests to the CA', part(r.engine, 'requests'), part(r.auto, 'requests')],
+      ['    …of which nothing in flight (poll waits, work between requests)', part(r.engine, 'idle'), part(r.auto, 'idle')],
+      ['    …Pebble fetches the HTTP-01 token (from start)', detail('va-fetch'), part(r.auto, 'at va-fetch')],
+      ['(c) after: download answered → served (auto(): returned)', part(r.engine, 'after'), part(r.auto, 'after')],
+      ['    …issuer.issue() returned (from start)', detail('issue<'), '—'],
+      ['    …the name is valid (obtaining→valid, from start)', detail('obtaining→valid'), '—'],
     ],
   );
   const expectedOrders = 1 + flags.sequential + flags.runs * flags.concurrent;

@@ -20,6 +20,7 @@ import { axios as acmeAxios } from 'acme-client';
 import pino from 'pino';
 import { challtestsrvDnsProvider } from '../src/adapters/challenges/challtestsrv.js';
 import type { DnsProvider } from '../src/adapters/challenges/dns-01.js';
+import { watchedTokens } from '../src/adapters/challenges/challenge-fetches.js';
 import { createHttpChallengeHandler } from '../src/adapters/challenges/http-01.js';
 import { createTlsAlpnResponder } from '../src/adapters/challenges/tls-alpn-01.js';
 import { acmeIssuer, type AcmeIssuerOptions } from '../src/adapters/issuers/acme.js';
@@ -497,6 +498,10 @@ interface StubRequest {
   method: string;
   path: string;
   payload?: Record<string, unknown>;
+  /** The JWS's nonce (signed requests). */
+  nonce?: string;
+  /** The Replay-Nonce the stub answered with. */
+  answeredNonce: string;
 }
 
 /**
@@ -521,12 +526,15 @@ async function stubCa(
     req.on('end', () => {
       const base = `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
       let payload: Record<string, unknown> | undefined;
+      let jwsNonce: string | undefined;
       if (raw) {
-        const jws = JSON.parse(raw) as { payload: string };
+        const jws = JSON.parse(raw) as { payload: string; protected: string };
         payload = jws.payload ? (JSON.parse(Buffer.from(jws.payload, 'base64url').toString()) as Record<string, unknown>) : undefined;
+        jwsNonce = (JSON.parse(Buffer.from(jws.protected, 'base64url').toString()) as { nonce?: string }).nonce;
       }
-      requests.push({ method: req.method!, path: req.url!, ...(payload ? { payload } : {}) });
-      res.setHeader('replay-nonce', `nonce-${++nonce}`);
+      const answeredNonce = `nonce-${++nonce}`;
+      requests.push({ method: req.method!, path: req.url!, ...(payload ? { payload } : {}), ...(jwsNonce ? { nonce: jwsNonce } : {}), answeredNonce });
+      res.setHeader('replay-nonce', answeredNonce);
       const json = (status: number, body: unknown, headers: Record<string, string> = {}) => {
         res.writeHead(status, { 'content-type': status >= 400 ? 'application/problem+json' : 'application/json', ...headers });
         res.end(JSON.stringify(body));
@@ -624,6 +632,94 @@ describe('acmeIssuer error mapping and protocol details (stub CA)', () => {
       assert.deepEqual(first!.payload!.identifiers, [{ type: 'dns', value: 'ari.example.com' }]);
     } finally {
       await ca.close();
+    }
+  });
+
+  it('carries replay nonces over to the next attempt: one newNonce request for two attempts, each nonce used once', async () => {
+    const ca = await stubCa(() => ({ status: 400, body: { type: `${ACME}malformed`, detail: 'stop' } }));
+    try {
+      const issuer = stubIssuer(ca.directoryUrl);
+      const storage = memoryStorage();
+      await assert.rejects(issuer.issue({ names: ['n1.example.com'] }, context(storage)), AcmeError);
+      await assert.rejects(issuer.issue({ names: ['n2.example.com'] }, context(storage)), AcmeError);
+      assert.equal(ca.requests.filter((r) => r.path === '/nonce').length, 1, 'the second attempt starts with a nonce from the first one\'s answers');
+      const [first, second] = ca.orderRequests();
+      assert.equal(second!.nonce, first!.answeredNonce, 'the newest nonce: the first attempt\'s last answer');
+      const used = ca.requests.flatMap((r) => (r.nonce ? [r.nonce] : []));
+      assert.equal(new Set(used).size, used.length, 'no nonce signed twice');
+    } finally {
+      await ca.close();
+    }
+  });
+
+  /**
+   * A stub order with one pending HTTP-01 authorization; `fetchAfterMs` after the challenge POST the
+   * stub's "VA" fetches the token through the HTTP-01 handler, and the authorization turns valid
+   * `validAfterMs` after that fetch. Finalize answers an error: the test is about the authorization.
+   */
+  async function fetchingCa(fetchAfterMs: number, validAfterMs: number) {
+    const storage = memoryStorage();
+    const handlerServer = http.createServer(createHttpChallengeHandler(storage));
+    const handlerPort = await listen(handlerServer);
+    let challengedAt: number | undefined;
+    let fetchedAt: number | undefined;
+    const authzPolls: number[] = [];
+    const ca = await stubCa(
+      (_p, _n, base) => ({ status: 201, headers: { location: `${base}/order/1` }, body: { status: 'pending', identifiers: [{ type: 'dns', value: 'early.example.com' }], authorizations: [`${base}/authz/1`], finalize: `${base}/finalize` } }),
+      {},
+      {},
+      {
+        '/authz/1': (base) => {
+          if (challengedAt !== undefined) authzPolls.push(Date.now() - challengedAt);
+          const valid = fetchedAt !== undefined && Date.now() >= fetchedAt + validAfterMs;
+          return { status: 200, body: { status: valid ? 'valid' : 'pending', identifier: { type: 'dns', value: 'early.example.com' }, challenges: [{ type: 'http-01', url: `${base}/chal/1`, token: 'tok-early', status: 'pending' }] } };
+        },
+        '/chal/1': () => {
+          challengedAt = Date.now();
+          setTimeout(() => {
+            http.get(`http://127.0.0.1:${handlerPort}/.well-known/acme-challenge/tok-early`, (res) => {
+              res.resume();
+              res.on('end', () => (fetchedAt = Date.now()));
+            });
+          }, fetchAfterMs);
+          return { status: 200, body: { status: 'processing' } };
+        },
+        '/finalize': () => ({ status: 400, body: { type: `${ACME}malformed`, detail: 'stop here' } }),
+      },
+    );
+    return { ca, storage, authzPolls, close: async () => Promise.all([ca.close(), close(handlerServer)]) };
+  }
+
+  it('looks at the authorization right after this process answered the CA\'s HTTP-01 fetch, not after pollInitialMs', async () => {
+    const stub = await fetchingCa(20, 0);
+    try {
+      const issuer = stubIssuer(stub.ca.directoryUrl, { challenges: ['http-01'], pollInitialMs: 60_000 });
+      // Bounded far below pollInitialMs: without the notice the first look would come after a minute.
+      const outcome = await Promise.race([
+        issuer.issue({ names: ['early.example.com'] }, context(stub.storage)).then(() => 'issued', (e: unknown) => e),
+        new Promise((resolve) => setTimeout(() => resolve('still waiting after 15 s'), 15_000).unref()),
+      ]);
+      assert.ok(outcome instanceof AcmeError && outcome.detail === 'stop here', `reached finalize: ${String(outcome)}`);
+      assert.equal(stub.authzPolls.length, 1, 'one look, after the fetch: valid');
+      assert.equal(watchedTokens(), 0, 'no watch left behind');
+    } finally {
+      await stub.close();
+    }
+  });
+
+  it('an early look that finds the authorization pending leaves the regular schedule as it was', async () => {
+    const stub = await fetchingCa(20, 150);
+    try {
+      const issuer = stubIssuer(stub.ca.directoryUrl, { challenges: ['http-01'], pollInitialMs: 1000 });
+      await assert.rejects(issuer.issue({ names: ['early.example.com'] }, context(stub.storage)), (e: unknown) => e instanceof AcmeError && e.detail === 'stop here');
+      const [early, regular, ...more] = stub.authzPolls;
+      assert.equal(more.length, 0, String(stub.authzPolls));
+      assert.ok(early! < 900, `the early look, after the fetch (${early} ms)`);
+      // Timers never fire early; a schedule moved on by the early look would look at ~2,000 ms.
+      assert.ok(regular! >= 990 && regular! < 1900, `the regular look at pollInitialMs (${regular} ms)`);
+      assert.equal(watchedTokens(), 0);
+    } finally {
+      await stub.close();
     }
   });
 

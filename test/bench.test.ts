@@ -139,5 +139,9 @@ describe('benches run at a small size and report what BENCHMARKS.md quotes', { c
     assertSummary(r.results.ratios.sequentialMedian, 'engine ÷ auto()');
     assert.equal(r.results.engine.failures, 0, `engine failures: ${r.results.engine.firstFailure}`);
     assert.equal(r.results.engineOrders, 1 + 2 + 5, 'one order per new name');
+    // The split of each first handshake (bench/issue/timeline.ts), both sides.
+    for (const side of ['engine', 'auto'] as const) {
+      for (const part of ['total', 'before', 'order', 'after', 'requests']) assertSummary(r.results[side].split[part], `${side}: ${part}`);
+    }
   });
 });

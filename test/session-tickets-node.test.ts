@@ -11,7 +11,7 @@ import tls from 'node:tls';
 import { describe, it } from 'node:test';
 import { localCaIssuer } from '../src/adapters/issuers/local-ca.js';
 import { memoryStorage } from '../src/adapters/storage/memory.js';
-import { compileTicketKeys, installTicketKeyCallback, supportsTicketKeyCallback } from '../src/engine/ticket-key-callback.js';
+import { TicketIvs, compileTicketKeys, installTicketKeyCallback, supportsTicketKeyCallback } from '../src/engine/ticket-key-callback.js';
 import type { CertificateBundle } from '../src/types.js';
 import { installTestCa, testLeafKey } from './helpers/scripted-issuer.js';
 import { connectResuming } from './helpers/tls.js';
@@ -133,3 +133,29 @@ for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
     });
   });
 }
+
+describe('ticket IVs', () => {
+  it('every ticket the callback encrypts gets an IV of its own, past a refill of the IV batch', () => {
+    const server = tls.createServer({});
+    const key = randomBytes(48);
+    assert.ok(installTicketKeyCallback(server, () => compileTicketKeys(key, [{ key, renew: false }])));
+    const context = (server as unknown as { _sharedCreds: { context: { onticketkeycallback: (name: Buffer, iv: Buffer, encrypt: boolean) => unknown[] } } })._sharedCreds.context;
+    const seen = new Set<string>();
+    for (let i = 0; i < 1000; i++) {
+      const answer = context.onticketkeycallback(Buffer.alloc(16), Buffer.alloc(16), true);
+      assert.equal(answer[0], 1, 'a ticket is issued');
+      const iv = answer[4] as Buffer;
+      assert.equal(iv.length, 16);
+      // Copied as Node copies it, before the next ticket.
+      seen.add(iv.toString('hex'));
+    }
+    assert.equal(seen.size, 1000, 'no IV used twice');
+  });
+
+  it('TicketIvs hands out distinct 16-byte IVs across refills', () => {
+    const ivs = new TicketIvs();
+    const seen = new Set<string>();
+    for (let i = 0; i < 1000; i++) seen.add(ivs.take().toString('hex'));
+    assert.equal(seen.size, 1000);
+  });
+});

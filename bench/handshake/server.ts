@@ -6,6 +6,12 @@
  *   map-alpn-callback  the same Map, with protocol selection in a JS
  *              `ALPNCallback` as certstate's TLS-ALPN-01 support requires
  *              (optional: separates that cost from the engine's)
+ *   static-like, map-like  the baselines configured as `engine.tlsOptions()`
+ *              configures a server: protocol selection in a JS `ALPNCallback`,
+ *              a fixed `sessionIdContext`, and session tickets encrypted
+ *              through the same ticket-key callback (ticket-key-callback.ts)
+ *              with one key; what is left between them and certstate is the
+ *              engine's own work
  *   certstate  `engine.tlsOptions()` of an engine managing every name
  *   certstate-backoff  the same, every name in `failed-backoff` with its
  *              still-valid certificate (the CA refused its renewal: the
@@ -15,7 +21,9 @@
  * `end` is the server's work only (every thread of it: OpenSSL, GC), never
  * the load client's.
  */
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { Session } from 'node:inspector/promises';
+import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import tls from 'node:tls';
@@ -24,12 +32,15 @@ import type { CertEngine } from '../../src/engine/engine.js';
 import { serializeFailureRecord } from '../../src/engine/stored.js';
 import { keys } from '../../src/storage-keys.js';
 import type { Storage } from '../../src/types.js';
+import { randomBytes } from 'node:crypto';
+import { SESSION_ID_CONTEXT } from '../../src/engine/session-tickets.js';
+import { compileTicketKeys, installTicketKeyCallback } from '../../src/engine/ticket-key-callback.js';
 import { serveRpc } from '../lib/children.js';
 import { engineModule, refusingIssuer } from '../lib/engine-module.js';
 import { ensureDataset, seedStorage, type Dataset } from '../lib/dataset.js';
 import { memoryAfterGc } from '../lib/memory.js';
 
-export type Mode = 'static' | 'map' | 'map-alpn-callback' | 'certstate' | 'certstate-backoff';
+export type Mode = 'static' | 'static-like' | 'map' | 'map-alpn-callback' | 'map-like' | 'certstate' | 'certstate-backoff';
 
 export interface SetupReply {
   port: number;
@@ -52,6 +63,8 @@ export interface EndReply {
 }
 
 const ALPN = ['http/1.1'];
+const ticketKey = randomBytes(48);
+const ticketKeys = compileTicketKeys(ticketKey, [{ key: ticketKey, renew: false }]);
 
 
 let server: tls.Server | undefined;
@@ -69,17 +82,29 @@ new PerformanceObserver((list) => {
   }
 }).observe({ entryTypes: ['gc'] });
 let timeStart = performance.now();
+/** `--profile-dir=<dir>`: a CPU profile of each begin → end window, written there (the bench's --profile). */
+const profileDir = process.argv.find((a) => a.startsWith('--profile-dir='))?.slice('--profile-dir='.length);
+let profiler: Session | undefined;
+let profileMode = '';
+let windows = 0;
 
 async function unitOf(dataset: Dataset, name: string): Promise<{ certificatePem: string; privateKeyPem: string }> {
   return JSON.parse(await readFile(dataset.unitPath(name), 'utf8')) as { certificatePem: string; privateKeyPem: string };
 }
 
+/** What `engine.tlsOptions()` adds to a server besides the SNI callback: a JS ALPN callback and a fixed session id context (the ticket-key callback is installed on the server). */
+const likeCertstate = {
+  ALPNCallback: ({ protocols }: { protocols: string[] }) => (protocols.includes(ALPN[0]!) ? ALPN[0] : undefined),
+  sessionIdContext: SESSION_ID_CONTEXT,
+};
+
 async function serverOptions(mode: Mode, dataset: Dataset): Promise<{ options: tls.TlsOptions; warmMs: number }> {
-  if (mode === 'static') {
+  if (mode === 'static' || mode === 'static-like') {
     const unit = await unitOf(dataset, dataset.names[0]!);
-    return { options: { cert: unit.certificatePem, key: unit.privateKeyPem, ALPNProtocols: ALPN }, warmMs: 0 };
+    const certificate = { cert: unit.certificatePem, key: unit.privateKeyPem };
+    return { options: mode === 'static' ? { ...certificate, ALPNProtocols: ALPN } : ({ ...certificate, ...likeCertstate } as tls.TlsOptions), warmMs: 0 };
   }
-  if (mode === 'map' || mode === 'map-alpn-callback') {
+  if (mode === 'map' || mode === 'map-alpn-callback' || mode === 'map-like') {
     const contexts = new Map<string, tls.SecureContext>();
     for (const name of dataset.names) {
       const unit = await unitOf(dataset, name);
@@ -87,6 +112,7 @@ async function serverOptions(mode: Mode, dataset: Dataset): Promise<{ options: t
     }
     const SNICallback = (name: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) => cb(null, contexts.get(name));
     if (mode === 'map') return { options: { SNICallback, ALPNProtocols: ALPN }, warmMs: 0 };
+    if (mode === 'map-like') return { options: { SNICallback, ...likeCertstate } as tls.TlsOptions, warmMs: 0 };
     const ALPNCallback = ({ protocols }: { protocols: string[] }) => (protocols.includes(ALPN[0]!) ? ALPN[0] : undefined);
     return { options: { SNICallback, ALPNCallback } as tls.TlsOptions, warmMs: 0 };
   }
@@ -119,11 +145,14 @@ async function seedFailures(storage: Storage, names: string[]): Promise<void> {
 
 serveRpc({
   async setup({ mode, names }: { mode: Mode; names: number }): Promise<SetupReply> {
+    profileMode = mode;
     const dataset = await ensureDataset(names);
     const loadStart = performance.now();
     const { options, warmMs } = await serverOptions(mode, dataset);
     const loadMs = performance.now() - loadStart - warmMs;
     server = tls.createServer(options);
+    // The -like baselines' session tickets go through certstate's ticket-key callback, with one fixed key.
+    if (mode.endsWith('-like') && !installTicketKeyCallback(server, () => ticketKeys)) throw new Error(`${mode}: this Node has no ticket-key callback`);
     server.on('secureConnection', (socket) => {
       handshakes++;
       socket.on('error', () => {}); // clients hang up right after the handshake
@@ -133,7 +162,13 @@ serveRpc({
     await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', 1024, resolve));
     return { port: (server.address() as AddressInfo).port, loadMs, warmMs, memory: memoryAfterGc() };
   },
-  begin(): void {
+  async begin(): Promise<void> {
+    if (profileDir) {
+      profiler ??= new Session();
+      profiler.connect();
+      await profiler.post('Profiler.enable');
+      await profiler.post('Profiler.start');
+    }
     handshakes = 0;
     clientErrors = 0;
     gcMs = 0;
@@ -141,9 +176,17 @@ serveRpc({
     timeStart = performance.now();
     cpuStart = process.cpuUsage();
   },
-  end(): EndReply {
+  async end(): Promise<EndReply> {
     const cpu = process.cpuUsage(cpuStart);
-    return { cpuUserUs: cpu.user, cpuSystemUs: cpu.system, handshakes, clientErrors, elapsedMs: performance.now() - timeStart, gcMs, majorGcMs };
+    const reply = { cpuUserUs: cpu.user, cpuSystemUs: cpu.system, handshakes, clientErrors, elapsedMs: performance.now() - timeStart, gcMs, majorGcMs };
+    if (profiler && profileDir) {
+      const { profile } = await profiler.post('Profiler.stop');
+      profiler.disconnect();
+      await mkdir(profileDir, { recursive: true });
+      // Window 0 is the one-handshake-per-name pass; then one per measured run.
+      await writeFile(path.join(profileDir, `${profileMode}-${windows++}.cpuprofile`), JSON.stringify(profile));
+    }
+    return reply;
   },
   async stop(): Promise<void> {
     await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));

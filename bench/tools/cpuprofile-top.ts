@@ -4,7 +4,7 @@
  * whose file matches `--focus` (default `/src/`). This is how the numbers in
  * BENCHMARKS.md's analysis were read out of the profiles.
  *
- *   node --import tsx bench/tools/cpuprofile-top.ts <file.cpuprofile> [--top 25] [--focus /src/]
+ *   node --import tsx bench/tools/cpuprofile-top.ts <file.cpuprofile> [--top 25] [--focus /src/] [--skip-seconds 0]
  */
 import { readFileSync } from 'node:fs';
 import { parseFlags } from '../lib/args.js';
@@ -31,6 +31,7 @@ if (!file || file.startsWith('--')) {
 const flags = parseFlags('bench/tools/cpuprofile-top.ts', {
   top: { default: 25, help: 'rows per table' },
   focus: { default: '/src/', help: 'substring of the URLs whose inclusive time is listed' },
+  'skip-seconds': { default: 0, help: 'leave out the samples of the first N seconds (set-up, warm-up)' },
 }, process.argv.slice(3));
 
 const profile = JSON.parse(readFileSync(file, 'utf8')) as Profile;
@@ -40,8 +41,11 @@ for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n
 
 // Time per sample: the delta to the next sample.
 const selfUs = new Map<number, number>();
+let elapsedUs = 0;
 for (let i = 0; i < profile.samples.length; i++) {
   const dt = profile.timeDeltas[i + 1] ?? 0;
+  elapsedUs += profile.timeDeltas[i] ?? 0;
+  if (elapsedUs < flags['skip-seconds'] * 1e6) continue;
   selfUs.set(profile.samples[i]!, (selfUs.get(profile.samples[i]!) ?? 0) + dt);
 }
 const totalUs = [...selfUs.values()].reduce((a, b) => a + b, 0);

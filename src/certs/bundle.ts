@@ -21,6 +21,7 @@ import { InvalidCertificateError } from '../errors.js';
 import { onlyPemBlock, pemToDer, splitPemChain } from '../pem.js';
 import type { CertificateBundle, CertificateMeta } from '../types.js';
 import { readCertificateFields, readLeaf, type CertificateFields } from './fields.js';
+import { decodedKeyOf } from './decoded-keys.js';
 import { EMPTY_ISSUER } from './issuer-name.js';
 
 /** Options of {@link parseCertificateBundle}. */
@@ -87,7 +88,8 @@ export function parseCertificateBundle(
   if (options?.checkKey === false) return leafMetaFromDer(leafPem, issuerId);
 
   const leaf = parseX509(leafPem);
-  const key = parsePrivateKey(bundle.privateKeyPem);
+  // Decoded by its issuer already (decoded-keys.ts): still compared with the certificate below.
+  const key = decodedKeyOf(bundle) ?? parsePrivateKey(bundle.privateKeyPem);
   if (!keyMatches(leaf, key)) throw new InvalidCertificateError('private key does not match the certificate');
 
   const fields = readCertificateFields(leaf.raw);

@@ -31,7 +31,7 @@ import { randomFillSync } from 'node:crypto';
 import type tls from 'node:tls';
 import type { DecryptingKey } from './ticket-keys.js';
 
-/** The arrays the callback answers with, built once per key change (no allocation per handshake but the IV fill). */
+/** The arrays the callback answers with, built once per key change (no allocation per handshake; the IV slot is set per ticket). */
 export interface CompiledTicketKeys {
   readonly encrypt: readonly unknown[];
   readonly decrypt: readonly { name: Buffer; answer: readonly unknown[] }[];
@@ -49,11 +49,36 @@ interface InternalContext {
  */
 const NONE: readonly unknown[] = [0, Buffer.alloc(16), Buffer.alloc(16), Buffer.alloc(16), Buffer.alloc(16)];
 
+/** IVs drawn per CSPRNG call: one call per this many tickets (a full TLS 1.3 handshake issues two). */
+const IV_BATCH = 256;
+
+/**
+ * Ticket IVs, each used once: 256 drawn from the CSPRNG at a time, handed out
+ * as fixed 16-byte views and drawn afresh when all were used. One
+ * `randomFillSync` per 256 tickets instead of one per ticket (~2 µs each,
+ * twice per full handshake). Safe to reuse a view after the refill: Node
+ * copies the IV out of the answer before the callback returns.
+ */
+export class TicketIvs {
+  readonly #buffer = Buffer.alloc(16 * IV_BATCH);
+  readonly #views = Array.from({ length: IV_BATCH }, (_, i) => this.#buffer.subarray(16 * i, 16 * i + 16));
+  #next = IV_BATCH;
+
+  /** The next unused IV. */
+  take(): Buffer {
+    if (this.#next === IV_BATCH) {
+      randomFillSync(this.#buffer);
+      this.#next = 0;
+    }
+    return this.#views[this.#next++]!;
+  }
+}
+
 /** Build the callback's answers for one encrypting key and its decrypting keys. */
 export function compileTicketKeys(encrypting: Buffer, decrypting: readonly DecryptingKey[]): CompiledTicketKeys {
   const parts = (key: Buffer) => ({ name: key.subarray(0, 16), hmac: key.subarray(16, 32), aes: key.subarray(32, 48) });
   const enc = parts(encrypting);
-  // Node copies name and IV out of the array before returning: one IV buffer, refilled per ticket, is safe.
+  // The IV slot is set per ticket (TicketIvs): Node copies name and IV out of the array before returning.
   const encrypt = [1, enc.hmac, enc.aes, enc.name, Buffer.alloc(16)];
   return {
     encrypt,
@@ -90,11 +115,12 @@ export function supportsTicketKeyCallback(server: tls.Server): boolean {
 export function installTicketKeyCallback(server: tls.Server, keys: () => CompiledTicketKeys): boolean {
   const context = internalContext(server);
   if (!context) return false;
+  const ivs = new TicketIvs();
   context.onticketkeycallback = (name, _iv, encrypt) => {
     try {
       const compiled = keys();
       if (encrypt) {
-        randomFillSync(compiled.encrypt[4] as Buffer);
+        (compiled.encrypt as unknown[])[4] = ivs.take();
         return compiled.encrypt;
       }
       for (const entry of compiled.decrypt) if (entry.name.equals(name)) return entry.answer;

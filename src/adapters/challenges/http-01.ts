@@ -16,6 +16,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Storage } from '../../types.js';
 import { keys } from '../../storage-keys.js';
+import { noteFetched } from './challenge-fetches.js';
 
 /** What to do with requests that are not ACME challenges. */
 export type HttpFallback = (req: IncomingMessage, res: ServerResponse) => void;
@@ -74,6 +75,8 @@ export function createHttpChallengeHandler(storage: Storage, next?: HttpFallback
         if (keyAuthorization === undefined) return reply(res, 404, 'Not Found\n');
         // Node sends no body for HEAD, but the length header stays right.
         reply(res, 200, keyAuthorization);
+        // An order of this process waiting on this token looks at its authorization now (challenge-fetches.ts).
+        noteFetched(token);
       },
       (error: unknown) => {
         // A token the storage refuses as a key (e.g. longer than a segment) is simply unknown.

@@ -20,13 +20,29 @@ export type AcmeKeyType = 'P-256' | 'P-384' | 'RSA-2048' | 'RSA-4096';
 /** All supported key types, for validation. */
 export const KEY_TYPES: readonly AcmeKeyType[] = ['P-256', 'P-384', 'RSA-2048', 'RSA-4096'];
 
-/** A fresh leaf private key, PKCS#8 PEM. */
-export async function generateLeafKey(type: AcmeKeyType): Promise<string> {
+/**
+ * A fresh leaf key: the parsed key, for the CSR's signature and the check of
+ * what the CA returns, and its PKCS#8 PEM, for storage and the TLS context.
+ * Kept parsed because OpenSSL 3 takes ~1 ms to decode a private key (PEM or
+ * DER alike), and an on-demand handshake waits for every such millisecond.
+ */
+export interface LeafKey {
+  key: KeyObject;
+  pem: string;
+}
+
+/** A fresh leaf key pair (see `LeafKey`). */
+export async function generateLeafKey(type: AcmeKeyType): Promise<LeafKey> {
   const pair =
     type === 'P-256' ? await generateKeyPairP('ec', { namedCurve: 'prime256v1' })
     : type === 'P-384' ? await generateKeyPairP('ec', { namedCurve: 'secp384r1' })
     : await generateKeyPairP('rsa', { modulusLength: type === 'RSA-4096' ? 4096 : 2048 });
-  return pair.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
+  return { key: pair.privateKey, pem: pair.privateKey.export({ format: 'pem', type: 'pkcs8' }).toString() };
+}
+
+/** A private key as a `KeyObject`: parsed only when given as PEM. */
+function privateKeyOf(key: KeyObject | string): KeyObject {
+  return typeof key === 'string' ? createPrivateKey(key) : key;
 }
 
 // ─── The CSR (PKCS#10, RFC 2986), encoded here ─────────────────────────────
@@ -84,8 +100,8 @@ function generalName(name: string): Buffer {
  * refuse it for a mismatch. The primary name becomes the CN when it fits
  * (64 characters, not an IP); the SAN carries them all. PEM.
  */
-export function createCsrPem(primary: string, names: string[], keyPem: string): string {
-  const key = createPrivateKey(keyPem);
+export function createCsrPem(primary: string, names: string[], privateKey: KeyObject | string): string {
+  const key = privateKeyOf(privateKey);
   const commonName = primary.length <= 64 && net.isIP(primary) === 0 && names.includes(primary) ? primary : undefined;
   const subject = commonName
     ? der(SEQUENCE, der(SET, der(SEQUENCE, derOid('2.5.4.3'), der(0x0c, Buffer.from(commonName, 'utf8')))))
@@ -138,7 +154,7 @@ export function choosePreferredChain(chains: string[], preferred: string): strin
  * requested name: a wrong certificate must fail the attempt, not reach a
  * handshake.
  */
-export function verifyIssued(chainPem: string, keyPem: string, names: string[]): void {
+export function verifyIssued(chainPem: string, privateKey: KeyObject | string, names: string[]): void {
   const pems = splitPemChain(chainPem);
   if (pems.length === 0) throw new InvalidCertificateError('the CA returned no PEM certificate');
   let leaf: X509Certificate;
@@ -147,7 +163,7 @@ export function verifyIssued(chainPem: string, keyPem: string, names: string[]):
   } catch (error) {
     throw new InvalidCertificateError('the CA returned an unparsable certificate', error);
   }
-  if (!leaf.checkPrivateKey(createPrivateKey(keyPem))) throw new InvalidCertificateError('the issued certificate does not match our private key');
+  if (!leaf.checkPrivateKey(privateKeyOf(privateKey))) throw new InvalidCertificateError('the issued certificate does not match our private key');
   // The SAN's parsed values (IP addresses canonical), not OpenSSL's text: it prints ::1 as 0:0:0:0:0:0:0:1.
   const { dnsNames, ipAddresses } = readCertificateFields(leaf.raw);
   const san = { names: [...dnsNames, ...ipAddresses] };

@@ -23,6 +23,7 @@ import http from 'node:http';
 import https from 'node:https';
 import type { Client } from 'acme-client';
 import { AcmeNetworkError, AcmeTimeoutError } from '../../errors.js';
+import { NoncePool } from './acme-nonces.js';
 
 /** A response as acme-client expects it from axios. */
 export interface AcmeResponse {
@@ -44,6 +45,10 @@ export interface AcmeHttpInternals {
   request(url: string, method: string, opts?: AcmeRequestOptions): Promise<AcmeResponse>;
   getNonce(): Promise<string>;
   maxBadNonceRetries: number;
+  /** The account key acme-client signs with (PEM as given; a `KeyObject` works too and is not decoded per signature). */
+  accountKey: unknown;
+  /** The account key's JWK, computed by acme-client at the first signature unless set. */
+  jwk: unknown;
   directoryCache: unknown;
   directoryTimestamp: number;
 }
@@ -163,20 +168,22 @@ function networkError(error: unknown, where: string): AcmeNetworkError {
 /**
  * Install the transport on one acme-client `Client`, with a nonce pool: every
  * response's `Replay-Nonce` is kept and used for the next signed request
- * (RFC 8555 §7.2), instead of acme-client's extra HEAD per request.
+ * (RFC 8555 §7.2), instead of acme-client's extra HEAD per request. Pass the
+ * issuer's pool to carry nonces over from one attempt to the next (default:
+ * a pool of this client's own).
  */
-export function installTransport(client: Client, t: TransportOptions, options: { maxBadNonceRetries: number }): void {
+export function installTransport(client: Client, t: TransportOptions, options: { maxBadNonceRetries: number; nonces?: NoncePool }): void {
   const { http: httpClient } = internalsOf(client);
-  const nonces: string[] = [];
+  const nonces = options.nonces ?? new NoncePool();
   const fetchNonce = httpClient.getNonce.bind(httpClient);
   httpClient.request = async (url, method, opts = {}) => {
     const res = await acmeHttpRequest(url, method, opts, t);
     const nonce = res.headers['replay-nonce'];
     // A badNonce answer's nonce is consumed by acme-client's own retry.
-    if (nonce && !(res.status === 400 && isProblem(res.data, 'badNonce'))) nonces.push(nonce);
+    if (nonce && !(res.status === 400 && isProblem(res.data, 'badNonce'))) nonces.put(nonce);
     return res;
   };
-  httpClient.getNonce = async () => nonces.pop() ?? fetchNonce();
+  httpClient.getNonce = async () => nonces.take() ?? fetchNonce();
   // Pebble with PEBBLE_WFE_NONCEREJECT=50 rejects half of all good nonces; 5
   // retries (acme-client's default) fail about 1 request in 64. Bounded still.
   httpClient.maxBadNonceRetries = options.maxBadNonceRetries;

@@ -15,6 +15,7 @@ import type { IssueContext, IssueRequest, Logger } from '../../types.js';
 import { AcmeError, ChallengeFailedError } from '../../errors.js';
 import { keys } from '../../storage-keys.js';
 import { safeError } from '../../safe-error.js';
+import { watchFetch, type FetchWatch } from '../challenges/challenge-fetches.js';
 import type { DnsProvider } from '../challenges/dns-01.js';
 import { dns01RecordName } from '../challenges/dns-01.js';
 import { abortError, internalsOf, type AcmeResponse } from './acme-http.js';
@@ -92,6 +93,40 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
       resolve();
     }, ms);
     signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
+ * After the CA fetched our HTTP-01 token, how long before looking at the
+ * authorization: a CA decides right after its fetches (Pebble's three
+ * perspectives land within ~1 ms of each other).
+ */
+export const FETCH_GRACE_MS = 5;
+
+/**
+ * Sleep `ms`, or less: `FETCH_GRACE_MS` after `early` resolves, if that comes
+ * first. True when it ended early. Rejects if `signal` aborts.
+ */
+function sleepOrEarly(ms: number, signal: AbortSignal, early: Promise<void>): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(abortError(signal));
+    let settled = false;
+    let grace: NodeJS.Timeout | undefined;
+    const done = (value: boolean | Error) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      clearTimeout(grace);
+      signal.removeEventListener('abort', onAbort);
+      if (value instanceof Error) reject(value);
+      else resolve(value);
+    };
+    const onAbort = () => done(abortError(signal) as Error);
+    const timer = setTimeout(() => done(false), ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+    void early.then(() => {
+      if (!settled) grace = setTimeout(() => done(true), FETCH_GRACE_MS);
+    });
   });
 }
 
@@ -178,18 +213,21 @@ export class AcmeOrderFlow {
     const signal = AbortSignal.any([this.context.signal, phase.signal]);
     const cleanups: Array<() => Promise<void>> = [];
     const presenting = pending.map((p) => this.present(p.authz, p.challenge, cleanups));
+    // Set up before the CA is told: its fetch may come before the answer to our POST.
+    const watches = pending.map((p) => (p.challenge.type === 'http-01' ? watchFetch(p.challenge.token!) : undefined));
     try {
       await Promise.all(presenting);
       await Promise.all(pending.map((p) => this.post(p.challenge.url, {}, [200], 'challenge')));
       await Promise.all(
-        pending.map((p) =>
-          this.pollAuthorization(p.authz, p.challenge, signal).catch((error: unknown) => {
+        pending.map((p, i) =>
+          this.pollAuthorization(p.authz, p.challenge, signal, watches[i]).catch((error: unknown) => {
             phase.abort(error);
             throw error;
           }),
         ),
       );
     } finally {
+      for (const watch of watches) watch?.cancel();
       // Wait for every `present` to settle first, so none writes after its cleanup ran.
       await Promise.allSettled(presenting);
       const results = await Promise.allSettled(cleanups.map((cleanup) => cleanup()));
@@ -251,7 +289,7 @@ export class AcmeOrderFlow {
     }
   }
 
-  private async pollAuthorization(authz: AcmeAuthorization, challenge: AcmeChallenge, signal: AbortSignal): Promise<void> {
+  private async pollAuthorization(authz: AcmeAuthorization, challenge: AcmeChallenge, signal: AbortSignal, watch?: FetchWatch): Promise<void> {
     const name = authz.identifier.value;
     await this.poll(authz.url, 'authorization', signal, (body) => {
       const status = body.status;
@@ -268,16 +306,25 @@ export class AcmeOrderFlow {
         });
       }
       throw new ChallengeFailedError(name, challenge.type, `authorization for ${name} became ${sanitize(String(status), 40)}`);
-    });
+    }, undefined, watch?.fetched);
   }
 
   /**
    * POST-as-GET `url` until `check` returns a value: first after
    * `firstWaitMs` (default `pollInitialMs`), then from `pollInitialMs`
    * doubling to `pollMaxMs`, never sooner than the CA's `Retry-After`,
-   * never past `pollTimeoutMs`.
+   * never past `pollTimeoutMs`. With `early` (the CA fetched our token), the
+   * first look comes `FETCH_GRACE_MS` after it if that is sooner; if that
+   * look finds nothing, the schedule goes on as if it had not happened.
    */
-  private async poll<T>(url: string, step: AcmeStep, signal: AbortSignal, check: (body: Record<string, unknown>) => T | undefined, firstWaitMs?: number): Promise<T> {
+  private async poll<T>(
+    url: string,
+    step: AcmeStep,
+    signal: AbortSignal,
+    check: (body: Record<string, unknown>) => T | undefined,
+    firstWaitMs?: number,
+    early?: Promise<void>,
+  ): Promise<T> {
     const { pollInitialMs, pollMaxMs, pollTimeoutMs } = this.settings;
     const deadline = Date.now() + pollTimeoutMs;
     let delay = firstWaitMs ?? pollInitialMs;
@@ -292,12 +339,20 @@ export class AcmeOrderFlow {
           ...(retryAt !== undefined ? { retryAfter: this.context.now() + (retryAt - Date.now()) } : {}),
         });
       }
-      await sleep(wait, signal);
+      const dueAt = Date.now() + wait;
+      // Only the first wait can end early; a Retry-After the CA sent is never cut short.
+      const wokeEarly = early !== undefined && retryAt === undefined ? await sleepOrEarly(wait, signal, early) : (await sleep(wait, signal), false);
+      early = undefined;
       const res = await this.post(url, null, [200], step);
       const result = check(objectBody(res, step));
       if (result !== undefined) return result;
       // Wall-clock time here (real sleeps), not the engine's possibly simulated clock.
       retryAt = parseRetryAfter(res.headers['retry-after'], Date.now());
+      if (wokeEarly && dueAt > Date.now()) {
+        // The early look found nothing: the first regular look stays where it was.
+        delay = dueAt - Date.now();
+        continue;
+      }
       delay = Math.min(next, pollMaxMs);
       next = Math.min(next * 2, pollMaxMs);
     }

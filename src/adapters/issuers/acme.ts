@@ -21,17 +21,20 @@
  * when the CA sent `Retry-After`: the engine's backoff uses it as a floor.
  * Nothing here retries a failed attempt; that is the statechart's job.
  */
+import { createPrivateKey, type KeyObject } from 'node:crypto';
 import https from 'node:https';
 import type { Client } from 'acme-client';
 import { loadAcmeClient } from './acme-client-module.js';
 import type { CertificateBundle, CertificateMeta, IssueContext, IssueRequest, Issuer, Logger, RenewalInfo, Storage } from '../../types.js';
 import { AccountError, AcmeError, ConfigError, IssuanceError } from '../../errors.js';
+import { withDecodedKey } from '../../certs/decoded-keys.js';
 import { checkKeys, optionKeys } from '../../option-keys.js';
 import type { DnsProvider } from '../challenges/dns-01.js';
 import { acmeHttpRequest, installTransport, internalsOf, type AcmeResponse, type TransportOptions } from './acme-http.js';
 import { ACME_ERROR, errorFromResponse, isObject, objectBody, parseRetryAfter, sanitize } from './acme-problems.js';
 import { accountIdFor, ensureAccount, type AcmeAccount } from './acme-account.js';
 import { KEY_TYPES, createCsrPem, generateLeafKey, verifyIssued, type AcmeKeyType } from './acme-certificate.js';
+import { NoncePool } from './acme-nonces.js';
 import { AcmeOrderFlow, type AcmeChallengeType, type AcmeDirectory, type AcmeOrder } from './acme-order.js';
 
 export type { AcmeKeyType } from './acme-certificate.js';
@@ -94,7 +97,9 @@ export interface AcmeIssuerOptions {
    * An order polls twice (authorization, then order after finalizing), so against a
    * fast CA this floor is most of the on-demand latency: 5 took Pebble's first
    * handshake from ~62 to ~35 ms (BENCHMARKS.md), at the price of about four more
-   * requests per order to a slow one.
+   * requests per order to a slow one. When this process's HTTP-01 handler answers
+   * the CA's fetch of the token, the authorization is looked at 5 ms after that
+   * fetch instead, if that is sooner (the schedule is otherwise unchanged).
    */
   pollInitialMs?: number;
   /** Longest interval between polls, ms (a CA's `Retry-After` can ask for longer). Default 5000. */
@@ -190,6 +195,27 @@ export function acmeIssuer(options: AcmeIssuerOptions): AcmeIssuer {
   let directory: { value: AcmeDirectory; fetchedAt: number } | undefined;
   /** Accounts already loaded, per storage: saves a storage read per attempt. */
   const accounts = new WeakMap<Storage, AcmeAccount>();
+  /** Replay nonces from every answer, for the next signed request of any attempt (acme-nonces.ts). */
+  const nonces = new NoncePool();
+  /** Account keys decoded once, by PEM (see `signingKeyOf`). */
+  const signingKeys = new Map<string, { key: KeyObject; jwk: unknown }>();
+
+  /**
+   * The account key decoded, and its JWK. acme-client signs with the key it
+   * was given: as PEM, OpenSSL decodes it again for every signed request
+   * (~1 ms each with OpenSSL 3, eight or more per order, all while an
+   * on-demand handshake waits). Kept for the few keys this issuer signs with.
+   */
+  async function signingKeyOf(keyPem: string): Promise<{ key: KeyObject; jwk: unknown }> {
+    let entry = signingKeys.get(keyPem);
+    if (entry === undefined) {
+      const key = createPrivateKey(keyPem);
+      entry = { key, jwk: (await loadAcmeClient()).crypto.getJwk(key as unknown as string) };
+      if (signingKeys.size >= 4) signingKeys.delete(signingKeys.keys().next().value!);
+      signingKeys.set(keyPem, entry);
+    }
+    return entry;
+  }
 
   const transportFor = (signal: AbortSignal): TransportOptions => ({ agent, signal, timeoutMs: requestTimeoutMs, userAgent: USER_AGENT });
 
@@ -214,8 +240,11 @@ export function acmeIssuer(options: AcmeIssuerOptions): AcmeIssuer {
       ...(accountUrl ? { accountUrl } : {}),
       ...(eab ? { externalAccountBinding: eab } : {}),
     });
-    installTransport(client, t, { maxBadNonceRetries });
+    installTransport(client, t, { maxBadNonceRetries, nonces });
     const { http } = internalsOf(client);
+    const signing = await signingKeyOf(keyPem);
+    http.accountKey = signing.key;
+    http.jwk = signing.jwk;
     http.directoryCache = dir;
     http.directoryTimestamp = Math.floor(Date.now() / 1000);
     return client;
@@ -281,14 +310,14 @@ export function acmeIssuer(options: AcmeIssuerOptions): AcmeIssuer {
     }
     if (order.status === 'pending') await flow.authorize(order);
 
-    const keyPem = await leafKey;
-    const csrPem = createCsrPem(names[0]!, order.identifiers.map((i) => i.value.toLowerCase()), keyPem);
+    const { key: leafPrivateKey, pem: keyPem } = await leafKey;
+    const csrPem = createCsrPem(names[0]!, order.identifiers.map((i) => i.value.toLowerCase()), leafPrivateKey);
     signal.throwIfAborted();
     const done = await flow.finalize(order, csrPem);
     const chain = await flow.download(done.certificate!);
-    verifyIssued(chain, keyPem, names);
+    verifyIssued(chain, leafPrivateKey, names);
     logger.info({ names, orderUrl: order.url }, 'ACME certificate issued');
-    return { certificatePem: chain, privateKeyPem: keyPem };
+    return withDecodedKey({ certificatePem: chain, privateKeyPem: keyPem }, leafPrivateKey);
   }
 
   /**
