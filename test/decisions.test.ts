@@ -97,6 +97,9 @@ describe('guards', () => {
     assert.equal(decide.acceptsRenewalInfo(honoured, NOW - HOUR), false);
     assert.equal(decide.acceptsRenewalInfo(honoured, NOW + 1), true, 'a future window still moves it');
     assert.equal(decide.acceptsRenewalInfo(context({ certificate: usable, ariNowFor: 'another' }), NOW), true);
+    // No certificate in hand (the chart asks only in valid): a future window, but no "renew now" for nothing.
+    assert.equal(decide.acceptsRenewalInfo(context(), NOW + 1), true);
+    assert.equal(decide.acceptsRenewalInfo(context(), NOW), false);
   });
 
   it('paused: an on-demand name failing for pauseAfterMs with nothing usable', () => {
