@@ -34,10 +34,7 @@ export function notYetValid(cert: Pick<CertificateMeta, 'notBefore'>, now: numbe
 
 /** The orders still inside the rolling window at `now`, oldest first, bounded. */
 export function recentOrders(orders: readonly number[] | undefined, now: number, policy: TimingPolicy): number[] {
-  return (orders ?? [])
-    .filter((at) => at > now - policy.orderWindowMs)
-    .sort((a, b) => a - b)
-    .slice(-MAX_KEPT_ORDERS);
+  return (orders?.filter((at) => at > now - policy.orderWindowMs) ?? []).sort((a, b) => a - b).slice(-MAX_KEPT_ORDERS);
 }
 
 /** `orders` after `count` more orders at `now` (undefined when there are none to keep). */
