@@ -195,6 +195,7 @@ async function replay(path: SpecPath, serveExpired: boolean, seed: number, pause
     const at = timeOf(spec, made, now);
     trace.push(event.label);
     const loadBefore = w.inFlight.load;
+    const resumed = (_: HandshakeAnswer) => {};
     const attemptBefore = w.inFlight.attempt;
     switch (made.kind) {
       case 'timer':
@@ -223,7 +224,7 @@ async function replay(path: SpecPath, serveExpired: boolean, seed: number, pause
         break;
       case 'RESUME':
         // The engine asked permission afresh and got it: this handshake is held for the attempt.
-        w.actor.send({ type: 'RESUME', reply: () => {} });
+        w.actor.send({ type: 'RESUME', reply: resumed });
         break;
       case 'STOP':
         w.actor.send({ type: 'STOP' });
@@ -236,6 +237,7 @@ async function replay(path: SpecPath, serveExpired: boolean, seed: number, pause
     assert.deepEqual(drain(w.log.handshakes), expected.releasedHandshakes ? [expected.releasedHandshakes] : [], `${where}: held handshakes released with`);
     assert.deepEqual(drain(w.log.operators), expected.releasedOperators ? [expected.releasedOperators] : [], `${where}: held operators released with`);
     assert.deepEqual(drain(w.log.persisted), expected.persisted, `${where}: failure records persisted`);
+    assert.equal(w.held.includes(resumed), expected.heldHandshake === true, `${where}: the event's own handshake held (a RESUME's)`);
     const started = drain(w.log.attempts);
     assert.deepEqual(
       started.map((a) => ({
