@@ -86,6 +86,15 @@ describe('the chart', () => {
     assert.equal(certificateKind({ certificate: c }, NOW), 'expired', 'expired at notAfter exactly');
   });
 
+  it("names the chart and its effects as the admin page's chart and the inspector show them", () => {
+    // The admin page's chart (src/admin/chart.ts) shows the root's id and each state's invoked effects by these names.
+    assert.equal(certificateMachine.id, 'certificate');
+    const invokes = (path: string[]) => path.reduce<AnyStateNode>((node, key) => node.states[key]!, certificateMachine.root).invoke.map((i) => [i.id, i.src]);
+    assert.deepEqual(invokes(['loading']), [['load', 'loadStored']]);
+    assert.deepEqual(invokes(['attempting']), [['attempt', 'attempt']]);
+    assert.deepEqual(invokes(['failed-backoff']), [['persistFailure', 'persistFailure']]);
+  });
+
   it('the exported machine runs on the real clock with the default policy', () => {
     const questions = chartQuestions(certificateMachine, Date.now);
     const now = Date.now();

@@ -75,7 +75,7 @@ type Deferred = { resolve(value: unknown): void; reject(error: unknown): void };
 interface World {
   clock: TestClock;
   random: () => number;
-  log: { handshakes: HandshakeAnswer[]; operators: OperatorOutcome[]; persisted: unknown[]; attempts: AttemptInput[]; emitted: unknown[] };
+  log: { handshakes: HandshakeAnswer[]; operators: OperatorOutcome[]; persisted: unknown[]; attempts: AttemptInput[]; emitted: unknown[]; loads: unknown[] };
   inFlight: { load?: Deferred; attempt?: Deferred };
   held: Array<(a: HandshakeAnswer) => void>;
   operators: Array<(o: OperatorOutcome) => void>;
@@ -88,7 +88,10 @@ interface World {
 let current: World;
 const provided = createCertificateMachine({ now: () => current.clock.now, random: () => current.random(), policy: defaultTimingPolicy }).provide({
   actors: {
-    loadStored: fromPromise(() => new Promise((resolve, reject) => (current.inFlight.load = { resolve, reject }))),
+    loadStored: fromPromise(({ input }: { input: unknown }) => {
+      current.log.loads.push(input);
+      return new Promise((resolve, reject) => (current.inFlight.load = { resolve, reject }));
+    }),
     attempt: fromPromise(({ input }: { input: AttemptInput }) => {
       current.log.attempts.push(input);
       return new Promise((resolve, reject) => (current.inFlight.attempt = { resolve, reject }));
@@ -113,7 +116,7 @@ function world(serveExpired: boolean, seed: number, pauseAfterMs?: number) {
   const w: World = {
     clock: new TestClock(),
     random: seeded(seed),
-    log: { handshakes: [], operators: [], persisted: [], attempts: [], emitted: [] },
+    log: { handshakes: [], operators: [], persisted: [], attempts: [], emitted: [], loads: [] },
     inFlight: {},
     held: [],
     operators: [],
@@ -187,6 +190,7 @@ async function replay(path: SpecPath, serveExpired: boolean, seed: number, pause
     }
   };
   check('initial');
+  assert.deepEqual(drain(w.log.loads), [{ name: NAME }], 'the name is read, by its name');
   assert.ok(w.inFlight.load, 'the name is read at start');
   probe();
   for (const event of path.events) {
@@ -195,6 +199,7 @@ async function replay(path: SpecPath, serveExpired: boolean, seed: number, pause
     const at = timeOf(spec, made, now);
     trace.push(event.label);
     const loadBefore = w.inFlight.load;
+    const resumed = (_: HandshakeAnswer) => {};
     const attemptBefore = w.inFlight.attempt;
     switch (made.kind) {
       case 'timer':
@@ -223,7 +228,7 @@ async function replay(path: SpecPath, serveExpired: boolean, seed: number, pause
         break;
       case 'RESUME':
         // The engine asked permission afresh and got it: this handshake is held for the attempt.
-        w.actor.send({ type: 'RESUME', reply: () => {} });
+        w.actor.send({ type: 'RESUME', reply: resumed });
         break;
       case 'STOP':
         w.actor.send({ type: 'STOP' });
@@ -236,6 +241,7 @@ async function replay(path: SpecPath, serveExpired: boolean, seed: number, pause
     assert.deepEqual(drain(w.log.handshakes), expected.releasedHandshakes ? [expected.releasedHandshakes] : [], `${where}: held handshakes released with`);
     assert.deepEqual(drain(w.log.operators), expected.releasedOperators ? [expected.releasedOperators] : [], `${where}: held operators released with`);
     assert.deepEqual(drain(w.log.persisted), expected.persisted, `${where}: failure records persisted`);
+    assert.equal(w.held.includes(resumed), expected.heldHandshake === true, `${where}: the event's own handshake held (a RESUME's)`);
     const started = drain(w.log.attempts);
     assert.deepEqual(
       started.map((a) => ({
@@ -251,6 +257,7 @@ async function replay(path: SpecPath, serveExpired: boolean, seed: number, pause
     // A read starts on each entry to loading, and only then.
     const readsAgain = expected.handled && spec.state === 'loading' && made.kind !== 'FORCE_RENEW';
     if (readsAgain) assert.notEqual(w.inFlight.load, loadBefore, `${where}: storage is read again`);
+    for (const input of drain(w.log.loads)) assert.deepEqual(input, { name: NAME }, `${where}: the read is of the name`);
     if (expected.attemptStarted) assert.notEqual(w.inFlight.attempt, attemptBefore, `${where}: an attempt is invoked`);
     check('after the event');
     probe();

@@ -152,7 +152,8 @@ export function createCertificateMachine(deps: MachineDeps = { now: Date.now, ra
     },
     delays: {
       untilRenewal: ({ context }) => untilMs(context.renewAt),
-      untilExpiry: ({ context }) => untilMs(context.certificate?.notAfter),
+      // Armed only in states that hold a certificate (renewing, valid, serving).
+      untilExpiry: ({ context }) => untilMs(context.certificate!.notAfter),
       untilNextAttempt: ({ context }) => untilMs(context.nextAttemptAt),
     },
   }).createMachine({

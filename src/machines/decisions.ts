@@ -46,8 +46,10 @@ export function chartDecisions({ now, random, policy }: MachineDeps) {
     hasUsableCertificate: (context: CertificateContext) => kind(context) === 'usable',
     /** A certificate is in memory (maybe expired). */
     hasCertificate: (context: CertificateContext) => kind(context) !== 'none',
-    renewalDue: (context: CertificateContext) => context.renewAt !== undefined && now() >= context.renewAt,
-    backoffPending: (context: CertificateContext) => context.nextAttemptAt !== undefined && now() < context.nextAttemptAt,
+    /** The renewal time has come (none: never). */
+    renewalDue: (context: CertificateContext) => now() >= (context.renewAt ?? Infinity),
+    /** A backoff has not ended yet (none: none pending). */
+    backoffPending: (context: CertificateContext) => now() < (context.nextAttemptAt ?? -Infinity),
     /** The name had `maxOrdersPerWindow` orders within the window: no order now. */
     floorHolds: (context: CertificateContext) => floorUntil(context.orders, now(), policy) !== undefined,
     /**
@@ -103,11 +105,10 @@ export function chartDecisions({ now, random, policy }: MachineDeps) {
       if (error.code === 'ERR_ISSUANCE_FLOOR' && error.retryAfter !== undefined) return { lastError: error, nextAttemptAt: error.retryAfter, orders, forced: false };
       const attempts = context.attempts + 1;
       const backoff = nextAttemptTime(at, attempts, random(), error.retryAfter, policy);
-      const floor = floorUntil(orders, at, policy);
       return {
         attempts,
         lastError: error,
-        nextAttemptAt: floor !== undefined && floor > backoff ? floor : backoff,
+        nextAttemptAt: Math.max(backoff, floorUntil(orders, at, policy) ?? backoff),
         orders,
         forced: false,
         failingSince: failingSinceAfterFailure(context, at),

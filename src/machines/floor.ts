@@ -34,16 +34,14 @@ export function notYetValid(cert: Pick<CertificateMeta, 'notBefore'>, now: numbe
 
 /** The orders still inside the rolling window at `now`, oldest first, bounded. */
 export function recentOrders(orders: readonly number[] | undefined, now: number, policy: TimingPolicy): number[] {
-  if (orders === undefined || orders.length === 0) return [];
-  const recent = orders.filter((at) => at > now - policy.orderWindowMs).sort((a, b) => a - b);
-  return recent.length > MAX_KEPT_ORDERS ? recent.slice(-MAX_KEPT_ORDERS) : recent;
+  return (orders?.filter((at) => at > now - policy.orderWindowMs) ?? []).sort((a, b) => a - b).slice(-MAX_KEPT_ORDERS);
 }
 
 /** `orders` after `count` more orders at `now` (undefined when there are none to keep). */
 export function withOrders(orders: readonly number[] | undefined, count: number, now: number, policy: TimingPolicy): number[] | undefined {
   const recent = recentOrders(orders, now, policy);
   for (let i = 0; i < count; i++) recent.push(now);
-  const kept = recent.length > MAX_KEPT_ORDERS ? recent.slice(-MAX_KEPT_ORDERS) : recent;
+  const kept = recent.slice(-MAX_KEPT_ORDERS);
   return kept.length > 0 ? kept : undefined;
 }
 
@@ -56,8 +54,9 @@ export function floorUntil(orders: readonly number[] | undefined, now: number, p
 
 /** A renewal time, never sooner than `minRenewalIntervalMs` after the last order. */
 export function flooredRenewAt(renewAt: number, orders: readonly number[] | undefined, policy: TimingPolicy): number {
-  const last = orders !== undefined && orders.length > 0 ? Math.max(...orders) : undefined;
-  return last === undefined ? renewAt : Math.max(renewAt, last + policy.minRenewalIntervalMs);
+  // No order: the last one is at -Infinity (Math.max of nothing), so renewAt stands.
+  const last = Math.max(...(orders ?? []));
+  return Math.max(renewAt, last + policy.minRenewalIntervalMs);
 }
 
 /** The orders a certificate loaded without a record stands for: itself, at its notBefore, while inside the window. */
@@ -82,5 +81,6 @@ export function withOrdersPlaced<E>(error: E, orders: number): E | Error {
 export function ordersPlacedBy(error: unknown): number {
   if (typeof error !== 'object' || error === null) return 0;
   const orders = (error as { [ORDERS]?: unknown })[ORDERS];
-  return typeof orders === 'number' && Number.isInteger(orders) && orders > 0 ? orders : 0;
+  // Number.isInteger is false for anything but an integral number (it is no type guard, hence the cast).
+  return Number.isInteger(orders) ? Math.max(0, orders as number) : 0;
 }

@@ -24,9 +24,9 @@ export function failingSinceAfterFailure(context: Pick<CertificateContext, 'fail
  * certificate (a name that still serves one keeps renewing in its backoff).
  */
 export function isPaused(context: Pick<CertificateContext, 'failingSince' | 'pauseAfterMs' | 'certificate'>, now: number): boolean {
-  const { failingSince, pauseAfterMs } = context;
-  if (pauseAfterMs === undefined || failingSince === undefined) return false;
-  return now - failingSince >= pauseAfterMs && certificateKind(context, now) !== 'usable';
+  // Not failing: failing for -Infinity ms; a name that does not pause: it pauses after Infinity ms.
+  const failingFor = now - (context.failingSince ?? Infinity);
+  return failingFor >= (context.pauseAfterMs ?? Infinity) && certificateKind(context, now) !== 'usable';
 }
 
 /** The failing streak's start as read back from a failure record (records written before it was kept: the last error's time). */

@@ -252,7 +252,7 @@ function choose(node: Node, f: Facts, now: number): SpecState {
 
 // ─── Context updates ───────────────────────────────────────────────────────
 
-type Update = 'adoptStored' | 'storageFailure' | 'recordFailure' | 'recordFloor' | 'adoptIssued' | 'adoptChanged' | 'setRenewAt' | 'markForced' | 'holdOperator' | 'emitIssued' | 'emitFailed' | 'emitExpired';
+type Update = 'adoptStored' | 'storageFailure' | 'recordFailure' | 'recordFloor' | 'adoptIssued' | 'adoptChanged' | 'setRenewAt' | 'markForced' | 'holdOperator' | 'holdHandshake' | 'emitIssued' | 'emitFailed' | 'emitExpired';
 
 // ─── Transitions (ARCHITECTURE.md's table, row by row) ─────────────────────
 
@@ -290,7 +290,7 @@ export const TRANSITIONS: Row[] = [
   // Read again now, then start the attempt the operator asked for.
   { from: 'storage-unreadable', on: 'FORCE_RENEW', do: ['holdOperator', 'markForced'], to: 'loading' },
   // Paused: one attempt for a handshake allowed afresh (held for it), or for an operator.
-  { from: 'paused', on: 'RESUME', to: 'attempting' },
+  { from: 'paused', on: 'RESUME', do: ['holdHandshake'], to: 'attempting' },
   { from: 'paused', on: 'FORCE_RENEW', do: ['holdOperator', 'markForced'], to: 'attempting' },
   { from: 'paused', on: 'STORAGE_CHANGED', when: 'anotherUsableCertificate', do: ['adoptChanged'], to: 'valid' },
   { from: '*', on: 'STOP', to: 'stopped' },
@@ -317,6 +317,8 @@ export interface SpecEffects {
   releasedOperators?: OperatorOutcome;
   /** Failure records written. */
   persisted: FailureFacts[];
+  /** The handshake the event carried (a RESUME's) is held, for the outcome of the attempt it starts. */
+  heldHandshake?: true;
   /** The attempt started, with why (and the per-issuer Retry-After, the recent orders and the operator's request carried into it). */
   attemptStarted?: { reason: 'obtain' | 'renew' | 'expired'; issuerRetryAfter?: Record<string, number>; orders?: number[]; forced?: true };
 }
@@ -530,6 +532,9 @@ export class LifecycleSpec {
         return;
       case 'holdOperator':
         this.heldOperators++;
+        return;
+      case 'holdHandshake':
+        effects.heldHandshake = true;
         return;
       case 'emitIssued': {
         const { certificate, adopted } = event as Extract<SpecEvent, { kind: 'attempt.done' }>;

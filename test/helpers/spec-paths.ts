@@ -13,7 +13,7 @@
 import { IssuanceError, IssuanceFloorError, StorageError, UnusableCertificateError } from '../../src/errors.js';
 import { withOrdersPlaced } from '../../src/machines/floor.js';
 import type { CertificateMeta } from '../../src/types.js';
-import { FLOOR_ORDERS, LifecycleSpec, specFloorUntil, type LoadedRecord, type SpecEvent } from './lifecycle-spec.js';
+import { CLOCK_SKEW_MS, FLOOR_ORDERS, LifecycleSpec, specFloorUntil, type LoadedRecord, type SpecEvent } from './lifecycle-spec.js';
 
 export const MIN = 60_000;
 export const DAY = 86_400_000;
@@ -36,8 +36,11 @@ const storedFailure = (now: number, ms: number, withError = true) => ({
 });
 const withError = (message: string, fields: Record<string, unknown>) => Object.assign(new Error(message), fields);
 
-/** What storage may hold for a name when it is read. */
-const LOADS: Record<string, (now: number, name: string) => LoadedRecord> = {
+/** An on-demand name's pause, or for a managed name (which never pauses) the oracle's on-demand one: 3 days. */
+const pauseOf = (pauseAfterMs: number | undefined) => pauseAfterMs ?? 3 * DAY;
+
+/** What storage may hold for a name when it is read (`pauseAfterMs`: the name's, when on-demand). */
+const LOADS: Record<string, (now: number, name: string, pauseAfterMs?: number) => LoadedRecord> = {
   nothing: () => ({}),
   valid: (now, n) => ({ certificate: certificate('valid', now - DAY, now + 89 * DAY, n) }),
   due: (now, n) => ({ certificate: certificate('due', now - 70 * DAY, now + 20 * DAY, n) }),
@@ -61,6 +64,9 @@ const LOADS: Record<string, (now: number, name: string) => LoadedRecord> = {
   orderedAMinuteAgo: (now, n) => ({ certificate: certificate('due', now - 70 * DAY, now + 20 * DAY, n), failure: { attempts: 0, orders: [now - MIN] } }),
   // A certificate another process stored with a clock an hour ahead: not valid yet, counts as none.
   notYetValid: (now, n) => ({ certificate: certificate('future', now + 60 * MIN, now + 90 * DAY, n) }),
+  // The clock skew's edge: ahead by exactly CLOCK_SKEW_MS is valid already; by one ms more, not yet.
+  aheadByTheSkew: (now, n) => ({ certificate: certificate('valid', now + CLOCK_SKEW_MS, now + 90 * DAY, n) }),
+  aheadByMoreThanTheSkew: (now, n) => ({ certificate: certificate('future', now + CLOCK_SKEW_MS + 1, now + 90 * DAY, n) }),
   // Failing for four days with nothing to serve (an on-demand name pauses; a managed one does not).
   failingForDays: (now) => ({
     failure: { attempts: 6, nextAttemptAt: now - MIN, failingSince: now - 4 * DAY, lastError: { type: 'IssuanceError', message: 'stored failure', at: now - 6 * 60 * MIN } },
@@ -68,6 +74,13 @@ const LOADS: Record<string, (now: number, name: string) => LoadedRecord> = {
   failingForDaysExpired: (now, n) => ({
     certificate: certificate('expired', now - 100 * DAY, now - 10 * DAY, n),
     failure: { attempts: 6, nextAttemptAt: now + 10 * MIN, failingSince: now - 4 * DAY, lastError: { type: 'IssuanceError', message: 'stored failure', at: now - 1 } },
+  }),
+  // The pause's edge: failing for exactly pauseAfterMs pauses an on-demand name; one ms less, it tries again.
+  failingForThePause: (now, _, pauseAfterMs) => ({
+    failure: { attempts: 6, nextAttemptAt: now - MIN, failingSince: now - pauseOf(pauseAfterMs), lastError: { type: 'IssuanceError', message: 'stored failure', at: now - 6 * 60 * MIN } },
+  }),
+  failingForLessThanThePause: (now, _, pauseAfterMs) => ({
+    failure: { attempts: 6, nextAttemptAt: now - MIN, failingSince: now - pauseOf(pauseAfterMs) + 1, lastError: { type: 'IssuanceError', message: 'stored failure', at: now - 6 * 60 * MIN } },
   }),
   // Failing for four days but still serving: it keeps renewing in its backoff.
   failingForDaysUsable: (now, n) => ({
@@ -112,7 +125,7 @@ export function alphabet(spec: LifecycleSpec): PathEvent[] {
   const events: PathEvent[] = [];
   const inFlight = spec.inFlight();
   if (inFlight === 'load') {
-    for (const [label, loaded] of Object.entries(LOADS)) events.push({ label: `load:${label}`, make: (s, now) => ({ kind: 'load.done', loaded: loaded(now, s.facts.name) }) });
+    for (const [label, loaded] of Object.entries(LOADS)) events.push({ label: `load:${label}`, make: (s, now) => ({ kind: 'load.done', loaded: loaded(now, s.facts.name, s.facts.pauseAfterMs) }) });
     events.push({ label: 'load:error', make: () => ({ kind: 'load.error', error: new StorageError('storage down') }) });
   }
   if (inFlight === 'attempt') {
