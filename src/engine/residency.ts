@@ -190,6 +190,17 @@ export class Residency {
     this.wake(record);
   }
 
+  /**
+   * The certificate parsed from storage disagrees with the metadata the scan
+   * took unparsed (loads.ts): a sleeping name wakes from what was parsed
+   * (the parsed values win). A live actor read and parsed for itself already.
+   */
+  adoptParsed(record: NameRecord, parsed: Preloaded): void {
+    if (record.actor || !record.sleeping || this.#deps.core.stopped) return;
+    record.preloaded = parsed;
+    this.wake(record, true);
+  }
+
   /** A sleeping name's timer is due: wake its actor, which resumes from the record and lets the chart act. */
   wakeDue(name: string): void {
     const record = this.#records.get(name);
