@@ -281,6 +281,9 @@ for (const [label, open] of backends) {
           assert.equal(served.meta.fingerprint, units[i]!.meta.fingerprint, n);
         }
         assert.equal(issuer.calls, 0);
+        // Metadata that agrees with its certificate is checked by the handshake's read: no actor needed.
+        assert.equal(engine.stats.sleeping, names.length, 'served without waking');
+        assert.equal(engine.stats.liveActors, 0);
         assert.deepEqual(storedWarnings(logs), []);
       } finally {
         await engine.stop();
