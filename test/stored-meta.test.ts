@@ -121,6 +121,7 @@ describe('stored certificate metadata: the format', () => {
     const { unit } = await issued('schema.example.com');
     const good = unit.meta as Record<string, unknown>;
     assert.ok(readStoredMeta(good, 'x'));
+    assert.ok(readStoredMeta({ ...good, v: 1 }, 'x'), 'this version, said');
     const hostile: Array<[string, unknown]> = [
       ['not an object', 'meta'],
       ['an array', [good]],
@@ -143,6 +144,7 @@ describe('stored certificate metadata: the format', () => {
       ['an empty issuer', { ...good, issuer: '' }],
       ['a huge issuer', { ...good, issuer: 'x'.repeat(5000) }],
       ['an ARI id of the wrong shape', { ...good, ariCertId: 'no-dot' }],
+      ['another version', { ...good, v: 2 }],
     ];
     for (const [label, value] of hostile) {
       const cleaned = value !== null && typeof value === 'object' && !Array.isArray(value) ? JSON.parse(JSON.stringify(value)) : value;
@@ -263,6 +265,22 @@ for (const [label, open] of backends) {
         } finally {
           await engine.stop();
         }
+      }
+    });
+
+    it('metadata computed by another version (its own `v`): the certificate is parsed, without a warning', async () => {
+      const storage = await open();
+      const name = 'version.example.com';
+      const { unit, meta } = await issued(name);
+      await storage.store(keys.certificate(name), withMeta(unit, { v: 2, notAfter: meta.notAfter + DAY }));
+      const { engine, issuer, logs } = await start(storage, [name]);
+      try {
+        assert.equal(engine.statusOf(name)?.certificate?.notAfter, meta.notAfter, 'the parsed expiry, not the stored one');
+        assert.equal((await engine.getCertificate(name)).meta.fingerprint, meta.fingerprint);
+        assert.equal(issuer.calls, 0);
+        assert.deepEqual(storedWarnings(logs), []);
+      } finally {
+        await engine.stop();
       }
     });
 

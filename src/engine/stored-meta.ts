@@ -30,8 +30,23 @@ export function markVerified(meta: CertificateMeta): void {
   unverified.delete(meta);
 }
 
-/** The fields stored, in the order `leafMetaFromDer` builds them (one hidden class for both). */
-const FIELDS = new Set(['fingerprint', 'serial', 'names', 'notBefore', 'notAfter', 'issuer', 'ariCertId']);
+/**
+ * How the stored metadata is computed. A version that computes it otherwise
+ * (say, prints issuer names differently) writes another `v`: its metadata is
+ * then not compared with ours but ignored, the certificate parsed, without a
+ * warning — a mixed-version cluster is not a corrupt storage. Absent: 1.
+ */
+export const META_VERSION = 1;
+
+/** Whether stored metadata (an object) was computed by another version (see META_VERSION): the certificate is parsed, silently. */
+export function isOtherMetaVersion(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const v = (value as Record<string, unknown>).v;
+  return v !== undefined && v !== META_VERSION;
+}
+
+/** The fields stored, in the order `leafMetaFromDer` builds them (one hidden class for both), and the version. */
+const FIELDS = new Set(['fingerprint', 'serial', 'names', 'notBefore', 'notAfter', 'issuer', 'ariCertId', 'v']);
 const FINGERPRINT = /^[0-9A-F]{2}(?::[0-9A-F]{2}){31}$/;
 const SERIAL = /^-?[0-9A-F]{1,160}$/;
 /** DNS names (lower case, maybe a wildcard) and IP literals in canonical form; coverage is checked by the reader. */
@@ -56,6 +71,7 @@ export function readStoredMeta(value: unknown, issuerId: string): CertificateMet
   const v = value as Record<string, unknown>;
   for (const key in v) if (!FIELDS.has(key)) return undefined;
   const { fingerprint, serial, names, notBefore, notAfter, issuer, ariCertId } = v;
+  if (v.v !== undefined && v.v !== META_VERSION) return undefined;
   if (typeof fingerprint !== 'string' || !FINGERPRINT.test(fingerprint)) return undefined;
   if (typeof serial !== 'string' || !SERIAL.test(serial)) return undefined;
   if (!Array.isArray(names) || names.length === 0 || names.length > MAX_NAMES) return undefined;

@@ -14,7 +14,7 @@ import { CorruptStorageError, isRetryAfterRecord } from '../errors.js';
 import type { FailureRecord } from '../machines/certificate.js';
 import { MAX_KEPT_ORDERS } from '../machines/floor.js';
 import type { CertificateBundle, CertificateMeta, ErrorInfo } from '../types.js';
-import { readStoredMeta, storedMetaOf } from './stored-meta.js';
+import { isOtherMetaVersion, readStoredMeta, storedMetaOf } from './stored-meta.js';
 
 const FORMAT_VERSION = 1;
 /** Offsets to the storage clock that differ by less than this are the same clock, measured twice. */
@@ -83,7 +83,8 @@ export function parseStoredCertificate(
  * present and exactly well-formed (`trusted: true`; the certificate is not
  * parsed, its metadata marked unverified: see stored-meta.ts), else the
  * certificate parsed as `parseStoredCertificate` with `checkKey: false` does.
- * `onBadMeta` is told when metadata is present but unusable (then parsed).
+ * `onBadMeta` is told when metadata is present but unusable (then parsed);
+ * metadata of another `META_VERSION` is not used either, silently.
  * Throws `CorruptStorageError` for anything malformed.
  */
 export function readStoredCertificate(
@@ -92,7 +93,7 @@ export function readStoredCertificate(
   onBadMeta: (error: CorruptStorageError) => void,
 ): { bundle: CertificateBundle; meta: CertificateMeta; trusted: boolean } {
   const unit = storedUnit(key, raw);
-  if (unit.meta !== undefined) {
+  if (unit.meta !== undefined && !isOtherMetaVersion(unit.meta)) {
     const meta = readStoredMeta(unit.meta, unit.issuerId);
     if (meta) return { bundle: unit.bundle, meta, trusted: true };
     onBadMeta(new CorruptStorageError(key, 'the stored certificate metadata is malformed'));
