@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { createActor, type AnyStateNode } from 'xstate';
+import { createActor, getNextTransitions, type AnyStateNode } from 'xstate';
 import { ANSWER_TAGS, certificateKind, certificateMachine, createCertificateMachine, lifecycleStateOf, TAGS } from '../src/machines/certificate.js';
 import { defaultTimingPolicy, renewalTime } from '../src/machines/policy.js';
 import { chartQuestions } from '../src/machines/questions.js';
@@ -155,5 +155,41 @@ describe('the chart', () => {
     // A renewal time already past when entered: due now.
     const woken = questions.afterLoad({ certificate: cert(-10, 80), renewAt: NOW + 1000 });
     assert.equal(questions.nextTimerAt(woken), NOW + 1000);
+  });
+
+  it('the next timer, asked once per state configuration, is what the chart arms, for many random stored states', () => {
+    // A seeded generator: the same states every run.
+    let seed = 0x9e3779b9;
+    const rand = () => ((seed = (Math.imul(seed ^ (seed >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 2 ** 32);
+    const pick = <T>(items: T[]): T => items[Math.floor(rand() * items.length)]!;
+    const machine = createCertificateMachine({ now: () => NOW, random: () => 0.5, policy: defaultTimingPolicy });
+    const delays = machine.implementations.delays as unknown as Record<string, (a: { context: unknown }) => number>;
+    // The chart's own answer, without the memo: every timer armed by the active states, computed from the context.
+    const reference = (snapshot: ReturnType<typeof questions.afterLoad>): number | undefined => {
+      const armed = new Set(getNextTransitions(snapshot).flatMap((t) => t.source.after));
+      const times = [...armed].map((t) => NOW + delays[t.delay as string]!({ context: snapshot.context }));
+      return times.length === 0 ? undefined : Math.min(...times);
+    };
+    const questions = chartQuestions(machine, () => NOW);
+    const values = new Set<string>();
+    for (let i = 0; i < 2000; i++) {
+      const from = -Math.floor(rand() * 200);
+      const certificate = rand() < 0.1 ? undefined : cert(from, from + 1 + Math.floor(rand() * 200));
+      const failure =
+        rand() < 0.5
+          ? undefined
+          : {
+              attempts: Math.floor(rand() * 6),
+              ...(rand() < 0.7 ? { nextAttemptAt: NOW + Math.floor((rand() - 0.3) * 2 * DAY) } : {}),
+              ...(rand() < 0.5 ? { failingSince: NOW - Math.floor(rand() * 30 * DAY) } : {}),
+              ...(rand() < 0.3 ? { lastError: { type: pick(['IssuanceError', 'RateLimitedError', 'StorageError']), message: 'm', at: NOW - 1000 } } : {}),
+            };
+      const renewAt = certificate && rand() < 0.3 ? NOW + Math.floor((rand() - 0.3) * 20 * DAY) : undefined;
+      const loaded = { ...(certificate ? { certificate } : {}), ...(failure ? { failure } : {}), ...(renewAt !== undefined ? { renewAt } : {}) };
+      const snapshot = questions.afterLoad(loaded);
+      values.add(JSON.stringify(snapshot.value));
+      assert.equal(questions.nextTimerAt(snapshot), reference(snapshot), `${JSON.stringify(loaded)} → ${JSON.stringify(snapshot.value)}`);
+    }
+    assert.ok(values.size >= 4, `configurations reached: ${[...values].join(' ')}`);
   });
 });

@@ -14,13 +14,18 @@
  * of minted ones (bench/lib/patch-mint.ts: name and serial patched in the
  * leaf's DER, so the CA signature no longer verifies): a million names in a
  * minute instead of an hour of RSA signing. The manifest says where they start.
+ *
+ * Units carry the certificate's metadata beside it, as the engine stores
+ * them since issue 14 (`serializeStoredCertificate`); a dataset minted
+ * before is rewritten once with it (`withMeta` in the manifest).
  */
 import { generateKeyPairSync } from 'node:crypto';
-import { link, copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { link, copyFile, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { localCaCertificate } from '../../src/adapters/issuers/local-ca.js';
 import { memoryStorage } from '../../src/adapters/storage/memory.js';
+import { serializeStoredCertificate } from '../../src/engine/stored.js';
 import { keys } from '../../src/storage-keys.js';
 import type { Storage } from '../../src/types.js';
 import { runWorker } from './children.js';
@@ -44,6 +49,8 @@ interface Manifest {
   issuerId: string;
   /** Names from this index on are patched copies (see patch-mint.ts); absent: every unit was minted. */
   patchedFrom?: number;
+  /** Every unit carries its certificate's metadata (absent: minted before it was stored; rewritten once). */
+  withMeta?: boolean;
 }
 
 /** Names minted with a real signature; beyond, patched copies of them. */
@@ -83,7 +90,12 @@ export async function ensureDataset(count: number, log: (line: string) => void =
     await writeFile(path.join(DATASET_DIR, keys.localCa('default')), (await template.load(keys.localCa('default')))!, { mode: 0o600 });
     const leafKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
     await writeFile(path.join(DATASET_DIR, 'leaf-key.pem'), leafKey.export({ type: 'pkcs1', format: 'pem' }), { mode: 0o600 });
-    manifest = { format: FORMAT, count: 0, mintedAt: Date.now(), caId: 'default', issuerId: 'local-ca:default' };
+    manifest = { format: FORMAT, count: 0, mintedAt: Date.now(), caId: 'default', issuerId: 'local-ca:default', withMeta: true };
+    await writeFile(MANIFEST, JSON.stringify(manifest));
+  }
+  if (!manifest.withMeta) {
+    await addMeta(manifest.count, log);
+    manifest.withMeta = true;
     await writeFile(MANIFEST, JSON.stringify(manifest));
   }
   if (manifest.count < Math.min(count, MINT_LIMIT)) {
@@ -140,6 +152,25 @@ async function mint(from: number, to: number, log: (line: string) => void): Prom
     }),
   );
   if (missing > 1) log(`dataset: minted ${missing} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+}
+
+/** Rewrite the first `count` units with their certificate's metadata, as the engine now stores them. */
+async function addMeta(count: number, log: (line: string) => void): Promise<void> {
+  const started = Date.now();
+  log(`dataset: adding the stored metadata to ${count} units…`);
+  const batch = 256;
+  for (let i = 0; i < count; i += batch) {
+    await Promise.all(
+      Array.from({ length: Math.min(batch, count - i) }, async (_, j) => {
+        const file = path.join(DATASET_DIR, keys.certificate(nameOf(i + j)));
+        const unit = JSON.parse(await readFile(file, 'utf8')) as { certificatePem: string; privateKeyPem: string; issuerId: string; storedAt: number };
+        // A new file renamed over the old: runs hold hard links to the old one (fileStorageDir), which stay as they were.
+        await writeFile(`${file}.tmp`, serializeStoredCertificate(unit, unit, unit.storedAt), { mode: 0o600 });
+        await rename(`${file}.tmp`, file);
+      }),
+    );
+  }
+  log(`dataset: metadata added in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 }
 
 /** Copy the first `names` units into `storage` (e.g. a `memoryStorage`), as a previous run would have left them. */

@@ -11,7 +11,6 @@ import { localCaIssuer } from '../../src/adapters/issuers/local-ca.js';
 import { memoryStorage } from '../../src/adapters/storage/memory.js';
 import { serializeStoredCertificate } from '../../src/engine/stored.js';
 import { keys } from '../../src/storage-keys.js';
-import type { CertificateMeta } from '../../src/types.js';
 import { nameOf } from './dataset.js';
 
 const { dir, from, to, validityMs } = workerData as { dir: string; from: number; to: number; validityMs: number };
@@ -25,8 +24,8 @@ const context = { signal: new AbortController().signal, logger: pino({ level: 's
 for (let i = from; i < to; i++) {
   const name = nameOf(i);
   const bundle = await ca.issue({ names: [name] }, context);
-  // serializeStoredCertificate only reads `issuerId` from the metadata (the engine recomputes the rest from the PEM at load).
-  const unit = serializeStoredCertificate(bundle, { issuerId: ca.id } as CertificateMeta, Date.now());
+  // serializeStoredCertificate takes only `issuerId` from the caller (it computes the stored metadata from the certificate).
+  const unit = serializeStoredCertificate(bundle, { issuerId: ca.id }, Date.now());
   await writeFile(path.join(dir, keys.certificate(name)), unit, { mode: 0o600 });
 }
 parentPort!.postMessage({ minted: to - from });

@@ -140,7 +140,8 @@ function leafMetaFromDer(leafPem: string, issuerId: string): CertificateMeta {
 
 /** Issuer texts and ids seen, bounded (a hostile store could hold many distinct ones). */
 const interned = new Map<string, string>();
-function intern(text: string): string {
+/** One copy of a text seen often (issuer names and ids: a handful across every certificate), bounded. */
+export function intern(text: string): string {
   const known = interned.get(text);
   if (known !== undefined) return known;
   if (interned.size < 1024) interned.set(text, text);

@@ -37,7 +37,8 @@ export async function bulkScan(core: EngineCore, residency: Residency, loads: Lo
         const skipFailure = failures !== undefined && !failures.has(keys.failure(record.name));
         let loaded: LoadedState | { readError: unknown };
         try {
-          loaded = await loads.fromStored(record.name, value, skipFailure);
+          // A name that will not get an actor now may sleep on its stored metadata (unparsed; checked before it is served or run).
+          loaded = await loads.fromStored(record.name, value, skipFailure, !residency.roomForActor);
         } catch (readError) {
           loaded = { readError };
         }

@@ -35,6 +35,7 @@ import type { MaterialCache } from './material-cache.js';
 import type { NameRecord } from './name-record.js';
 import type { HandshakeInfo, ServedCertificate } from './options.js';
 import type { Residency } from './residency.js';
+import { isUnverified } from './stored-meta.js';
 
 /** An answer refusing a handshake: the recorded error, and when to try again. */
 type Refusal = Extract<HandshakeAnswer, { ok: false; error: unknown }>;
@@ -133,7 +134,7 @@ export class HandshakePath {
     const answer = record?.answer;
     if (!record || !answer) return undefined;
     let result: SecureContext | Error | undefined;
-    if (answer.ok) result = this.#usable(record, answer) ? this.#materials.secureContext(answer.fingerprint) : undefined;
+    if (answer.ok) result = this.#servable(record, answer) ? this.#materials.secureContext(answer.fingerprint) : undefined;
     else result = this.#sharedError(record, answer);
     if (result && this.#core.listens('handshake')) {
       const errorType = result instanceof Error ? { errorType: result.name } : undefined;
@@ -158,7 +159,7 @@ export class HandshakePath {
     const answer = record.answer;
     if (answer === undefined) return undefined;
     if (!answer.ok) throw this.#sharedError(record, answer);
-    if (!this.#usable(record, answer) || !this.#materials.secureContext(answer.fingerprint)) return undefined;
+    if (!this.#servable(record, answer) || !this.#materials.secureContext(answer.fingerprint)) return undefined;
     const result = this.#certificateOf(record, answer);
     if (result instanceof Error) throw result;
     return result;
@@ -169,16 +170,28 @@ export class HandshakePath {
     return answer.expired || (record.certificate !== undefined && this.#core.clock.now() < record.certificate.notAfter);
   }
 
-  /** Step 4 applies: the chart serves a certificate whose key material is not in memory. */
+  /**
+   * A memoised answer may be served from memory: usable, and its metadata
+   * not taken unparsed from storage (the start-up scan's: its certificate is
+   * read and parsed first, step 4, whatever the cache holds under that fingerprint).
+   */
+  #servable(record: NameRecord, answer: Extract<HandshakeAnswer, { ok: true }>): boolean {
+    return this.#usable(record, answer) && !isUnverified(record.certificate);
+  }
+
+  /** Step 4 applies: the chart serves a certificate whose key material is not in memory, or whose metadata is not checked yet. */
   #servesFromStorage(record: NameRecord): boolean {
     const answer = record.answer;
-    return answer?.ok === true && this.#usable(record, answer) && !this.#materials.has(answer.fingerprint) && !this.#repairing.has(answer.fingerprint);
+    if (answer?.ok !== true || !this.#usable(record, answer)) return false;
+    return isUnverified(record.certificate) || (!this.#materials.has(answer.fingerprint) && !this.#repairing.has(answer.fingerprint));
   }
 
   #reloadMaterial(record: NameRecord): Promise<void> {
-    return this.#loads.reloadMaterial(record, (loaded: LoadedState) => {
+    return this.#loads.reloadMaterial(record, (loaded: LoadedState, unverified: boolean) => {
+      // The stored metadata the name slept on was wrong: it wakes from the certificate as parsed.
+      if (unverified) this.#residency.adoptParsed(record, loaded);
       // Another process stored a different certificate meanwhile: the chart decides whether to adopt it.
-      if (loaded.certificate) this.#residency.sendOrAsk(record, { type: 'STORAGE_CHANGED', certificate: loaded.certificate });
+      else if (loaded.certificate) this.#residency.sendOrAsk(record, { type: 'STORAGE_CHANGED', certificate: loaded.certificate });
     });
   }
 

@@ -8,17 +8,26 @@
  * Values that cannot be used (bytes that are not UTF-8, truncated or foreign
  * JSON, another name's certificate) count as absent, reported once
  * (corrupt-values.ts), never a stuck name.
+ *
+ * The start-up scan may take a certificate's metadata as stored beside it
+ * (`fromStored` with `trustMeta`: no certificate parsed, for names put to
+ * sleep). Such metadata is checked before it is acted on: an actor's first
+ * load and a reload of the key material (the only ways to a TLS context)
+ * parse the certificate, and where it disagrees the parsed values win and it
+ * is reported (stored-meta.ts).
  */
 import { certificateCoversName } from '../certs.js';
 import { CorruptStorageError } from '../errors.js';
 import type { LoadedState } from '../machines/certificate.js';
+import type { CertificateMeta } from '../types.js';
 import { safeError } from '../safe-error.js';
 import { keys } from '../storage-keys.js';
 import type { EngineCore } from './core.js';
 import { Limiter } from './limiter.js';
 import type { MaterialCache } from './material-cache.js';
 import type { NameRecord } from './name-record.js';
-import { parseFailureRecord, parseStoredCertificate } from './stored.js';
+import { isUnverified, markVerified, metaDifferences } from './stored-meta.js';
+import { parseFailureRecord, parseStoredCertificate, readStoredCertificate } from './stored.js';
 
 /** Reads in flight at once: 100k names at start must not open 100k files (EMFILE). */
 const MAX_READS = 64;
@@ -51,11 +60,17 @@ export class Loads {
    */
   load(record: NameRecord): Promise<LoadedState> {
     const preloaded = record.preloaded;
+    const mode = record.urgent ? 'urgent' : 'background';
     if (preloaded) {
       record.preloaded = undefined;
-      return 'readError' in preloaded ? Promise.reject(preloaded.readError) : Promise.resolve(preloaded);
+      if ('readError' in preloaded) return Promise.reject(preloaded.readError);
+      // Metadata taken from storage unparsed: the certificate is read and parsed before the actor runs on it.
+      if (isUnverified(preloaded.certificate)) {
+        return this.read(record.name, { mode, cache: true }).then((loaded) => (this.#verify(record.name, preloaded.certificate!, loaded.certificate), loaded));
+      }
+      return Promise.resolve(preloaded);
     }
-    return this.read(record.name, { mode: record.urgent ? 'urgent' : 'background', cache: true });
+    return this.read(record.name, { mode, cache: true });
   }
 
   /**
@@ -74,11 +89,15 @@ export class Loads {
    * however many handshakes ask, ahead of background reads. `onDifferent` is
    * told when storage holds another certificate (another process renewed it).
    */
-  reloadMaterial(record: NameRecord, onDifferent: (loaded: LoadedState) => void): Promise<void> {
+  reloadMaterial(record: NameRecord, onDifferent: (loaded: LoadedState, unverified: boolean) => void): Promise<void> {
     record.reloading ??= this.read(record.name, { mode: 'urgent' })
       .then(
         (loaded) => {
-          if (loaded.certificate && loaded.certificate.fingerprint !== record.certificate?.fingerprint) onDifferent(loaded);
+          const known = record.certificate;
+          // Metadata taken from storage unparsed (the scan): the certificate just parsed must agree with it in every field.
+          if (known !== undefined && isUnverified(known)) {
+            if (!this.#verify(record.name, known, loaded.certificate)) onDifferent(loaded, true);
+          } else if (loaded.certificate && loaded.certificate.fingerprint !== known?.fingerprint) onDifferent(loaded, false);
         },
         (error: unknown) => this.#core.logger.warn({ name: record.name, err: safeError(error) }, 'cannot read the certificate from storage'),
       )
@@ -103,11 +122,28 @@ export class Loads {
    * parsed like a read's, and its failure record read unless `skipFailure`
    * (a listing showed none). Background: caches key material only while there is room.
    */
-  async fromStored(name: string, unitRaw: string, skipFailure: boolean): Promise<LoadedState> {
-    if (skipFailure) return this.#parse(name, unitRaw, undefined, 0, false);
+  async fromStored(name: string, unitRaw: string, skipFailure: boolean, trustMeta = false): Promise<LoadedState> {
+    if (skipFailure) return this.#parse(name, unitRaw, undefined, 0, false, trustMeta);
     const { storage, corrupt, storageClock } = this.#core;
     const [failureRaw, clockOffset] = await this.#core.track(Promise.all([corrupt.load(storage, keys.failure(name), name), storageClock.offset()]));
-    return this.#parse(name, unitRaw, failureRaw, clockOffset, false);
+    return this.#parse(name, unitRaw, failureRaw, clockOffset, false, trustMeta);
+  }
+
+  /**
+   * Whether the certificate parsed from storage (`parsed`) agrees in every
+   * field with the metadata the scan took unparsed (`stored`); when not, it
+   * is reported once (the parsed values are what the caller goes on with).
+   */
+  #verify(name: string, stored: CertificateMeta, parsed: CertificateMeta | undefined): boolean {
+    const differ = parsed === undefined ? ['certificate'] : metaDifferences(stored, parsed);
+    if (differ.length === 0) {
+      markVerified(stored);
+      return true;
+    }
+    const key = keys.certificate(name);
+    const error = new CorruptStorageError(key, `the stored certificate metadata disagrees with the certificate (${differ.join(', ')})`);
+    this.#core.corrupt.report(key, name, error, 'stored certificate metadata disagrees with its certificate: the certificate as parsed is used');
+    return false;
   }
 
   async #read(name: string, skipFailure: boolean, cache: boolean): Promise<LoadedState> {
@@ -121,20 +157,33 @@ export class Loads {
     return this.#parse(name, unitRaw, failureRaw, clockOffset, cache);
   }
 
-  #parse(name: string, unitRaw: string | undefined, failureRaw: string | undefined, clockOffset: number, cache: boolean): LoadedState {
+  #parse(name: string, unitRaw: string | undefined, failureRaw: string | undefined, clockOffset: number, cache: boolean, trustMeta = false): LoadedState {
     const { corrupt } = this.#core;
     const unitKey = keys.certificate(name);
     const failureKey = keys.failure(name);
     const loaded: LoadedState = {};
     if (unitRaw !== undefined) {
-      const unit = this.#parseOrReport(name, unitKey, () => parseStoredCertificate(unitKey, unitRaw, { checkKey: false }));
+      let badMeta = false;
+      const unit = this.#parseOrReport(name, unitKey, () =>
+        trustMeta
+          ? readStoredCertificate(unitKey, unitRaw, (error) => {
+              badMeta = true;
+              corrupt.report(unitKey, name, error, 'ignoring malformed stored certificate metadata: the certificate is parsed instead');
+            })
+          : { ...parseStoredCertificate(unitKey, unitRaw, { checkKey: false }), trusted: false },
+      );
       // A unit stored under the wrong name is not this name's certificate; nor one missing a name of its group (names added).
       if (unit && !this.#namesOf(name).every((n) => certificateCoversName(unit.meta, n))) {
         corrupt.report(unitKey, name, new CorruptStorageError(unitKey, 'the stored certificate does not cover its names'));
       } else if (unit) {
-        corrupt.usable(unitKey);
-        if (cache) this.#materials.put(unit.meta.fingerprint, unit.bundle);
-        else this.#materials.putIfRoom(unit.meta.fingerprint, unit.bundle);
+        // (Malformed metadata stays reported: the value is not usable as stored.)
+        if (!badMeta) corrupt.usable(unitKey);
+        // Key material only for a parsed certificate: no TLS context is built on unchecked metadata
+        // (the first handshake reads and parses it: reloadMaterial).
+        if (!unit.trusted) {
+          if (cache) this.#materials.put(unit.meta.fingerprint, unit.bundle);
+          else this.#materials.putIfRoom(unit.meta.fingerprint, unit.bundle);
+        }
         loaded.certificate = unit.meta;
       }
     }

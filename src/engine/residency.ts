@@ -23,6 +23,7 @@ import type { CertEngineEvent } from './events.js';
 import type { HeldReplies } from './held-replies.js';
 import { newNameRecord, type CertActor, type NameRecord, type Preloaded, type SleepingName } from './name-record.js';
 import type { StateView } from './state-view.js';
+import { isUnverified } from './stored-meta.js';
 import type { WakeQueue } from './wake-queue.js';
 
 export interface ResidencyDeps {
@@ -169,7 +170,8 @@ export class Residency {
     const rests = this.#deps.questions.afterLoad(loaded);
     if (!room && rests.hasTag(TAGS.maySleep) && this.#sleep(record, rests)) return;
     // A name the chart lets rest does not need its failure record read again; one that will attempt does.
-    if (!reread || rests.hasTag(TAGS.maySleep)) record.preloaded = loaded;
+    // (Metadata taken unparsed is handed over all the same: the actor's load reads both again and checks it.)
+    if (!reread || rests.hasTag(TAGS.maySleep) || isUnverified(loaded.certificate)) record.preloaded = loaded;
     this.wake(record);
   }
 
@@ -188,6 +190,17 @@ export class Residency {
     if (snapshot.hasTag(TAGS.maySleep) && due !== undefined && due > core.clock.now() && this.#sleep(record, snapshot)) return;
     record.sleeping = asleep(snapshot) ?? sleeping;
     this.wake(record);
+  }
+
+  /**
+   * The certificate parsed from storage disagrees with the metadata the scan
+   * took unparsed (loads.ts): a sleeping name wakes from what was parsed
+   * (the parsed values win). A live actor read and parsed for itself already.
+   */
+  adoptParsed(record: NameRecord, parsed: Preloaded): void {
+    if (record.actor || !record.sleeping || this.#deps.core.stopped) return;
+    record.preloaded = parsed;
+    this.wake(record, true);
   }
 
   /** A sleeping name's timer is due: wake its actor, which resumes from the record and lets the chart act. */

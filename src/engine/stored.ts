@@ -1,14 +1,20 @@
 /**
  * What is stored per name, in its on-storage format with strict parsing: the
- * certificate (chain, key and issuer id: one JSON value, written with one
- * atomic `store`, so a crash can never leave a certificate beside the wrong
- * key) and the failure record (the backoff, so a restart keeps it).
+ * certificate (chain, key, issuer id and the certificate's metadata: one JSON
+ * value, written with one atomic `store`, so a crash can never leave a
+ * certificate beside the wrong key or the wrong metadata) and the failure
+ * record (the backoff, so a restart keeps it).
+ *
+ * The metadata (`meta`, since issue 14) is an optional field of the same
+ * format version: readers that predate it ignore it, so processes of several
+ * versions can share one storage; units without it are parsed as before.
  */
 import { parseCertificateBundle, type ParseCertificateOptions } from '../certs.js';
 import { CorruptStorageError, isRetryAfterRecord } from '../errors.js';
 import type { FailureRecord } from '../machines/certificate.js';
 import { MAX_KEPT_ORDERS } from '../machines/floor.js';
 import type { CertificateBundle, CertificateMeta, ErrorInfo } from '../types.js';
+import { isOtherMetaVersion, readStoredMeta, storedMetaOf } from './stored-meta.js';
 
 const FORMAT_VERSION = 1;
 /** Offsets to the storage clock that differ by less than this are the same clock, measured twice. */
@@ -20,23 +26,39 @@ interface StoredCertificate {
   certificatePem: string;
   privateKeyPem: string;
   storedAt: number;
+  /** The certificate's metadata (stored-meta.ts), computed from `certificatePem` when it was written. */
+  meta?: Record<string, unknown>;
 }
 
-/** Serialise a certificate, its key and its issuer id for storage. */
-export function serializeStoredCertificate(bundle: CertificateBundle, meta: CertificateMeta, storedAt: number): string {
+/**
+ * Serialise a certificate, its key and its issuer id for storage, with the
+ * certificate's metadata computed here from the certificate itself (only
+ * `meta.issuerId` is taken from the caller), so what is stored beside a
+ * certificate always describes it. A certificate whose DER cannot be read
+ * is stored without metadata (readers then parse it, and refuse it).
+ */
+export function serializeStoredCertificate(bundle: CertificateBundle, meta: Pick<CertificateMeta, 'issuerId'>, storedAt: number): string {
+  let own: CertificateMeta | undefined;
+  try {
+    own = parseCertificateBundle(bundle, meta.issuerId, { checkKey: false });
+  } catch {
+    own = undefined;
+  }
   const stored: StoredCertificate = {
     version: FORMAT_VERSION,
     issuerId: meta.issuerId,
     certificatePem: bundle.certificatePem,
     privateKeyPem: bundle.privateKeyPem,
     storedAt,
+    ...(own ? { meta: storedMetaOf(own) } : {}),
   };
   return JSON.stringify(stored);
 }
 
 /**
- * Parse a stored certificate. Metadata is recomputed from the certificate itself
- * (never trusted from storage). Throws `CorruptStorageError` for anything malformed.
+ * Parse a stored certificate. Metadata is recomputed from the certificate itself:
+ * stored metadata is ignored here (only the start-up scan's sleeping decision
+ * reads it, through `readStoredCertificate`). Throws `CorruptStorageError` for anything malformed.
  *
  * @param key the storage key, for error messages
  * @param raw the stored JSON
@@ -52,6 +74,35 @@ export function parseStoredCertificate(
   raw: string,
   options?: ParseCertificateOptions,
 ): { bundle: CertificateBundle; meta: CertificateMeta } {
+  const unit = storedUnit(key, raw);
+  return { bundle: unit.bundle, meta: parseUnit(key, unit, options) };
+}
+
+/**
+ * The start-up scan's read of a stored certificate: its stored metadata when
+ * present and exactly well-formed (`trusted: true`; the certificate is not
+ * parsed, its metadata marked unverified: see stored-meta.ts), else the
+ * certificate parsed as `parseStoredCertificate` with `checkKey: false` does.
+ * `onBadMeta` is told when metadata is present but unusable (then parsed);
+ * metadata of another `META_VERSION` is not used either, silently.
+ * Throws `CorruptStorageError` for anything malformed.
+ */
+export function readStoredCertificate(
+  key: string,
+  raw: string,
+  onBadMeta: (error: CorruptStorageError) => void,
+): { bundle: CertificateBundle; meta: CertificateMeta; trusted: boolean } {
+  const unit = storedUnit(key, raw);
+  if (unit.meta !== undefined && !isOtherMetaVersion(unit.meta)) {
+    const meta = readStoredMeta(unit.meta, unit.issuerId);
+    if (meta) return { bundle: unit.bundle, meta, trusted: true };
+    onBadMeta(new CorruptStorageError(key, 'the stored certificate metadata is malformed'));
+  }
+  return { bundle: unit.bundle, meta: parseUnit(key, unit, { checkKey: false }), trusted: false };
+}
+
+/** A stored unit's fields, type-checked (its certificate not parsed). */
+function storedUnit(key: string, raw: string): { bundle: CertificateBundle; issuerId: string; meta: unknown } {
   let value: unknown;
   try {
     value = JSON.parse(raw);
@@ -59,13 +110,16 @@ export function parseStoredCertificate(
     throw new CorruptStorageError(key, 'not JSON (truncated?)', error);
   }
   if (!isRecord(value) || value.version !== FORMAT_VERSION) throw new CorruptStorageError(key, 'unknown format or version');
-  const { issuerId, certificatePem, privateKeyPem } = value;
+  const { issuerId, certificatePem, privateKeyPem, meta } = value;
   if (typeof certificatePem !== 'string' || typeof privateKeyPem !== 'string' || typeof issuerId !== 'string') {
     throw new CorruptStorageError(key, 'missing certificate, key or issuer');
   }
-  const bundle = { certificatePem, privateKeyPem };
+  return { bundle: { certificatePem, privateKeyPem }, issuerId, meta };
+}
+
+function parseUnit(key: string, unit: { bundle: CertificateBundle; issuerId: string }, options?: ParseCertificateOptions): CertificateMeta {
   try {
-    return { bundle, meta: parseCertificateBundle(bundle, issuerId, options) };
+    return parseCertificateBundle(unit.bundle, unit.issuerId, options);
   } catch (error) {
     throw new CorruptStorageError(key, error instanceof Error ? error.message : 'unparsable certificate', error);
   }

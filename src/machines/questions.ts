@@ -54,6 +54,27 @@ export function chartQuestions(machine: CertificateMachine, now: () => number, s
   } as unknown as Parameters<CertificateMachine['transition']>[2];
   const loading = machine.getInitialSnapshot(scope, input);
   const delays = machine.implementations.delays as unknown as Record<string, DelayFunction>;
+  /**
+   * The delays armed in a state configuration, by its state value. Which
+   * timers are armed depends only on the active state nodes (XState's
+   * `getNextTransitions` reads `snapshot._nodes`, which the value
+   * determines), never on the context: asked once per configuration, not
+   * once per name (the scan asks for every sleeping name). Bounded by the
+   * chart's configurations.
+   */
+  const armedByValue = new Map<string, DelayFunction[]>();
+  const armedDelays = (snapshot: CertificateSnapshot): DelayFunction[] => {
+    const key = typeof snapshot.value === 'string' ? snapshot.value : JSON.stringify(snapshot.value);
+    let armed = armedByValue.get(key);
+    if (armed === undefined) {
+      // The timers of every state active in `snapshot` (each delayed transition is listed by its source state).
+      // The chart names all its delays (no literal numbers), so each is a function of the context.
+      const timers = new Set(getNextTransitions(snapshot).flatMap((transition) => transition.source.after));
+      armed = [...new Set([...timers].map((timer) => delays[timer.delay as string] as DelayFunction))];
+      armedByValue.set(key, armed);
+    }
+    return armed;
+  };
 
   return {
     afterLoad(loaded) {
@@ -64,12 +85,9 @@ export function chartQuestions(machine: CertificateMachine, now: () => number, s
       return machine.transition(snapshot, event, scope);
     },
     nextTimerAt(snapshot) {
-      // The timers of every state active in `snapshot` (each delayed transition is listed by its source state).
-      // The chart names all its delays (no literal numbers), so each is a function of the context.
-      const armed = new Set(getNextTransitions(snapshot).flatMap((transition) => transition.source.after));
       let earliest: number | undefined;
-      for (const timer of armed) {
-        const at = now() + (delays[timer.delay as string] as DelayFunction)({ context: snapshot.context });
+      for (const delay of armedDelays(snapshot)) {
+        const at = now() + delay({ context: snapshot.context });
         earliest = Math.min(earliest ?? at, at);
       }
       return earliest;

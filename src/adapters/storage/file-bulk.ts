@@ -1,6 +1,7 @@
 /**
  * File storage's bulk read (`Storage.entries`): the keys of one directory
- * listing (streamed with `opendir`), read 64 at a time, in batches of 256.
+ * listing (streamed with `opendir`), read 64 at a time, in batches of 256,
+ * the next batch read while the caller handles the one yielded.
  * What it saves over `load` per key is the per-key look for the directory
  * and for a versions directory: the listing already says which keys have one
  * (those are read through `load`, which picks the newest version). Keys in
@@ -37,8 +38,7 @@ export async function* fileEntries(
   for (let next = pending.pop(); next; next = pending.pop()) {
     const { plain, versioned } = await listDir(next.dir, next.keyPrefix, prefix, pending);
     const keys = [...plain.filter((k) => !versioned.has(k)).map((k) => ({ key: k, file: path.join(next!.dir, k.slice(next!.keyPrefix.length)) })), ...[...versioned].map((k) => ({ key: k, file: undefined }))];
-    for (let i = 0; i < keys.length; i += BATCH) {
-      const slice = keys.slice(i, i + BATCH);
+    const readBatch = async (slice: typeof keys): Promise<Array<readonly [string, string]>> => {
       const values: Array<string | undefined> = new Array(slice.length);
       let at = 0;
       const worker = async () => {
@@ -59,6 +59,21 @@ export async function* fileEntries(
       slice.forEach(({ key }, j) => {
         if (values[j] !== undefined) batch.push([key, values[j]!]);
       });
+      return batch;
+    };
+    // The next batch is read while the caller works on this one: the reads run on the thread
+    // pool (the other core) while the caller parses, instead of one waiting for the other.
+    // At most two batches held; a read failure surfaces when its batch is awaited (or not at
+    // all, if the caller stopped before it: hence the no-op handler).
+    const start = (i: number) => {
+      const reading = readBatch(keys.slice(i, i + BATCH));
+      reading.catch(() => {});
+      return reading;
+    };
+    let reading = keys.length > 0 ? start(0) : undefined;
+    for (let i = 0; reading; i += BATCH) {
+      const batch = await reading;
+      reading = i + BATCH < keys.length ? start(i + BATCH) : undefined;
       if (batch.length > 0) yield batch;
     }
   }
