@@ -11,26 +11,17 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { fileStorage } from '../src/adapters/storage/file.js';
-import { memoryStorage } from '../src/adapters/storage/memory.js';
 import { ManualClock } from '../src/clock.js';
 import { createCertEngine } from '../src/engine/engine.js';
 import { keysetEntries, scanEntries } from '../src/adapters/storage/bulk-pages.js';
 import { keys } from '../src/storage-keys.js';
 import type { Storage } from '../src/types.js';
-import { installTestCa, scriptedIssuer } from './helpers/scripted-issuer.js';
+import { scriptedIssuer, seededStorage } from './helpers/scripted-issuer.js';
 import { countingStorage } from './helpers/storage-wrap.js';
 
 const T0 = Math.floor(Date.now() / 1000) * 1000;
 const namesOf = (n: number) => Array.from({ length: n }, (_, i) => `n${i}.localhost`);
 
-async function seeded(names: string[], clock: ManualClock, storage: Storage = memoryStorage()): Promise<Storage> {
-  await installTestCa(storage);
-  const seeder = createCertEngine({ storage, issuers: [scriptedIssuer({ mode: { kind: 'succeed' } })], names, clock });
-  await seeder.start();
-  await Promise.all(names.map((n) => seeder.getCertificate(n)));
-  await seeder.stop();
-  return storage;
-}
 
 /** `countingStorage` over `inner`, with the bulk read delegated (optionally failing after `failAfter` batches). */
 function bulkCounting(inner: Storage, failAfter = Infinity) {
@@ -51,7 +42,7 @@ describe('start-up through a bulk read', () => {
   it('reads every stored certificate from the listing and none by load; names with nothing stored are read and obtained; a listed failure record holds', async () => {
     const clock = new ManualClock(T0);
     const stored = namesOf(300);
-    const inner = await seeded(stored, clock);
+    const inner = await seededStorage(stored, clock);
     // One stored name failed last time (another process recorded a backoff).
     const failing = stored[7]!;
     await inner.store(keys.failure(failing), JSON.stringify({ version: 1, attempts: 2, nextAttemptAt: T0 + 3_600_000, lastError: { type: 'IssuanceError', message: 'earlier', at: T0 } }));
@@ -79,7 +70,7 @@ describe('start-up through a bulk read', () => {
   it('a bulk read that fails part way: what it handed over stays, the rest is read name by name', async () => {
     const clock = new ManualClock(T0);
     const stored = namesOf(600);
-    const inner = await seeded(stored, clock);
+    const inner = await seededStorage(stored, clock);
     const storage = bulkCounting(inner, 1); // one batch (256 values), then an error
     const engine = createCertEngine({ storage, issuers: [scriptedIssuer({ mode: { kind: 'succeed' } })], names: stored, clock, maxLiveActors: 5 });
     await engine.start();
@@ -99,7 +90,7 @@ describe('file storage: a value that is not valid UTF-8 in the listing', () => {
     try {
       const clock = new ManualClock(T0);
       const stored = namesOf(100);
-      const inner = await seeded(stored, clock, fileStorage(root));
+      const inner = await seededStorage(stored, clock, fileStorage(root));
       const broken = stored[42]!;
       // Certificates are written fenced: the value read is the newest file of the key's versions directory.
       const versions = `${path.join(root, ...keys.certificate(broken).split('/'))}~v`;

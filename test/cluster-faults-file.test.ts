@@ -44,9 +44,6 @@ async function fileCluster(suffix: string): Promise<{ storage: NodeStorageConfig
   return { storage, nodes: nodes as [ClusterNode, ClusterNode] };
 }
 
-
-
-
 describe('file storage, two engine processes: a holder frozen in its issuance', { skip: pebbleSkip }, () => {
   it('SIGSTOP past its lease, then SIGCONT: it stores nothing older, adopts the new holder\'s certificate; one order by the new holder', async () => {
     const run = runId();

@@ -18,7 +18,7 @@ import { CertificateUnavailableError } from '../src/errors.js';
 import { keys } from '../src/storage-keys.js';
 import type { StorageChange } from '../src/adapters/storage/notify.js';
 import type { Storage } from '../src/types.js';
-import { installTestCa, scriptedIssuer } from './helpers/scripted-issuer.js';
+import { installTestCa, scriptedIssuer, seededStorage } from './helpers/scripted-issuer.js';
 import { countingStorage, interceptStorage } from './helpers/storage-wrap.js';
 import { refusalsAsErrors } from './helpers/tls.js';
 
@@ -27,16 +27,6 @@ const T0 = Math.floor(Date.now() / 1000) * 1000;
 const namesOf = (n: number) => Array.from({ length: n }, (_, i) => `n${i}.localhost`);
 const tick = () => new Promise<void>((r) => setImmediate(r));
 
-/** Storage holding a valid certificate for each name (issued at `clock.now()`). */
-async function seeded(names: string[], clock: ManualClock): Promise<Storage> {
-  const storage = memoryStorage();
-  await installTestCa(storage);
-  const seeder = createCertEngine({ storage, issuers: [scriptedIssuer({ mode: { kind: 'succeed' } })], names, clock });
-  await seeder.start();
-  await Promise.all(names.map((n) => seeder.getCertificate(n)));
-  await seeder.stop();
-  return storage;
-}
 
 const certLoads = (storage: { loads: Map<string, number> }) => [...storage.loads].filter(([k]) => k.startsWith('certificates/')).reduce((a, [, n]) => a + n, 0);
 
@@ -66,7 +56,7 @@ describe('names beyond maxLiveActors sleep', () => {
   it('serves sleeping names like live ones, from memory, without waking them', async () => {
     const clock = new ManualClock(T0);
     const names = namesOf(30);
-    const storage = countingStorage(await seeded(names, clock));
+    const storage = countingStorage(await seededStorage(names, clock));
     const engine = createCertEngine({ storage, issuers: [scriptedIssuer()], names, clock, maxLiveActors: 5 });
     await engine.start();
     try {
@@ -96,7 +86,7 @@ describe('names beyond maxLiveActors sleep', () => {
   it('lists failure records once instead of looking for one per name, and reads the listed one', async () => {
     const clock = new ManualClock(T0);
     const names = namesOf(20);
-    const inner = await seeded(names, clock);
+    const inner = await seededStorage(names, clock);
     const { serializeFailureRecord } = await import('../src/engine/stored.js');
     const record = { attempts: 3, lastError: { type: 'IssuanceError', message: 'earlier failure', at: clock.now() - 1000 }, nextAttemptAt: clock.now() + 3_600_000 };
     await inner.store(keys.failure(names[10]!), serializeFailureRecord(record));
@@ -122,7 +112,7 @@ describe('names beyond maxLiveActors sleep', () => {
     const clock = new ManualClock(T0);
     const names = namesOf(10);
     const target = names[7]!;
-    const inner = await seeded(names.filter((n) => n !== target), clock);
+    const inner = await seededStorage(names.filter((n) => n !== target), clock);
     const { serializeFailureRecord } = await import('../src/engine/stored.js');
     const record = { attempts: 2, lastError: { type: 'IssuanceError', message: 'failed in another process', at: clock.now() }, nextAttemptAt: clock.now() + 3_600_000 };
     // Another process records a failure for the target right after our scan listed the failure records.
@@ -151,7 +141,7 @@ describe('names beyond maxLiveActors sleep', () => {
   it('wakes a sleeping name at its renewal time, renews it once, and puts it back to sleep', async () => {
     const clock = new ManualClock(T0);
     const names = namesOf(12);
-    const storage = await seeded(names, clock);
+    const storage = await seededStorage(names, clock);
     const issuer = scriptedIssuer({ mode: { kind: 'succeed' } });
     const engine = createCertEngine({ storage, issuers: [issuer], names, clock, maxLiveActors: 3, random: () => 0.5 });
     await engine.start();
@@ -180,7 +170,7 @@ describe('names beyond maxLiveActors sleep', () => {
   it("an operator's forceRenew wakes a sleeping name and renews it once", async () => {
     const clock = new ManualClock(T0);
     const names = namesOf(6);
-    const storage = await seeded(names, clock);
+    const storage = await seededStorage(names, clock);
     const issuer = scriptedIssuer({ mode: { kind: 'succeed' } });
     const engine = createCertEngine({ storage, issuers: [issuer], names, clock, maxLiveActors: 1 });
     await engine.start();
@@ -202,7 +192,7 @@ describe('names beyond maxLiveActors sleep', () => {
   it('adopts a newer certificate another process stored for a sleeping name', async () => {
     const clock = new ManualClock(T0);
     const names = namesOf(4);
-    const storage = await seeded(names, clock);
+    const storage = await seededStorage(names, clock);
     const engine = createCertEngine({ storage, issuers: [scriptedIssuer()], names, clock, maxLiveActors: 1 });
     await engine.start();
     try {
@@ -230,7 +220,7 @@ describe('key material beyond cacheCapacity', () => {
   it('keeps at most cacheCapacity certificates and reads an evicted one back once for a herd', async () => {
     const clock = new ManualClock(T0);
     const names = namesOf(10);
-    const storage = countingStorage(await seeded(names, clock));
+    const storage = countingStorage(await seededStorage(names, clock));
     const engine = createCertEngine({ storage, issuers: [scriptedIssuer()], names, clock, maxLiveActors: 2, cacheCapacity: 3 });
     await engine.start();
     try {
@@ -263,7 +253,7 @@ describe('start-up at scale', () => {
   it('with waitForStorage: false, serves a name read ahead of the background scan', async () => {
     const clock = new ManualClock(T0);
     const names = namesOf(300);
-    const storage = countingStorage(await seeded(names, clock), { delayMs: 5 });
+    const storage = countingStorage(await seededStorage(names, clock), { delayMs: 5 });
     const engine = createCertEngine({ storage, issuers: [scriptedIssuer()], names, clock, maxLiveActors: 10 });
     await engine.start({ waitForStorage: false });
     try {
@@ -283,7 +273,7 @@ describe('start-up at scale', () => {
   it('reads at most 64 names at once, even for 400 names beyond the actor limit', async () => {
     const clock = new ManualClock(T0);
     const names = namesOf(400);
-    const storage = countingStorage(await seeded(names.slice(0, 50), clock), { delayMs: 1 });
+    const storage = countingStorage(await seededStorage(names.slice(0, 50), clock), { delayMs: 1 });
     const engine = createCertEngine({ storage, issuers: [scriptedIssuer({ mode: 'manual' })], names, clock, maxLiveActors: 20 });
     await engine.start();
     try {
@@ -303,7 +293,7 @@ describe('ARI at scale', () => {
   it('names read by the background scan ask for their renewal window spread over the recheck interval, not all at once', async () => {
     const clock = new ManualClock(T0);
     const names = namesOf(40);
-    const storage = await seeded(names, clock);
+    const storage = await seededStorage(names, clock);
     const asked: string[] = [];
     const issuer = {
       ...scriptedIssuer(),
@@ -342,7 +332,7 @@ describe('a reconnected change feed', () => {
   it('logs the resync, re-reads every held name at most 64 at a time, and adopts what changed', async () => {
     const clock = new ManualClock(T0);
     const names = namesOf(300);
-    const inner = await seeded(names, clock);
+    const inner = await seededStorage(names, clock);
     let onChange: ((change: StorageChange) => void) | undefined;
     const storage = Object.assign(countingStorage(inner, { delayMs: 1 }), {
       watch: async (_prefix: string, listener: (change: StorageChange) => void) => {
@@ -421,7 +411,7 @@ describe('a stored key that does not match its certificate', () => {
   it('is refused by OpenSSL at first use, reported as unavailable, and replaced by a new certificate', async () => {
     const clock = new ManualClock(T0);
     const name = 'mismatch.localhost';
-    const inner = await seeded([name], clock);
+    const inner = await seededStorage([name], clock);
     const raw = JSON.parse((await inner.load(keys.certificate(name)))!) as { privateKeyPem: string };
     raw.privateKeyPem = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs1', format: 'pem' }) as string;
     await inner.store(keys.certificate(name), JSON.stringify(raw));

@@ -22,7 +22,7 @@ import { WakeQueue } from '../src/engine/wake-queue.js';
 import { EngineStoppedError } from '../src/errors.js';
 import { keys } from '../src/storage-keys.js';
 import type { CertificateMeta, IssueContext, Issuer, RenewalInfo, Storage } from '../src/types.js';
-import { installTestCa, scriptedIssuer } from './helpers/scripted-issuer.js';
+import { installTestCa, scriptedIssuer, seededStorage } from './helpers/scripted-issuer.js';
 import { countingStorage, interceptStorage } from './helpers/storage-wrap.js';
 
 const DAY = 86_400_000;
@@ -48,15 +48,6 @@ async function testStorage(): Promise<Storage> {
   return storage;
 }
 
-/** Storage holding a valid certificate for each name (issued at `clock.now()`). */
-async function seeded(names: string[], clock: ManualClock): Promise<Storage> {
-  const storage = await testStorage();
-  const seeder = createCertEngine({ storage, issuers: [scriptedIssuer({ mode: { kind: 'succeed' } })], names, clock });
-  await seeder.start();
-  await Promise.all(names.map((n) => seeder.getCertificate(n)));
-  await seeder.stop();
-  return storage;
-}
 
 /** A storage that can report changes, as Redis and PostgreSQL storages do. */
 function watchable(inner: Storage, watch: (listener: (change: StorageChange) => void) => Promise<() => Promise<void>>) {
@@ -164,7 +155,7 @@ describe('one abort signal for everything the engine started', () => {
   it('reads queued behind the read limit never reach storage after stop()', { timeout: 30_000 }, async () => {
     const clock = new ManualClock(T0);
     const names = Array.from({ length: 150 }, (_, i) => `q${i}.localhost`);
-    const inner = await seeded(names, clock);
+    const inner = await seededStorage(names, clock);
     const gate = deferred();
     let stopped = false;
     let readsAfterStop = 0;
@@ -251,7 +242,7 @@ describe('a storage resync', () => {
   it('reads without evicting hot key material, and adopts only the certificate that changed', async () => {
     const clock = new ManualClock(T0);
     const names = Array.from({ length: 20 }, (_, i) => `r${i}.localhost`);
-    const inner = await seeded(names, clock);
+    const inner = await seededStorage(names, clock);
     let feed: ((change: StorageChange) => void) | undefined;
     const counting = countingStorage(inner);
     const storage = watchable(counting, async (listener) => {

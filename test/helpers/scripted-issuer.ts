@@ -154,3 +154,24 @@ export async function installTestCa(storage: import('../../src/types.js').Storag
   })();
   for (const [key, value] of await templateCa) await storage.store(key, value);
 }
+
+/**
+ * `storage` (a fresh memory storage by default) with the test CA and a valid
+ * certificate for each of `names`, issued at `clock.now()` by an engine that
+ * is stopped again: what a process finds at start-up after another ran.
+ */
+export async function seededStorage(
+  names: string[],
+  clock: import('../../src/clock.js').ManualClock,
+  storage?: import('../../src/types.js').Storage,
+): Promise<import('../../src/types.js').Storage> {
+  const { memoryStorage } = await import('../../src/adapters/storage/memory.js');
+  const { createCertEngine } = await import('../../src/engine/engine.js');
+  const seededInto = storage ?? memoryStorage();
+  await installTestCa(seededInto);
+  const seeder = createCertEngine({ storage: seededInto, issuers: [scriptedIssuer({ mode: { kind: 'succeed' } })], names, clock });
+  await seeder.start();
+  await Promise.all(names.map((n) => seeder.getCertificate(n)));
+  await seeder.stop();
+  return seededInto;
+}
