@@ -223,9 +223,11 @@ export class CertEngine {
 
   /**
    * Options for `tls`/`https`/`http2` servers: an `SNICallback` answered by the
-   * engine, and an `ALPNCallback` that answers TLS-ALPN-01 challenges in the
-   * same server and picks the application protocol for everyone else (Node
-   * forbids `ALPNProtocols` beside `ALPNCallback`, so say them here).
+   * engine, and the application protocol (`protocols`, server preference
+   * first) chosen by `ALPNProtocols` — or, when this server answers
+   * TLS-ALPN-01 (an issuer may use it, or `tlsAlpn01: true`) or has a
+   * `defaultName`, by an `ALPNCallback` that does that too (Node forbids
+   * `ALPNProtocols` beside it, so say the protocols here). See `alpnMode`.
    *
    * A name the engine cannot serve gets a TLS alert; `defaultName` answers
    * clients without SNI (see `TlsOptionsConfig` and handshake-answers.ts).
