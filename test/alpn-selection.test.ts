@@ -99,14 +99,14 @@ for (const mode of ['protocols', 'callback'] as const) {
     let server: tls.Server;
     let port: number;
     let ca: string;
+    let options: ReturnType<CertEngine['tlsOptions']>;
     before(async () => {
       const storage = memoryStorage();
       engine = createCertEngine({ storage, issuers: [localCaIssuer()], names: ['a.localhost'] });
       await engine.start();
       await engine.getCertificate('a.localhost');
       ca = await localCaCertificate(storage);
-      const options = engine.tlsOptions({ protocols: ['h2', 'http/1.1'], tlsAlpn01: mode === 'callback' });
-      assert.equal(selection(options), mode);
+      options = engine.tlsOptions({ protocols: ['h2', 'http/1.1'], tlsAlpn01: mode === 'callback' });
       server = tls.createServer(options, (socket) => socket.end());
       server.on('tlsClientError', () => {});
       await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -115,6 +115,10 @@ for (const mode of ['protocols', 'callback'] as const) {
     after(async () => {
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await engine.stop();
+    });
+
+    it(`the server has ${mode === 'protocols' ? 'ALPNProtocols' : 'the callback'}`, () => {
+      assert.equal(selection(options), mode);
     });
 
     it("the server's preference among what the client offers", async () => {
@@ -134,3 +138,67 @@ for (const mode of ['protocols', 'callback'] as const) {
     });
   });
 }
+
+describe('calls into JS per handshake', () => {
+  it('ALPNProtocols: a full TLS 1.3 handshake makes one SNI call and two ticket encryptions, no ALPN call; the callback adds one per handshake, resumed ones too', async () => {
+    const storage = memoryStorage();
+    const engine = createCertEngine({ storage, issuers: [localCaIssuer()], names: ['a.localhost'] });
+    await engine.start();
+    await engine.getCertificate('a.localhost');
+    const ca = await localCaCertificate(storage);
+    const servers: tls.Server[] = [];
+    try {
+      for (const tlsAlpn01 of [false, true]) {
+        const counts = { sni: 0, alpn: 0, encrypt: 0, decrypt: 0 };
+        const options = engine.tlsOptions({ tlsAlpn01 });
+        const { SNICallback, ALPNCallback } = options;
+        const server = tls.createServer(
+          {
+            ...options,
+            SNICallback(this: tls.TLSSocket, servername, cb) {
+              counts.sni++;
+              SNICallback.call(this, servername, cb);
+            },
+            ...(ALPNCallback
+              ? {
+                  ALPNCallback(this: tls.TLSSocket, info: { servername: string | false; protocols: string[] }) {
+                    counts.alpn++;
+                    return ALPNCallback.call(this, info);
+                  },
+                }
+              : {}),
+          } as tls.TlsOptions,
+          (socket) => socket.end('x'),
+        );
+        servers.push(server);
+        engine.attachServer(server);
+        // Node's internal hook (ticket-key-callback.ts), wrapped to count what OpenSSL asks.
+        const context = (server as unknown as { _sharedCreds: { context: { onticketkeycallback: (name: Buffer, iv: Buffer, encrypt: boolean) => unknown } } })._sharedCreds.context;
+        const keys = context.onticketkeycallback;
+        context.onticketkeycallback = (name, iv, encrypt) => (encrypt ? counts.encrypt++ : counts.decrypt++, keys(name, iv, encrypt));
+        await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+        const port = (server.address() as AddressInfo).port;
+        const connect = (session?: Buffer) =>
+          new Promise<{ reused: boolean; session?: Buffer }>((resolve, reject) => {
+            let latest: Buffer | undefined;
+            let reused = false;
+            const socket = tls.connect({ host: '127.0.0.1', port, servername: 'a.localhost', ca, ALPNProtocols: ['http/1.1'], ...(session ? { session } : {}) });
+            socket.on('session', (s: Buffer) => (latest = s));
+            socket.once('secureConnect', () => (reused = socket.isSessionReused()));
+            socket.on('data', () => {});
+            socket.once('close', () => resolve({ reused, ...(latest ? { session: latest } : {}) }));
+            socket.once('error', reject);
+          });
+        const full = await connect();
+        const extra = tlsAlpn01 ? 1 : 0;
+        assert.deepEqual(counts, { sni: 1, alpn: extra, encrypt: 2, decrypt: 0 }, `full handshake, tlsAlpn01: ${tlsAlpn01}`);
+        Object.assign(counts, { sni: 0, alpn: 0, encrypt: 0, decrypt: 0 });
+        assert.equal((await connect(full.session)).reused, true);
+        assert.deepEqual(counts, { sni: 0, alpn: extra, encrypt: 0, decrypt: 1 }, `resumed handshake, tlsAlpn01: ${tlsAlpn01}`);
+      }
+    } finally {
+      for (const server of servers) await new Promise<void>((resolve) => server.close(() => resolve()));
+      await engine.stop();
+    }
+  });
+});
