@@ -8,6 +8,11 @@
  *   D. certstate-backoff  the same names, each in failed-backoff with its
  *      still-valid certificate (a CA outage): bar ≤ 1.1 × certstate
  *
+ * Optional servers (`--servers`) split the difference: the baselines
+ * configured as `tlsOptions()` configures a server (`static-tickets`,
+ * `static-like`, `map-like`), and `certstate-tls-alpn` (the JS ALPN callback
+ * of a server that answers TLS-ALPN-01); see handshake/server.ts.
+ *
  * Each server runs in its own process and measures its own CPU between
  * `begin` and `end`; the load client runs in worker threads of this process.
  * On 2 cores the client (≈3× the server's CPU per handshake) bounds
@@ -38,11 +43,11 @@ const flags = parseFlags('bench/handshake.ts', {
   'warm-every-name': { default: true, help: 'before the runs, one real handshake per name on the map and certstate servers (first-use costs are not steady state)' },
   alpn: { default: true, help: 'clients offer ALPN http/1.1, as browsers do' },
   profile: { default: false, help: 'write a CPU profile of every server (baselines too, to compare) to bench/results/profiles/' },
-  servers: { default: 'static,map,certstate,certstate-backoff', help: 'servers to compare (static and map are the baselines; certstate-backoff serves every name in failed-backoff; map-alpn-callback adds a JS ALPNCallback to map; static-like and map-like are the baselines configured as tlsOptions() configures a server: JS ALPN callback, session tickets through the same ticket-key callback)' },
+  servers: { default: 'static,map,certstate,certstate-backoff', help: 'servers to compare (static and map are the baselines; certstate-backoff serves every name in failed-backoff; map-alpn-callback adds a JS ALPNCallback to map; static-like and map-like are the baselines configured as tlsOptions() configures a server that answers TLS-ALPN-01: JS ALPN callback, session tickets through the same ticket-key callback; static-tickets the same with ALPNProtocols, as tlsOptions() configures a server that answers no TLS-ALPN-01; certstate-tls-alpn is certstate with tlsOptions({ tlsAlpn01: true }))' },
   json: { default: '', help: 'write the JSON result here instead of bench/results/handshake.json' },
 });
 
-const KNOWN: Mode[] = ['static', 'static-like', 'map', 'map-alpn-callback', 'map-like', 'certstate', 'certstate-backoff'];
+const KNOWN: Mode[] = ['static', 'static-tickets', 'static-like', 'map', 'map-alpn-callback', 'map-like', 'certstate', 'certstate-tls-alpn', 'certstate-backoff'];
 const MODES = flags.servers.split(',').map((m) => m.trim()) as Mode[];
 for (const m of ['static', 'map', 'certstate'] as const) if (!MODES.includes(m)) throw new Error(`--servers must include ${m}`);
 for (const m of MODES) if (!KNOWN.includes(m)) throw new Error(`--servers: unknown server ${m} (known: ${KNOWN.join(', ')})`);
@@ -183,12 +188,17 @@ function ratios(runs: Run[]) {
     certstateVsStaticLike: MODES.includes('static-like') ? pairedRatios(cpu('certstate'), cpu('static-like')) : undefined,
     certstateVsMapLike: MODES.includes('map-like') ? pairedRatios(cpu('certstate'), cpu('map-like')) : undefined,
     staticLikeVsStatic: MODES.includes('static-like') ? pairedRatios(cpu('static-like'), cpu('static')) : undefined,
+    // The same for a server that answers no TLS-ALPN-01 (ALPNProtocols, tickets through the callback), and for one that does.
+    certstateVsStaticTickets: MODES.includes('static-tickets') ? pairedRatios(cpu('certstate'), cpu('static-tickets')) : undefined,
+    staticTicketsVsStatic: MODES.includes('static-tickets') ? pairedRatios(cpu('static-tickets'), cpu('static')) : undefined,
+    tlsAlpnVsCertstate: MODES.includes('certstate-tls-alpn') ? pairedRatios(cpu('certstate-tls-alpn'), cpu('certstate')) : undefined,
+    tlsAlpnVsMapLike: MODES.includes('certstate-tls-alpn') && MODES.includes('map-like') ? pairedRatios(cpu('certstate-tls-alpn'), cpu('map-like')) : undefined,
   };
 }
 
 function bars(runs: Run[]): BarVerdict[] {
-  const { certstateVsStatic: r, backoffVsCertstate: b, certstateVsStaticLike: l } = ratios(runs);
-  const likeNote = l ? `; ${l.median.toFixed(3)} × static configured alike (static-like: session tickets through the same callback, JS ALPN)` : '';
+  const { certstateVsStatic: r, backoffVsCertstate: b, certstateVsStaticTickets: l } = ratios(runs);
+  const likeNote = l ? `; ${l.median.toFixed(3)} × static configured alike (static-tickets: session tickets through the same callback, ALPNProtocols)` : '';
   return [
     {
       what: `server CPU per full TLS handshake, ${flags.names.toLocaleString('en-US')} names, random SNI`,
@@ -237,11 +247,15 @@ function report(runs: Run[], servers: Map<Mode, { setup: SetupReply }>): void {
     );
   }
   const like = [
+    rel.staticTicketsVsStatic && `static-tickets ÷ static ${spread(rel.staticTicketsVsStatic)}`,
+    rel.certstateVsStaticTickets && `certstate ÷ static-tickets ${spread(rel.certstateVsStaticTickets)}`,
     rel.staticLikeVsStatic && `static-like ÷ static ${spread(rel.staticLikeVsStatic)}`,
     rel.certstateVsStaticLike && `certstate ÷ static-like ${spread(rel.certstateVsStaticLike)}`,
     rel.certstateVsMapLike && `certstate ÷ map-like ${spread(rel.certstateVsMapLike)}`,
+    rel.tlsAlpnVsCertstate && `certstate-tls-alpn ÷ certstate ${spread(rel.tlsAlpnVsCertstate)}`,
+    rel.tlsAlpnVsMapLike && `certstate-tls-alpn ÷ map-like ${spread(rel.tlsAlpnVsMapLike)}`,
   ].filter(Boolean);
-  if (like.length) console.log(`\nconfigured as tlsOptions() configures a server (JS ALPN callback, tickets through the ticket-key callback): ${like.join('; ')}.`);
+  if (like.length) console.log(`\nbaselines configured as tlsOptions() configures a server (-tickets: ALPNProtocols; -like: the JS ALPN callback of TLS-ALPN-01; both with tickets through the ticket-key callback): ${like.join('; ')}.`);
   printBars(bars(runs));
 }
 

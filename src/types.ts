@@ -233,7 +233,18 @@ export interface Issuer {
    * time nor inside an attempt that holds the issuance lock.
    */
   prepare?(): Promise<void>;
+  /**
+   * The ACME challenge types this issuer may have answered by the engine's
+   * servers (`httpChallengeHandler()`, `tlsOptions()`); `[]` for none (a local
+   * CA). Read once, when the engine is created. Leave it out and the engine
+   * assumes TLS-ALPN-01 may be used: `tlsOptions()` then keeps the JS ALPN
+   * callback that answers it (see `TlsOptionsConfig.tlsAlpn01`).
+   */
+  readonly challenges?: readonly ChallengeType[];
 }
+
+/** ACME challenge types (RFC 8555 §8, RFC 8737). */
+export type ChallengeType = 'http-01' | 'tls-alpn-01' | 'dns-01';
 
 // ─── Time ──────────────────────────────────────────────────────────────────
 

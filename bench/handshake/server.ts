@@ -7,12 +7,18 @@
  *              `ALPNCallback` as certstate's TLS-ALPN-01 support requires
  *              (optional: separates that cost from the engine's)
  *   static-like, map-like  the baselines configured as `engine.tlsOptions()`
- *              configures a server: protocol selection in a JS `ALPNCallback`,
- *              a fixed `sessionIdContext`, and session tickets encrypted
- *              through the same ticket-key callback (ticket-key-callback.ts)
- *              with one key; what is left between them and certstate is the
- *              engine's own work
- *   certstate  `engine.tlsOptions()` of an engine managing every name
+ *              configures a server that answers TLS-ALPN-01: protocol
+ *              selection in a JS `ALPNCallback`, a fixed `sessionIdContext`,
+ *              and session tickets encrypted through the same ticket-key
+ *              callback (ticket-key-callback.ts) with one key; what is left
+ *              between them and certstate-tls-alpn is the engine's own work
+ *   static-tickets  the same without the ALPN callback (`ALPNProtocols`), as
+ *              `tlsOptions()` configures a server that answers no TLS-ALPN-01
+ *   certstate  `engine.tlsOptions()` of an engine managing every name, its
+ *              issuer answering no challenge on the server (`ALPNProtocols`)
+ *   certstate-tls-alpn  the same with `tlsOptions({ tlsAlpn01: true })`: the
+ *              JS ALPN callback that answers TLS-ALPN-01 (what an issuer that
+ *              may use it gets)
  *   certstate-backoff  the same, every name in `failed-backoff` with its
  *              still-valid certificate (the CA refused its renewal: the
  *              normal state of every name during a CA outage)
@@ -40,7 +46,7 @@ import { engineModule, refusingIssuer } from '../lib/engine-module.js';
 import { ensureDataset, seedStorage, type Dataset } from '../lib/dataset.js';
 import { memoryAfterGc } from '../lib/memory.js';
 
-export type Mode = 'static' | 'static-like' | 'map' | 'map-alpn-callback' | 'map-like' | 'certstate' | 'certstate-backoff';
+export type Mode = 'static' | 'static-tickets' | 'static-like' | 'map' | 'map-alpn-callback' | 'map-like' | 'certstate' | 'certstate-tls-alpn' | 'certstate-backoff';
 
 export interface SetupReply {
   port: number;
@@ -99,9 +105,10 @@ const likeCertstate = {
 };
 
 async function serverOptions(mode: Mode, dataset: Dataset): Promise<{ options: tls.TlsOptions; warmMs: number }> {
-  if (mode === 'static' || mode === 'static-like') {
+  if (mode === 'static' || mode === 'static-like' || mode === 'static-tickets') {
     const unit = await unitOf(dataset, dataset.names[0]!);
     const certificate = { cert: unit.certificatePem, key: unit.privateKeyPem };
+    if (mode === 'static-tickets') return { options: { ...certificate, ALPNProtocols: ALPN, sessionIdContext: SESSION_ID_CONTEXT }, warmMs: 0 };
     return { options: mode === 'static' ? { ...certificate, ALPNProtocols: ALPN } : ({ ...certificate, ...likeCertstate } as tls.TlsOptions), warmMs: 0 };
   }
   if (mode === 'map' || mode === 'map-alpn-callback' || mode === 'map-like') {
@@ -122,7 +129,8 @@ async function serverOptions(mode: Mode, dataset: Dataset): Promise<{ options: t
   // Renewal due at once (renewal at a millionth of the lifetime), and a CA failure whose backoff has not ended: failed-backoff, serving.
   if (backoff) await seedFailures(storage, dataset.names);
   const { createCertEngine } = await engineModule();
-  engine = createCertEngine({ storage, issuers: [refusingIssuer('handshake')], names: dataset.names, ...(backoff ? { timing: { renewRatio: 1e-6, shortLivedRenewRatio: 1e-6, renewJitter: 0, minRenewalIntervalMs: 0 } } : {}) });
+  // The issuer answers no challenge on this server (as a local CA, or ACME with HTTP-01 or DNS-01 only).
+  engine = createCertEngine({ storage, issuers: [{ ...refusingIssuer('handshake'), challenges: [] }], names: dataset.names, ...(backoff ? { timing: { renewRatio: 1e-6, shortLivedRenewRatio: 1e-6, renewJitter: 0, minRenewalIntervalMs: 0 } } : {}) });
   await engine.start();
   const wrong = engine.status().filter((s) => s.state !== (backoff ? 'failed-backoff' : 'valid'));
   if (wrong.length > 0) throw new Error(`${mode}: ${wrong.length} names in ${wrong[0]!.state}, not the state measured`);
@@ -131,9 +139,10 @@ async function serverOptions(mode: Mode, dataset: Dataset): Promise<{ options: t
   const warmStart = performance.now();
   for (const name of dataset.names) await engine.getCertificate(name);
   const warmMs = performance.now() - warmStart;
-  // tlsOptions() may or may not bring its own ALPNCallback (TLS-ALPN-01); Node refuses both it and ALPNProtocols.
-  const options = engine.tlsOptions() as tls.TlsOptions & { ALPNCallback?: unknown };
-  return { options: options.ALPNCallback ? options : { ...options, ALPNProtocols: ALPN }, warmMs };
+  // tlsOptions() brings ALPNProtocols, or the ALPNCallback that answers TLS-ALPN-01 (Node refuses both).
+  const options = engine.tlsOptions({ protocols: ALPN, ...(mode === 'certstate-tls-alpn' ? { tlsAlpn01: true } : {}) }) as tls.TlsOptions & { ALPNCallback?: unknown };
+  if (Boolean(options.ALPNCallback) !== (mode === 'certstate-tls-alpn')) throw new Error(`${mode}: tlsOptions() chose ${options.ALPNCallback ? 'the ALPN callback' : 'ALPNProtocols'}, not the configuration measured`);
+  return { options, warmMs };
 }
 
 /** A failure record per name, its backoff a day away. */
@@ -151,8 +160,8 @@ serveRpc({
     const { options, warmMs } = await serverOptions(mode, dataset);
     const loadMs = performance.now() - loadStart - warmMs;
     server = tls.createServer(options);
-    // The -like baselines' session tickets go through certstate's ticket-key callback, with one fixed key.
-    if (mode.endsWith('-like') && !installTicketKeyCallback(server, () => ticketKeys)) throw new Error(`${mode}: this Node has no ticket-key callback`);
+    // The -like and -tickets baselines' session tickets go through certstate's ticket-key callback, with one fixed key.
+    if ((mode.endsWith('-like') || mode.endsWith('-tickets')) && !installTicketKeyCallback(server, () => ticketKeys)) throw new Error(`${mode}: this Node has no ticket-key callback`);
     server.on('secureConnection', (socket) => {
       handshakes++;
       socket.on('error', () => {}); // clients hang up right after the handshake

@@ -4,11 +4,12 @@
  * beforehand), against a bare `Map` lookup answered the same way. The TLS
  * handshake itself costs ~500 µs of server CPU here, so this says how much
  * of the 1.15 budget the engine spends. Use CERTSTATE_BENCH_ENGINE to
- * compare a private engine copy.
+ * compare a private engine copy. The SNI callback is called as Node calls
+ * it, as a method of a socket whose server is attached for session tickets.
  *
  *   node --import tsx bench/tools/hot-path.ts [--names 1000] [--calls 100000] [--rounds 7]
  */
-import type { SecureContext } from 'node:tls';
+import tls, { type SecureContext } from 'node:tls';
 import { memoryStorage } from '../../src/adapters/storage/memory.js';
 import { parseFlags } from '../lib/args.js';
 import { ensureDataset, seedStorage } from '../lib/dataset.js';
@@ -21,7 +22,14 @@ const flags = parseFlags('bench/tools/hot-path.ts', {
   rounds: { default: 7, help: 'rounds (median reported)' },
 });
 
-type Sni = (servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void;
+type Sni = (this: unknown, servername: string, cb: (err: Error | null, ctx?: SecureContext) => void) => void;
+
+/**
+ * What Node passes as `this`: the server-side socket, whose `server` the
+ * session-ticket wrapper checks is attached (a real `tls.Server`, never listening).
+ */
+const server = tls.createServer({});
+const socket = { server, remoteAddress: '127.0.0.1' };
 
 /** µs per call of `sni` over `calls` calls cycling through `names`, all in flight at once. */
 async function round(sni: Sni, names: string[]): Promise<number> {
@@ -30,7 +38,7 @@ async function round(sni: Sni, names: string[]): Promise<number> {
   let failed: Error | null = null;
   await new Promise<void>((resolve) => {
     for (let i = 0; i < flags.calls; i++) {
-      sni.call(undefined, names[i % names.length]!, (err) => {
+      sni.call(socket, names[i % names.length]!, (err) => {
         failed ??= err;
         if (--left === 0) resolve();
       });
@@ -46,7 +54,8 @@ await seedStorage(dataset, storage);
 const { createCertEngine } = await engineModule();
 const engine = createCertEngine({
   storage,
-  issuers: [{ id: 'bench:none', issue: async () => Promise.reject(new Error('no issuance expected')) }],
+  // Answers no challenge on the server: tlsOptions() without the TLS-ALPN-01 wrapper, as bench:handshake's certstate.
+  issuers: [{ id: 'bench:none', issue: async () => Promise.reject(new Error('no issuance expected')), challenges: [] }],
   names: dataset.names,
 });
 await engine.start();

@@ -130,6 +130,10 @@ export const ENGINE_OPTIONS: { readonly [K in keyof CertEngineOptions]-?: Option
         if (!isObject(issuer) || typeof issuer.id !== 'string' || typeof issuer.issue !== 'function') {
           fail(`${path}[${i}]`, 'an issuer: a string `id` and an `issue()` function', issuer);
         }
+        const challenges = (issuer as { challenges?: unknown }).challenges;
+        if (challenges !== undefined && !(Array.isArray(challenges) && challenges.every((c) => c === 'http-01' || c === 'tls-alpn-01' || c === 'dns-01'))) {
+          fail(`${path}[${i}].challenges`, "absent, or an array of 'http-01', 'tls-alpn-01', 'dns-01'", challenges);
+        }
         const id = (issuer as { id: string }).id;
         // Each CA's Retry-After is remembered per issuer id: two issuers with one id would share it.
         if (ids.has(id)) throw new ConfigError(`createCertEngine: \`${path}\` has two issuers with the id ${JSON.stringify(id)}`);

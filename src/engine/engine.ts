@@ -35,7 +35,7 @@ import { prepareAdapters } from './config.js';
 import { EngineCore, positive } from './core.js';
 import { provideEffects } from './effects.js';
 import type { CertEngineEventOf, CertEngineEventType } from './events.js';
-import { answerHandshakes, type TlsCallbacks, type TlsOptionsConfig } from './handshake-answers.js';
+import { answerHandshakes, mayUseTlsAlpn01, type TlsCallbacks, type TlsOptionsConfig } from './handshake-answers.js';
 import { HandshakePath } from './handshake-path.js';
 import { HeldReplies } from './held-replies.js';
 import { Loads } from './loads.js';
@@ -78,6 +78,8 @@ export class CertEngine {
   /** Managed certificates by key (their first name) → all their names. */
   readonly #managed: Map<string, readonly string[]>;
   readonly #defaultName: string | undefined;
+  /** Whether any issuer may use TLS-ALPN-01 (their `challenges`, read once here: the set of issuers is fixed). */
+  readonly #issuersMayUseTlsAlpn01: boolean;
   /** Set by the first `start()`: resolves once handshakes can be served, with the scan of the managed names. */
   #opening: Promise<{ scanned: Promise<void> }> | undefined;
   #stopping: Promise<void> | undefined;
@@ -116,6 +118,7 @@ export class CertEngine {
     this.#sync = new StorageSync(core, residency, loads, view);
     this.#path = new HandshakePath(core, residency, this.#admission, loads, materials);
     this.#defaultName = options.defaultName;
+    this.#issuersMayUseTlsAlpn01 = mayUseTlsAlpn01(this.#core.issuers);
     const { storage, clock, logger, random } = core;
     this.#tickets = options.sessionTickets === false ? undefined : new SessionTickets({ storage, clock, logger }, options.sessionTickets);
     // The cleaner never touches a managed certificate nor one the engine holds (a group's other names hold nothing in storage).
@@ -220,9 +223,11 @@ export class CertEngine {
 
   /**
    * Options for `tls`/`https`/`http2` servers: an `SNICallback` answered by the
-   * engine, and an `ALPNCallback` that answers TLS-ALPN-01 challenges in the
-   * same server and picks the application protocol for everyone else (Node
-   * forbids `ALPNProtocols` beside `ALPNCallback`, so say them here).
+   * engine, and the application protocol (`protocols`, server preference
+   * first) chosen by `ALPNProtocols` — or, when this server answers
+   * TLS-ALPN-01 (an issuer may use it, or `tlsAlpn01: true`) or has a
+   * `defaultName`, by an `ALPNCallback` that does that too (Node forbids
+   * `ALPNProtocols` beside it, so say the protocols here). See `alpnMode`.
    *
    * A name the engine cannot serve gets a TLS alert; `defaultName` answers
    * clients without SNI (see `TlsOptionsConfig` and handshake-answers.ts).
@@ -235,8 +240,16 @@ export class CertEngine {
    * handshake.)
    */
   tlsOptions(options: TlsOptionsConfig = {}): TlsCallbacks & Partial<SessionTicketServerOptions> {
-    const alpn = createTlsAlpnResponder(this.#core.storage, { protocols: options.protocols, logger: this.#core.logger });
-    const callbacks = answerHandshakes(this.#path.sniCallback(), alpn, { rejections: this.#path.rejections, defaultName: this.#defaultName, onRefusal: options.onRefusal });
+    const { storage, logger } = this.#core;
+    const callbacks = answerHandshakes(this.#path.sniCallback(), {
+      rejections: this.#path.rejections,
+      defaultName: this.#defaultName,
+      onRefusal: options.onRefusal,
+      protocols: options.protocols,
+      tlsAlpn01: options.tlsAlpn01,
+      issuersMayUseTlsAlpn01: this.#issuersMayUseTlsAlpn01,
+      tlsAlpn01Responder: (protocols) => createTlsAlpnResponder(storage, { protocols, logger }),
+    });
     if (!this.#tickets) return callbacks;
     return { ...callbacks, SNICallback: this.#tickets.wrapSNICallback(callbacks.SNICallback), ...this.#tickets.serverOptions() };
   }

@@ -36,7 +36,9 @@ export interface CertEngineOptions {
    * unless it offers ALPN, so this covers TLS 1.3 clients offering ALPN
    * (curl, browsers, Go and most HTTP health checkers); one that sends
    * neither SNI nor ALPN gets the server's default `key`/`cert` if it has
-   * one, else a `handshake_failure` alert. Must be one of `names`.
+   * one, else a `handshake_failure` alert. Must be one of `names`. Setting it
+   * gives `tlsOptions()` the JS `ALPNCallback` (where it is presented) instead
+   * of `ALPNProtocols`.
    */
   defaultName?: string;
   /**

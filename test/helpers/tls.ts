@@ -5,6 +5,7 @@
 import type { AddressInfo } from 'node:net';
 import tls from 'node:tls';
 import type { CertEngine } from '../../src/engine/engine.js';
+import { chooseProtocol } from '../../src/adapters/challenges/tls-alpn-01.js';
 import { keys } from '../../src/storage-keys.js';
 import { parseCertificateBundle } from '../../src/certs.js';
 import { serializeStoredCertificate } from '../../src/engine/stored.js';
@@ -28,6 +29,7 @@ export interface TestTlsServer {
 }
 
 type SniCallback = (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) => void;
+type AlpnCallback = (this: tls.TLSSocket | undefined, info: { servername: string | false; protocols: string[] }) => string | undefined;
 
 /**
  * The engine's `tlsOptions()` callbacks, except that the SNI callback passes
@@ -35,12 +37,13 @@ type SniCallback = (servername: string, cb: (err: Error | null, ctx?: tls.Secure
  * no context, so that the client gets a TLS alert): for tests that check why
  * a handshake was refused. A server using it resets refused clients.
  */
-export function refusalsAsErrors(engine: CertEngine, options: { protocols?: string[] } = {}): { SNICallback: SniCallback; ALPNCallback: ReturnType<CertEngine['tlsOptions']>['ALPNCallback'] } {
+export function refusalsAsErrors(engine: CertEngine, options: { protocols?: string[] } = {}): { SNICallback: SniCallback; ALPNCallback: AlpnCallback } {
   let refusal: Error | undefined;
   // onRefusal runs right before the engine's cb(null), in the same tick: no other answer comes between.
-  const { SNICallback, ALPNCallback } = engine.tlsOptions({ ...options, onRefusal: (error) => (refusal = error) });
+  const { SNICallback, ALPNCallback, ALPNProtocols } = engine.tlsOptions({ ...options, onRefusal: (error) => (refusal = error) });
   return {
-    ALPNCallback,
+    // An engine with no use for the JS callback gives ALPNProtocols: the same choice, as a callback for servers routed to several engines.
+    ALPNCallback: ALPNCallback ?? ((info) => chooseProtocol(ALPNProtocols ?? [], info.protocols)),
     SNICallback(this: tls.TLSSocket | undefined, servername, cb) {
       SNICallback.call(this, servername, (err, ctx) => {
         const error = err ?? (ctx ? null : (refusal ?? null));

@@ -70,6 +70,16 @@ export interface TlsAlpnResponder {
   wrapSNICallback(sni?: SNICallback): SNICallback;
 }
 
+/**
+ * Protocol selection as OpenSSL does it for `ALPNProtocols`: the first of
+ * `protocols` (server preference) that the client offers; `undefined` (Node:
+ * a fatal `no_application_protocol` alert) when none.
+ */
+export function chooseProtocol(protocols: readonly string[], offered: readonly string[]): string | undefined {
+  for (const protocol of protocols) if (offered.includes(protocol)) return protocol;
+  return undefined;
+}
+
 /** Challenge contexts kept for repeated validations (a CA validates from several vantage points). */
 const CACHE_LIMIT = 256;
 
@@ -104,8 +114,7 @@ export function createTlsAlpnResponder(storage: Storage, options: TlsAlpnRespond
       (this as Marked)[validating] = true;
       return ACME_TLS_ALPN_PROTOCOL;
     }
-    for (const protocol of protocols) if (info.protocols.includes(protocol)) return protocol;
-    return undefined;
+    return chooseProtocol(protocols, info.protocols);
   }
 
   function challengeContext(name: string, keyAuthorization: string): tls.SecureContext {

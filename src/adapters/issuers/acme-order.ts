@@ -11,7 +11,7 @@
  */
 import net from 'node:net';
 import type { Client } from 'acme-client';
-import type { IssueContext, IssueRequest, Logger } from '../../types.js';
+import type { ChallengeType, IssueContext, IssueRequest, Logger } from '../../types.js';
 import { AcmeError, ChallengeFailedError } from '../../errors.js';
 import { keys } from '../../storage-keys.js';
 import { safeError } from '../../safe-error.js';
@@ -23,7 +23,7 @@ import { ACME_ERROR, asProblem, errorFromResponse, isObject, objectBody, parseRe
 import { alternateLinks, choosePreferredChain, pemToBase64Url } from './acme-certificate.js';
 
 /** Challenge types the issuer can answer. */
-export type AcmeChallengeType = 'http-01' | 'tls-alpn-01' | 'dns-01';
+export type AcmeChallengeType = ChallengeType;
 
 /** What the order flow needs from the issuer's options. */
 export interface OrderFlowSettings {

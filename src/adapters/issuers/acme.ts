@@ -342,7 +342,8 @@ export function acmeIssuer(options: AcmeIssuerOptions): AcmeIssuer {
     await loadAcmeClient().catch((cause: unknown) => Promise.reject(new ConfigError(`acmeIssuer: cannot load acme-client (${String(cause)})`)));
   }
 
-  return { id, directoryUrl, issue, renewalInfo, prepare };
+  // What the engine's servers may be asked to answer (the engine decides from it whether tlsOptions() needs its ALPN callback).
+  return { id, directoryUrl, issue, renewalInfo, prepare, challenges: Object.freeze([...challenges]) };
 }
 
 /** ARI polling bounds (RFC 9773 §4.3: clients clamp the server's Retry-After). */

@@ -100,6 +100,7 @@ export function localCaIssuer(options: LocalCaOptions = {}): Issuer {
 
   return {
     id: `local-ca:${settings.caId}`,
+    challenges: [], // signs directly: nothing for the engine's servers to answer
     async issue(request: IssueRequest, context: IssueContext): Promise<CertificateBundle> {
       const { signal } = context;
       signal.throwIfAborted();
