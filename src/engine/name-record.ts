@@ -30,6 +30,8 @@ export interface NameRecord {
   readonly name: string;
   /** Residency: the order in which the engine came to know the name (status pages' cursor). */
   readonly seq: number;
+  /** Residency: the name's index in the engine's per-name arrays (the wake heap's), reused after the name is removed. */
+  readonly slot: number;
   /** Configured (`names`, `manage()`), or admitted on demand. */
   readonly managed: boolean;
   /**
@@ -80,10 +82,11 @@ export function belongsElsewhere(record: NameRecord | undefined, group: readonly
 }
 
 /** A name's record, with no actor yet (`names`: the certificate's names when it has several, `name` first). */
-export function newNameRecord(name: string, managed: boolean, seq: number, names?: readonly string[]): NameRecord {
+export function newNameRecord(name: string, managed: boolean, seq: number, slot: number, names?: readonly string[]): NameRecord {
   return {
     name,
     seq,
+    slot,
     managed,
     names: names && names.length > 1 ? names : undefined,
     actor: undefined,
