@@ -75,8 +75,12 @@ export class CertEngine {
   readonly #path: HandshakePath;
   readonly #tickets: SessionTickets | undefined;
   readonly #cleaner: StorageCleaner | undefined;
-  /** Managed certificates by key (their first name) → all their names. */
-  readonly #managed: Map<string, readonly string[]>;
+  /**
+   * Managed certificates by key (their first name) → all their names when
+   * there are several (undefined for a name alone: no array per name, ~60 B
+   * each at a million names).
+   */
+  readonly #managed: Map<string, readonly string[] | undefined>;
   readonly #defaultName: string | undefined;
   /** Set by the first `start()`: resolves once handshakes can be served, with the scan of the managed names. */
   #opening: Promise<{ scanned: Promise<void> }> | undefined;
@@ -84,7 +88,7 @@ export class CertEngine {
 
   constructor(options: CertEngineOptions) {
     const core = (this.#core = new EngineCore(options));
-    this.#managed = new Map(managedCertificates(options.names ?? []).map((names) => [names[0]!, names]));
+    this.#managed = new Map(managedCertificates(options.names ?? []).map((names) => [names[0]!, names.length > 1 ? names : undefined]));
     const { settings } = core;
     const materials = (this.#materials = new MaterialCache(settings.cacheCapacity));
     const held = (this.#held = new HeldReplies(core.clock, {
@@ -94,8 +98,14 @@ export class CertEngine {
     }));
     const queue = new WakeQueue<'wake' | 'ari'>(
       core.clock,
-      { wake: (name) => this.#residency.wakeDue(name), ari: (name) => this.#ari.due(name) },
-      (error, kind, name) => core.logger.error({ name, err: safeError(error) }, `${kind === 'wake' ? 'waking a sleeping name' : 'renewal information request'} failed`),
+      {
+        wake: (slot) => this.#residency.wakeDue(slot),
+        ari: (slot) => {
+          const name = this.#residency.bySlot(slot)?.name;
+          if (name !== undefined) this.#ari.due(name);
+        },
+      },
+      (error, kind, slot) => core.logger.error({ name: this.#residency.bySlot(slot)?.name, err: safeError(error) }, `${kind === 'wake' ? 'waking a sleeping name' : 'renewal information request'} failed`),
     );
     const loads = new Loads(core, materials, (name) => this.#namesOf(name));
     const view = (this.#view = new StateView(core, materials, (record, readFromStorage) => this.#ari.certificateChanged(record, readFromStorage)));
@@ -198,7 +208,7 @@ export class CertEngine {
     for (const group of managedCertificates(names, 'manage()', taken)) {
       const name = group[0]!;
       if (this.#managed.has(name) || this.#residency.get(name)?.names) continue;
-      this.#managed.set(name, group);
+      this.#managed.set(name, group.length > 1 ? group : undefined);
       if (!this.#residency.get(name)) added.push(this.#residency.add(name, true, group));
     }
     // Like start-up: read in the background, then live or asleep.

@@ -51,6 +51,10 @@ export class Residency {
   #live = 0;
   /** The next record's `seq`. */
   #seq = 0;
+  /** Records by slot (`NameRecord.slot`: the wake heap's index); undefined where a removed name's slot waits for reuse. */
+  readonly #bySlot: Array<NameRecord | undefined> = [];
+  /** Slots of removed names, reused first (churning on-demand names do not grow the per-slot arrays). */
+  readonly #freeSlots: number[] = [];
   #sleepPending = false;
 
   constructor(deps: ResidencyDeps) {
@@ -62,6 +66,11 @@ export class Residency {
     return this.#records.get(name) ?? (this.#aliases.size === 0 ? undefined : this.#aliases.get(name));
   }
 
+  /** The record holding `slot` now (the wake heap's handlers get slots), if any. */
+  bySlot(slot: number): NameRecord | undefined {
+    return this.#bySlot[slot];
+  }
+
   /**
    * A name's record, without an actor yet (the scan, a handshake or an
    * operator wakes it). `names`: every name of its certificate when it has
@@ -70,7 +79,9 @@ export class Residency {
   add(name: string, managed: boolean, names?: readonly string[]): NameRecord {
     let record = this.#records.get(name);
     if (!record) {
-      this.#records.set(name, (record = newNameRecord(name, managed, this.#seq++, names)));
+      const slot = this.#freeSlots.pop() ?? this.#bySlot.length;
+      this.#records.set(name, (record = newNameRecord(name, managed, this.#seq++, slot, names)));
+      this.#bySlot[slot] = record;
       for (const alias of record.names?.slice(1) ?? []) this.#aliases.set(alias, record);
       this.#deps.view.counts.add(record.state);
     }
@@ -123,7 +134,7 @@ export class Residency {
       record.preloaded ??= record.sleeping;
       record.sleeping = undefined;
       record.waking = true;
-      queue.cancel('wake', record.name);
+      queue.cancel('wake', record.slot);
     }
     record.urgent = urgent;
     const actor = createActor(machine, {
@@ -204,8 +215,8 @@ export class Residency {
   }
 
   /** A sleeping name's timer is due: wake its actor, which resumes from the record and lets the chart act. */
-  wakeDue(name: string): void {
-    const record = this.#records.get(name);
+  wakeDue(slot: number): void {
+    const record = this.#bySlot[slot];
     if (record?.sleeping && !this.#deps.core.stopped) this.wake(record);
   }
 
@@ -233,8 +244,10 @@ export class Residency {
     this.#deps.view.counts.remove(record.state);
     this.#resting.delete(record.name);
     this.#evicting.delete(record.name);
-    this.#deps.queue.cancel('wake', record.name);
-    this.#deps.queue.cancel('ari', record.name);
+    this.#deps.queue.cancel('wake', record.slot);
+    this.#deps.queue.cancel('ari', record.slot);
+    this.#bySlot[record.slot] = undefined;
+    this.#freeSlots.push(record.slot);
   }
 
   /** The engine stops: every actor enters `stopped` (releasing what it held) and stops; no name is held any more. */
@@ -245,6 +258,8 @@ export class Residency {
       record.actor?.stop();
     }
     this.#records.clear();
+    this.#bySlot.length = 0;
+    this.#freeSlots.length = 0;
     this.#aliases.clear();
     this.#deps.view.counts.clear();
     this.#resting.clear();
@@ -305,18 +320,25 @@ export class Residency {
     const due = this.#deps.questions.nextTimerAt(snapshot);
     if (!sleeping || due === undefined) return false;
     record.sleeping = sleeping;
-    this.#deps.queue.schedule('wake', record.name, due);
+    this.#deps.queue.schedule('wake', record.slot, due);
     this.#deps.view.show(record, snapshot);
     return true;
   }
 }
 
-/** What a sleeping name keeps of a resting snapshot: enough for its actor to resume from it. */
-function asleep(snapshot: CertificateSnapshot): SleepingName | undefined {
+/**
+ * What a sleeping name keeps of a resting snapshot: enough for its actor to
+ * resume from it (the chart's `adoptStored` gives the same context again).
+ */
+export function asleep(snapshot: CertificateSnapshot): SleepingName | undefined {
   const { certificate, renewAt, attempts, lastError, nextAttemptAt, orders, failingSince } = snapshot.context;
   if (!certificate || renewAt === undefined) return undefined;
-  // The issuance floor's orders stay with the record, so waking does not forget them.
-  const kept = attempts > 0 || nextAttemptAt !== undefined || orders !== undefined;
+  // The issuance floor's orders stay with the record, so waking does not forget them, except the one
+  // the chart derives from the certificate itself when nothing else is recorded (its notBefore, within
+  // the window: `ordersOfLoaded`): every name of a freshly issued fleet would keep an object and an
+  // array for it (~140 B a name). Waking without a failure record derives it again, the same.
+  const derived = attempts === 0 && nextAttemptAt === undefined && lastError === undefined && failingSince === undefined && orders?.length === 1 && orders[0] === certificate.notBefore;
+  const kept = !derived && (attempts > 0 || nextAttemptAt !== undefined || orders !== undefined);
   return {
     certificate,
     renewAt,
