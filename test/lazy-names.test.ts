@@ -13,7 +13,8 @@ import { memoryStorage } from '../src/adapters/storage/memory.js';
 import { ManualClock } from '../src/clock.js';
 import { createCertEngine, type CertEngine } from '../src/engine/engine.js';
 import { WakeQueue } from '../src/engine/wake-queue.js';
-import { asleep } from '../src/engine/residency.js';
+import { asleep, Residency, type ResidencyDeps } from '../src/engine/residency.js';
+import { StateCounts } from '../src/engine/status-query.js';
 import { createCertificateMachine } from '../src/machines/certificate.js';
 import { defaultTimingPolicy } from '../src/machines/policy.js';
 import { chartQuestions } from '../src/machines/questions.js';
@@ -570,5 +571,36 @@ describe('a sleeping record keeps what waking cannot derive', () => {
     const other = questions.afterLoad({ certificate: meta(3_600_000), failure: { attempts: 0, orders: [NOW - 60_000] } });
     assert.deepEqual(asleep(other)!.failure?.orders, [NOW - 60_000], 'one order at another time than notBefore');
     assert.deepEqual(resumed(questions.afterLoad(asleep(other)!)), resumed(other));
+  });
+});
+
+describe('residency slots', () => {
+  it("a removed name's slot goes to the next name, with none of its schedules", () => {
+    const clock = new ManualClock(T0);
+    const fired: string[] = [];
+    const holder: { residency?: Residency } = {};
+    const nameAt = (slot: number) => holder.residency!.bySlot(slot)?.name;
+    const queue = new WakeQueue<'wake' | 'ari'>(
+      clock,
+      { wake: (slot) => fired.push(`wake:${nameAt(slot)}`), ari: (slot) => fired.push(`ari:${nameAt(slot)}`) },
+      (error) => assert.fail(String(error)),
+    );
+    // Only what add/remove use: the state counts and the wake heap.
+    const residency = (holder.residency = new Residency({ view: { counts: new StateCounts() }, queue } as unknown as ResidencyDeps));
+    const [a, b, c] = ['a.localhost', 'b.localhost', 'c.localhost'].map((name) => residency.add(name, false));
+    assert.deepEqual([a!.slot, b!.slot, c!.slot], [0, 1, 2]);
+    queue.schedule('ari', b!.slot, T0 + 1000);
+    queue.schedule('wake', b!.slot, T0 + 2000);
+    residency.remove(b!);
+    assert.equal(residency.bySlot(1), undefined);
+    const d = residency.add('d.localhost', false);
+    assert.equal(d.slot, 1, 'the free slot is reused');
+    assert.equal(residency.bySlot(1), d);
+    assert.equal(residency.add('e.localhost', false).slot, 3, 'a new slot once none is free');
+    clock.advance(3000);
+    assert.deepEqual(fired, [], "b's recheck and wake-up did not pass to d");
+    queue.schedule('ari', d.slot, T0 + 4000);
+    clock.advance(1000);
+    assert.deepEqual(fired, ['ari:d.localhost']);
   });
 });

@@ -39,7 +39,7 @@ import { answerHandshakes, type TlsCallbacks, type TlsOptionsConfig } from './ha
 import { HandshakePath } from './handshake-path.js';
 import { HeldReplies } from './held-replies.js';
 import { Loads } from './loads.js';
-import { belongsElsewhere } from './name-record.js';
+import { belongsElsewhere, type NameRecord } from './name-record.js';
 import { managedCertificates, type ManagedEntry } from './managed-names.js';
 import { MaterialCache } from './material-cache.js';
 import { requestAttempt, type ForceRenewOptions } from './operator.js';
@@ -279,7 +279,7 @@ export class CertEngine {
    * names prefer `statusPage()`, `statuses()` or `statusSummary()`.
    */
   status(): NameStatus[] {
-    return Array.from(this.#residency.records(), (record) => this.#view.statusOf(record));
+    return Array.from(this.#residency.records(), (record) => this.#statusOf(record));
   }
 
   /**
@@ -289,13 +289,13 @@ export class CertEngine {
    * is a `ConfigError`.
    */
   statusPage(query: StatusQuery = {}): StatusPage {
-    return statusPage(this.#residency.records(), query, (record) => this.#view.statusOf(record));
+    return statusPage(this.#residency.records(), query, (record) => this.#statusOf(record));
   }
 
   /** Every name's status (filtered), one at a time, yielding to the event loop every 1,024 names. */
   statuses(filter: StatusFilter = {}): AsyncGenerator<NameStatus, void, undefined> {
     const residency = this.#residency;
-    return walkStatuses(residency.records(), filter, (record) => this.#view.statusOf(record), (record) => residency.get(record.name) === record);
+    return walkStatuses(residency.records(), filter, (record) => this.#statusOf(record), (record) => residency.get(record.name) === record);
   }
 
   /** Counts by state (kept as states change, O(1)) and expiry counts (one pass over the names, no object per name). */
@@ -312,7 +312,7 @@ export class CertEngine {
       return undefined;
     }
     const record = this.#residency.get(name);
-    return record && this.#view.statusOf(record);
+    return record && this.#statusOf(record);
   }
 
   /** What the engine holds in memory right now. */
@@ -381,6 +381,10 @@ export class CertEngine {
   /** The storage the engine was configured with. */
   get storage(): Storage {
     return this.#core.storage;
+  }
+
+  #statusOf(record: NameRecord): NameStatus {
+    return this.#view.statusOf(record, this.#residency.sleepingOf(record));
   }
 
   /** The names of the certificate stored under `name` (its key): all of a group's, else the name alone. */

@@ -21,7 +21,7 @@ import { safeError } from '../safe-error.js';
 import type { EngineCore } from './core.js';
 import type { CertEngineEvent } from './events.js';
 import type { HeldReplies } from './held-replies.js';
-import { newNameRecord, type CertActor, type NameRecord, type Preloaded, type SleepingName } from './name-record.js';
+import { newNameRecord, RESTED, type CertActor, type NameRecord, type Preloaded, type SleepingName } from './name-record.js';
 import type { StateView } from './state-view.js';
 import { isUnverified } from './stored-meta.js';
 import type { WakeQueue } from './wake-queue.js';
@@ -55,6 +55,8 @@ export class Residency {
   readonly #bySlot: Array<NameRecord | undefined> = [];
   /** Slots of removed names, reused first (churning on-demand names do not grow the per-slot arrays). */
   readonly #freeSlots: number[] = [];
+  /** Sleeping names' renewal times by slot (one Float64Array, not a boxed number per name). */
+  #renewAt = new Float64Array(64);
   #sleepPending = false;
 
   constructor(deps: ResidencyDeps) {
@@ -79,13 +81,25 @@ export class Residency {
   add(name: string, managed: boolean, names?: readonly string[]): NameRecord {
     let record = this.#records.get(name);
     if (!record) {
-      const slot = this.#freeSlots.pop() ?? this.#bySlot.length;
+      const slot = this.#freeSlots.pop() ?? this.#newSlot();
       this.#records.set(name, (record = newNameRecord(name, managed, this.#seq++, slot, names)));
       this.#bySlot[slot] = record;
       for (const alias of record.names?.slice(1) ?? []) this.#aliases.set(alias, record);
       this.#deps.view.counts.add(record.state);
     }
     return record;
+  }
+
+  /**
+   * What a sleeping name's actor resumes from (its certificate, renewal time
+   * and failure record, if any), put together from the record and the slot's
+   * renewal time; undefined when the name does not sleep.
+   */
+  sleepingOf(record: NameRecord): SleepingName | undefined {
+    const sleeping = record.sleeping;
+    if (!sleeping || !record.certificate) return undefined;
+    const renewAt = this.#renewAt[record.slot]!;
+    return sleeping.failure ? { certificate: record.certificate, renewAt, failure: sleeping.failure } : { certificate: record.certificate, renewAt };
   }
 
   records(): IterableIterator<NameRecord> {
@@ -131,7 +145,7 @@ export class Residency {
     if (record.actor) return record.actor;
     const { core, machine, view, queue, inspect } = this.#deps;
     if (record.sleeping) {
-      record.preloaded ??= record.sleeping;
+      record.preloaded ??= this.sleepingOf(record);
       record.sleeping = undefined;
       record.waking = true;
       queue.cancel('wake', record.slot);
@@ -193,13 +207,14 @@ export class Residency {
    */
   sendOrAsk(record: NameRecord, event: CertificateEvent): void {
     if (record.actor) return record.actor.send(event);
-    const sleeping = record.sleeping;
+    const sleeping = this.sleepingOf(record);
     if (!sleeping) return;
     const { questions, core } = this.#deps;
     const snapshot = questions.next(questions.afterLoad(sleeping), event);
     const due = questions.nextTimerAt(snapshot);
     if (snapshot.hasTag(TAGS.maySleep) && due !== undefined && due > core.clock.now() && this.#sleep(record, snapshot)) return;
-    record.sleeping = asleep(snapshot) ?? sleeping;
+    // Woken with the chart's answer (its certificate may be new: the record still shows the old one).
+    record.preloaded ??= asleep(snapshot) ?? sleeping;
     this.wake(record);
   }
 
@@ -259,11 +274,23 @@ export class Residency {
     }
     this.#records.clear();
     this.#bySlot.length = 0;
+    this.#renewAt = new Float64Array(64);
     this.#freeSlots.length = 0;
     this.#aliases.clear();
     this.#deps.view.counts.clear();
     this.#resting.clear();
     this.#evicting.clear();
+  }
+
+  /** A slot never used yet, the per-slot column grown to hold it. */
+  #newSlot(): number {
+    const slot = this.#bySlot.length;
+    if (slot >= this.#renewAt.length) {
+      const grown = new Float64Array(this.#renewAt.length * 2);
+      grown.set(this.#renewAt);
+      this.#renewAt = grown;
+    }
+    return slot;
   }
 
   #evictRefused(record: NameRecord): void {
@@ -319,7 +346,8 @@ export class Residency {
     const sleeping = asleep(snapshot);
     const due = this.#deps.questions.nextTimerAt(snapshot);
     if (!sleeping || due === undefined) return false;
-    record.sleeping = sleeping;
+    record.sleeping = sleeping.failure ? { failure: sleeping.failure } : RESTED;
+    this.#renewAt[record.slot] = sleeping.renewAt;
     this.#deps.queue.schedule('wake', record.slot, due);
     this.#deps.view.show(record, snapshot);
     return true;
