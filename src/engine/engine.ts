@@ -78,9 +78,12 @@ export class CertEngine {
   /**
    * Managed certificates by key (their first name) → all their names when
    * there are several (undefined for a name alone: no array per name, ~60 B
-   * each at a million names).
+   * each at a million names). Once `start()` has made their records, only
+   * the names whose record is not a managed one of their own stay here (a
+   * name on demand when `manage()` took it): the records say the rest, and a
+   * million names are not a second `Map` of a million entries (~46 B each).
    */
-  readonly #managed: Map<string, readonly string[] | undefined>;
+  #managed: Map<string, readonly string[] | undefined>;
   readonly #defaultName: string | undefined;
   /** Set by the first `start()`: resolves once handshakes can be served, with the scan of the managed names. */
   #opening: Promise<{ scanned: Promise<void> }> | undefined;
@@ -129,6 +132,7 @@ export class CertEngine {
     const { storage, clock, logger, random } = core;
     this.#tickets = options.sessionTickets === false ? undefined : new SessionTickets({ storage, clock, logger }, options.sessionTickets);
     // The cleaner never touches a managed certificate nor one the engine holds (a group's other names hold nothing in storage).
+    // (A managed name's record is never removed: with the names left in #managed, every managed name.)
     const keeps = (name: string) => this.#managed.has(name) || residency.get(name)?.name === name;
     this.#cleaner = options.storageCleaner === false ? undefined : new StorageCleaner({ storage, clock, logger, random, keeps }, options.storageCleaner);
   }
@@ -161,7 +165,11 @@ export class CertEngine {
     // A missing storage driver is a ConfigError here, not every name in storage-unreadable.
     await prepareAdapters(this.#core.storage, this.#core.issuers);
     // Records first: a handshake arriving while the watch connects must find its name.
-    const records = [...this.#managed].map(([name, names]) => this.#residency.add(name, true, names));
+    const records: NameRecord[] = [];
+    for (const [name, names] of this.#managed) records.push(this.#residency.add(name, true, names));
+    const rest = new Map<string, readonly string[] | undefined>();
+    for (const [name, names] of this.#managed) if (!this.#holdsManaged(name)) rest.set(name, names);
+    this.#managed = rest;
     const tickets = this.#tickets?.start(); // never rejects
     this.#cleaner?.start();
     await this.#sync.watch();
@@ -207,7 +215,7 @@ export class CertEngine {
     const taken = (name: string, group: readonly string[]) => belongsElsewhere(this.#residency.get(name), group);
     for (const group of managedCertificates(names, 'manage()', taken)) {
       const name = group[0]!;
-      if (this.#managed.has(name) || this.#residency.get(name)?.names) continue;
+      if (this.#managed.has(name) || this.#holdsManaged(name) || this.#residency.get(name)?.names) continue;
       this.#managed.set(name, group.length > 1 ? group : undefined);
       if (!this.#residency.get(name)) added.push(this.#residency.add(name, true, group));
     }
@@ -381,6 +389,12 @@ export class CertEngine {
   /** The storage the engine was configured with. */
   get storage(): Storage {
     return this.#core.storage;
+  }
+
+  /** Whether `name` is the key of a managed record (managed records are never removed). */
+  #holdsManaged(name: string): boolean {
+    const record = this.#residency.get(name);
+    return record !== undefined && record.name === name && record.managed;
   }
 
   #statusOf(record: NameRecord): NameStatus {
