@@ -54,7 +54,8 @@ export class AriSchedule {
   }
 
   /** A name's recheck is due (the wake heap), or its new certificate is to be asked about: ask its issuer. */
-  due(name: string): void {
+  due(name: string | undefined): void {
+    if (name === undefined) return; // the name went before its recheck
     const record = this.#record(name);
     const meta = record?.certificate;
     const issuer = record && this.#issuerOf(record);

@@ -39,7 +39,7 @@ import { answerHandshakes, type TlsCallbacks, type TlsOptionsConfig } from './ha
 import { HandshakePath } from './handshake-path.js';
 import { HeldReplies } from './held-replies.js';
 import { Loads } from './loads.js';
-import { belongsElsewhere, type NameRecord } from './name-record.js';
+import { belongsElsewhere } from './name-record.js';
 import { managedCertificates, type ManagedEntry } from './managed-names.js';
 import { MaterialCache } from './material-cache.js';
 import { requestAttempt, type ForceRenewOptions } from './operator.js';
@@ -75,14 +75,8 @@ export class CertEngine {
   readonly #path: HandshakePath;
   readonly #tickets: SessionTickets | undefined;
   readonly #cleaner: StorageCleaner | undefined;
-  /**
-   * Managed certificates by key (their first name) → all their names when
-   * there are several (undefined for a name alone: no array per name, ~60 B
-   * each at a million names). Once `start()` has made their records, only
-   * the names whose record is not a managed one of their own stay here (a
-   * name on demand when `manage()` took it): the records say the rest, and a
-   * million names are not a second `Map` of a million entries (~46 B each).
-   */
+  /** Managed certificates by key → all their names when several; after `start()` made the records, only
+   * names without a managed record of their own (on demand when `manage()` took them): no second big `Map`. */
   #managed: Map<string, readonly string[] | undefined>;
   readonly #defaultName: string | undefined;
   /** Set by the first `start()`: resolves once handshakes can be served, with the scan of the managed names. */
@@ -101,13 +95,7 @@ export class CertEngine {
     }));
     const queue = new WakeQueue<'wake' | 'ari'>(
       core.clock,
-      {
-        wake: (slot) => this.#residency.wakeDue(slot),
-        ari: (slot) => {
-          const name = this.#residency.bySlot(slot)?.name;
-          if (name !== undefined) this.#ari.due(name);
-        },
-      },
+      { wake: (slot) => this.#residency.wakeDue(slot), ari: (slot) => this.#ari.due(this.#residency.bySlot(slot)?.name) },
       (error, kind, slot) => core.logger.error({ name: this.#residency.bySlot(slot)?.name, err: safeError(error) }, `${kind === 'wake' ? 'waking a sleeping name' : 'renewal information request'} failed`),
     );
     const loads = new Loads(core, materials, (name) => this.#namesOf(name));
@@ -132,7 +120,6 @@ export class CertEngine {
     const { storage, clock, logger, random } = core;
     this.#tickets = options.sessionTickets === false ? undefined : new SessionTickets({ storage, clock, logger }, options.sessionTickets);
     // The cleaner never touches a managed certificate nor one the engine holds (a group's other names hold nothing in storage).
-    // (A managed name's record is never removed: with the names left in #managed, every managed name.)
     const keeps = (name: string) => this.#managed.has(name) || residency.get(name)?.name === name;
     this.#cleaner = options.storageCleaner === false ? undefined : new StorageCleaner({ storage, clock, logger, random, keeps }, options.storageCleaner);
   }
@@ -165,11 +152,8 @@ export class CertEngine {
     // A missing storage driver is a ConfigError here, not every name in storage-unreadable.
     await prepareAdapters(this.#core.storage, this.#core.issuers);
     // Records first: a handshake arriving while the watch connects must find its name.
-    const records: NameRecord[] = [];
-    for (const [name, names] of this.#managed) records.push(this.#residency.add(name, true, names));
-    const rest = new Map<string, readonly string[] | undefined>();
-    for (const [name, names] of this.#managed) if (!this.#holdsManaged(name)) rest.set(name, names);
-    this.#managed = rest;
+    const records = Array.from(this.#managed, ([name, names]) => this.#residency.add(name, true, names));
+    this.#managed = new Map(Array.from(this.#managed).filter(([name]) => !this.#residency.holdsManaged(name)));
     const tickets = this.#tickets?.start(); // never rejects
     this.#cleaner?.start();
     await this.#sync.watch();
@@ -215,7 +199,7 @@ export class CertEngine {
     const taken = (name: string, group: readonly string[]) => belongsElsewhere(this.#residency.get(name), group);
     for (const group of managedCertificates(names, 'manage()', taken)) {
       const name = group[0]!;
-      if (this.#managed.has(name) || this.#holdsManaged(name) || this.#residency.get(name)?.names) continue;
+      if (this.#managed.has(name) || this.#residency.holdsManaged(name) || this.#residency.get(name)?.names) continue;
       this.#managed.set(name, group.length > 1 ? group : undefined);
       if (!this.#residency.get(name)) added.push(this.#residency.add(name, true, group));
     }
@@ -287,7 +271,7 @@ export class CertEngine {
    * names prefer `statusPage()`, `statuses()` or `statusSummary()`.
    */
   status(): NameStatus[] {
-    return Array.from(this.#residency.records(), (record) => this.#statusOf(record));
+    return Array.from(this.#residency.records(), (record) => this.#residency.statusOf(record));
   }
 
   /**
@@ -297,13 +281,13 @@ export class CertEngine {
    * is a `ConfigError`.
    */
   statusPage(query: StatusQuery = {}): StatusPage {
-    return statusPage(this.#residency.records(), query, (record) => this.#statusOf(record));
+    return statusPage(this.#residency.records(), query, (record) => this.#residency.statusOf(record));
   }
 
   /** Every name's status (filtered), one at a time, yielding to the event loop every 1,024 names. */
   statuses(filter: StatusFilter = {}): AsyncGenerator<NameStatus, void, undefined> {
     const residency = this.#residency;
-    return walkStatuses(residency.records(), filter, (record) => this.#statusOf(record), (record) => residency.get(record.name) === record);
+    return walkStatuses(residency.records(), filter, (record) => this.#residency.statusOf(record), (record) => residency.get(record.name) === record);
   }
 
   /** Counts by state (kept as states change, O(1)) and expiry counts (one pass over the names, no object per name). */
@@ -320,7 +304,7 @@ export class CertEngine {
       return undefined;
     }
     const record = this.#residency.get(name);
-    return record && this.#statusOf(record);
+    return record && this.#residency.statusOf(record);
   }
 
   /** What the engine holds in memory right now. */
@@ -389,16 +373,6 @@ export class CertEngine {
   /** The storage the engine was configured with. */
   get storage(): Storage {
     return this.#core.storage;
-  }
-
-  /** Whether `name` is the key of a managed record (managed records are never removed). */
-  #holdsManaged(name: string): boolean {
-    const record = this.#residency.get(name);
-    return record !== undefined && record.name === name && record.managed;
-  }
-
-  #statusOf(record: NameRecord): NameStatus {
-    return this.#view.statusOf(record, this.#residency.sleepingOf(record));
   }
 
   /** The names of the certificate stored under `name` (its key): all of a group's, else the name alone. */

@@ -17,6 +17,7 @@ import { createActor, type InspectionEvent, type Observer } from 'xstate';
 import { TAGS, type CertificateEvent, type CertificateMachine } from '../machines/certificate.js';
 import type { CertificateSnapshot, ChartQuestions } from '../machines/questions.js';
 import { isIpLiteral } from '../names.js';
+import type { NameStatus } from '../types.js';
 import { safeError } from '../safe-error.js';
 import type { EngineCore } from './core.js';
 import type { CertEngineEvent } from './events.js';
@@ -100,6 +101,17 @@ export class Residency {
     if (!sleeping || !record.certificate) return undefined;
     const renewAt = this.#renewAt[record.slot]!;
     return sleeping.failure ? { certificate: record.certificate, renewAt, failure: sleeping.failure } : { certificate: record.certificate, renewAt };
+  }
+
+  /** A name's status, from its actor, its sleeping record or nothing yet (the state view's). */
+  statusOf(record: NameRecord): NameStatus {
+    return this.#deps.view.statusOf(record, this.sleepingOf(record));
+  }
+
+  /** Whether `name` is the key of a managed record (managed records are never removed: the cleaner's and `manage()`'s question). */
+  holdsManaged(name: string): boolean {
+    const record = this.#records.get(name);
+    return record !== undefined && record.managed;
   }
 
   records(): IterableIterator<NameRecord> {
