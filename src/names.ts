@@ -89,7 +89,8 @@ export function normalizeName(input: string, options: NormalizeNameOptions = {})
   if (NUMERIC_LABEL.test(labels[labels.length - 1])) throw new InvalidNameError(input, 'numeric-tld');
   if (labels.length === 1 && name !== 'localhost') throw new InvalidNameError(input, 'single-label');
   if (hasRepeatedRun(labels)) throw new InvalidNameError(input, 'recursive-labels');
-  return name;
+  // The caller's string when it was already normal: a million configured names are then held once, not twice.
+  return name === input ? input : name;
 }
 
 function checkLabel(input: string, label: string, wildcardAllowed: boolean): void {

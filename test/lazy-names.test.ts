@@ -13,11 +13,16 @@ import { memoryStorage } from '../src/adapters/storage/memory.js';
 import { ManualClock } from '../src/clock.js';
 import { createCertEngine, type CertEngine } from '../src/engine/engine.js';
 import { WakeQueue } from '../src/engine/wake-queue.js';
+import { asleep, Residency, type ResidencyDeps } from '../src/engine/residency.js';
+import { StateCounts } from '../src/engine/status-query.js';
+import { createCertificateMachine } from '../src/machines/certificate.js';
+import { defaultTimingPolicy } from '../src/machines/policy.js';
+import { chartQuestions } from '../src/machines/questions.js';
 import { renderMetrics } from '../src/admin/metrics.js';
 import { CertificateUnavailableError } from '../src/errors.js';
 import { keys } from '../src/storage-keys.js';
 import type { StorageChange } from '../src/adapters/storage/notify.js';
-import type { Storage } from '../src/types.js';
+import type { CertificateMeta, Storage } from '../src/types.js';
 import { installTestCa, scriptedIssuer, seededStorage } from './helpers/scripted-issuer.js';
 import { countingStorage, interceptStorage } from './helpers/storage-wrap.js';
 import { refusalsAsErrors } from './helpers/tls.js';
@@ -445,31 +450,157 @@ describe('a stored key that does not match its certificate', () => {
 });
 
 describe('WakeQueue', () => {
-  it('fires each name once, in time order, at its latest schedule, with one timer', () => {
+  it('fires each slot once, in time order, at its latest schedule, with one timer', () => {
     const clock = new ManualClock(T0);
-    const fired: Array<{ name: string; at: number }> = [];
-    const queue = new WakeQueue<'wake'>(clock, { wake: (name) => fired.push({ name, at: clock.now() }) }, (error) => assert.fail(String(error)));
+    const fired: Array<{ slot: number; at: number }> = [];
+    const queue = new WakeQueue<'wake'>(clock, { wake: (slot) => fired.push({ slot, at: clock.now() }) }, (error) => assert.fail(String(error)));
     let seed = 7;
     const rnd = () => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31);
-    const expected = new Map<string, number>();
+    const expected = new Map<number, number>();
     for (let i = 0; i < 3000; i++) {
-      const name = `n${i % 1000}`;
+      const slot = i % 1000;
       const at = T0 + Math.floor(rnd() * DAY);
-      queue.schedule('wake', name, at);
-      expected.set(name, at);
+      queue.schedule('wake', slot, at);
+      expected.set(slot, at);
       assert.ok(clock.pending <= 1, 'one clock timer');
     }
     for (let i = 0; i < 1000; i += 7) {
-      queue.cancel('wake', `n${i}`);
-      expected.delete(`n${i}`);
+      queue.cancel('wake', i);
+      expected.delete(i);
     }
     assert.equal(queue.size('wake'), expected.size);
     for (let t = T0; t <= T0 + DAY; t += DAY / 97) clock.advanceTo(Math.floor(t));
     clock.advanceTo(T0 + DAY);
-    assert.equal(fired.length, expected.size, 'each scheduled name fired once');
-    for (const f of fired) assert.equal(f.at, expected.get(f.name), `${f.name} fired at its latest time`);
+    assert.equal(fired.length, expected.size, 'each scheduled slot fired once');
+    for (const f of fired) assert.equal(f.at, expected.get(f.slot), `${f.slot} fired at its latest time`);
     for (let i = 1; i < fired.length; i++) assert.ok(fired[i]!.at >= fired[i - 1]!.at, 'in time order');
     assert.equal(queue.size('wake'), 0);
     assert.equal(clock.pending, 0);
+  });
+
+  it('keeps kinds apart per slot, grows past its first capacity, and keeps stale entries bounded', () => {
+    const clock = new ManualClock(T0);
+    const fired: string[] = [];
+    const queue = new WakeQueue<'wake' | 'ari'>(
+      clock,
+      { wake: (slot) => fired.push(`wake:${slot}`), ari: (slot) => fired.push(`ari:${slot}`) },
+      (error) => assert.fail(String(error)),
+    );
+    // Far past the first capacity (64): the per-slot arrays and the heap grow, nothing is lost.
+    const slots = 5000;
+    for (let slot = slots - 1; slot >= 0; slot--) {
+      queue.schedule('wake', slot, T0 + 1000 + slot);
+      queue.schedule('ari', slot, T0 + 1000 + 2 * slot);
+    }
+    assert.equal(queue.dueAt('wake', 4999), T0 + 1000 + 4999);
+    assert.equal(queue.dueAt('ari', 4999), T0 + 1000 + 9998);
+    assert.equal(queue.dueAt('wake', 123_456), undefined, 'a slot never scheduled');
+    // Rescheduling every slot many times leaves stale entries behind: they are compacted away.
+    for (let round = 0; round < 5; round++) for (let slot = 0; slot < slots; slot++) queue.schedule('wake', slot, T0 + 1000 + slot + round + 1);
+    assert.ok(queue.heapLength <= 2 * (2 * slots) + 1024, `heap bounded (${queue.heapLength})`);
+    queue.cancel('ari', 10);
+    clock.advance(1000 + 10 + 5);
+    // wake:0..10 (each at slot + 5 after the last round), ari:0..7 (at 2 × slot), never ari:10 (cancelled).
+    const wakes = fired.filter((f) => f.startsWith('wake:'));
+    const aris = fired.filter((f) => f.startsWith('ari:'));
+    assert.deepEqual(wakes, Array.from({ length: 11 }, (_, i) => `wake:${i}`));
+    assert.deepEqual(aris, Array.from({ length: 8 }, (_, i) => `ari:${i}`));
+    assert.equal(queue.size('wake'), slots - 11);
+    assert.equal(queue.size('ari'), slots - 9);
+  });
+
+  it('a slot cancelled and scheduled again (reused by another name) fires once, at its new time', () => {
+    const clock = new ManualClock(T0);
+    const fired: Array<{ slot: number; at: number }> = [];
+    const queue = new WakeQueue<'wake'>(clock, { wake: (slot) => fired.push({ slot, at: clock.now() }) }, (error) => assert.fail(String(error)));
+    queue.schedule('wake', 3, T0 + 500);
+    queue.cancel('wake', 3); // the name holding slot 3 is removed …
+    queue.schedule('wake', 3, T0 + 900); // … and the slot's next name sleeps until later
+    queue.schedule('wake', 4, T0 + 700);
+    queue.cancel('wake', 4);
+    queue.schedule('wake', 4, T0 + 700); // the same time again: still one firing
+    clock.advance(600);
+    assert.deepEqual(fired, [], 'the old entry of slot 3 is stale');
+    clock.advance(400);
+    assert.deepEqual(fired, [
+      { slot: 4, at: T0 + 700 },
+      { slot: 3, at: T0 + 900 },
+    ]);
+    assert.equal(clock.pending, 0);
+  });
+
+  it('refuses a slot that is not a small non-negative integer', () => {
+    const queue = new WakeQueue<'wake'>(new ManualClock(T0), { wake: () => {} }, () => {});
+    for (const slot of [-1, 1.5, Number.NaN, 2 ** 32]) assert.throws(() => queue.schedule('wake', slot, T0), RangeError);
+  });
+});
+
+describe('a sleeping record keeps what waking cannot derive', () => {
+  const NOW = Date.UTC(2026, 5, 1);
+  const machine = createCertificateMachine({ now: () => NOW, random: () => 0, policy: defaultTimingPolicy });
+  const questions = chartQuestions(machine, () => NOW);
+  const meta = (notBeforeAgo: number): CertificateMeta => ({
+    fingerprint: `fp${notBeforeAgo}`,
+    serial: '01',
+    names: ['sleep.localhost'],
+    notBefore: NOW - notBeforeAgo,
+    notAfter: NOW - notBeforeAgo + 90 * DAY,
+    issuer: 'CN=test',
+    issuerId: 'test',
+  });
+  /** The context fields the chart rebuilds from a sleeping record. */
+  const resumed = (snapshot: ReturnType<typeof questions.afterLoad>) => {
+    const { certificate, renewAt, attempts, lastError, nextAttemptAt, orders, failingSince } = snapshot.context;
+    return { certificate, renewAt, attempts, lastError, nextAttemptAt, orders, failingSince };
+  };
+
+  it('a certificate issued within the floor window: its one order is derived again on waking, not kept', () => {
+    const resting = questions.afterLoad({ certificate: meta(3_600_000) });
+    assert.deepEqual(resting.context.orders, [NOW - 3_600_000], 'the chart counts the certificate as an order');
+    const record = asleep(resting)!;
+    assert.equal(record.failure, undefined, 'no failure object, no orders array');
+    assert.deepEqual(resumed(questions.afterLoad(record)), resumed(resting), 'waking gives the same context');
+  });
+
+  it('orders the chart cannot derive (other times, several) are kept, with the failure that holds them', () => {
+    const resting = questions.afterLoad({ certificate: meta(3_600_000), failure: { attempts: 0, orders: [NOW - 7_200_000, NOW - 3_600_000] } });
+    assert.equal(resting.value, 'valid');
+    const record = asleep(resting)!;
+    assert.deepEqual(record.failure?.orders, [NOW - 7_200_000, NOW - 3_600_000]);
+    assert.deepEqual(resumed(questions.afterLoad(record)), resumed(resting));
+    const other = questions.afterLoad({ certificate: meta(3_600_000), failure: { attempts: 0, orders: [NOW - 60_000] } });
+    assert.deepEqual(asleep(other)!.failure?.orders, [NOW - 60_000], 'one order at another time than notBefore');
+    assert.deepEqual(resumed(questions.afterLoad(asleep(other)!)), resumed(other));
+  });
+});
+
+describe('residency slots', () => {
+  it("a removed name's slot goes to the next name, with none of its schedules", () => {
+    const clock = new ManualClock(T0);
+    const fired: string[] = [];
+    const holder: { residency?: Residency } = {};
+    const nameAt = (slot: number) => holder.residency!.bySlot(slot)?.name;
+    const queue = new WakeQueue<'wake' | 'ari'>(
+      clock,
+      { wake: (slot) => fired.push(`wake:${nameAt(slot)}`), ari: (slot) => fired.push(`ari:${nameAt(slot)}`) },
+      (error) => assert.fail(String(error)),
+    );
+    // Only what add/remove use: the state counts and the wake heap.
+    const residency = (holder.residency = new Residency({ view: { counts: new StateCounts() }, queue } as unknown as ResidencyDeps));
+    const [a, b, c] = ['a.localhost', 'b.localhost', 'c.localhost'].map((name) => residency.add(name, false));
+    assert.deepEqual([a!.slot, b!.slot, c!.slot], [0, 1, 2]);
+    queue.schedule('ari', b!.slot, T0 + 1000);
+    queue.schedule('wake', b!.slot, T0 + 2000);
+    residency.remove(b!);
+    assert.equal(residency.bySlot(1), undefined);
+    const d = residency.add('d.localhost', false);
+    assert.equal(d.slot, 1, 'the free slot is reused');
+    assert.equal(residency.bySlot(1), d);
+    assert.equal(residency.add('e.localhost', false).slot, 3, 'a new slot once none is free');
+    clock.advance(3000);
+    assert.deepEqual(fired, [], "b's recheck and wake-up did not pass to d");
+    queue.schedule('ari', d.slot, T0 + 4000);
+    clock.advance(1000);
+    assert.deepEqual(fired, ['ari:d.localhost']);
   });
 });

@@ -25,24 +25,64 @@ const flags = parseFlags('bench/tools/heap-per-name.ts', {
 
 type Totals = Record<string, { bytes: number; count: number }>;
 
-/** Self size by kind: strings as one kind, objects and arrays by V8's name for them. */
+interface Snapshot {
+  snapshot: { meta: { node_fields: string[]; node_types: [string[]]; edge_fields: string[]; edge_types: [string[]] } };
+  nodes: number[];
+  edges: number[];
+  strings: string[];
+}
+
+/**
+ * Self size by kind. Objects are told apart by their shape (their first
+ * property names: a name's record, the certificate metadata, a Map's
+ * table…), everything else (strings, numbers, arrays, backing stores) by
+ * what holds it: the property or kind of edge it is first reached through
+ * and its holder's shape — so the table says "the fingerprint string of the
+ * metadata", not "a string".
+ */
 function summarizeSnapshot(file: string): Totals {
-  const snap = JSON.parse(readFileSync(file, 'utf8')) as {
-    snapshot: { meta: { node_fields: string[]; node_types: [string[]] } };
-    nodes: number[];
-    strings: string[];
-  };
-  const fields = snap.snapshot.meta.node_fields;
-  const types = snap.snapshot.meta.node_types[0];
+  const snap = JSON.parse(readFileSync(file, 'utf8')) as Snapshot;
+  const { node_fields: fields, node_types: [types], edge_fields: efields, edge_types: [etypes] } = snap.snapshot.meta;
   const stride = fields.length;
-  const [iType, iName, iSize] = ['type', 'name', 'self_size'].map((f) => fields.indexOf(f)) as [number, number, number];
+  const estride = efields.length;
+  const [iType, iName, iSize, iEdges] = ['type', 'name', 'self_size', 'edge_count'].map((f) => fields.indexOf(f)) as [number, number, number, number];
+  const [eType, eName, eTo] = ['type', 'name_or_index', 'to_node'].map((f) => efields.indexOf(f)) as [number, number, number];
+  const count = snap.nodes.length / stride;
+  const typeOf = (n: number) => types[snap.nodes[n * stride + iType]!]!;
+  const nameOf = (n: number) => snap.strings[snap.nodes[n * stride + iName]!]!;
+  // Each object's shape: its named properties (not element indices), in order, the first 6.
+  const shape = new Array<string | undefined>(count);
+  const holder = new Int32Array(count).fill(-1);
+  const via = new Array<string | undefined>(count);
+  let e = 0;
+  for (let n = 0; n < count; n++) {
+    const edges = snap.nodes[n * stride + iEdges]!;
+    const props: string[] = [];
+    for (let k = 0; k < edges; k++, e += estride) {
+      const et = etypes[snap.edges[e + eType]!]!;
+      const to = snap.edges[e + eTo]! / stride;
+      const label = et === 'element' || et === 'hidden' ? `[${et}]` : String(snap.strings[snap.edges[e + eName]!] ?? snap.edges[e + eName]);
+      if (et === 'property' && props.length < 6) props.push(label);
+      if (et === 'weak' || et === 'shortcut') continue;
+      if (holder[to] === -1) {
+        holder[to] = n;
+        via[to] = label;
+      }
+    }
+    if (typeOf(n) === 'object') shape[n] = `${nameOf(n)} {${props.join(',')}}`;
+  }
+  const kindOf = (n: number): string => {
+    const type = typeOf(n);
+    if (type === 'object') return `object ${shape[n]}`;
+    const h = holder[n]!;
+    const held = h < 0 ? 'root' : typeOf(h) === 'object' ? (shape[h] ?? nameOf(h)) : `${typeOf(h)} ${nameOf(h).slice(0, 30)}`;
+    const what = type.includes('string') ? `string (${type})` : type === 'array' || type === 'hidden' || type === 'native' ? `${type} ${nameOf(n).slice(0, 30)}` : type;
+    return `${what} ← .${via[n]} of ${held.slice(0, 80)}`;
+  };
   const totals: Totals = {};
-  for (let i = 0; i < snap.nodes.length; i += stride) {
-    const type = types[snap.nodes[i + iType]!]!;
-    const name = snap.strings[snap.nodes[i + iName]!]!;
-    const kind = type.includes('string') ? `string (${type})` : type === 'object' || type === 'array' || type === 'hidden' || type === 'native' ? `${type}: ${name.slice(0, 40)}` : type;
-    const t = (totals[kind] ??= { bytes: 0, count: 0 });
-    t.bytes += snap.nodes[i + iSize]!;
+  for (let n = 0; n < count; n++) {
+    const t = (totals[kindOf(n)] ??= { bytes: 0, count: 0 });
+    t.bytes += snap.nodes[n * stride + iSize]!;
     t.count++;
   }
   return totals;

@@ -43,10 +43,10 @@ export class AriSchedule {
    * is not that many requests to the CA at once).
    */
   certificateChanged(record: NameRecord, readFromStorage: boolean): void {
-    this.#queue.cancel('ari', record.name);
+    this.#queue.cancel('ari', record.slot);
     if (!this.#issuerOf(record)) return;
     const delayMs = readFromStorage ? Math.max(1, Math.round(this.#core.random() * ARI_DEFAULT_RECHECK_MS)) : 0;
-    if (delayMs > 0) return this.#queue.schedule('ari', record.name, this.#core.clock.now() + delayMs);
+    if (delayMs > 0) return this.#queue.schedule('ari', record.slot, this.#core.clock.now() + delayMs);
     const fingerprint = record.certificate?.fingerprint;
     setImmediate(() => {
       if (record.certificate?.fingerprint === fingerprint) this.#core.guard('renewal information request', () => this.due(record.name), { name: record.name });
@@ -54,7 +54,8 @@ export class AriSchedule {
   }
 
   /** A name's recheck is due (the wake heap), or its new certificate is to be asked about: ask its issuer. */
-  due(name: string): void {
+  due(name: string | undefined): void {
+    if (name === undefined) return; // the name went before its recheck
     const record = this.#record(name);
     const meta = record?.certificate;
     const issuer = record && this.#issuerOf(record);
@@ -87,11 +88,11 @@ export class AriSchedule {
         const now = core.clock.now();
         const renewAt = info ? ariRenewalTime(info, now, core.random()) : undefined;
         if (renewAt !== undefined) this.#onRenewalInfo(record, renewAt);
-        if (current()) this.#queue.schedule('ari', name, now + clampAriRecheck(info?.retryAfter, now));
+        if (current()) this.#queue.schedule('ari', record.slot, now + clampAriRecheck(info?.retryAfter, now));
       },
       (error: unknown) => {
         core.logger.debug({ name, err: safeError(error) }, 'renewal information unavailable');
-        if (current()) this.#queue.schedule('ari', name, core.clock.now() + ARI_DEFAULT_RECHECK_MS);
+        if (current()) this.#queue.schedule('ari', record.slot, core.clock.now() + ARI_DEFAULT_RECHECK_MS);
       },
     );
   }

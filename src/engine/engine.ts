@@ -75,8 +75,9 @@ export class CertEngine {
   readonly #path: HandshakePath;
   readonly #tickets: SessionTickets | undefined;
   readonly #cleaner: StorageCleaner | undefined;
-  /** Managed certificates by key (their first name) → all their names. */
-  readonly #managed: Map<string, readonly string[]>;
+  /** Managed certificates by key → all their names when several; after `start()` made the records, only
+   * names without a managed record of their own (on demand when `manage()` took them): no second big `Map`. */
+  #managed: Map<string, readonly string[] | undefined>;
   readonly #defaultName: string | undefined;
   /** Whether any issuer may use TLS-ALPN-01 (their `challenges`, read once here: the set of issuers is fixed). */
   readonly #issuersMayUseTlsAlpn01: boolean;
@@ -86,7 +87,7 @@ export class CertEngine {
 
   constructor(options: CertEngineOptions) {
     const core = (this.#core = new EngineCore(options));
-    this.#managed = new Map(managedCertificates(options.names ?? []).map((names) => [names[0]!, names]));
+    this.#managed = new Map(managedCertificates(options.names ?? []).map((names) => [names[0]!, names.length > 1 ? names : undefined]));
     const { settings } = core;
     const materials = (this.#materials = new MaterialCache(settings.cacheCapacity));
     const held = (this.#held = new HeldReplies(core.clock, {
@@ -96,8 +97,8 @@ export class CertEngine {
     }));
     const queue = new WakeQueue<'wake' | 'ari'>(
       core.clock,
-      { wake: (name) => this.#residency.wakeDue(name), ari: (name) => this.#ari.due(name) },
-      (error, kind, name) => core.logger.error({ name, err: safeError(error) }, `${kind === 'wake' ? 'waking a sleeping name' : 'renewal information request'} failed`),
+      { wake: (slot) => this.#residency.wakeDue(slot), ari: (slot) => this.#ari.due(this.#residency.bySlot(slot)?.name) },
+      (error, kind, slot) => core.logger.error({ name: this.#residency.bySlot(slot)?.name, err: safeError(error) }, `${kind === 'wake' ? 'waking a sleeping name' : 'renewal information request'} failed`),
     );
     const loads = new Loads(core, materials, (name) => this.#namesOf(name));
     const view = (this.#view = new StateView(core, materials, (record, readFromStorage) => this.#ari.certificateChanged(record, readFromStorage)));
@@ -154,7 +155,8 @@ export class CertEngine {
     // A missing storage driver is a ConfigError here, not every name in storage-unreadable.
     await prepareAdapters(this.#core.storage, this.#core.issuers);
     // Records first: a handshake arriving while the watch connects must find its name.
-    const records = [...this.#managed].map(([name, names]) => this.#residency.add(name, true, names));
+    const records = Array.from(this.#managed, ([name, names]) => this.#residency.add(name, true, names));
+    this.#managed = new Map(Array.from(this.#managed).filter(([name]) => !this.#residency.holdsManaged(name)));
     const tickets = this.#tickets?.start(); // never rejects
     this.#cleaner?.start();
     await this.#sync.watch();
@@ -200,8 +202,8 @@ export class CertEngine {
     const taken = (name: string, group: readonly string[]) => belongsElsewhere(this.#residency.get(name), group);
     for (const group of managedCertificates(names, 'manage()', taken)) {
       const name = group[0]!;
-      if (this.#managed.has(name) || this.#residency.get(name)?.names) continue;
-      this.#managed.set(name, group);
+      if (this.#managed.has(name) || this.#residency.holdsManaged(name) || this.#residency.get(name)?.names) continue;
+      this.#managed.set(name, group.length > 1 ? group : undefined);
       if (!this.#residency.get(name)) added.push(this.#residency.add(name, true, group));
     }
     // Like start-up: read in the background, then live or asleep.
@@ -282,7 +284,7 @@ export class CertEngine {
    * names prefer `statusPage()`, `statuses()` or `statusSummary()`.
    */
   status(): NameStatus[] {
-    return Array.from(this.#residency.records(), (record) => this.#view.statusOf(record));
+    return Array.from(this.#residency.records(), (record) => this.#residency.statusOf(record));
   }
 
   /**
@@ -292,13 +294,13 @@ export class CertEngine {
    * is a `ConfigError`.
    */
   statusPage(query: StatusQuery = {}): StatusPage {
-    return statusPage(this.#residency.records(), query, (record) => this.#view.statusOf(record));
+    return statusPage(this.#residency.records(), query, (record) => this.#residency.statusOf(record));
   }
 
   /** Every name's status (filtered), one at a time, yielding to the event loop every 1,024 names. */
   statuses(filter: StatusFilter = {}): AsyncGenerator<NameStatus, void, undefined> {
     const residency = this.#residency;
-    return walkStatuses(residency.records(), filter, (record) => this.#view.statusOf(record), (record) => residency.get(record.name) === record);
+    return walkStatuses(residency.records(), filter, (record) => this.#residency.statusOf(record), (record) => residency.get(record.name) === record);
   }
 
   /** Counts by state (kept as states change, O(1)) and expiry counts (one pass over the names, no object per name). */
@@ -315,7 +317,7 @@ export class CertEngine {
       return undefined;
     }
     const record = this.#residency.get(name);
-    return record && this.#view.statusOf(record);
+    return record && this.#residency.statusOf(record);
   }
 
   /** What the engine holds in memory right now. */

@@ -169,7 +169,7 @@ export class Loads {
           ? readStoredCertificate(unitKey, unitRaw, (error) => {
               badMeta = true;
               corrupt.report(unitKey, name, error, 'ignoring malformed stored certificate metadata: the certificate is parsed instead');
-            })
+            }, name)
           : { ...parseStoredCertificate(unitKey, unitRaw, { checkKey: false }), trusted: false },
       );
       // A unit stored under the wrong name is not this name's certificate; nor one missing a name of its group (names added).

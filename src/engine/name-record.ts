@@ -15,6 +15,18 @@ export type Preloaded = LoadedState | { readonly readError: unknown };
 export type SleepingName = LoadedState & { certificate: CertificateMeta; renewAt: number };
 
 /**
+ * What a sleeping name's record holds itself: its failure record when it
+ * has one (rare), else the shared `RESTED`. Its certificate is the record's
+ * `certificate`, its renewal time in residency's per-slot column
+ * (`Residency.sleepingOf` puts the `SleepingName` together): no object and
+ * no boxed number per sleeping name.
+ */
+export type Asleep = Readonly<Pick<SleepingName, 'failure'>>;
+
+/** The sleeping facts of a name with no failure record: one object shared by all of them. */
+export const RESTED: Asleep = Object.freeze({});
+
+/**
  * Replies held for a name (held replies): handshakes with their deadlines,
  * and operators waiting for the outcome of the attempt they asked for.
  * Every handshake gets the same `handshakeTimeout`, so insertion order is
@@ -30,6 +42,8 @@ export interface NameRecord {
   readonly name: string;
   /** Residency: the order in which the engine came to know the name (status pages' cursor). */
   readonly seq: number;
+  /** Residency: the name's index in the engine's per-name arrays (the wake heap's), reused after the name is removed. */
+  readonly slot: number;
   /** Configured (`names`, `manage()`), or admitted on demand. */
   readonly managed: boolean;
   /**
@@ -41,8 +55,8 @@ export interface NameRecord {
 
   /** Residency: the running statechart; undefined while the name sleeps or has not been read yet. */
   actor: CertActor | undefined;
-  /** Residency: set while the name sleeps. */
-  sleeping: SleepingName | undefined;
+  /** Residency: set while the name sleeps (see `Asleep`). */
+  sleeping: Asleep | undefined;
   /** Residency: what a storage read already found (or why it failed), handed to the actor's first load (so it reads nothing). */
   preloaded: Preloaded | undefined;
   /** Residency: the actor was woken by a handshake or an operator, so its load goes ahead of background reads. */
@@ -80,10 +94,11 @@ export function belongsElsewhere(record: NameRecord | undefined, group: readonly
 }
 
 /** A name's record, with no actor yet (`names`: the certificate's names when it has several, `name` first). */
-export function newNameRecord(name: string, managed: boolean, seq: number, names?: readonly string[]): NameRecord {
+export function newNameRecord(name: string, managed: boolean, seq: number, slot: number, names?: readonly string[]): NameRecord {
   return {
     name,
     seq,
+    slot,
     managed,
     names: names && names.length > 1 ? names : undefined,
     actor: undefined,

@@ -17,11 +17,12 @@ import { createActor, type InspectionEvent, type Observer } from 'xstate';
 import { TAGS, type CertificateEvent, type CertificateMachine } from '../machines/certificate.js';
 import type { CertificateSnapshot, ChartQuestions } from '../machines/questions.js';
 import { isIpLiteral } from '../names.js';
+import type { NameStatus } from '../types.js';
 import { safeError } from '../safe-error.js';
 import type { EngineCore } from './core.js';
 import type { CertEngineEvent } from './events.js';
 import type { HeldReplies } from './held-replies.js';
-import { newNameRecord, type CertActor, type NameRecord, type Preloaded, type SleepingName } from './name-record.js';
+import { newNameRecord, RESTED, type CertActor, type NameRecord, type Preloaded, type SleepingName } from './name-record.js';
 import type { StateView } from './state-view.js';
 import { isUnverified } from './stored-meta.js';
 import type { WakeQueue } from './wake-queue.js';
@@ -51,6 +52,12 @@ export class Residency {
   #live = 0;
   /** The next record's `seq`. */
   #seq = 0;
+  /** Records by slot (`NameRecord.slot`: the wake heap's index); undefined where a removed name's slot waits for reuse. */
+  readonly #bySlot: Array<NameRecord | undefined> = [];
+  /** Slots of removed names, reused first (churning on-demand names do not grow the per-slot arrays). */
+  readonly #freeSlots: number[] = [];
+  /** Sleeping names' renewal times by slot (one Float64Array, not a boxed number per name). */
+  #renewAt = new Float64Array(64);
   #sleepPending = false;
 
   constructor(deps: ResidencyDeps) {
@@ -62,6 +69,11 @@ export class Residency {
     return this.#records.get(name) ?? (this.#aliases.size === 0 ? undefined : this.#aliases.get(name));
   }
 
+  /** The record holding `slot` now (the wake heap's handlers get slots), if any. */
+  bySlot(slot: number): NameRecord | undefined {
+    return this.#bySlot[slot];
+  }
+
   /**
    * A name's record, without an actor yet (the scan, a handshake or an
    * operator wakes it). `names`: every name of its certificate when it has
@@ -70,11 +82,36 @@ export class Residency {
   add(name: string, managed: boolean, names?: readonly string[]): NameRecord {
     let record = this.#records.get(name);
     if (!record) {
-      this.#records.set(name, (record = newNameRecord(name, managed, this.#seq++, names)));
+      const slot = this.#freeSlots.pop() ?? this.#newSlot();
+      this.#records.set(name, (record = newNameRecord(name, managed, this.#seq++, slot, names)));
+      this.#bySlot[slot] = record;
       for (const alias of record.names?.slice(1) ?? []) this.#aliases.set(alias, record);
       this.#deps.view.counts.add(record.state);
     }
     return record;
+  }
+
+  /**
+   * What a sleeping name's actor resumes from (its certificate, renewal time
+   * and failure record, if any), put together from the record and the slot's
+   * renewal time; undefined when the name does not sleep.
+   */
+  sleepingOf(record: NameRecord): SleepingName | undefined {
+    const sleeping = record.sleeping;
+    if (!sleeping || !record.certificate) return undefined;
+    const renewAt = this.#renewAt[record.slot]!;
+    return sleeping.failure ? { certificate: record.certificate, renewAt, failure: sleeping.failure } : { certificate: record.certificate, renewAt };
+  }
+
+  /** A name's status, from its actor, its sleeping record or nothing yet (the state view's). */
+  statusOf(record: NameRecord): NameStatus {
+    return this.#deps.view.statusOf(record, this.sleepingOf(record));
+  }
+
+  /** Whether `name` is the key of a managed record (managed records are never removed: the cleaner's and `manage()`'s question). */
+  holdsManaged(name: string): boolean {
+    const record = this.#records.get(name);
+    return record !== undefined && record.managed;
   }
 
   records(): IterableIterator<NameRecord> {
@@ -120,10 +157,10 @@ export class Residency {
     if (record.actor) return record.actor;
     const { core, machine, view, queue, inspect } = this.#deps;
     if (record.sleeping) {
-      record.preloaded ??= record.sleeping;
+      record.preloaded ??= this.sleepingOf(record);
       record.sleeping = undefined;
       record.waking = true;
-      queue.cancel('wake', record.name);
+      queue.cancel('wake', record.slot);
     }
     record.urgent = urgent;
     const actor = createActor(machine, {
@@ -182,13 +219,14 @@ export class Residency {
    */
   sendOrAsk(record: NameRecord, event: CertificateEvent): void {
     if (record.actor) return record.actor.send(event);
-    const sleeping = record.sleeping;
+    const sleeping = this.sleepingOf(record);
     if (!sleeping) return;
     const { questions, core } = this.#deps;
     const snapshot = questions.next(questions.afterLoad(sleeping), event);
     const due = questions.nextTimerAt(snapshot);
     if (snapshot.hasTag(TAGS.maySleep) && due !== undefined && due > core.clock.now() && this.#sleep(record, snapshot)) return;
-    record.sleeping = asleep(snapshot) ?? sleeping;
+    // Woken with the chart's answer (its certificate may be new: the record still shows the old one).
+    record.preloaded ??= asleep(snapshot) ?? sleeping;
     this.wake(record);
   }
 
@@ -204,8 +242,8 @@ export class Residency {
   }
 
   /** A sleeping name's timer is due: wake its actor, which resumes from the record and lets the chart act. */
-  wakeDue(name: string): void {
-    const record = this.#records.get(name);
+  wakeDue(slot: number): void {
+    const record = this.#bySlot[slot];
     if (record?.sleeping && !this.#deps.core.stopped) this.wake(record);
   }
 
@@ -233,8 +271,10 @@ export class Residency {
     this.#deps.view.counts.remove(record.state);
     this.#resting.delete(record.name);
     this.#evicting.delete(record.name);
-    this.#deps.queue.cancel('wake', record.name);
-    this.#deps.queue.cancel('ari', record.name);
+    this.#deps.queue.cancel('wake', record.slot);
+    this.#deps.queue.cancel('ari', record.slot);
+    this.#bySlot[record.slot] = undefined;
+    this.#freeSlots.push(record.slot);
   }
 
   /** The engine stops: every actor enters `stopped` (releasing what it held) and stops; no name is held any more. */
@@ -245,10 +285,24 @@ export class Residency {
       record.actor?.stop();
     }
     this.#records.clear();
+    this.#bySlot.length = 0;
+    this.#renewAt = new Float64Array(64);
+    this.#freeSlots.length = 0;
     this.#aliases.clear();
     this.#deps.view.counts.clear();
     this.#resting.clear();
     this.#evicting.clear();
+  }
+
+  /** A slot never used yet, the per-slot column grown to hold it. */
+  #newSlot(): number {
+    const slot = this.#bySlot.length;
+    if (slot >= this.#renewAt.length) {
+      const grown = new Float64Array(this.#renewAt.length * 2);
+      grown.set(this.#renewAt);
+      this.#renewAt = grown;
+    }
+    return slot;
   }
 
   #evictRefused(record: NameRecord): void {
@@ -304,19 +358,27 @@ export class Residency {
     const sleeping = asleep(snapshot);
     const due = this.#deps.questions.nextTimerAt(snapshot);
     if (!sleeping || due === undefined) return false;
-    record.sleeping = sleeping;
-    this.#deps.queue.schedule('wake', record.name, due);
+    record.sleeping = sleeping.failure ? { failure: sleeping.failure } : RESTED;
+    this.#renewAt[record.slot] = sleeping.renewAt;
+    this.#deps.queue.schedule('wake', record.slot, due);
     this.#deps.view.show(record, snapshot);
     return true;
   }
 }
 
-/** What a sleeping name keeps of a resting snapshot: enough for its actor to resume from it. */
-function asleep(snapshot: CertificateSnapshot): SleepingName | undefined {
+/**
+ * What a sleeping name keeps of a resting snapshot: enough for its actor to
+ * resume from it (the chart's `adoptStored` gives the same context again).
+ */
+export function asleep(snapshot: CertificateSnapshot): SleepingName | undefined {
   const { certificate, renewAt, attempts, lastError, nextAttemptAt, orders, failingSince } = snapshot.context;
   if (!certificate || renewAt === undefined) return undefined;
-  // The issuance floor's orders stay with the record, so waking does not forget them.
-  const kept = attempts > 0 || nextAttemptAt !== undefined || orders !== undefined;
+  // The issuance floor's orders stay with the record, so waking does not forget them, except the one
+  // the chart derives from the certificate itself when nothing else is recorded (its notBefore, within
+  // the window: `ordersOfLoaded`): every name of a freshly issued fleet would keep an object and an
+  // array for it (~140 B a name). Waking without a failure record derives it again, the same.
+  const derived = attempts === 0 && nextAttemptAt === undefined && lastError === undefined && failingSince === undefined && orders?.length === 1 && orders[0] === certificate.notBefore;
+  const kept = !derived && (attempts > 0 || nextAttemptAt !== undefined || orders !== undefined);
   return {
     certificate,
     renewAt,

@@ -14,7 +14,7 @@ import type { CertificateSnapshot } from '../machines/questions.js';
 import type { NameStatus } from '../types.js';
 import type { EngineCore } from './core.js';
 import type { MaterialCache } from './material-cache.js';
-import type { NameRecord } from './name-record.js';
+import type { NameRecord, SleepingName } from './name-record.js';
 import { StateCounts } from './status-query.js';
 
 /**
@@ -110,8 +110,8 @@ export class StateView {
     for (const resolve of waiting) resolve();
   }
 
-  /** A name's status: from its actor's context, its sleeping record, or nothing yet (`loading`). */
-  statusOf(record: NameRecord): NameStatus {
+  /** A name's status: from its actor's context, its sleeping record (`Residency.sleepingOf`), or nothing yet (`loading`). */
+  statusOf(record: NameRecord, sleeping: SleepingName | undefined): NameStatus {
     const status: NameStatus = { name: record.name, state: record.state, managed: record.managed, attempts: 0 };
     if (record.names) status.names = [...record.names];
     const context = record.actor?.getSnapshot().context;
@@ -123,11 +123,11 @@ export class StateView {
       // A paused name has no next attempt: only an operator or a fresh allowed handshake resumes it.
       if (context.nextAttemptAt !== undefined && record.state !== 'paused') status.nextAttemptAt = context.nextAttemptAt;
       if (context.failingSince !== undefined) status.failingSince = context.failingSince;
-    } else if (record.sleeping) {
-      status.attempts = record.sleeping.failure?.attempts ?? 0;
-      status.certificate = record.sleeping.certificate;
-      status.renewAt = record.sleeping.renewAt;
-      if (record.sleeping.failure?.lastError) status.lastError = record.sleeping.failure.lastError;
+    } else if (sleeping) {
+      status.attempts = sleeping.failure?.attempts ?? 0;
+      status.certificate = sleeping.certificate;
+      status.renewAt = sleeping.renewAt;
+      if (sleeping.failure?.lastError) status.lastError = sleeping.failure.lastError;
     }
     return status;
   }

@@ -65,8 +65,10 @@ export function storedMetaOf(meta: CertificateMeta): Record<string, unknown> {
  * The stored metadata as `CertificateMeta`, marked unverified; undefined when
  * it is not exactly the schema (a missing or extra field, a value of the
  * wrong type, shape or size): the caller then parses the certificate.
+ * `name`: the name it is read for; a certificate of that name alone holds
+ * the caller's string instead of its own copy (one string a name, not two).
  */
-export function readStoredMeta(value: unknown, issuerId: string): CertificateMeta | undefined {
+export function readStoredMeta(value: unknown, issuerId: string, name?: string): CertificateMeta | undefined {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
   const v = value as Record<string, unknown>;
   for (const key in v) if (!FIELDS.has(key)) return undefined;
@@ -79,6 +81,8 @@ export function readStoredMeta(value: unknown, issuerId: string): CertificateMet
   if (!isTime(notBefore) || !isTime(notAfter) || notBefore > notAfter) return undefined;
   if (typeof issuer !== 'string' || issuer.length === 0 || issuer.length > MAX_ISSUER) return undefined;
   if (ariCertId !== undefined && (typeof ariCertId !== 'string' || !ARI_CERT_ID.test(ariCertId))) return undefined;
+  // The array was just parsed from the stored value: ours to fill before the metadata is built.
+  if (names.length === 1 && names[0] === name) names[0] = name;
   // Every property in the literal, in leafMetaFromDer's order (same hidden class, no property array).
   const meta: CertificateMeta = {
     fingerprint,

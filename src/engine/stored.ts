@@ -91,10 +91,11 @@ export function readStoredCertificate(
   key: string,
   raw: string,
   onBadMeta: (error: CorruptStorageError) => void,
+  name?: string,
 ): { bundle: CertificateBundle; meta: CertificateMeta; trusted: boolean } {
   const unit = storedUnit(key, raw);
   if (unit.meta !== undefined && !isOtherMetaVersion(unit.meta)) {
-    const meta = readStoredMeta(unit.meta, unit.issuerId);
+    const meta = readStoredMeta(unit.meta, unit.issuerId, name);
     if (meta) return { bundle: unit.bundle, meta, trusted: true };
     onBadMeta(new CorruptStorageError(key, 'the stored certificate metadata is malformed'));
   }
