@@ -285,7 +285,7 @@ export class StartupIndex {
     const store = this.#store;
     const self = this;
     async function* generate(): AsyncGenerator<string[]> {
-      yield [JSON.stringify({ format: FORMAT, v: INDEX_VERSION, written: self.#core.clock.now() })];
+      yield [indexHeader(self.#core.clock.now())];
       let batch: string[] = [];
       for (const record of records) {
         const meta = metaOf(record);
@@ -295,7 +295,7 @@ export class StartupIndex {
           if (reread) toRead.push(record);
           continue;
         }
-        batch.push(lineOf(record.name, version, meta));
+        batch.push(indexLine(record.name, version, meta));
         if (batch.length >= YIELD_EVERY) {
           lines += batch.length;
           yield batch;
@@ -312,7 +312,7 @@ export class StartupIndex {
       };
       await Promise.all(Array.from({ length: READS }, worker));
       lines += batch.length;
-      batch.push(JSON.stringify({ end: lines }));
+      batch.push(indexEnd(lines));
       yield batch;
     }
     await store.write(generate());
@@ -331,7 +331,7 @@ export class StartupIndex {
       // What the engine holds is that certificate: known at this version from now on.
       const held = metaOf(record);
       if (held && metaDifferences(held, meta).length === 0) noteStoredVersion(held, read.version);
-      return lineOf(record.name, read.version, meta);
+      return indexLine(record.name, read.version, meta);
     } catch {
       return undefined; // unusable here: the next start reads it one by one (and reports it)
     }
@@ -376,8 +376,19 @@ function metaOf(record: NameRecord): CertificateMeta | undefined {
   return record.sleeping?.certificate ?? record.certificate;
 }
 
-function lineOf(name: string, version: string, meta: CertificateMeta): string {
+/** The index's first line: its format and version, and when it was written. */
+export function indexHeader(now: number): string {
+  return JSON.stringify({ format: FORMAT, v: INDEX_VERSION, written: now });
+}
+
+/** A name's line: the metadata of its certificate as read from the stored value at `version`. */
+export function indexLine(name: string, version: string, meta: CertificateMeta): string {
   return JSON.stringify([name, version, meta.issuerId, storedMetaOf(meta)]);
+}
+
+/** The last line: how many names the index holds (a truncated index is told by it). */
+export function indexEnd(lines: number): string {
+  return JSON.stringify({ end: lines });
 }
 
 function nameOfKey(key: string): string | undefined {
