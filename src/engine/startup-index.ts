@@ -188,9 +188,9 @@ export class StartupIndex {
 
   /** The index's entries for managed names, or undefined (none, or ignored with one warning). */
   async #read(records: NameRecord[]): Promise<Map<string, Entry> | undefined> {
-    const wanted = new Set(records.map((r) => r.name));
+    // Only names waiting to be read here are kept (a shared directory's index may hold others').
+    const wanted = (name: string) => this.#residency.get(name)?.name === name;
     const entries = new Map<string, Entry>();
-    const seen = new Set<string>();
     let header = false;
     let end: number | undefined;
     let count = 0;
@@ -212,10 +212,10 @@ export class StartupIndex {
             end = endOf(value);
           } else {
             const [name, entry] = parseEntry(value);
-            if (seen.has(name)) throw new BadIndex(`${name} is listed twice`);
-            seen.add(name);
             count++;
-            if (wanted.has(name)) entries.set(name, entry);
+            if (!wanted(name)) continue;
+            if (entries.has(name)) throw new BadIndex(`${name} is listed twice`);
+            entries.set(name, entry);
           }
         }
         await new Promise((resolve) => setImmediate(resolve));

@@ -30,6 +30,7 @@
  *   <root>/<key>~v/<token>             a fenced version; `<token>d` a fenced delete
  *   <root>/<dir>/<name>~tmp~<pid>-<r>  an in-flight (or crashed) write
  *   <root>/~locks/<lock key>~/<N>      lock generation N: {token, owner, ttlMs, pid, host, released?}
+ *   <root>/~index/startup              the engine's start-up index (file-index.ts)
  *
  * This module composes the parts, each with one job: file-tree.ts (paths kept
  * inside the root), file-io.ts (atomic filesystem steps, the filesystem's
