@@ -299,6 +299,44 @@ describe('start-up index', () => {
     }
   });
 
+  it('a start while another process is writing the index reads the previous one whole (written by rename, no lock)', async () => {
+    const root = await freshRoot();
+    try {
+      const clock = new ManualClock(T0);
+      await writeIndex(root, clock);
+      const previous = (await readFile(indexFile(root), 'utf8')).trimEnd().split('\n');
+      // Another process's write, stopped half way through its lines.
+      let resume!: () => void;
+      const paused = new Promise<void>((resolve) => (resume = resolve));
+      let halfWritten!: () => void;
+      const half = new Promise<void>((resolve) => (halfWritten = resolve));
+      const writing = fileStorage(root).startupIndex!.write(
+        (async function* () {
+          yield previous.slice(0, 20);
+          halfWritten();
+          await paused;
+          yield previous.slice(20);
+        })(),
+      );
+      await half;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const logs = captureLogs('warn');
+      const { storage, counts } = spy(fileStorage(root));
+      const engine = engineOn(storage, clock, { logger: logs.logger });
+      await engine.start();
+      try {
+        assert.ok(!logs.text().includes('start-up index ignored'), logs.text());
+        assert.ok(counts.bulk <= LIVE, `the previous index used whole: ${JSON.stringify(counts)}`);
+      } finally {
+        resume();
+        await writing;
+        await engine.stop();
+      }
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
   it('startupIndex: false — no index written, none read', async () => {
     const root = await freshRoot();
     try {
