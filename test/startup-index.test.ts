@@ -31,7 +31,7 @@ const names = Array.from({ length: N }, (_, i) => `ix${i}.localhost`);
 
 /** File storage with every certificate read counted: by `load`, by the bulk read, by a versioned read. */
 function spy(inner: Storage) {
-  const counts = { loads: 0, bulk: 0, versioned: 0, indexReads: 0 };
+  const counts = { loads: 0, bulk: 0, versioned: 0, indexReads: 0, versionedKeys: [] as string[] };
   const index = inner.startupIndex!;
   const storage: Storage = Object.assign(
     interceptStorage(inner, {
@@ -57,6 +57,7 @@ function spy(inner: Storage) {
         versions: (prefix) => index.versions(prefix),
         loadVersioned: (key) => {
           counts.versioned++;
+          counts.versionedKeys.push(key);
           return index.loadVersioned(key);
         },
       } satisfies StartupIndexStorage,
@@ -186,6 +187,47 @@ describe('start-up index', () => {
       const lines = (await readFile(indexFile(root), 'utf8')).trim().split('\n');
       assert.ok(!lines.some((l) => l.includes(`"${names[N - 1]}"`)), 'a name no longer managed is dropped');
       assert.ok(lines.some((l) => l.includes(`"${names[N - 11]}"`)), 'a managed name is kept');
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('a file rewritten in place with its size, inode and mtime kept (cp -p, touch -d) is still found changed (its ctime) and read', async () => {
+    const root = await freshRoot();
+    try {
+      const clock = new ManualClock(T0);
+      await writeIndex(root, clock);
+      const name = names[N - 5]!;
+      // The file a read reads: the newest fenced version (certificates are stored fenced), else the plain file.
+      const { readdir } = await import('node:fs/promises');
+      const plain = path.join(root, ...keys.certificate(name).split('/'));
+      const versions = await readdir(`${plain}~v`).catch(() => [] as string[]);
+      const file = versions.length > 0 ? path.join(`${plain}~v`, versions.sort((a, b) => Number(b) - Number(a))[0]!) : plain;
+      const before = await stat(file, { bigint: true });
+      const text = await readFile(file, 'utf8');
+      // Same length, other bytes, the same certificate: the unit's first key moved to the end.
+      const { version, ...rest } = JSON.parse(text) as Record<string, unknown>;
+      const changed = JSON.stringify({ ...rest, version });
+      assert.notEqual(changed, text);
+      assert.equal(changed.length, text.length);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      await writeFile(file, changed); // in place: same inode
+      const { execFileSync } = await import('node:child_process');
+      const ns = before.mtimeNs;
+      execFileSync('touch', ['-m', '-d', `@${ns / 1_000_000_000n}.${String(ns % 1_000_000_000n).padStart(9, '0')}`, file]);
+      const after = await stat(file, { bigint: true });
+      assert.equal(after.ino, before.ino);
+      assert.equal(after.size, before.size);
+      assert.equal(after.mtimeNs, before.mtimeNs, 'mtime restored exactly');
+      assert.notEqual(after.ctimeNs, before.ctimeNs);
+      const { storage, counts } = spy(fileStorage(root));
+      const engine = engineOn(storage, clock);
+      await engine.start();
+      try {
+        await until('the rewritten file read by the check', () => counts.versionedKeys.includes(keys.certificate(name)));
+      } finally {
+        await engine.stop();
+      }
     } finally {
       await rm(root, { recursive: true, force: true });
     }
