@@ -7,7 +7,7 @@ import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fileStorage } from '../../src/adapters/storage/file.js';
 import type { CertEngine } from '../../src/engine/engine.js';
-import { indexEnd, indexHeader, indexLine } from '../../src/engine/startup-index.js';
+import { indexEnd, indexHeader, indexLine } from '../../src/engine/startup-index-format.js';
 import { readStoredCertificate } from '../../src/engine/stored.js';
 import { keys } from '../../src/storage-keys.js';
 import { serveRpc } from '../lib/children.js';

@@ -37,13 +37,14 @@
  */
 import { certificateCoversName } from '../certs.js';
 import { safeError } from '../safe-error.js';
-import { keys } from '../storage-keys.js';
+import { keys, nameFromCertificateKey } from '../storage-keys.js';
 import type { CertificateMeta, StartupIndexStorage } from '../types.js';
 import type { EngineCore } from './core.js';
 import type { Loads } from './loads.js';
 import { certificateNames, type NameRecord } from './name-record.js';
 import type { Residency } from './residency.js';
-import { isFromIndex, isUnverified, markFromIndex, markVerified, metaDifferences, noteStoredVersion, readStoredMeta, storedMetaOf, storedVersionOf } from './stored-meta.js';
+import { BadIndex, checkHeader, endOf, indexEnd, indexHeader, indexLine, MAX_LINE, parseEntry, type IndexEntry } from './startup-index-format.js';
+import { isFromIndex, isUnverified, markFromIndex, markVerified, metaDifferences, noteStoredVersion, storedVersionOf } from './stored-meta.js';
 import { parseStoredCertificate } from './stored.js';
 
 /** Options of the start-up index (`CertEngineOptions.startupIndex`). */
@@ -52,23 +53,12 @@ export interface StartupIndexOptions {
   writeIntervalMs?: number;
 }
 
-const FORMAT = 'certstate-startup-index';
-/** The format of the index; an index of another version is ignored (with the one warning). */
-export const INDEX_VERSION = 1;
 const DEFAULT_WRITE_INTERVAL_MS = 10 * 60_000;
 /** Size bound: this many bytes per managed name (a line is ~350 B; a certificate of many names is longer), plus 1 MiB. */
 const BYTES_PER_NAME = 4096;
-const MAX_LINE = 64 * 1024;
-const NAME = /^[a-z0-9*._:-]{1,253}$/;
-const VERSION = /^[0-9a-z]{1,16}(?:\.[0-9a-z]{1,16}){3}$/;
-const MAX_ISSUER_ID = 256;
 /** Reads in flight for the check after start-up and for lines the writer must read. */
 const READS = 8;
 const YIELD_EVERY = 2048;
-
-type Entry = { version: string; meta: CertificateMeta };
-
-class BadIndex extends Error {}
 
 export class StartupIndex {
   readonly #core: EngineCore;
@@ -187,10 +177,10 @@ export class StartupIndex {
   }
 
   /** The index's entries for managed names, or undefined (none, or ignored with one warning). */
-  async #read(records: NameRecord[]): Promise<Map<string, Entry> | undefined> {
+  async #read(records: NameRecord[]): Promise<Map<string, IndexEntry> | undefined> {
     // Only names waiting to be read here are kept (a shared directory's index may hold others').
     const wanted = (name: string) => this.#residency.get(name)?.name === name;
-    const entries = new Map<string, Entry>();
+    const entries = new Map<string, IndexEntry>();
     let header = false;
     let end: number | undefined;
     let count = 0;
@@ -365,7 +355,7 @@ export class StartupIndex {
   }
 
   #recordOfKey(key: string): NameRecord | undefined {
-    const name = nameOfKey(key);
+    const name = nameFromCertificateKey(key);
     const record = name === undefined ? undefined : this.#residency.get(name);
     return record?.name === name ? record : undefined;
   }
@@ -374,48 +364,4 @@ export class StartupIndex {
 /** The certificate a name holds (asleep or live), metadata only. */
 function metaOf(record: NameRecord): CertificateMeta | undefined {
   return record.sleeping?.certificate ?? record.certificate;
-}
-
-/** The index's first line: its format and version, and when it was written. */
-export function indexHeader(now: number): string {
-  return JSON.stringify({ format: FORMAT, v: INDEX_VERSION, written: now });
-}
-
-/** A name's line: the metadata of its certificate as read from the stored value at `version`. */
-export function indexLine(name: string, version: string, meta: CertificateMeta): string {
-  return JSON.stringify([name, version, meta.issuerId, storedMetaOf(meta)]);
-}
-
-/** The last line: how many names the index holds (a truncated index is told by it). */
-export function indexEnd(lines: number): string {
-  return JSON.stringify({ end: lines });
-}
-
-function nameOfKey(key: string): string | undefined {
-  if (!key.startsWith(keys.certificatesPrefix) || !key.endsWith('.json')) return undefined;
-  const segment = key.slice(keys.certificatesPrefix.length, -'.json'.length);
-  return segment.startsWith('_wildcard_.') ? `*.${segment.slice('_wildcard_.'.length)}` : segment;
-}
-
-function checkHeader(value: unknown): void {
-  const v = value as Record<string, unknown> | null;
-  if (typeof v !== 'object' || v === null || Array.isArray(v) || v.format !== FORMAT) throw new BadIndex('not a start-up index');
-  if (v.v !== INDEX_VERSION) throw new BadIndex(`format version ${JSON.stringify(v.v)}, not ${INDEX_VERSION}`);
-}
-
-function endOf(value: unknown): number {
-  const v = value as Record<string, unknown> | null;
-  if (typeof v !== 'object' || v === null || Object.keys(v).length !== 1 || !Number.isSafeInteger(v.end)) throw new BadIndex('a line is not an entry');
-  return v.end as number;
-}
-
-/** One line: `[name, version, issuerId, stored metadata]`, exactly. */
-function parseEntry(value: unknown[]): [string, Entry] {
-  const [name, version, issuerId, stored] = value;
-  if (value.length !== 4 || typeof name !== 'string' || !NAME.test(name)) throw new BadIndex('a line does not name a valid name');
-  if (typeof version !== 'string' || !VERSION.test(version)) throw new BadIndex(`${name}: not a valid version`);
-  if (typeof issuerId !== 'string' || issuerId.length === 0 || issuerId.length > MAX_ISSUER_ID) throw new BadIndex(`${name}: not a valid issuer id`);
-  const meta = readStoredMeta(stored, issuerId);
-  if (!meta) throw new BadIndex(`${name}: its metadata is not exactly the schema`);
-  return [name, { version, meta }];
 }
