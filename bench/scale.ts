@@ -16,6 +16,8 @@
  *
  *   node --import tsx bench/scale.ts [--names 10000] [--idle-seconds 60] [--runs 1]
  */
+import { rm } from 'node:fs/promises';
+import path from 'node:path';
 import { parseFlags } from './lib/args.js';
 import { forkTs } from './lib/children.js';
 import { ensureDataset, fileStorageDir } from './lib/dataset.js';
@@ -83,7 +85,8 @@ async function oneRun(dir: string, count: number): Promise<Run> {
     let coldEngine: LoadReply | undefined;
     let indexPrepMs: number | undefined;
     if (flags.index && flags.cold) {
-      // A cold start (no index yet): measured, and it writes the index; then the process goes.
+      // A cold start (no index yet: an earlier run's is removed): measured, and it writes the index; then the process goes.
+      await rm(path.join(dir, '~index'), { recursive: true, force: true });
       const cold = forkTs(new URL('./scale/child.ts', import.meta.url), [], nodeFlags);
       try {
         coldEngine = await cold.call<LoadReply>('engine', engineArgs, 60 * 60_000);
