@@ -74,7 +74,7 @@ export class StartupIndex {
   #writing: Promise<void> | undefined;
   /** Lines written last time (a change in what could be written asks for a write). */
   #written = -1;
-  /** What the last start-up did with the index, for tests and the bench. */
+  /** What this start-up did with the index (counted; also for a debugger: the engine does not expose it). */
   readonly stats = { fromIndex: 0, changed: 0, checked: 0, writes: 0, ignored: '' };
 
   constructor(core: EngineCore, residency: Residency, loads: Loads, store: StartupIndexStorage, options: StartupIndexOptions = {}) {
