@@ -123,7 +123,13 @@ export interface Storage {
    * is whole (as `load` would return it). Stopping the iteration early
    * (`break`) releases what it holds.
    */
-  entries?(prefix: string): AsyncIterable<ReadonlyArray<readonly [key: string, value: string]>>;
+  entries?(prefix: string, options?: EntriesOptions): AsyncIterable<ReadonlyArray<StorageEntry>>;
+  /**
+   * Optional (file storage): where the engine keeps its start-up index, and
+   * the cheap version checks that let it trust the index only as far as the
+   * files still are what it describes. See {@link StartupIndexStorage}.
+   */
+  readonly startupIndex?: StartupIndexStorage;
   /** Size and modification time, or `undefined` when absent. */
   stat(key: string): Promise<StorageStat | undefined>;
   /**
@@ -154,6 +160,43 @@ export interface Storage {
    * cleaner calls it once per interval for the whole cluster.
    */
   sweep?(options: SweepOptions): Promise<SweepResult>;
+}
+
+/** Options of `Storage.entries`. */
+export interface EntriesOptions {
+  /** Only keys this accepts need be read (a storage may read others all the same: the caller checks). */
+  only?(key: string): boolean;
+}
+
+/**
+ * One value of `Storage.entries`: its key, its value, and (file storage) the
+ * value's version as {@link StartupIndexStorage.versions} gives it, taken
+ * from the same read, so the value is the content of that version.
+ */
+export type StorageEntry = readonly [key: string, value: string, version?: string];
+
+/**
+ * A storage's start-up index (file storage): one file the engine writes and
+ * reads back whole at start-up instead of one read per certificate, and the
+ * version of each value — a cheap identity that changes whenever the value
+ * may have changed (file storage: size, inode, modification and change times
+ * from `stat`). The index is a cache: the engine trusts an entry only while
+ * the value's version is the one the entry was made from (checked after
+ * start-up, in the background), and never for serving.
+ */
+export interface StartupIndexStorage {
+  /**
+   * The index's lines in batches, streamed; nothing when there is none.
+   * Throws `CorruptStorageError` when it is larger than `maxBytes` or not
+   * valid UTF-8, `StorageError` when it cannot be read.
+   */
+  read(maxBytes: number): AsyncIterable<string[]>;
+  /** Replace the index with these lines, atomically (readers see the old or the new index whole). */
+  write(lines: AsyncIterable<string[]>): Promise<void>;
+  /** Every key under `prefix` with its value's version, in batches (one listing and a `stat` per key, no read). */
+  versions(prefix: string): AsyncIterable<ReadonlyArray<readonly [key: string, version: string]>>;
+  /** A value with the version it was read at; undefined when absent. */
+  loadVersioned(key: string): Promise<{ value: string; version: string } | undefined>;
 }
 
 /** Options of `Storage.sweep`. */

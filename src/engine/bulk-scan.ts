@@ -25,9 +25,11 @@ export async function bulkScan(core: EngineCore, residency: Residency, loads: Lo
   if (typeof storage.entries !== 'function') return records;
   const waiting = new Map(records.map((r) => [r.name, r]));
   try {
-    for await (const batch of storage.entries(keys.certificatesPrefix)) {
+    // Only the names still waiting are read (file storage; the others may read more, checked below).
+    const only = (key: string) => waiting.has(nameFromCertificateKey(key) ?? '');
+    for await (const batch of storage.entries(keys.certificatesPrefix, { only })) {
       if (core.stopped) break;
-      for (const [key, value] of batch) {
+      for (const [key, value, version] of batch) {
         const name = nameFromCertificateKey(key);
         const record = name === undefined ? undefined : waiting.get(name);
         if (!record) continue;
@@ -38,7 +40,7 @@ export async function bulkScan(core: EngineCore, residency: Residency, loads: Lo
         let loaded: LoadedState | { readError: unknown };
         try {
           // A name that will not get an actor now may sleep on its stored metadata (unparsed; checked before it is served or run).
-          loaded = await loads.fromStored(record.name, value, skipFailure, !residency.roomForActor);
+          loaded = await loads.fromStored(record.name, value, skipFailure, !residency.roomForActor, version);
         } catch (readError) {
           loaded = { readError };
         }

@@ -50,6 +50,7 @@ import { Residency } from './residency.js';
 import { SessionTickets, type SessionTicketServerOptions } from './session-tickets.js';
 import { StateView } from './state-view.js';
 import { StorageCleaner } from './storage-cleaner.js';
+import { StartupIndex } from './startup-index.js';
 import { StorageSync } from './storage-sync.js';
 import { statusPage, summarize, walkStatuses, type StatusFilter, type StatusPage, type StatusQuery, type StatusSummary, type StatusSummaryOptions } from './status-query.js';
 import { WakeQueue } from './wake-queue.js';
@@ -116,7 +117,8 @@ export class CertEngine {
     const residency = (this.#residency = new Residency({ core, machine, questions, view, held, queue, inspect: options.inspect, pauseAfterMs }));
     this.#ari = new AriSchedule(core, queue, (name) => residency.get(name), (record, renewAt) => residency.sendOrAsk(record, { type: 'RENEWAL_INFO', renewAt }));
     this.#admission = new OnDemandAdmission(core, residency, options.onDemand);
-    this.#sync = new StorageSync(core, residency, loads, view);
+    const indexStore = options.startupIndex === false ? undefined : core.storage.startupIndex;
+    this.#sync = new StorageSync(core, residency, loads, view, indexStore && new StartupIndex(core, residency, loads, indexStore, options.startupIndex || {}));
     this.#path = new HandshakePath(core, residency, this.#admission, loads, materials);
     this.#defaultName = options.defaultName;
     this.#issuersMayUseTlsAlpn01 = mayUseTlsAlpn01(this.#core.issuers);
@@ -182,11 +184,12 @@ export class CertEngine {
     this.#path.flushLog();
     this.#admission.flushLog();
     this.#view.stop();
+    const indexWritten = this.#sync.beforeStop(); // what the names hold, taken before they go
     this.#residency.stopAll();
     core.pending.stop();
     await this.#sync.unwatch();
     // A watch still connecting when stop began closes itself once connected: it is among the effects waited for.
-    await Promise.all([core.settle(), this.#tickets?.stop(), this.#cleaner?.stop()]);
+    await Promise.all([core.settle(), this.#tickets?.stop(), this.#cleaner?.stop(), indexWritten]);
     core.removeListeners();
   }
 

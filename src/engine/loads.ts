@@ -26,7 +26,7 @@ import type { EngineCore } from './core.js';
 import { Limiter } from './limiter.js';
 import type { MaterialCache } from './material-cache.js';
 import type { NameRecord } from './name-record.js';
-import { isUnverified, markVerified, metaDifferences } from './stored-meta.js';
+import { isFromIndex, isUnverified, markVerified, metaDifferences, noteStoredVersion, storedVersionOf } from './stored-meta.js';
 import { parseFailureRecord, parseStoredCertificate, readStoredCertificate } from './stored.js';
 
 /** Reads in flight at once: 100k names at start must not open 100k files (EMFILE). */
@@ -122,11 +122,17 @@ export class Loads {
    * parsed like a read's, and its failure record read unless `skipFailure`
    * (a listing showed none). Background: caches key material only while there is room.
    */
-  async fromStored(name: string, unitRaw: string, skipFailure: boolean, trustMeta = false): Promise<LoadedState> {
-    if (skipFailure) return this.#parse(name, unitRaw, undefined, 0, false, trustMeta);
-    const { storage, corrupt, storageClock } = this.#core;
-    const [failureRaw, clockOffset] = await this.#core.track(Promise.all([corrupt.load(storage, keys.failure(name), name), storageClock.offset()]));
-    return this.#parse(name, unitRaw, failureRaw, clockOffset, false, trustMeta);
+  async fromStored(name: string, unitRaw: string, skipFailure: boolean, trustMeta = false, version?: string): Promise<LoadedState> {
+    let loaded: LoadedState;
+    if (skipFailure) loaded = this.#parse(name, unitRaw, undefined, 0, false, trustMeta);
+    else {
+      const { storage, corrupt, storageClock } = this.#core;
+      const [failureRaw, clockOffset] = await this.#core.track(Promise.all([corrupt.load(storage, keys.failure(name), name), storageClock.offset()]));
+      loaded = this.#parse(name, unitRaw, failureRaw, clockOffset, false, trustMeta);
+    }
+    // The metadata is of exactly that value: the start-up index may record the pair.
+    if (version !== undefined && loaded.certificate) noteStoredVersion(loaded.certificate, version);
+    return loaded;
   }
 
   /**
@@ -138,9 +144,17 @@ export class Loads {
     const differ = parsed === undefined ? ['certificate'] : metaDifferences(stored, parsed);
     if (differ.length === 0) {
       markVerified(stored);
+      // Same certificate: the version it was first read at still describes it (what the start-up index records).
+      const version = storedVersionOf(stored);
+      if (version !== undefined && parsed) noteStoredVersion(parsed, version);
       return true;
     }
     const key = keys.certificate(name);
+    // From the start-up index: the file changed since the index was written (a change, not corruption).
+    if (isFromIndex(stored)) {
+      this.#core.logger.debug({ name, differ }, 'stored certificate changed since the start-up index: the certificate as parsed is used');
+      return false;
+    }
     const error = new CorruptStorageError(key, `the stored certificate metadata disagrees with the certificate (${differ.join(', ')})`);
     this.#core.corrupt.report(key, name, error, 'stored certificate metadata disagrees with its certificate: the certificate as parsed is used');
     return false;

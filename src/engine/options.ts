@@ -10,6 +10,7 @@ import type { ManagedEntry } from './managed-names.js';
 import type { OnDemandOptions } from './on-demand.js';
 import type { SessionTicketOptions } from './session-tickets.js';
 import type { StorageCleanerOptions } from './storage-cleaner.js';
+import type { StartupIndexOptions } from './startup-index.js';
 
 /** Options of `createCertEngine`. */
 export interface CertEngineOptions {
@@ -119,6 +120,19 @@ export interface CertEngineOptions {
    * touched. On by default; `false` turns it off.
    */
   storageCleaner?: StorageCleanerOptions | false;
+  /**
+   * The start-up index (file storage; other storages read in bulk already):
+   * with more names than `maxLiveActors`, start-up puts names to sleep from
+   * one file holding every name's certificate metadata and the version of
+   * the file it came from, instead of reading a million files; afterwards,
+   * in the background, each file's version (`stat`) is compared with the
+   * index's and a changed file is read and parsed. A cache, never the truth:
+   * nothing is served from it, a stale or corrupt index costs reads, not
+   * correctness. Written after that check, at most every `writeIntervalMs`
+   * (10 minutes) while names changed, and at `stop()`. On by default;
+   * `false` turns it off (every start reads every certificate).
+   */
+  startupIndex?: StartupIndexOptions | false;
 }
 
 /** Options of `CertEngine.start()`. */

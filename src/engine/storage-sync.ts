@@ -1,6 +1,7 @@
 /**
  * Bringing names to life from storage, and keeping them in step with it:
- * the start-up scan (every managed name read once — in bulk when storage
+ * the start-up scan (every managed name read once — from the start-up
+ * index when storage keeps one, see startup-index.ts, in bulk when storage
  * can, see bulk-scan.ts, else 64 at a time — each then live or asleep as
  * residency decides), the storage watch (a certificate
  * another process stored is adopted at once), and refreshes.
@@ -14,6 +15,7 @@ import type { EngineCore } from './core.js';
 import type { Loads } from './loads.js';
 import type { NameRecord } from './name-record.js';
 import type { Residency } from './residency.js';
+import type { StartupIndex } from './startup-index.js';
 import type { StateView } from './state-view.js';
 
 /** Storage reads in flight during the start-up scan (the loads' bound: a handshake's read still goes first). */
@@ -24,13 +26,16 @@ export class StorageSync {
   readonly #residency: Residency;
   readonly #loads: Loads;
   readonly #view: StateView;
+  /** The start-up index (file storage), unless turned off. */
+  readonly #index: StartupIndex | undefined;
   #unwatch: (() => Promise<void>) | undefined;
 
-  constructor(core: EngineCore, residency: Residency, loads: Loads, view: StateView) {
+  constructor(core: EngineCore, residency: Residency, loads: Loads, view: StateView, index?: StartupIndex) {
     this.#core = core;
     this.#residency = residency;
     this.#loads = loads;
     this.#view = view;
+    this.#index = index;
   }
 
   /**
@@ -46,8 +51,12 @@ export class StorageSync {
     // process since the listing still holds.
     const many = records.length > this.#core.settings.maxLiveActors;
     const failures = many ? await this.#loads.listFailures() : undefined;
-    // Many names, and a storage that reads in bulk: one listing/query/scan; what it did not find is read name by name.
-    const rest = many ? await bulkScan(this.#core, this.#residency, this.#loads, records, failures) : records;
+    // Many names: first the start-up index (one read, file storage: names slept on it are checked
+    // against their files after start-up), then a storage that reads in bulk reads the others in one
+    // listing/query/scan; what neither found is read name by name.
+    const index = many ? this.#index : undefined;
+    const unindexed = index ? await index.apply(records, failures) : records;
+    const rest = many ? await bulkScan(this.#core, this.#residency, this.#loads, unindexed, failures) : records;
     let next = 0;
     const worker = async () => {
       while (next < rest.length && !this.#core.stopped) {
@@ -66,6 +75,13 @@ export class StorageSync {
     };
     await Promise.all(Array.from({ length: SCAN_CONCURRENCY }, worker));
     await Promise.all(records.map((record) => this.#view.untilRead(record)));
+    // Every name is served: the index's lines are checked and it is written, in the background.
+    if (index && !this.#core.stopped) index.afterStartup();
+  }
+
+  /** `stop()`: the start-up index written once more if names changed (taken before the engine lets its names go). */
+  beforeStop(): Promise<void> {
+    return this.#index?.stop() ?? Promise.resolve();
   }
 
   /**

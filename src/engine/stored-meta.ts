@@ -31,6 +31,36 @@ export function markVerified(meta: CertificateMeta): void {
 }
 
 /**
+ * The version (`StartupIndexStorage.versions`) of the stored value a
+ * metadata object was read from, when the read knew it: what the start-up
+ * index may record beside it. Keyed by the object, so a certificate the
+ * engine replaces (a renewal, a parse on waking) has none until read again.
+ */
+const versions = new WeakMap<CertificateMeta, string>();
+/** Metadata taken from the start-up index (a disagreement with its certificate is a change, not corruption). */
+const fromIndex = new WeakSet<CertificateMeta>();
+
+/** The version of the stored value `meta` was read from, if known. */
+export function storedVersionOf(meta: CertificateMeta | undefined): string | undefined {
+  return meta === undefined ? undefined : versions.get(meta);
+}
+
+/** `meta` was read from the stored value at `version`. */
+export function noteStoredVersion(meta: CertificateMeta, version: string): void {
+  versions.set(meta, version);
+}
+
+/** `meta` comes from the start-up index, not from its stored value. */
+export function markFromIndex(meta: CertificateMeta): void {
+  fromIndex.add(meta);
+}
+
+/** Whether `meta` came from the start-up index. */
+export function isFromIndex(meta: CertificateMeta | undefined): boolean {
+  return meta !== undefined && fromIndex.has(meta);
+}
+
+/**
  * How the stored metadata is computed. A version that computes it otherwise
  * (say, prints issuer names differently) writes another `v`: its metadata is
  * then not compared with ours but ignored, the certificate parsed, without a

@@ -6,14 +6,17 @@
  * and for a versions directory: the listing already says which keys have one
  * (those are read through `load`, which picks the newest version). Keys in
  * subdirectories are listed and read the same way; temp files, the lock tree
- * and foreign names are skipped as `list` skips them. A value that is not
+ * and foreign names are skipped as `list` skips them; keys the caller does
+ * not want (`only`) are not read. Each value comes with its version (see
+ * file-io.ts `versionOf`), from the descriptor it was read through. A value that is not
  * valid UTF-8 is left out of the batch (its per-name read reports it), not
  * an error of the whole listing.
  */
 import * as fs from 'node:fs/promises';
 import path from 'node:path';
 import { CorruptStorageError } from '../../errors.js';
-import { errorCode, readValue, wrap } from './file-io.js';
+import type { StorageEntry } from '../../types.js';
+import { errorCode, readValueVersioned, wrap } from './file-io.js';
 import type { FileTree } from './file-tree.js';
 import { VERSIONS } from './file-versions.js';
 import { isValidKey } from './key.js';
@@ -21,12 +24,17 @@ import { isValidKey } from './key.js';
 const READS_IN_FLIGHT = 64;
 const BATCH = 256;
 
-/** Every key under `prefix` with its value, in batches (see `Storage.entries`). `load` reads keys that have versions. */
+/**
+ * Every key under `prefix` (that `only` accepts) with its value and the
+ * value's version (from the descriptor it was read through), in batches (see
+ * `Storage.entries`). `load` reads keys that have fenced versions.
+ */
 export async function* fileEntries(
   tree: FileTree,
   prefix: string,
-  load: (key: string) => Promise<string | undefined>,
-): AsyncGenerator<Array<readonly [string, string]>> {
+  load: (key: string) => Promise<{ value: string; version: string } | undefined>,
+  only?: (key: string) => boolean,
+): AsyncGenerator<StorageEntry[]> {
   const dirKey = prefix.slice(0, prefix.lastIndexOf('/') + 1); // complete segments only
   const start = dirKey ? tree.pathOf(dirKey.slice(0, -1)) : tree.root;
   try {
@@ -37,16 +45,20 @@ export async function* fileEntries(
   const pending: Array<{ dir: string; keyPrefix: string }> = [{ dir: start, keyPrefix: dirKey }];
   for (let next = pending.pop(); next; next = pending.pop()) {
     const { plain, versioned } = await listDir(next.dir, next.keyPrefix, prefix, pending);
-    const keys = [...plain.filter((k) => !versioned.has(k)).map((k) => ({ key: k, file: path.join(next!.dir, k.slice(next!.keyPrefix.length)) })), ...[...versioned].map((k) => ({ key: k, file: undefined }))];
-    const readBatch = async (slice: typeof keys): Promise<Array<readonly [string, string]>> => {
-      const values: Array<string | undefined> = new Array(slice.length);
+    const wanted = (k: string) => only === undefined || only(k);
+    const keys = [
+      ...plain.filter((k) => !versioned.has(k) && wanted(k)).map((k) => ({ key: k, file: path.join(next!.dir, k.slice(next!.keyPrefix.length)) })),
+      ...[...versioned].filter(wanted).map((k) => ({ key: k, file: undefined })),
+    ];
+    const readBatch = async (slice: typeof keys): Promise<StorageEntry[]> => {
+      const values: Array<{ value: string; version: string } | undefined> = new Array(slice.length);
       let at = 0;
       const worker = async () => {
         while (at < slice.length) {
           const j = at++;
           const { key, file } = slice[j]!;
           try {
-            values[j] = file === undefined ? await load(key) : await readValue(key, file);
+            values[j] = file === undefined ? await load(key) : await readValueVersioned(key, file);
           } catch (error) {
             // One undecodable value must not cost the whole listing: it is left out,
             // and the per-name read that follows reports it as corrupt (counted absent).
@@ -55,9 +67,10 @@ export async function* fileEntries(
         }
       };
       await Promise.all(Array.from({ length: Math.min(READS_IN_FLIGHT, slice.length) }, worker));
-      const batch: Array<readonly [string, string]> = [];
+      const batch: StorageEntry[] = [];
       slice.forEach(({ key }, j) => {
-        if (values[j] !== undefined) batch.push([key, values[j]!]);
+        const read = values[j];
+        if (read !== undefined) batch.push([key, read.value, read.version]);
       });
       return batch;
     };

@@ -5,7 +5,7 @@
  * rules; file.ts and file-lock.ts compose them.
  */
 import { randomBytes } from 'node:crypto';
-import { constants, type Stats } from 'node:fs';
+import { constants, type BigIntStats, type Stats } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import path from 'node:path';
 import { CertstateError, CorruptStorageError, StorageError } from '../../errors.js';
@@ -154,6 +154,28 @@ async function readExactly(handle: fs.FileHandle, size: number): Promise<Uint8Ar
 
 /** Read one value file; undefined when absent. */
 export async function readValue(key: string, file: string): Promise<string | undefined> {
+  return (await readFileValue(key, file, false))?.value;
+}
+
+/**
+ * Read one value file with its version (see {@link versionOf}) taken from the
+ * descriptor the value was read through, so the two belong together; undefined when absent.
+ */
+export async function readValueVersioned(key: string, file: string): Promise<{ value: string; version: string } | undefined> {
+  return (await readFileValue(key, file, true)) as { value: string; version: string } | undefined;
+}
+
+/**
+ * A cheap identity of one file's content, from `stat`: size, inode, and the
+ * modification and change times in ns. Values are replaced by rename (a new
+ * inode), and an edit in place changes the times; the change time cannot be
+ * set back by `utimes` or `cp -p`. Equal versions mean the same content.
+ */
+export function versionOf(stats: BigIntStats): string {
+  return `${stats.size.toString(36)}.${stats.ino.toString(36)}.${stats.mtimeNs.toString(36)}.${stats.ctimeNs.toString(36)}`;
+}
+
+async function readFileValue(key: string, file: string, versioned: boolean): Promise<{ value: string; version?: string } | undefined> {
   let handle: fs.FileHandle;
   try {
     // O_NOFOLLOW: a symlink planted at the key is refused, not read.
@@ -166,14 +188,15 @@ export async function readValue(key: string, file: string): Promise<string | und
     wrap('read', file, error);
   }
   try {
-    const stats = await handle.stat();
+    const stats = versioned ? await handle.stat({ bigint: true }) : await handle.stat();
     if (!stats.isFile()) throw new StorageError(`file storage: ${file} is not a regular file`);
     // Values are replaced by rename, never rewritten in place: the size just read is the
     // file's. One read of that size, not readFile's own fstat and read loop (start-up
     // reads every stored certificate: each thread-pool round trip counts).
-    const bytes = await readExactly(handle, stats.size);
+    const bytes = await readExactly(handle, Number(stats.size));
     try {
-      return utf8.decode(bytes);
+      const value = utf8.decode(bytes);
+      return versioned ? { value, version: versionOf(stats as BigIntStats) } : { value };
     } catch (error) {
       throw new CorruptStorageError(key, `${file} is not valid UTF-8`, error);
     }

@@ -30,21 +30,24 @@
  *   <root>/<key>~v/<token>             a fenced version; `<token>d` a fenced delete
  *   <root>/<dir>/<name>~tmp~<pid>-<r>  an in-flight (or crashed) write
  *   <root>/~locks/<lock key>~/<N>      lock generation N: {token, owner, ttlMs, pid, host, released?}
+ *   <root>/~index/startup              the engine's start-up index (file-index.ts)
  *
  * This module composes the parts, each with one job: file-tree.ts (paths kept
  * inside the root), file-io.ts (atomic filesystem steps, the filesystem's
  * clock), file-versions.ts (the fenced commit), file-lock.ts (leases and
- * tokens), file-watch.ts (inotify), file-sweep.ts (debris).
+ * tokens), file-watch.ts (inotify), file-sweep.ts (debris), file-index.ts
+ * (the engine's start-up index, `<root>/~index/startup`, and the versions of values).
  */
 import { fileEntries } from './file-bulk.js';
 import type { Stats } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import path from 'node:path';
 import { StorageError } from '../../errors.js';
-import type { DeleteOptions, LockOptions, StorageLock, StorageStat, StoreOptions, SweepOptions } from '../../types.js';
+import type { DeleteOptions, EntriesOptions, LockOptions, StorageLock, StorageStat, StoreOptions, SweepOptions } from '../../types.js';
 import { assertValidKey, assertValidPrefix, isValidKey } from './key.js';
 import { acquireWithRetry, assertValidTtl, LockWaiters } from './lock-wait.js';
-import { TEMP_MARK, errorCode, filesystemNow, lstatOrUndefined, readValue, syncDir, wrap, writeAtomic } from './file-io.js';
+import { TEMP_MARK, errorCode, filesystemNow, lstatOrUndefined, readValue, readValueVersioned, syncDir, wrap, writeAtomic } from './file-io.js';
+import { fileVersions, readIndexLines, writeIndexLines } from './file-index.js';
 import { tryLock, type FileLockContext } from './file-lock.js';
 import { fileTree, STALE_TEMP_MS } from './file-tree.js';
 import { commitFenced, dropVersions, newestVersion, resolveVersion, VERSIONS, type CommitContext } from './file-versions.js';
@@ -107,29 +110,35 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
   };
   const commit: CommitContext = { tree, locks, beforeRename: (temp) => hooks?.beforeRename?.(temp) };
 
+  /** A key's value (its newest fenced version, else the plain file), with its version when asked. */
+  async function loadAt(key: string, versioned: boolean): Promise<{ value: string; version?: string } | undefined> {
+    assertValidKey(key);
+    const file = tree.pathOf(key);
+    try {
+      if (!(await tree.checkDirs(path.dirname(file), false))) return undefined;
+    } catch (error) {
+      wrap('read', file, error);
+    }
+    // A version may be cleaned up between finding and reading it: find again.
+    for (let tries = 0; ; tries++) {
+      let where: Awaited<ReturnType<typeof resolveVersion>>;
+      try {
+        where = await resolveVersion(file);
+      } catch (error) {
+        wrap('read', file, error);
+      }
+      if ('deleted' in where) return undefined;
+      const read = versioned ? await readValueVersioned(key, where.path) : await readValue(key, where.path).then((value) => (value === undefined ? undefined : { value }));
+      if (read !== undefined || where.path === file || tries >= 3) return read;
+    }
+  }
+  const loadVersioned = (key: string) => loadAt(key, true) as Promise<{ value: string; version: string } | undefined>;
+
   return {
     description: `file:${root}`,
 
     async load(key: string): Promise<string | undefined> {
-      assertValidKey(key);
-      const file = tree.pathOf(key);
-      try {
-        if (!(await tree.checkDirs(path.dirname(file), false))) return undefined;
-      } catch (error) {
-        wrap('read', file, error);
-      }
-      // A version may be cleaned up between finding and reading it: find again.
-      for (let tries = 0; ; tries++) {
-        let where: Awaited<ReturnType<typeof resolveVersion>>;
-        try {
-          where = await resolveVersion(file);
-        } catch (error) {
-          wrap('read', file, error);
-        }
-        if ('deleted' in where) return undefined;
-        const value = await readValue(key, where.path);
-        if (value !== undefined || where.path === file || tries >= 3) return value;
-      }
+      return (await loadAt(key, false))?.value;
     },
 
     async store(key: string, value: string, storeOptions?: StoreOptions): Promise<void> {
@@ -212,10 +221,21 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
       return [...keys];
     },
 
-    /** One listing, reads 64 at a time (see file-bulk.ts). */
-    entries(prefix: string) {
+    /** One listing, reads 64 at a time, each value with its version (see file-bulk.ts). */
+    entries(prefix: string, entriesOptions?: EntriesOptions) {
       assertValidPrefix(prefix);
-      return fileEntries(tree, prefix, (key) => this.load(key));
+      return fileEntries(tree, prefix, loadVersioned, entriesOptions?.only);
+    },
+
+    /** The engine's start-up index and the versions of values (see file-index.ts). */
+    startupIndex: {
+      read: (maxBytes) => readIndexLines(tree, maxBytes),
+      write: (lines) => writeIndexLines(tree, lines),
+      versions(prefix) {
+        assertValidPrefix(prefix);
+        return fileVersions(tree, prefix);
+      },
+      loadVersioned,
     },
 
     async stat(key: string): Promise<StorageStat | undefined> {
