@@ -440,6 +440,23 @@ export function runStorageConformance(label: string, makeStorage: () => Promise<
         await fresh.release();
       });
 
+      test('values written unfenced, then fenced, then deleted fenced, are gone from list() and load(); their neighbours stay listed', async (s) => {
+        const gone = Array.from({ length: 8 }, (_, i) => `certificates/gone${i}.example.com.json`);
+        const neighbour = 'certificates/kept.example.com.json';
+        await s.store(neighbour, 'kept');
+        const lock = await s.lock('locks/issue/gone.example.com', 10_000);
+        for (const key of gone) {
+          await s.store(key, 'imported'); // unfenced: an operator's import
+          await s.store(key, 'renewed', fence(lock)); // fenced over the unfenced value
+          await s.delete(key, fence(lock));
+        }
+        for (const key of gone) assert.equal(await s.load(key), undefined, key);
+        assert.deepEqual((await s.list('certificates/')).sort(), [neighbour]);
+        await s.store(gone[0]!, 'again', fence(lock));
+        assert.deepEqual((await s.list('certificates/')).sort(), [gone[0], neighbour]);
+        await lock.release();
+      });
+
       test('now() (when offered) is the storage\'s clock: close to this process\'s, and it moves forward', async (s) => {
         if (!s.now) return;
         const first = await s.now();

@@ -189,6 +189,9 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
           if (code === 'ENOENT' || code === 'ENOTDIR') return;
           wrap('list', dirPath, error);
         }
+        // Plain files without a versions directory beside them (nearly all) are listed as they are:
+        // no look for a versions directory per file (at a million names, a million failed lstats).
+        const versioned = new Set(entries.filter((e) => e.name.endsWith(VERSIONS)).map((e) => e.name.slice(0, -VERSIONS.length)));
         for (const entry of entries) {
           // A key's fenced versions: listed as the key unless its newest version is a tombstone.
           if (entry.isDirectory() && entry.name.endsWith(VERSIONS)) {
@@ -204,6 +207,10 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
           if (!isValidKey(key)) continue;
           if (entry.isFile() && key.startsWith(prefix)) {
             // A plain file hidden by a tombstone version is not listed.
+            if (!versioned.has(entry.name)) {
+              keys.add(key);
+              continue;
+            }
             const where = await resolveVersion(path.join(dirPath, entry.name)).catch(() => undefined);
             if (where && !('deleted' in where)) keys.add(key);
           } else if (entry.isDirectory() && mayHold(`${key}/`, prefix)) {
