@@ -25,6 +25,7 @@ import { createTlsAlpnResponder } from '../adapters/challenges/tls-alpn-01.js';
 import { createAdminHandler, type AdminHandler, type AdminHandlerOptions } from '../admin/handler.js';
 import { ConfigError, EngineStoppedError, NameNotAllowedError } from '../errors.js';
 import { lifecycleStateOf } from '../machines/certificate.js';
+import { chartDecisions } from '../machines/decisions.js';
 import { chartQuestions } from '../machines/questions.js';
 import { normalizeName } from '../names.js';
 import { safeError } from '../safe-error.js';
@@ -112,7 +113,9 @@ export class CertEngine {
       namesOf: (name) => this.#namesOf(name),
       beforeIssue: (attempt) => this.#admission.beforeIssue(attempt),
     });
-    const questions = chartQuestions(machine, () => core.clock.now(), settings.serveExpired);
+    // The machine's own decisions (same clock, randomness, policy): the start-up question is then memoised (questions.ts).
+    const decisions = chartDecisions({ now: () => core.clock.now(), random: core.random, policy: core.policy });
+    const questions = chartQuestions(machine, () => core.clock.now(), settings.serveExpired, decisions);
     const pauseAfterMs = options.onDemand ? (options.onDemand.pauseAfterMs ?? DEFAULT_PAUSE_AFTER_MS) : undefined;
     const residency = (this.#residency = new Residency({ core, machine, questions, view, held, queue, inspect: options.inspect, pauseAfterMs }));
     this.#ari = new AriSchedule(core, queue, (name) => residency.get(name), (record, renewAt) => residency.sendOrAsk(record, { type: 'RENEWAL_INFO', renewAt }));
