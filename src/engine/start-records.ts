@@ -19,8 +19,12 @@ export type Configured = Map<string, readonly string[] | undefined>;
 export class StartRecords {
   readonly #core: EngineCore;
   readonly #residency: Residency;
-  /** While records are being made: the configured names, and whether storage is ready (false: it failed). */
-  #making: { configured: Configured; ready: Promise<boolean> } | undefined;
+  /**
+   * While records are being made: the configured names, the other names of
+   * their groups (→ the group's key: a group's names and its wildcard are
+   * found before its record is made), and whether storage is ready (false: it failed).
+   */
+  #making: { configured: Configured; others: Map<string, string>; ready: Promise<boolean> } | undefined;
 
   constructor(core: EngineCore, residency: Residency) {
     this.#core = core;
@@ -34,8 +38,12 @@ export class StartRecords {
    * Undefined when the engine stopped meanwhile.
    */
   async make(configured: Configured, prepared: Promise<void>): Promise<{ records: NameRecord[]; unheld: Configured } | undefined> {
+    // One pass over the groups only (certificates of several names are few; a plain name costs a check).
+    const others = new Map<string, string>();
+    for (const [key, names] of configured) if (names) for (const name of names) if (name !== key) others.set(name, key);
     this.#making = {
       configured,
+      others,
       ready: prepared.then(
         () => true,
         () => false,
@@ -61,18 +69,19 @@ export class StartRecords {
   }
 
   /**
-   * A handshake for a configured name (or one its configured wildcard
-   * covers) while records are being made: its record, made now once
+   * A handshake for a configured name (or another name of its certificate,
+   * or one its wildcard covers) while records are being made: its record, made now once
    * storage is ready (the loop then finds it made); undefined when there is
    * none to make (the handshake goes on as for an unknown name).
    */
   forHandshake(name: string): Promise<NameRecord | undefined> | undefined {
     const making = this.#making;
     if (making === undefined) return undefined;
-    const { configured, ready } = making;
+    const { configured, others, ready } = making;
     const dot = name.indexOf('.');
     const wildcard = dot > 0 ? `*${name.slice(dot)}` : undefined;
-    const key = configured.has(name) ? name : wildcard !== undefined && configured.has(wildcard) ? wildcard : undefined;
+    const keyOf = (n: string) => (configured.has(n) ? n : others.get(n));
+    const key = keyOf(name) ?? (wildcard === undefined ? undefined : keyOf(wildcard));
     if (key === undefined) return undefined;
     return ready.then((isReady) => {
       if (!isReady || this.#core.stopped) return undefined;
