@@ -10,6 +10,7 @@ import { describe, it } from 'node:test';
 import { createActor, getNextTransitions, type AnyStateNode } from 'xstate';
 import { ANSWER_TAGS, certificateKind, certificateMachine, createCertificateMachine, lifecycleStateOf, TAGS } from '../src/machines/certificate.js';
 import { defaultTimingPolicy, renewalTime } from '../src/machines/policy.js';
+import { chartDecisions } from '../src/machines/decisions.js';
 import { chartQuestions } from '../src/machines/questions.js';
 import type { CertificateMeta } from '../src/types.js';
 
@@ -191,5 +192,66 @@ describe('the chart', () => {
       assert.equal(questions.nextTimerAt(snapshot), reference(snapshot), `${JSON.stringify(loaded)} → ${JSON.stringify(snapshot.value)}`);
     }
     assert.ok(values.size >= 4, `configurations reached: ${[...values].join(' ')}`);
+  });
+
+  it('the memoised start-up question gives exactly what the chart answers, for many random stored states', () => {
+    // Both sides draw from the same seeded sequence (one draw per name with a certificate: its renewal jitter).
+    const seeded = () => {
+      let seed = 0x2545f491;
+      return () => ((seed = (Math.imul(seed ^ (seed >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 2 ** 32);
+    };
+    let seed = 0x51ed270b;
+    const rand = () => ((seed = (Math.imul(seed ^ (seed >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 2 ** 32);
+    for (const serveExpired of [false, true]) {
+      const chartDeps = { now: () => NOW, random: seeded(), policy: defaultTimingPolicy };
+      const memoRandom = seeded();
+      const memoDeps = { now: () => NOW, random: memoRandom, policy: defaultTimingPolicy };
+      const chart = chartQuestions(createCertificateMachine(chartDeps), () => NOW, serveExpired);
+      const memoMachine = createCertificateMachine(memoDeps);
+      // Count what the memo asks the chart itself.
+      const transition = memoMachine.transition.bind(memoMachine);
+      let asked = 0;
+      memoMachine.transition = ((...args: Parameters<typeof transition>) => (asked++, transition(...args))) as typeof transition;
+      const memo = chartQuestions(memoMachine, () => NOW, serveExpired, chartDecisions(memoDeps));
+      const values = new Set<string>();
+      const N = 3000;
+      let [valid, askedForValid] = [0, 0];
+      for (let i = 0; i < N; i++) {
+        const from = Math.floor(rand() * 220) - 200; // some not valid yet (notBefore ahead of now)
+        const certificate = rand() < 0.1 ? undefined : cert(from, from + 1 + Math.floor(rand() * 200));
+        const failure =
+          rand() < 0.6
+            ? undefined
+            : {
+                attempts: Math.floor(rand() * 6),
+                ...(rand() < 0.7 ? { nextAttemptAt: NOW + Math.floor((rand() - 0.3) * 2 * DAY) } : {}),
+                ...(rand() < 0.5 ? { failingSince: NOW - Math.floor(rand() * 30 * DAY) } : {}),
+                ...(rand() < 0.3 ? { lastError: { type: 'IssuanceError', message: 'm', at: NOW - 1000 } } : {}),
+                ...(rand() < 0.4 ? { orders: Array.from({ length: 1 + Math.floor(rand() * 6) }, () => NOW - Math.floor(rand() * 10 * DAY)) } : {}),
+              };
+        const renewAt = certificate && rand() < 0.3 ? NOW + Math.floor((rand() - 0.3) * 20 * DAY) : undefined;
+        const loaded = { ...(certificate ? { certificate } : {}), ...(failure ? { failure } : {}), ...(renewAt !== undefined ? { renewAt } : {}) };
+        const expected = chart.afterLoad(loaded);
+        const before = asked;
+        const got = memo.afterLoad(loaded);
+        if (expected.value === 'valid') {
+          valid++;
+          askedForValid += asked - before;
+        }
+        const what = `${JSON.stringify(loaded)} → ${JSON.stringify(expected.value)}`;
+        values.add(JSON.stringify(expected.value));
+        assert.deepEqual(got.value, expected.value, what);
+        assert.deepEqual([...got.tags].sort(), [...expected.tags].sort(), what);
+        assert.deepEqual(got.context, expected.context, what);
+        assert.equal(memo.nextTimerAt(got), chart.nextTimerAt(expected), what);
+        // What the answer leads to on an event is the chart's too (a sleeping name is asked from it).
+        const event = { type: 'RENEWAL_INFO' as const, renewAt: NOW + Math.floor((rand() - 0.5) * 10 * DAY) };
+        const [after, expectedAfter] = [memo.next(got, event), chart.next(expected, event)];
+        assert.deepEqual([after.value, after.context], [expectedAfter.value, expectedAfter.context], `${what}, then ${JSON.stringify(event)}`);
+      }
+      assert.ok(values.size >= 5, `configurations reached: ${[...values].join(' ')}`);
+      // Names resting in `valid` (a restart's bulk) are answered by the memo: the chart asked once per combination of guards.
+      assert.ok(valid > 300 && askedForValid <= 8, `the chart asked ${askedForValid} times for ${valid} valid names`);
+    }
   });
 });

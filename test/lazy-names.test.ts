@@ -275,6 +275,35 @@ describe('start-up at scale', () => {
     }
   });
 
+  it('a handshake for a configured name right after start() is answered before start() made every record or read every name', async () => {
+    const clock = new ManualClock(T0);
+    // More names than start() makes records for in one turn of the event loop (start-records.ts); only the asked ones are stored.
+    // Last, a certificate of several names: its other name and its wildcard are found before its record is made.
+    const group = ['w.localhost', '*.w.localhost'];
+    const names: Array<string | string[]> = [...namesOf(9000), group];
+    const last = `n8999.localhost`;
+    const storage = await seededStorage([last], clock);
+    const seeder = createCertEngine({ storage, issuers: [scriptedIssuer({ mode: { kind: 'succeed' } })], names: [group], clock });
+    await seeder.start();
+    await seeder.getCertificate('w.localhost');
+    await seeder.stop();
+    const engine = createCertEngine({ storage, issuers: [scriptedIssuer({ mode: 'manual' })], names, clock, maxLiveActors: 50 });
+    let startResolved = false;
+    const started = engine.start().then(() => (startResolved = true));
+    try {
+      // Asked at once (storage's adapters not even ready): never refused as an unknown name, nor one a configured wildcard covers.
+      const [served, covered] = await Promise.all([engine.getCertificate(last), engine.getCertificate('a.w.localhost')]);
+      assert.ok(served.meta.names.includes(last));
+      assert.deepEqual(covered.meta.names, group);
+      assert.equal(startResolved, false, 'answered before start() resolved (every name read)');
+      const records = engine.stats.names;
+      assert.ok(records < names.length, `answered before start() made every record (${records} of ${names.length})`);
+    } finally {
+      await started;
+      await engine.stop();
+    }
+  });
+
   it('reads at most 64 names at once, even for 400 names beyond the actor limit', async () => {
     const clock = new ManualClock(T0);
     const names = namesOf(400);

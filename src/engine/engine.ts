@@ -25,6 +25,7 @@ import { createTlsAlpnResponder } from '../adapters/challenges/tls-alpn-01.js';
 import { createAdminHandler, type AdminHandler, type AdminHandlerOptions } from '../admin/handler.js';
 import { ConfigError, EngineStoppedError, NameNotAllowedError } from '../errors.js';
 import { lifecycleStateOf } from '../machines/certificate.js';
+import { chartDecisions } from '../machines/decisions.js';
 import { chartQuestions } from '../machines/questions.js';
 import { normalizeName } from '../names.js';
 import { safeError } from '../safe-error.js';
@@ -40,6 +41,7 @@ import { HandshakePath } from './handshake-path.js';
 import { HeldReplies } from './held-replies.js';
 import { Loads } from './loads.js';
 import { belongsElsewhere } from './name-record.js';
+import { StartRecords } from './start-records.js';
 import { managedCertificates, type ManagedEntry } from './managed-names.js';
 import { MaterialCache } from './material-cache.js';
 import { requestAttempt, type ForceRenewOptions } from './operator.js';
@@ -82,6 +84,8 @@ export class CertEngine {
   readonly #defaultName: string | undefined;
   /** Whether any issuer may use TLS-ALPN-01 (their `challenges`, read once here: the set of issuers is fixed). */
   readonly #issuersMayUseTlsAlpn01: boolean;
+  /** `start()`'s records for the configured names, made a slice at a time. */
+  readonly #records: StartRecords;
   /** Set by the first `start()`: resolves once handshakes can be served, with the scan of the managed names. */
   #opening: Promise<{ scanned: Promise<void> }> | undefined;
   #stopping: Promise<void> | undefined;
@@ -112,14 +116,17 @@ export class CertEngine {
       namesOf: (name) => this.#namesOf(name),
       beforeIssue: (attempt) => this.#admission.beforeIssue(attempt),
     });
-    const questions = chartQuestions(machine, () => core.clock.now(), settings.serveExpired);
+    // The machine's own decisions (same clock, randomness, policy): the start-up question is then memoised (questions.ts).
+    const decisions = chartDecisions({ now: () => core.clock.now(), random: core.random, policy: core.policy });
+    const questions = chartQuestions(machine, () => core.clock.now(), settings.serveExpired, decisions);
     const pauseAfterMs = options.onDemand ? (options.onDemand.pauseAfterMs ?? DEFAULT_PAUSE_AFTER_MS) : undefined;
     const residency = (this.#residency = new Residency({ core, machine, questions, view, held, queue, inspect: options.inspect, pauseAfterMs }));
     this.#ari = new AriSchedule(core, queue, (name) => residency.get(name), (record, renewAt) => residency.sendOrAsk(record, { type: 'RENEWAL_INFO', renewAt }));
     this.#admission = new OnDemandAdmission(core, residency, options.onDemand);
     const indexStore = options.startupIndex === false ? undefined : core.storage.startupIndex;
     this.#sync = new StorageSync(core, residency, loads, view, indexStore && new StartupIndex(core, residency, loads, indexStore, options.startupIndex || {}));
-    this.#path = new HandshakePath(core, residency, this.#admission, loads, materials);
+    this.#records = new StartRecords(core, residency);
+    this.#path = new HandshakePath(core, residency, this.#admission, loads, materials, (name) => this.#records.forHandshake(name));
     this.#defaultName = options.defaultName;
     this.#issuersMayUseTlsAlpn01 = mayUseTlsAlpn01(this.#core.issuers);
     const { storage, clock, logger, random } = core;
@@ -155,10 +162,12 @@ export class CertEngine {
 
   async #open(): Promise<{ scanned: Promise<void> }> {
     // A missing storage driver is a ConfigError here, not every name in storage-unreadable.
-    await prepareAdapters(this.#core.storage, this.#core.issuers);
-    // Records first: a handshake arriving while the watch connects must find its name.
-    const records = Array.from(this.#managed, ([name, names]) => this.#residency.add(name, true, names));
-    this.#managed = new Map(Array.from(this.#managed).filter(([name]) => !this.#residency.holdsManaged(name)));
+    // Records first (a handshake arriving while the watch connects must find its name), a slice at a time.
+    const made = await this.#records.make(this.#managed, prepareAdapters(this.#core.storage, this.#core.issuers));
+    if (!made) return { scanned: Promise.resolve() };
+    const { records } = made;
+    // Names without a managed record of their own (held on demand already) stay configured.
+    this.#managed = made.unheld;
     const tickets = this.#tickets?.start(); // never rejects
     this.#cleaner?.start();
     await this.#sync.watch();

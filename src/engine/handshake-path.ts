@@ -57,8 +57,19 @@ export class HandshakePath {
   /** Certificates OpenSSL refused, already being replaced. */
   readonly #repairing = new Set<string>();
 
-  constructor(core: EngineCore, residency: Residency, admission: OnDemandAdmission, loads: Loads, materials: MaterialCache) {
+  /** A configured name whose record `start()` has not made yet: made now (undefined: none to make). */
+  readonly #configured: (name: string) => Promise<NameRecord | undefined> | undefined;
+
+  constructor(
+    core: EngineCore,
+    residency: Residency,
+    admission: OnDemandAdmission,
+    loads: Loads,
+    materials: MaterialCache,
+    configured: (name: string) => Promise<NameRecord | undefined> | undefined = () => undefined,
+  ) {
     this.#core = core;
+    this.#configured = configured;
     this.#residency = residency;
     this.#admission = admission;
     this.#loads = loads;
@@ -79,7 +90,8 @@ export class HandshakePath {
     }
     const startedAt = this.#core.clock.now();
     try {
-      const record = this.#residency.get(name) ?? this.#residency.managedWildcardFor(name) ?? (await this.#admit(name, servername, info));
+      const record =
+        this.#residency.get(name) ?? this.#residency.managedWildcardFor(name) ?? (await this.#configured(name)) ?? (await this.#admit(name, servername, info));
       let served = this.#fromMemo(record);
       if (!served && this.#servesFromStorage(record)) {
         await this.#reloadMaterial(record);

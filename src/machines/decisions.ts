@@ -156,3 +156,6 @@ export function chartDecisions({ now, random, policy }: MachineDeps) {
 export function attemptReason(kind: 'none' | 'usable' | 'expired'): AttemptInput['reason'] {
   return kind === 'none' ? 'obtain' : kind === 'usable' ? 'renew' : 'expired';
 }
+
+/** The decisions of one machine (`chartDecisions`). */
+export type ChartDecisions = ReturnType<typeof chartDecisions>;

@@ -9,17 +9,39 @@
  * The engine asks these for names without an actor (the start-up scan,
  * sleeping names) and the CLI for records read straight from storage.
  *
- * Cost: ~10 µs a question (the scan asks once per name at start: ~1 s of
- * CPU for 100,000 names). That is why the inert scope is built once here,
- * rather than by XState's `transition()`, which builds an actor per call (~90 µs).
+ * Cost: ~10–20 µs a question (the scan asks once per name at start: ~2 s
+ * of CPU for 100,000 names). That is why the inert scope is built once here,
+ * rather than by XState's `transition()`, which builds an actor per call
+ * (~90 µs), and why `afterLoad` is memoised when given the chart's decisions
+ * (see `START_GUARDS`): about a third of the chart's time for a warm
+ * restart's names (`bench/tools/after-load.ts`).
  */
+import { isDeepStrictEqual } from 'node:util';
 import { createEmptyActor, getNextTransitions, type SnapshotFrom } from 'xstate';
-import type { CertificateEvent, CertificateMachine, LoadedState } from './certificate.js';
+import type { CertificateContext, CertificateEvent, CertificateMachine, LoadedState } from './certificate.js';
+import type { ChartDecisions } from './decisions.js';
 
 export type CertificateSnapshot = SnapshotFrom<CertificateMachine>;
 
 /** A named delay of the chart: ms from the state's entry, from its context (the chart's delays read nothing else). */
 type DelayFunction = (args: { context: CertificateSnapshot['context'] }) => number;
+/** A guard of the chart that reads only the context (no params). */
+type ContextGuard = (args: { context: CertificateContext; event: unknown }, params: undefined) => boolean;
+
+/**
+ * The guards the chart evaluates between `loading`'s done event and the
+ * state it rests in (`routing`, the `choosing` states) whose outcome varies
+ * by name. Their outcomes on the context the load gives decide which states
+ * the chart reaches: names alike in them get the same configuration and
+ * differ only in their context. (`forced` and `servesExpired` are read there
+ * too, but of context fields `loading` sets and the load never changes:
+ * the same for every question of one `chartQuestions`. `paused` is listed
+ * although it is too today — the questions' input sets no `pauseAfterMs` —
+ * so that giving them one keeps the memo exact.) A guard added to
+ * those transitions must be listed here: the property test in
+ * test/chart.test.ts fails otherwise.
+ */
+const START_GUARDS = ['hasUsableCertificate', 'renewalDue', 'paused', 'backoffPending', 'floorHolds', 'hasCertificate'] as const;
 
 export interface ChartQuestions {
   /** The snapshot a name reaches once storage returned `loaded` (from `loading`, as at start or on waking). */
@@ -36,8 +58,10 @@ export interface ChartQuestions {
  *
  * @param now the clock the machine's guards read, for timer due times
  * @param serveExpired the `serveExpired` option actors of this machine get
+ * @param decide the decisions `machine` was built with (same clock, randomness
+ *   and policy): given, `afterLoad` is memoised (see `memoAfterLoad`)
  */
-export function chartQuestions(machine: CertificateMachine, now: () => number, serveExpired = false): ChartQuestions {
+export function chartQuestions(machine: CertificateMachine, now: () => number, serveExpired = false, decide?: Pick<ChartDecisions, 'adoptStored'>): ChartQuestions {
   const input = { name: '', serveExpired };
   const self = createEmptyActor();
   // An inert scope, as XState's own `transition()` builds: effects are neither executed nor started.
@@ -78,11 +102,12 @@ export function chartQuestions(machine: CertificateMachine, now: () => number, s
     return armed;
   };
 
+  // What the `load` actor invoked by `loading` reports when it resolves.
+  const askChart = (loaded: LoadedState) => machine.transition(loading, { type: 'xstate.done.actor.load', actorId: 'load', output: loaded } as never, scope);
+  const afterLoad = decide ? memoAfterLoad(machine, loading, askChart, decide) : askChart;
+
   return {
-    afterLoad(loaded) {
-      // What the `load` actor invoked by `loading` reports when it resolves.
-      return machine.transition(loading, { type: 'xstate.done.actor.load', actorId: 'load', output: loaded } as never, scope);
-    },
+    afterLoad,
     next(snapshot, event) {
       return machine.transition(snapshot, event, scope);
     },
@@ -94,5 +119,45 @@ export function chartQuestions(machine: CertificateMachine, now: () => number, s
       }
       return earliest;
     },
+  };
+}
+
+/**
+ * `afterLoad`, memoised: the chart's answer for a loaded state is its
+ * configuration (state value, tags, nodes — decided by the `START_GUARDS`'
+ * outcomes) with the context the `adoptStored` action gives. Per name, that
+ * context is computed by the chart's own `adoptStored` decision (drawing the
+ * renewal jitter, once, as the chart would), then the guards are evaluated
+ * on it by the chart's own guard implementations; the configuration comes
+ * from the chart, asked once per combination of outcomes (at most 2⁶).
+ *
+ * A combination is kept only when the chart's answer, asked with this very
+ * context (its jitter already drawn: `renewAt` given, so the chart draws
+ * nothing), has exactly that context — i.e. the transition assigned nothing
+ * but `adoptStored` (not so where routing records the issuance floor:
+ * those are always asked of the chart). Bounded: one entry per combination.
+ */
+function memoAfterLoad(
+  machine: CertificateMachine,
+  loading: CertificateSnapshot,
+  askChart: (loaded: LoadedState) => CertificateSnapshot,
+  decide: Pick<ChartDecisions, 'adoptStored'>,
+): (loaded: LoadedState) => CertificateSnapshot {
+  const implementations = machine.implementations.guards as unknown as Record<string, ContextGuard>;
+  const guards = START_GUARDS.map((name) => implementations[name]!);
+  const doneEvent = { type: 'xstate.done.actor.load', actorId: 'load' };
+  /** Combination of guard outcomes → the chart's answer to copy, or null: always ask the chart. */
+  const answers = new Map<number, CertificateSnapshot | null>();
+  return (loaded) => {
+    const context: CertificateContext = { ...loading.context, ...decide.adoptStored(loading.context, loaded) };
+    let key = 0;
+    for (let i = 0; i < guards.length; i++) if (guards[i]!({ context, event: doneEvent }, undefined)) key |= 1 << i;
+    const known = answers.get(key);
+    if (known) return { ...known, context };
+    // The same load with this name's jitter already drawn: the chart's answer for it is the answer for `loaded`.
+    const drawn: LoadedState = { ...loaded, certificate: context.certificate, renewAt: context.renewAt };
+    const answer = askChart(drawn);
+    if (known === undefined) answers.set(key, isDeepStrictEqual(answer.context, context) ? answer : null);
+    return answer;
   };
 }
