@@ -12,14 +12,14 @@
  * valid UTF-8 is left out of the batch (its per-name read reports it), not
  * an error of the whole listing.
  */
-import * as fs from 'node:fs/promises';
 import path from 'node:path';
 import { CorruptStorageError } from '../../errors.js';
 import type { StorageEntry } from '../../types.js';
-import { errorCode, readValueVersioned, wrap } from './file-io.js';
+import { readValueVersioned } from './file-io.js';
 import type { FileTree } from './file-tree.js';
 import { VERSIONS } from './file-versions.js';
 import { isValidKey } from './key.js';
+import { mayHold, openListing, walkStart, type WalkDir } from './file-walk.js';
 
 const READS_IN_FLIGHT = 64;
 const BATCH = 256;
@@ -35,14 +35,9 @@ export async function* fileEntries(
   load: (key: string) => Promise<{ value: string; version: string } | undefined>,
   only?: (key: string) => boolean,
 ): AsyncGenerator<StorageEntry[]> {
-  const dirKey = prefix.slice(0, prefix.lastIndexOf('/') + 1); // complete segments only
-  const start = dirKey ? tree.pathOf(dirKey.slice(0, -1)) : tree.root;
-  try {
-    if (!(await tree.checkDirs(start, false))) return;
-  } catch (error) {
-    wrap('list', start, error);
-  }
-  const pending: Array<{ dir: string; keyPrefix: string }> = [{ dir: start, keyPrefix: dirKey }];
+  const first = await walkStart(tree, prefix);
+  if (!first) return;
+  const pending: WalkDir[] = [first];
   for (let next = pending.pop(); next; next = pending.pop()) {
     const { plain, versioned } = await listDir(next.dir, next.keyPrefix, prefix, pending);
     const wanted = (k: string) => only === undefined || only(k);
@@ -93,18 +88,10 @@ export async function* fileEntries(
 }
 
 /** One directory's keys under `prefix`: plain files, keys with a versions directory, and subdirectories to walk. */
-async function listDir(dir: string, keyPrefix: string, prefix: string, pending: Array<{ dir: string; keyPrefix: string }>) {
+async function listDir(dir: string, keyPrefix: string, prefix: string, pending: WalkDir[]) {
   const plain: string[] = [];
   const versioned = new Set<string>();
-  let handle;
-  try {
-    handle = await fs.opendir(dir, { bufferSize: 1024 });
-  } catch (error) {
-    const code = errorCode(error);
-    if (code === 'ENOENT' || code === 'ENOTDIR') return { plain, versioned };
-    wrap('list', dir, error);
-  }
-  for await (const entry of handle) {
+  for await (const entry of await openListing(dir)) {
     if (entry.isDirectory() && entry.name.endsWith(VERSIONS)) {
       const key = keyPrefix + entry.name.slice(0, -VERSIONS.length);
       if (isValidKey(key) && key.startsWith(prefix)) versioned.add(key);
@@ -113,7 +100,7 @@ async function listDir(dir: string, keyPrefix: string, prefix: string, pending: 
     const key = keyPrefix + entry.name;
     if (!isValidKey(key)) continue; // temp files and the lock tree hold `~`
     if (entry.isFile() && key.startsWith(prefix)) plain.push(key);
-    else if (entry.isDirectory() && (prefix.startsWith(`${key}/`) || `${key}/`.startsWith(prefix))) pending.push({ dir: path.join(dir, entry.name), keyPrefix: `${key}/` });
+    else if (entry.isDirectory() && mayHold(`${key}/`, prefix)) pending.push({ dir: path.join(dir, entry.name), keyPrefix: `${key}/` });
   }
   return { plain, versioned };
 }

@@ -19,6 +19,7 @@ import { FILE_MODE, TEMP_MARK, errorCode, syncDir, versionOf, wrap } from './fil
 import type { FileTree } from './file-tree.js';
 import { newestVersion, VERSIONS } from './file-versions.js';
 import { isValidKey } from './key.js';
+import { mayHold, openListing, walkStart, type WalkDir } from './file-walk.js';
 
 const INDEX_DIR = '~index';
 const INDEX_FILE = 'startup';
@@ -109,30 +110,25 @@ export async function writeIndexLines(tree: FileTree, lines: AsyncIterable<strin
  * batches; tombstoned keys are left out. Same walk as `list`.
  */
 export async function* fileVersions(tree: FileTree, prefix: string): AsyncGenerator<Array<readonly [string, string]>> {
-  const dirKey = prefix.slice(0, prefix.lastIndexOf('/') + 1);
-  const start = dirKey ? tree.pathOf(dirKey.slice(0, -1)) : tree.root;
-  try {
-    if (!(await tree.checkDirs(start, false))) return;
-  } catch (error) {
-    wrap('list', start, error);
-  }
-  const pending: Array<{ dir: string; keyPrefix: string }> = [{ dir: start, keyPrefix: dirKey }];
+  const first = await walkStart(tree, prefix);
+  if (!first) return;
+  const pending: WalkDir[] = [first];
   for (let next = pending.pop(); next; next = pending.pop()) {
     const { dir, keyPrefix } = next;
     // First pass: the keys with fenced versions (few), whose plain file is not what a read reads,
     // and the subdirectories. Second pass: every value's file, stat-ed in chunks.
     const versioned = new Map<string, string>();
-    for await (const entry of await openDir(dir)) {
+    for await (const entry of await openListing(dir)) {
       if (entry.isDirectory() && entry.name.endsWith(VERSIONS)) {
         const key = keyPrefix + entry.name.slice(0, -VERSIONS.length);
         if (isValidKey(key) && key.startsWith(prefix)) versioned.set(key, path.join(dir, entry.name));
       } else if (entry.isDirectory() && isValidKey(keyPrefix + entry.name)) {
         const key = keyPrefix + entry.name;
-        if (prefix.startsWith(`${key}/`) || `${key}/`.startsWith(prefix)) pending.push({ dir: path.join(dir, entry.name), keyPrefix: `${key}/` });
+        if (mayHold(`${key}/`, prefix)) pending.push({ dir: path.join(dir, entry.name), keyPrefix: `${key}/` });
       }
     }
     let chunk: Array<{ key: string; file: string; versions: boolean }> = [...versioned].map(([key, file]) => ({ key, file, versions: true }));
-    for await (const entry of await openDir(dir)) {
+    for await (const entry of await openListing(dir)) {
       const key = keyPrefix + entry.name;
       // Temp files and the lock tree hold `~` (not keys); a key with versions was taken above.
       if (!entry.isFile() || !isValidKey(key) || !key.startsWith(prefix) || versioned.has(key)) continue;
@@ -145,16 +141,6 @@ export async function* fileVersions(tree: FileTree, prefix: string): AsyncGenera
     }
     const out = await statChunk(dir, chunk);
     if (out.length > 0) yield out;
-  }
-}
-
-async function openDir(dir: string): Promise<AsyncIterable<import('node:fs').Dirent>> {
-  try {
-    return await fs.opendir(dir, { bufferSize: 1024 });
-  } catch (error) {
-    const code = errorCode(error);
-    if (code === 'ENOENT' || code === 'ENOTDIR') return (async function* () {})();
-    wrap('list', dir, error);
   }
 }
 

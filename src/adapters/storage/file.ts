@@ -54,6 +54,7 @@ import { commitFenced, dropVersions, newestVersion, resolveVersion, VERSIONS, ty
 import { watchFileTree } from './file-watch.js';
 import type { Unwatch, WatchableStorage } from './notify.js';
 import { sweepFileDebris } from './file-sweep.js';
+import { mayHold, walkStart } from './file-walk.js';
 
 /** Data directory used when none is given, relative to the working directory. */
 export const DEFAULT_DATA_DIR = './certstate-data';
@@ -74,11 +75,6 @@ export interface FileStorageOptions {
 }
 
 const LOCKS_DIR = '~locks';
-
-/** Whether keys under directory key `dirKey` (ending in `/`) can start with `prefix`. */
-function mayHold(dirKey: string, prefix: string): boolean {
-  return dirKey.startsWith(prefix) || prefix.startsWith(dirKey);
-}
 
 /**
  * Create a file `Storage` rooted at `dir` (default `./certstate-data`),
@@ -178,7 +174,6 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
 
     async list(prefix: string): Promise<string[]> {
       assertValidPrefix(prefix);
-      const dirKey = prefix.slice(0, prefix.lastIndexOf('/') + 1); // complete segments only
       const keys = new Set<string>();
       const walk = async (dirPath: string, keyPrefix: string): Promise<void> => {
         let entries;
@@ -218,13 +213,9 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
           }
         }
       };
-      const start = dirKey ? tree.pathOf(dirKey.slice(0, -1)) : root;
-      try {
-        if (!(await tree.checkDirs(start, false))) return [];
-      } catch (error) {
-        wrap('list', start, error);
-      }
-      await walk(start, dirKey);
+      const first = await walkStart(tree, prefix);
+      if (!first) return [];
+      await walk(first.dir, first.keyPrefix);
       return [...keys];
     },
 
