@@ -107,10 +107,19 @@ async function freshRoot(): Promise<string> {
   return root;
 }
 
+/** Run `body` on a fresh copy of the seeded storage root, removed afterwards whatever happens. */
+async function withFreshRoot(body: (root: string) => Promise<void>): Promise<void> {
+  const root = await freshRoot();
+  try {
+    await body(root);
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+}
+
 describe('start-up index', () => {
-  it('a restart sleeps names from the index: no read per certificate for unchanged names (only the live ones and the index)', async () => {
-    const root = await freshRoot();
-    try {
+  it('a restart sleeps names from the index: no read per certificate for unchanged names (only the live ones and the index)', () =>
+    withFreshRoot(async (root) => {
       const clock = new ManualClock(T0);
       await writeIndex(root, clock);
       const { storage, counts } = spy(fileStorage(root));
@@ -133,14 +142,10 @@ describe('start-up index', () => {
       } finally {
         await engine.stop();
       }
-    } finally {
-      await rm(root, { recursive: true, force: true });
-    }
-  });
+    }));
 
-  it('files changed, removed and added since the index: an earlier-expiring certificate wakes its name on time, a removed one is obtained, a new name is read', async () => {
-    const root = await freshRoot();
-    try {
+  it('files changed, removed and added since the index: an earlier-expiring certificate wakes its name on time, a removed one is obtained, a new name is read', () =>
+    withFreshRoot(async (root) => {
       const clock = new ManualClock(T0);
       await writeIndex(root, clock);
       const file = fileStorage(root);
@@ -187,14 +192,10 @@ describe('start-up index', () => {
       const lines = (await readFile(indexFile(root), 'utf8')).trim().split('\n');
       assert.ok(!lines.some((l) => l.includes(`"${names[N - 1]}"`)), 'a name no longer managed is dropped');
       assert.ok(lines.some((l) => l.includes(`"${names[N - 11]}"`)), 'a managed name is kept');
-    } finally {
-      await rm(root, { recursive: true, force: true });
-    }
-  });
+    }));
 
-  it('a file rewritten in place with its size, inode and mtime kept (cp -p, touch -d) is still found changed (its ctime) and read', async () => {
-    const root = await freshRoot();
-    try {
+  it('a file rewritten in place with its size, inode and mtime kept (cp -p, touch -d) is still found changed (its ctime) and read', () =>
+    withFreshRoot(async (root) => {
       const clock = new ManualClock(T0);
       await writeIndex(root, clock);
       const name = names[N - 5]!;
@@ -228,10 +229,7 @@ describe('start-up index', () => {
       } finally {
         await engine.stop();
       }
-    } finally {
-      await rm(root, { recursive: true, force: true });
-    }
-  });
+    }));
 
   describe('a corrupt or hostile index is ignored with one warning, and every certificate is read', () => {
     const validLines = async (root: string) => (await readFile(indexFile(root), 'utf8')).trimEnd().split('\n');
@@ -315,9 +313,8 @@ describe('start-up index', () => {
     }
   });
 
-  it('processes sharing the directory: each writes the index without a lock, and a restart uses whichever is there', async () => {
-    const root = await freshRoot();
-    try {
+  it('processes sharing the directory: each writes the index without a lock, and a restart uses whichever is there', () =>
+    withFreshRoot(async (root) => {
       const clock = new ManualClock(T0);
       const a = engineOn(fileStorage(root), clock);
       const b = engineOn(fileStorage(root), clock);
@@ -336,14 +333,10 @@ describe('start-up index', () => {
       } finally {
         await c.stop();
       }
-    } finally {
-      await rm(root, { recursive: true, force: true });
-    }
-  });
+    }));
 
-  it('a start while another process is writing the index reads the previous one whole (written by rename, no lock)', async () => {
-    const root = await freshRoot();
-    try {
+  it('a start while another process is writing the index reads the previous one whole (written by rename, no lock)', () =>
+    withFreshRoot(async (root) => {
       const clock = new ManualClock(T0);
       await writeIndex(root, clock);
       const previous = (await readFile(indexFile(root), 'utf8')).trimEnd().split('\n');
@@ -374,14 +367,10 @@ describe('start-up index', () => {
         await writing;
         await engine.stop();
       }
-    } finally {
-      await rm(root, { recursive: true, force: true });
-    }
-  });
+    }));
 
-  it('startupIndex: false — no index written, none read', async () => {
-    const root = await freshRoot();
-    try {
+  it('startupIndex: false — no index written, none read', () =>
+    withFreshRoot(async (root) => {
       const clock = new ManualClock(T0);
       const off = engineOn(fileStorage(root), clock, { startupIndex: false });
       await off.start();
@@ -395,14 +384,10 @@ describe('start-up index', () => {
       await engine.stop();
       assert.equal(counts.indexReads, 0, 'the index is not read');
       assert.equal(counts.bulk, N, 'every certificate read');
-    } finally {
-      await rm(root, { recursive: true, force: true });
-    }
-  });
+    }));
 
-  it('is written again after writeIntervalMs when names changed (a renewal), not while nothing changed', async () => {
-    const root = await freshRoot();
-    try {
+  it('is written again after writeIntervalMs when names changed (a renewal), not while nothing changed', () =>
+    withFreshRoot(async (root) => {
       const clock = new ManualClock(T0);
       await writeIndex(root, clock);
       const engine = engineOn(fileStorage(root), clock, { startupIndex: { writeIntervalMs: 60_000 } });
@@ -425,10 +410,7 @@ describe('start-up index', () => {
       } finally {
         await engine.stop();
       }
-    } finally {
-      await rm(root, { recursive: true, force: true });
-    }
-  });
+    }));
 
   it('options: writeIntervalMs is checked', () => {
     const base = { issuers: [scriptedIssuer()], storage: memoryStorage() };
