@@ -13,6 +13,7 @@ import { defaultTimingPolicy, renewalTime } from '../src/machines/policy.js';
 import { chartDecisions } from '../src/machines/decisions.js';
 import { chartQuestions } from '../src/machines/questions.js';
 import type { CertificateMeta } from '../src/types.js';
+import { seeded } from './helpers/seeded-random.js';
 
 const DAY = 86_400_000;
 const NOW = Date.UTC(2026, 5, 1);
@@ -160,8 +161,7 @@ describe('the chart', () => {
 
   it('the next timer, asked once per state configuration, is what the chart arms, for many random stored states', () => {
     // A seeded generator: the same states every run.
-    let seed = 0x9e3779b9;
-    const rand = () => ((seed = (Math.imul(seed ^ (seed >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 2 ** 32);
+    const rand = seeded(0x9e3779b9);
     const pick = <T>(items: T[]): T => items[Math.floor(rand() * items.length)]!;
     const machine = createCertificateMachine({ now: () => NOW, random: () => 0.5, policy: defaultTimingPolicy });
     const delays = machine.implementations.delays as unknown as Record<string, (a: { context: unknown }) => number>;
@@ -196,15 +196,11 @@ describe('the chart', () => {
 
   it('the memoised start-up question gives exactly what the chart answers, for many random stored states', () => {
     // Both sides draw from the same seeded sequence (one draw per name with a certificate: its renewal jitter).
-    const seeded = () => {
-      let seed = 0x2545f491;
-      return () => ((seed = (Math.imul(seed ^ (seed >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 2 ** 32);
-    };
-    let seed = 0x51ed270b;
-    const rand = () => ((seed = (Math.imul(seed ^ (seed >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 2 ** 32);
+    const jitter = () => seeded(0x2545f491);
+    const rand = seeded(0x51ed270b);
     for (const serveExpired of [false, true]) {
-      const chartDeps = { now: () => NOW, random: seeded(), policy: defaultTimingPolicy };
-      const memoRandom = seeded();
+      const chartDeps = { now: () => NOW, random: jitter(), policy: defaultTimingPolicy };
+      const memoRandom = jitter();
       const memoDeps = { now: () => NOW, random: memoRandom, policy: defaultTimingPolicy };
       const chart = chartQuestions(createCertificateMachine(chartDeps), () => NOW, serveExpired);
       const memoMachine = createCertificateMachine(memoDeps);
