@@ -215,14 +215,19 @@ export class Residency {
   /**
    * An event for a name without an actor: a sleeping name asks the chart and
    * stays asleep with the result when the chart lets it (nothing due), else
-   * wakes with it. A name not read yet will read storage anyway: ignored.
+   * wakes with it. An answer that changes nothing leaves the name as it was
+   * (its record, its wake-up: an ARI recheck of an unchanged window costs no
+   * write). A name not read yet will read storage anyway: ignored.
    */
   sendOrAsk(record: NameRecord, event: CertificateEvent): void {
     if (record.actor) return record.actor.send(event);
     const sleeping = this.sleepingOf(record);
     if (!sleeping) return;
     const { questions, core } = this.#deps;
-    const snapshot = questions.next(questions.afterLoad(sleeping), event);
+    const resting = questions.afterLoad(sleeping);
+    const snapshot = questions.next(resting, event);
+    // Nothing changed (a state past its timer waits for that wake-up, already in the heap).
+    if (snapshot === resting) return;
     const due = questions.nextTimerAt(snapshot);
     if (snapshot.hasTag(TAGS.maySleep) && due !== undefined && due > core.clock.now() && this.#sleep(record, snapshot)) return;
     // Woken with the chart's answer (its certificate may be new: the record still shows the old one).
