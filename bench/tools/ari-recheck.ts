@@ -17,6 +17,9 @@
  *   node --import tsx bench/tools/ari-recheck.ts [--names 100000] [--rechecks 20000] [--runs 3] [--ab .scratch/main/src/engine/engine.ts]
  */
 import { execFile } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import path from 'node:path';
 import { GCProfiler } from 'node:v8';
 import { fileURLToPath } from 'node:url';
 import { fileStorage } from '../../src/adapters/storage/file.js';
@@ -26,6 +29,7 @@ import type { Issuer } from '../../src/types.js';
 import { parseFlags } from '../lib/args.js';
 import { ensureDataset, fileStorageDir } from '../lib/dataset.js';
 import { engineModule, refusingIssuer } from '../lib/engine-module.js';
+import { RESULTS_DIR } from '../lib/paths.js';
 import { gc } from '../lib/memory.js';
 import { pairedRatios, summarize } from '../lib/stats.js';
 
@@ -35,6 +39,7 @@ const flags = parseFlags('bench/tools/ari-recheck.ts', {
   live: { default: 0, help: 'maxLiveActors' },
   runs: { default: 3, help: 'processes per engine (alternated with --ab)' },
   ab: { default: '', help: 'another engine module to compare (path from the repository root), run alternately' },
+  profile: { default: false, help: 'write a CPU profile of the measured phases of each process to bench/results/profiles/' },
   child: { default: false, help: '(internal) measure one engine and print JSON' },
 });
 
@@ -113,6 +118,12 @@ async function child(): Promise<ChildResult> {
         woken,
       };
     };
+    const session = flags.profile ? new Session() : undefined;
+    if (session) {
+      session.connect();
+      await session.post('Profiler.enable');
+      await session.post('Profiler.start');
+    }
     const first = await phase(flags.rechecks);
     // The rest of the names' first rechecks, unmeasured, to the start of the next interval: from there on
     // every name rechecked is on its second (those of the first phase first).
@@ -121,6 +132,16 @@ async function child(): Promise<ChildResult> {
       await turn();
     }
     const steady = await phase(flags.rechecks);
+    if (session) {
+      const { profile } = await session.post('Profiler.stop');
+      const dir = path.join(RESULTS_DIR, 'profiles');
+      mkdirSync(dir, { recursive: true });
+      const which = path.basename(path.dirname(path.dirname(path.dirname(process.env.CERTSTATE_BENCH_ENGINE ?? 'this/src/engine/x')))) || 'this';
+      const file = path.join(dir, `ari-recheck-${which}-${new Date().toISOString().replace(/[:.]/g, '-')}.cpuprofile`);
+      writeFileSync(file, JSON.stringify(profile));
+      console.error(`profile: ${file}`);
+      session.disconnect();
+    }
     gc();
     const heapMb = process.memoryUsage().heapUsed / 2 ** 20;
     await engine.stop();
@@ -134,10 +155,11 @@ function runChild(engine: string): Promise<ChildResult> {
   const env = { ...process.env };
   if (engine) env.CERTSTATE_BENCH_ENGINE = engine;
   else delete env.CERTSTATE_BENCH_ENGINE;
-  const args = ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', '--names', String(flags.names), '--rechecks', String(flags.rechecks), '--live', String(flags.live)];
+  const args = ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', '--names', String(flags.names), '--rechecks', String(flags.rechecks), '--live', String(flags.live), `--profile=${flags.profile}`];
   return new Promise((resolve, reject) => {
     execFile(process.execPath, args, { env, maxBuffer: 1 << 20, timeout: 30 * 60_000 }, (error, stdout, stderr) => {
       if (error) return reject(new Error(`${error.message}\n${stderr}`));
+      if (stderr.trim()) console.error(stderr.trim());
       resolve(JSON.parse(stdout.trim().split('\n').at(-1)!) as ChildResult);
     });
   });
