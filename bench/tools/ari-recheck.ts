@@ -40,6 +40,7 @@ const flags = parseFlags('bench/tools/ari-recheck.ts', {
   runs: { default: 3, help: 'processes per engine (alternated with --ab)' },
   ab: { default: '', help: 'another engine module to compare (path from the repository root), run alternately' },
   profile: { default: false, help: 'write a CPU profile of the measured phases of each process to bench/results/profiles/' },
+  'heap-profile': { default: false, help: 'print where the measured phases allocate (V8 sampling heap profiler, bytes by function)' },
   child: { default: false, help: '(internal) measure one engine and print JSON' },
 });
 
@@ -124,6 +125,11 @@ async function child(): Promise<ChildResult> {
       await session.post('Profiler.enable');
       await session.post('Profiler.start');
     }
+    const heapSession = flags['heap-profile'] ? new Session() : undefined;
+    if (heapSession) {
+      heapSession.connect();
+      await heapSession.post('HeapProfiler.startSampling', { samplingInterval: 256, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+    }
     const first = await phase(flags.rechecks);
     // The rest of the names' first rechecks, unmeasured, to the start of the next interval: from there on
     // every name rechecked is on its second (those of the first phase first).
@@ -132,6 +138,11 @@ async function child(): Promise<ChildResult> {
       await turn();
     }
     const steady = await phase(flags.rechecks);
+    if (heapSession) {
+      const { profile } = await heapSession.post('HeapProfiler.stopSampling');
+      printAllocations(profile, 2 * flags.rechecks);
+      heapSession.disconnect();
+    }
     if (session) {
       const { profile } = await session.post('Profiler.stop');
       const dir = path.join(RESULTS_DIR, 'profiles');
@@ -151,11 +162,33 @@ async function child(): Promise<ChildResult> {
   }
 }
 
+interface SamplingNode {
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  selfSize: number;
+  children: SamplingNode[];
+}
+
+/** Bytes allocated per recheck by function (self), from a sampling heap profile, to stderr. */
+function printAllocations(profile: { head: SamplingNode }, rechecks: number): void {
+  const bySite = new Map<string, number>();
+  const walk = (node: SamplingNode, caller: string) => {
+    const { functionName, url, lineNumber } = node.callFrame;
+    const here = `${functionName || '(anonymous)'} ${url.replace(/^.*\/(src|bench|node_modules)\//, '$1/')}:${lineNumber + 1}`;
+    const site = `${here}  ← ${caller}`;
+    if (node.selfSize > 0) bySite.set(site, (bySite.get(site) ?? 0) + node.selfSize);
+    for (const child of node.children) walk(child, here);
+  };
+  walk(profile.head, '');
+  const total = [...bySite.values()].reduce((a, b) => a + b, 0);
+  console.error(`allocation sampled: ${(total / rechecks).toFixed(0)} B a recheck; by function (← caller):`);
+  for (const [site, bytes] of [...bySite].sort((a, b) => b[1] - a[1]).slice(0, 25)) console.error(`  ${(bytes / rechecks).toFixed(0).padStart(6)} B  ${site}`);
+}
+
 function runChild(engine: string): Promise<ChildResult> {
   const env = { ...process.env };
   if (engine) env.CERTSTATE_BENCH_ENGINE = engine;
   else delete env.CERTSTATE_BENCH_ENGINE;
-  const args = ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', '--names', String(flags.names), '--rechecks', String(flags.rechecks), '--live', String(flags.live), `--profile=${flags.profile}`];
+  const args = ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', '--names', String(flags.names), '--rechecks', String(flags.rechecks), '--live', String(flags.live), `--profile=${flags.profile}`, `--heap-profile=${flags['heap-profile']}`];
   return new Promise((resolve, reject) => {
     execFile(process.execPath, args, { env, maxBuffer: 1 << 20, timeout: 30 * 60_000 }, (error, stdout, stderr) => {
       if (error) return reject(new Error(`${error.message}\n${stderr}`));

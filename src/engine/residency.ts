@@ -229,7 +229,7 @@ export class Residency {
     // Nothing changed (a state past its timer waits for that wake-up, already in the heap).
     if (snapshot === resting) return;
     const due = questions.nextTimerAt(snapshot);
-    if (snapshot.hasTag(TAGS.maySleep) && due !== undefined && due > core.clock.now() && this.#sleep(record, snapshot)) return;
+    if (snapshot.hasTag(TAGS.maySleep) && due !== undefined && due > core.clock.now() && this.#sleep(record, snapshot, due)) return;
     // Woken with the chart's answer (its certificate may be new: the record still shows the old one).
     record.preloaded ??= asleep(snapshot) ?? sleeping;
     this.wake(record);
@@ -356,12 +356,11 @@ export class Residency {
 
   /**
    * Keep a name as a record of a resting snapshot, woken when the chart's
-   * next timer for it would fire. False (nothing changed) when the snapshot
-   * has no certificate or no timer to wake it by.
+   * next timer for it would fire (`due`, when the caller asked already). False
+   * (nothing changed) when the snapshot has no certificate or no timer to wake it by.
    */
-  #sleep(record: NameRecord, snapshot: CertificateSnapshot): boolean {
+  #sleep(record: NameRecord, snapshot: CertificateSnapshot, due = this.#deps.questions.nextTimerAt(snapshot)): boolean {
     const sleeping = asleep(snapshot);
-    const due = this.#deps.questions.nextTimerAt(snapshot);
     if (!sleeping || due === undefined) return false;
     record.sleeping = sleeping.failure ? { failure: sleeping.failure } : RESTED;
     this.#renewAt[record.slot] = sleeping.renewAt;
