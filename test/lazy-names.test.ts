@@ -333,11 +333,13 @@ describe('ARI at scale', () => {
     const names = namesOf(40);
     const storage = await seededStorage(names, clock);
     const asked: string[] = [];
+    const askedAt: number[] = [];
     const issuer = {
       ...scriptedIssuer(),
       id: 'seed-ari',
-      async renewalInfo(certificate: import('../src/types.js').CertificateMeta) {
+      async renewalInfo(certificate: import('../src/types.js').CertificateMeta, context: import('../src/types.js').IssueContext) {
         asked.push(certificate.names[0]!);
+        askedAt.push(context.now());
         return undefined;
       },
     };
@@ -356,6 +358,9 @@ describe('ARI at scale', () => {
       clock.advance(ARI_DEFAULT_RECHECK_MS / 2);
       for (let i = 0; i < 5; i++) await tick();
       assert.equal(new Set(asked).size, 40, 'every name asked within one recheck interval');
+      // Due on whole seconds: the names due within one second share one wake of the process.
+      assert.deepEqual(askedAt.filter((at) => at % 1000 !== 0), [], 'every recheck asked on a whole second');
+      assert.ok(new Set(askedAt).size > 20, 'still spread over the interval');
     } finally {
       await engine.stop();
     }

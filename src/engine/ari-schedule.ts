@@ -3,11 +3,13 @@
  * renewal window, hand the chart a uniform random time inside it
  * (RENEWAL_INFO), and ask again when the CA says (Retry-After, clamped to
  * 1 min – 1 day). Rechecks go through the engine's one wake heap (kind
- * `ari`), not a timer per name; requests are aborted when the engine stops.
+ * `ari`), not a timer per name, due on whole seconds (`ariDueAt`: the names
+ * due within a second share one wake-up); requests are aborted when the
+ * engine stops.
  */
 import { safeError } from '../safe-error.js';
 import type { CertificateMeta, IssueContext, Logger, RenewalInfo, Storage } from '../types.js';
-import { ariRenewalTime, ARI_DEFAULT_RECHECK_MS, clampAriRecheck } from './ari.js';
+import { ariDueAt, ariRenewalTime, ARI_DEFAULT_RECHECK_MS, clampAriRecheck } from './ari.js';
 import type { EngineCore } from './core.js';
 import type { NameRecord } from './name-record.js';
 import type { WakeQueue } from './wake-queue.js';
@@ -49,7 +51,7 @@ export class AriSchedule {
     this.#queue.cancel('ari', record.slot);
     if (!this.#issuerOf(record)) return;
     const delayMs = readFromStorage ? Math.max(1, Math.round(this.#core.random() * ARI_DEFAULT_RECHECK_MS)) : 0;
-    if (delayMs > 0) return this.#queue.schedule('ari', record.slot, this.#core.clock.now() + delayMs);
+    if (delayMs > 0) return this.#queue.schedule('ari', record.slot, ariDueAt(this.#core.clock.now() + delayMs));
     const fingerprint = record.certificate?.fingerprint;
     setImmediate(() => {
       if (record.certificate?.fingerprint === fingerprint) this.#core.guard('renewal information request', () => this.due(record.name), { name: record.name });
@@ -82,13 +84,13 @@ export class AriSchedule {
     const now = this.#core.clock.now();
     const renewAt = info ? ariRenewalTime(info, now, this.#core.random()) : undefined;
     if (renewAt !== undefined) this.#onRenewalInfo(record, renewAt);
-    if (this.#current(record, meta)) this.#queue.schedule('ari', record.slot, now + clampAriRecheck(info?.retryAfter, now));
+    if (this.#current(record, meta)) this.#queue.schedule('ari', record.slot, ariDueAt(now + clampAriRecheck(info?.retryAfter, now)));
   }
 
   #failed(request: AriRequest, record: NameRecord, meta: CertificateMeta, error: unknown): void {
     request.done();
     this.#core.logger.debug({ name: record.name, err: safeError(error) }, 'renewal information unavailable');
-    if (this.#current(record, meta)) this.#queue.schedule('ari', record.slot, this.#core.clock.now() + ARI_DEFAULT_RECHECK_MS);
+    if (this.#current(record, meta)) this.#queue.schedule('ari', record.slot, ariDueAt(this.#core.clock.now() + ARI_DEFAULT_RECHECK_MS));
   }
 
   /** The answer is still wanted: the engine runs, holds the name, and the name still has the certificate asked about. */
