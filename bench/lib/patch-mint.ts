@@ -66,9 +66,12 @@ export async function patchMint(dir: string, from: number, to: number, nameOf: (
       if (!t) templates.set(source, (t = await template(dir, source)));
       const der = Buffer.from(t.leafDer);
       for (const at of t.nameOffsets) der.write(name, at, 'latin1');
-      // A unique positive serial: the index in the last 4 bytes, the first byte kept below 0x80.
+      // A unique positive serial: the index in the last 4 bytes, the first byte kept below 0x80 — unless the
+      // template's DER pads the serial with a 0x00 (its first byte was 0x80 or more): then it stays 0x80 or
+      // more, or the pad would make the INTEGER non-minimal, which DER (and the engine's reader) refuses.
       der.writeUInt32BE(j, t.serialOffset + t.serialLength - 4);
-      der[t.serialOffset] = (der[t.serialOffset]! & 0x7f) | 0x01;
+      const padded = t.leafDer[t.serialOffset - 1] === 0x00;
+      der[t.serialOffset] = padded ? der[t.serialOffset]! | 0x80 : (der[t.serialOffset]! & 0x7f) | 0x01;
       // Serialised as the engine stores it: the stored metadata is computed from the patched certificate (~50 µs).
       const unit = serializeStoredCertificate({ certificatePem: pem(der) + t.chainPem, privateKeyPem: t.unit.privateKeyPem }, t.unit, t.unit.storedAt);
       writes.push(writeFile(path.join(dir, keys.certificate(name)), unit, { mode: 0o600 }));
