@@ -314,6 +314,17 @@ describe('the chart', () => {
     assert.ok(sameSnapshot > unchanged * 0.8, `the very snapshot handed back for ${sameSnapshot} of ${unchanged} answers that changed nothing`);
     // The chart is asked once per configuration and guard outcome (and again only while setRenewAt changes nothing for a name whose answer is not known yet).
     assert.ok(asked <= 2 * values.size + 2, `the chart asked ${asked} times for ${events} ARI windows in ${values.size} configurations`);
+
+    // The guard's outcome is part of the memo's key: a name whose "renew now" was honoured refuses a past window
+    // (nothing changes) before the memo has seen any window accepted in `valid`; a window ahead still moves it.
+    const deps = { now: () => NOW, random: () => 0.5, policy: defaultTimingPolicy };
+    const fresh = chartQuestions(createCertificateMachine(deps), () => NOW, false, chartDecisions(deps));
+    const c = cert(-10, 80);
+    const honoured = chart.next(chart.afterLoad({ certificate: c }), { type: 'RENEWAL_INFO', renewAt: NOW - DAY });
+    assert.deepEqual([honoured.value, honoured.context.ariNowFor], ['valid', c.fingerprint]);
+    assert.equal(fresh.next(honoured, { type: 'RENEWAL_INFO', renewAt: NOW - DAY }), honoured, 'refused: the very snapshot');
+    const window = { type: 'RENEWAL_INFO' as const, renewAt: NOW + 5 * DAY };
+    assert.deepEqual(fresh.next(honoured, window).context, chart.next(honoured, window).context, 'accepted: the time moves');
   });
 });
 
