@@ -152,7 +152,14 @@ export interface ServedCertificate {
   meta: CertificateMeta;
   /** Built once per certificate and shared by every handshake. */
   secureContext: SecureContext;
+  /**
+   * The leaf certificate and its chain, PEM. The engine keeps PEMs as bytes
+   * outside the JS heap: each read decodes a fresh string (an own enumerable
+   * getter, so a spread or `JSON.stringify` sees a field). It stays readable
+   * after the engine forgets the certificate.
+   */
   certificatePem: string;
+  /** The leaf's private key, PEM: read like `certificatePem`. Never log it. */
   privateKeyPem: string;
   /** True when an expired certificate is served (only with `serveExpired`). */
   expired: boolean;
