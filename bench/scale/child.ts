@@ -17,7 +17,7 @@ import { engineModule, refusingIssuer } from '../lib/engine-module.js';
 import { nameOf } from '../lib/dataset.js';
 import { memoryAfterGc, type MemoryReading } from '../lib/memory.js';
 import { summarize, type Summary } from '../lib/stats.js';
-import { plainPgLoad } from './postgres.js';
+import { indexGeneration, plainPgLoad } from './postgres.js';
 
 /** Where the names are: file storage (`dir`) or a PostgreSQL table (`pg`). */
 export interface Where {
@@ -144,9 +144,10 @@ serveRpc({
    * Write the start-up index for the dataset as an engine would after a start (one versioned read
    * per name, 64 in flight): what a restarted server finds, without a cold engine start first.
    */
-  async writeIndex({ dir, count }: { dir: string; count: number }): Promise<{ ms: number }> {
+  async writeIndex({ dir, count, pg }: Where & { count: number }): Promise<{ ms: number }> {
     const t0 = performance.now();
-    const store = fileStorage(dir).startupIndex!;
+    const own = pg ? postgresStorage({ connectionString: pg.url, table: pg.table }) : undefined;
+    const store = (own ?? fileStorage(dir)).startupIndex!;
     const list = names(count);
     async function* lines(): AsyncGenerator<string[]> {
       yield [indexHeader(Date.now())];
@@ -169,7 +170,11 @@ serveRpc({
       }
       yield [indexEnd(written)];
     }
-    await store.write(lines());
+    try {
+      await store.write(lines());
+    } finally {
+      await own?.close();
+    }
     return { ms: performance.now() - t0 };
   },
 
@@ -215,9 +220,9 @@ serveRpc({
     const list = names(count);
     const before = memoryAfterGc();
     const { createCertEngine } = await engineModule();
-    // The start-up index (file storage's `~index/startup`): written by the engine once every name slept from it was checked.
+    // The start-up index (file storage's `~index/startup`, PostgreSQL's newest generation): written by the engine once every name slept from it was checked.
     const indexFile = path.join(dir, '~index', 'startup');
-    const indexMtime = async () => (await stat(indexFile).catch(() => undefined))?.mtimeMs ?? 0;
+    const indexMtime = async () => (pg ? indexGeneration(pg.url, pg.table) : ((await stat(indexFile).catch(() => undefined))?.mtimeMs ?? 0));
     const indexBefore = await indexMtime();
     if (pg) storage = postgresStorage({ connectionString: pg.url, table: pg.table });
     const e = createCertEngine({

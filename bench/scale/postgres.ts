@@ -57,7 +57,7 @@ export async function seedPostgres(dataset: Dataset, count: number, log: (line: 
     const started = Date.now();
     log(`postgres: seeding ${count} names into ${table}…`);
     await pool.query(`DELETE FROM ${MARKERS} WHERE tbl = $1`, [table]);
-    await pool.query(`TRUNCATE "${table}", "${table}_locks"`);
+    await pool.query(`TRUNCATE "${table}", "${table}_locks", "${table}_index"`);
     for (let i = 0; i < count; i += BATCH) {
       const names = Array.from({ length: Math.min(BATCH, count - i) }, (_, j) => nameOf(i + j));
       // The files read 64 at a time; the values go as text (half the bytes of bytea's hex) and are stored as their UTF-8.
@@ -109,6 +109,29 @@ export async function plainPgLoad(url: string, table: string, into: Map<string, 
       if (rows.length < 1000) return n;
       after = rows[rows.length - 1]!.key;
     }
+  } finally {
+    await pool.end();
+  }
+}
+
+/** The newest complete generation of the engine's start-up index in `table` (postgres-index.ts), 0 when none. */
+export async function indexGeneration(url: string, table: string): Promise<number> {
+  const pool = newPool(url);
+  try {
+    const { rows } = await pool.query<{ gen: string | null }>(`SELECT max(gen)::text AS gen FROM "${table}_index" WHERE seq = 0`);
+    return Number(rows[0]?.gen ?? 0);
+  } catch {
+    return 0; // no index table yet
+  } finally {
+    await pool.end();
+  }
+}
+
+/** Remove the engine's start-up index from `table`: the next engine start is a cold one. */
+export async function clearIndex(url: string, table: string): Promise<void> {
+  const pool = newPool(url);
+  try {
+    await pool.query(`DELETE FROM "${table}_index"`).catch(() => undefined);
   } finally {
     await pool.end();
   }
