@@ -428,8 +428,11 @@ if (await suiteCanRun('postgres', 'postgresStorage')) {
         const first = Array.from({ length: 9000 }, (_, i) => JSON.stringify([`n${i}.example`, `v${i}`, 'é€𝄞', 'x'.repeat(256)]));
         await index.write(batches(first));
         assert.deepEqual(await read(), first);
-        const second = first.slice(0, 4000).map((line) => `${line} `);
-        await assert.rejects(index.write(batches(second, 2000)), /mid-write/);
+        const second = first.slice(0, 8000).map((line) => `${line} `);
+        // Cut short after ~1.8 MB: one chunk of it is in the table, and no mark.
+        await assert.rejects(index.write(batches(second, 6000)), /mid-write/);
+        const { rows: cut } = await admin.query(`SELECT count(DISTINCT gen)::int AS gens FROM "${indexTable}_index"`);
+        assert.equal(cut[0].gens, 2, 'the generation cut short left a chunk');
         assert.deepEqual(await read(), first, 'a write cut short: the last complete index is read');
         await index.write(batches(second));
         assert.deepEqual(await read(), second, 'replaced whole');
