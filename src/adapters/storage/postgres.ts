@@ -2,11 +2,12 @@
  * PostgreSQL storage: keyed blobs, leased locks and fencing tokens shared by
  * every process of a cluster through one database (`pg` pool).
  *
- * Two tables, created idempotently by {@link migratePostgres}:
+ * Three tables, created idempotently by {@link migratePostgres}:
  *
  * - `<table>`: `key` (primary key), `value`, `modified`;
  * - `<table>_locks`: one lease row per lock key: `holder` (random per
- *   acquisition), `fencing_token`, `expires_at`.
+ *   acquisition), `fencing_token`, `expires_at`;
+ * - `<table>_index`: the engine's start-up index (postgres-index.ts).
  *
  * Every time is the database's `now()`: leases are granted, renewed and judged
  * expired on one clock for the whole cluster, never on the clocks of the
