@@ -64,6 +64,8 @@ export interface Dataset {
   caPem: string;
   /** Path of a name's certificate unit inside the dataset. */
   unitPath(name: string): string;
+  /** The manifest's mint time (ms): which dataset this is (a cache of it elsewhere, e.g. a PostgreSQL table, is keyed by it). */
+  mintedAt: number;
 }
 
 export const nameOf = (i: number) => `n${i}.bench.test`;
@@ -132,6 +134,7 @@ export async function ensureDataset(count: number, log: (line: string) => void =
     names: Array.from({ length: count }, (_, i) => nameOf(i)),
     caPem: caUnit.certificatePem,
     unitPath: (name) => path.join(DATASET_DIR, keys.certificate(name)),
+    mintedAt: manifest.mintedAt,
   };
 }
 
