@@ -22,7 +22,7 @@ import { memoryStorage } from '../src/adapters/storage/memory.js';
 import { parseCertificateBundle } from '../src/certs.js';
 import { createCertEngine, type CertEngine } from '../src/engine/engine.js';
 import { readStoredMeta } from '../src/engine/stored-meta.js';
-import { parseStoredCertificate, serializeStoredCertificate } from '../src/engine/stored.js';
+import { parseStoredCertificate, readStoredCertificate, serializeStoredCertificate } from '../src/engine/stored.js';
 import { keys } from '../src/storage-keys.js';
 import type { CertificateBundle, CertificateMeta, Storage } from '../src/types.js';
 import { captureLogs, type CapturedLogs } from './helpers/log-capture.js';
@@ -110,6 +110,19 @@ describe('stored certificate metadata: the format', () => {
     assert.deepEqual(read, { ...meta, issuerId: 'x' });
     // Readers of the whole unit ignore it and parse the certificate.
     assert.deepEqual(parseStoredCertificate('k', withMeta(unit as never, { notAfter: 5 })).meta, { ...meta, issuerId: 'x' });
+  });
+
+  it("the start-up read of a unit with metadata keeps none of its PEMs (no key material from unchecked metadata); without metadata it parses and hands the bundle", async () => {
+    const { bundle, meta } = await issued('pems.example.com');
+    const raw = serializeStoredCertificate(bundle, { issuerId: 'x' }, 1);
+    const trusted = readStoredCertificate('k', raw, () => assert.fail('the metadata is well-formed'));
+    assert.equal(trusted.trusted, true);
+    assert.deepEqual(Object.keys(trusted).sort(), ['meta', 'trusted'], 'metadata only: nothing that holds a PEM');
+    assert.deepEqual(trusted.meta, { ...meta, issuerId: 'x' });
+    const { meta: _stored, ...without } = JSON.parse(raw) as Record<string, unknown>;
+    const parsed = readStoredCertificate('k', JSON.stringify(without), () => assert.fail('no metadata: nothing malformed'));
+    assert.equal(parsed.trusted, false);
+    assert.deepEqual(parsed.trusted === false && parsed.bundle, bundle);
   });
 
   it('a certificate that cannot be parsed is stored without metadata', () => {
