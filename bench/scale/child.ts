@@ -11,7 +11,7 @@ import { indexEnd, indexHeader, indexLine } from '../../src/engine/startup-index
 import { readStoredCertificate } from '../../src/engine/stored.js';
 import { keys } from '../../src/storage-keys.js';
 import { serveRpc } from '../lib/children.js';
-import { engineModule, refusingIssuer } from '../lib/engine-module.js';
+import { engineModule, fileStorageModule, refusingIssuer } from '../lib/engine-module.js';
 import { nameOf } from '../lib/dataset.js';
 import { memoryAfterGc, type MemoryReading } from '../lib/memory.js';
 import { summarize, type Summary } from '../lib/stats.js';
@@ -53,6 +53,14 @@ export interface LoadReply {
   indexWrittenMs?: number;
   /** Engine only: RSS once the index was written (after GC), MB. */
   indexRssMb?: number;
+  /**
+   * Engine only, with the start-up index: files the check after start-up read (versioned reads
+   * from start() until the index's first write: lines it found stale). The write itself then
+   * reads the names whose version it does not know (the live actors', read by their own load).
+   */
+  checkReads?: number;
+  /** Engine only, with the start-up index: the highest RSS sampled every 50 ms (no GC) from start() resolved until the index was written, MB. */
+  checkPeakRssMb?: number;
 }
 
 /** The engine's status calls, each timed (ms): none but `status()` builds an object per name. */
@@ -194,8 +202,18 @@ serveRpc({
     const indexFile = path.join(dir, '~index', 'startup');
     const indexMtime = async () => (await stat(indexFile).catch(() => undefined))?.mtimeMs ?? 0;
     const indexBefore = await indexMtime();
+    // The check's reads: versioned reads until the index's first write (see LoadReply.checkReads).
+    const storage = (await fileStorageModule()).fileStorage(dir);
+    const store = storage.startupIndex!;
+    let versionedReads = 0;
+    let checkReads: number | undefined;
+    (storage as { startupIndex: typeof store }).startupIndex = {
+      ...store,
+      loadVersioned: (key) => (versionedReads++, store.loadVersioned(key)),
+      write: (lines) => ((checkReads ??= versionedReads), store.write(lines)),
+    };
     const e = createCertEngine({
-      storage: fileStorage(dir),
+      storage,
       issuers: [ari ? ariIssuer() : refusingIssuer('scale')],
       names: list,
       ...(index ? {} : { startupIndex: false as const }),
@@ -253,14 +271,19 @@ serveRpc({
     const afterStart = memoryAfterGc();
     let indexWrittenMs: number | undefined;
     let indexRssMb: number | undefined;
+    let checkPeakRssMb: number | undefined;
     if (index) {
+      let peak = process.memoryUsage.rss();
+      const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage.rss())), 50);
       while ((await indexMtime()) <= indexBefore && performance.now() - t0 < 60 * 60_000) await new Promise((resolve) => setTimeout(resolve, 100));
+      clearInterval(sampler);
+      checkPeakRssMb = Math.max(peak, process.memoryUsage.rss()) / 2 ** 20;
       indexWrittenMs = performance.now() - t0;
       indexRssMb = memoryAfterGc().rssMb;
     }
     return {
       firstMs, lastMs, allMs, cpuMs, sampleMs, sample: { count: sampled.length, p50Ms: pick(0.5), p95Ms: pick(0.95) }, stats,
-      before, after: afterStart, notServing, states, errors, ariRequests, timers, indexWrittenMs, indexRssMb,
+      before, after: afterStart, notServing, states, errors, ariRequests, timers, indexWrittenMs, indexRssMb, checkReads: checkReads ?? versionedReads, checkPeakRssMb,
     };
   },
 
