@@ -45,7 +45,7 @@ import { certificateNames, type NameRecord } from './name-record.js';
 import type { Residency } from './residency.js';
 import { BadIndex, checkHeader, endOf, indexEnd, indexHeader, indexLine, MAX_LINE, parseEntry, type IndexEntry } from './startup-index-format.js';
 import { isFromIndex, isUnverified, markFromIndex, markVerified, metaDifferences, noteStoredVersion, storedVersionOf } from './stored-meta.js';
-import { parseStoredCertificate } from './stored.js';
+import { parseStoredCertificate, storedUnitAgrees } from './stored.js';
 
 /** Options of the start-up index (`CertEngineOptions.startupIndex`). */
 export interface StartupIndexOptions {
@@ -270,9 +270,14 @@ export class StartupIndex {
    */
   async #reconcile(record: NameRecord, onIndex: (record: NameRecord) => CertificateMeta | undefined): Promise<void> {
     const read = await this.#core.track(this.#store.loadVersioned(keys.certificate(record.name)));
+    const indexed = onIndex(record);
+    if (!indexed || this.#core.stopped) return; // woken meanwhile: its actor read for itself
+    // What a rewritten file or a moved ctime usually holds: the same certificate, known at this
+    // version from now on; nothing made for it but the read (a restore from backup reads every file).
+    if (read !== undefined && storedUnitAgrees(read.value, indexed)) return void noteStoredVersion(indexed, read.version);
     const loaded = read === undefined ? {} : await this.#loads.fromStored(record.name, read.value, true, true, read.version);
     const meta = onIndex(record);
-    if (!meta || this.#core.stopped) return; // woken meanwhile: its actor read for itself
+    if (!meta || this.#core.stopped) return;
     if (loaded.certificate && metaDifferences(meta, loaded.certificate).length === 0) {
       // The same certificate in a rewritten file: it sleeps on, now known at the new version
       // (and checked against its certificate if that was parsed: stored without metadata).

@@ -14,7 +14,7 @@ import { CorruptStorageError, isRetryAfterRecord } from '../errors.js';
 import type { FailureRecord } from '../machines/certificate.js';
 import { MAX_KEPT_ORDERS } from '../machines/floor.js';
 import type { CertificateBundle, CertificateMeta, ErrorInfo } from '../types.js';
-import { isOtherMetaVersion, readStoredMeta, storedMetaOf } from './stored-meta.js';
+import { isOtherMetaVersion, readStoredMeta, storedMetaAgrees, storedMetaOf } from './stored-meta.js';
 
 const FORMAT_VERSION = 1;
 /** Offsets to the storage clock that differ by less than this are the same clock, measured twice. */
@@ -108,6 +108,22 @@ export function readStoredCertificate(
   }
   const bundle = { certificatePem: unit.certificatePem, privateKeyPem: unit.privateKeyPem };
   return { bundle, meta: parseUnit(key, bundle, unit.issuerId, { checkKey: false }), trusted: false };
+}
+
+/**
+ * Whether a stored unit holds the certificate `meta` describes, by the
+ * metadata stored beside it (trusted as `readStoredCertificate` trusts it),
+ * making nothing that outlives the call; false when the unit is malformed or
+ * has no usable metadata (the caller then reads it in full, which reports it).
+ */
+export function storedUnitAgrees(raw: string, meta: CertificateMeta): boolean {
+  let unit: ReturnType<typeof storedUnit>;
+  try {
+    unit = storedUnit('', raw);
+  } catch {
+    return false;
+  }
+  return unit.meta !== undefined && !isOtherMetaVersion(unit.meta) && storedMetaAgrees(unit.meta, unit.issuerId, meta);
 }
 
 /** A stored unit's fields, type-checked (its certificate not parsed). */
