@@ -32,7 +32,8 @@ import { runWorker } from './children.js';
 import { patchMint } from './patch-mint.js';
 import { BENCH_DIR } from './paths.js';
 
-export const DATASET_DIR = path.join(BENCH_DIR, '.cache', 'dataset');
+/** bench/.cache/dataset, or `CERTSTATE_BENCH_DATASET` (a private dataset: e.g. one minted with a fix of this module). */
+export const DATASET_DIR = process.env.CERTSTATE_BENCH_DATASET ? path.resolve(process.env.CERTSTATE_BENCH_DATASET) : path.join(BENCH_DIR, '.cache', 'dataset');
 const MANIFEST = path.join(DATASET_DIR, 'manifest.json');
 const FORMAT = 1;
 const DAY = 86_400_000;

@@ -66,11 +66,15 @@ export async function patchMint(dir: string, from: number, to: number, nameOf: (
       if (!t) templates.set(source, (t = await template(dir, source)));
       const der = Buffer.from(t.leafDer);
       for (const at of t.nameOffsets) der.write(name, at, 'latin1');
-      // A unique positive serial: the index in the last 4 bytes, the first byte kept below 0x80.
+      // A unique serial: the index in the last 4 bytes. Its first byte stays as minted: a serial
+      // with the high bit set is encoded after a 0x00 byte, which only that high bit makes the
+      // shortest form (clearing it, as this did, made every patched certificate invalid DER).
       der.writeUInt32BE(j, t.serialOffset + t.serialLength - 4);
-      der[t.serialOffset] = (der[t.serialOffset]! & 0x7f) | 0x01;
       // Serialised as the engine stores it: the stored metadata is computed from the patched certificate (~50 µs).
       const unit = serializeStoredCertificate({ certificatePem: pem(der) + t.chainPem, privateKeyPem: t.unit.privateKeyPem }, t.unit, t.unit.storedAt);
+      // serializeStoredCertificate stores a certificate it cannot parse without metadata, silently: a dataset
+      // of such units measures names that fail to load (each then an actor in backoff), not a start-up.
+      if (!unit.includes('"meta":')) throw new Error(`patch-mint: the patched certificate of ${name} does not parse`);
       writes.push(writeFile(path.join(dir, keys.certificate(name)), unit, { mode: 0o600 }));
     }
     await Promise.all(writes);
