@@ -25,7 +25,7 @@ import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { parseFlags } from './lib/args.js';
 import { forkTs } from './lib/children.js';
-import { ensureDataset, fileStorageDir } from './lib/dataset.js';
+import { ensureDataset, fileStorageDir, nameOf, touchVersions } from './lib/dataset.js';
 import { fmt, profileFlags, printBars, printTable, spread, writeResult, type BarVerdict } from './lib/report.js';
 import { pairedRatios, summarize, type Summary } from './lib/stats.js';
 import type { IdleReply, LoadReply, StatusReply, Where } from './scale/child.js';
@@ -45,7 +45,18 @@ const flags = parseFlags('bench/scale.ts', {
   index: { default: true, help: 'the start-up index (file storage, PostgreSQL): a cold start writes it, then a warm start (a fresh process, as a restarted server) is measured; false: startupIndex off, one start' },
   cold: { default: true, help: 'with --index: measure a cold engine start (no index yet; it writes the index) before the warm one; false: the bench writes the index itself (one versioned read per name) and only the warm start is measured' },
   storage: { default: 'file', help: `where the names are: file, or postgres (${BENCH_POSTGRES_URL}, or CERTSTATE_BENCH_POSTGRES_URL; a table of the bench's own, seeded once)` },
+  files: { default: 'copies', help: "the storage directory's files: 'copies' (inodes of their own: the warm start's index lines match the files unless --stale) or 'links' (hard links into the shared dataset: fast to make, but any other link to the same names, by any bench or test on the machine, changes their ctime and so makes index lines stale)" },
+  stale: { default: false, help: "with --index: after the index is written, change every file's version (its ctime, content untouched: a restore from backup) so that the warm start's check finds every line stale and re-reads every file: the worst case" },
 });
+if (flags.files !== 'copies' && flags.files !== 'links') {
+  console.error(`bench/scale.ts: --files must be 'copies' or 'links', got ${JSON.stringify(flags.files)}`);
+  process.exit(2);
+}
+if (flags.stale && flags.files !== 'copies') {
+  // A chmod of a link changes the shared dataset inode: every other directory of links would see its files changed.
+  console.error('bench/scale.ts: --stale needs --files copies (it would change the shared dataset\'s files)');
+  process.exit(2);
+}
 
 if (flags.storage !== 'file' && flags.storage !== 'postgres') {
   console.error(`bench/scale.ts: --storage is file or postgres, got ${JSON.stringify(flags.storage)}`);
@@ -118,9 +129,20 @@ async function oneRun(where: Where, count: number): Promise<Run> {
       indexPrepMs = (await base.call<{ ms: number }>('writeIndex', { ...where, count }, 60 * 60_000)).ms;
       console.error(`  index written by the bench in ${(indexPrepMs / 1000).toFixed(1)} s`);
     }
+    if (flags.index && flags.stale) {
+      const t0 = performance.now();
+      await touchVersions(dir, Array.from({ length: count }, (_, i) => nameOf(i)));
+      console.error(`  every file's version changed (--stale) in ${((performance.now() - t0) / 1000).toFixed(1)} s: the check re-reads them all`);
+    }
     eng = forkTs(new URL('./scale/child.ts', import.meta.url), [], [...nodeFlags, ...profileFlags(flags.profile, 'scale-engine')]);
     const engine = await eng.call<LoadReply>('engine', engineArgs, 60 * 60_000);
     says(useIndex ? 'engine, warm start (from the index)' : 'engine', engine);
+    if (useIndex) {
+      console.error(
+        `  the check after start-up re-read ${engine.checkReads} files (${flags.stale ? 'worst case: every line made stale' : `realistic: nothing changed since the index${flags.files === 'links' ? ', unless another link to the dataset moved ctimes' : ''}`}); ` +
+          `RSS during the check: peak ${engine.checkPeakRssMb?.toFixed(0)} MB (sampled every 50 ms, no GC), ${engine.indexRssMb?.toFixed(0)} MB after GC once the index was written`,
+      );
+    }
     // Idle side by side: neither does anything, so they do not disturb each other.
     // Generous: an engine that is not idle at all (e.g. retrying names that failed to load) stretches the period.
     const idleMs = flags['idle-seconds'] * 3000 + 300_000;
@@ -148,9 +170,11 @@ const steadyIdlePerMinute = (r: IdleReply) => (summarize(r.windowsCpuMs).median 
 async function main(): Promise<void> {
   const startedAt = new Date();
   const dataset = await ensureDataset(flags.names);
-  // PostgreSQL: the bench's own table, seeded once per dataset and count; file storage: a fresh directory of links.
+  // PostgreSQL: the bench's own table, seeded once per dataset and count; file storage: a fresh directory of copies or links.
   const table = onPostgres ? await seedPostgres(dataset, flags.names, (line) => console.error(line)) : undefined;
-  const storageDir = onPostgres ? undefined : await fileStorageDir(dataset);
+  const t0 = performance.now();
+  const storageDir = onPostgres ? undefined : await fileStorageDir(dataset, dataset.names, { copies: flags.files === 'copies' });
+  if (storageDir) console.error(`scale: ${flags.names} files ${flags.files === 'copies' ? 'copied' : 'linked'} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   const where: Where = table ? { dir: '', pg: { url: BENCH_POSTGRES_URL, table } } : { dir: storageDir!.dir };
   const runs: Run[] = [];
   try {
@@ -213,6 +237,10 @@ function buildResults(runs: Run[]) {
       errors: runs.flatMap((r) => r.engine.errors ?? []).slice(0, 5),
       indexWrittenMs: s((r) => r.engine.indexWrittenMs ?? 0),
       indexRssMb: s((r) => r.engine.indexRssMb ?? 0),
+      /** Files the check after start-up read (index lines found stale); 0 in the realistic case, every name with --stale. */
+      checkReads: s((r) => r.engine.checkReads ?? 0),
+      /** Highest RSS sampled (every 50 ms, no GC) from start() resolved until the index was written. */
+      checkPeakRssMb: s((r) => r.engine.checkPeakRssMb ?? 0),
     },
     /** With --index --cold: the cold start (no index yet) that wrote the index. */
     cold: runs.every((r) => r.coldEngine)
@@ -274,7 +302,11 @@ function report(r: Results): void {
       ['…CPU until then (user + system, all threads), s', sec(e.startCpuMs), sec(b.allReadCpuMs), spread(r.ratios.startCpu)],
       ['names not serving after start', spread(e.notServing, 1, 1), '0', '—'],
       ...(useIndex
-        ? [['…every name slept from the index checked against its file (stat) and the index written again, s', sec(e.indexWrittenMs), sec(b.allReadMs), spread(r.ratios.indexWritten)]]
+        ? [
+            ['…every name slept from the index checked against its file (stat) and the index written again, s', sec(e.indexWrittenMs), sec(b.allReadMs), spread(r.ratios.indexWritten)],
+            [`…files the check re-read (${flags.stale ? 'worst case: --stale' : 'realistic'}, ${onPostgres ? 'PostgreSQL' : `files: ${flags.files}`})`, spread(e.checkReads, 1, 1), '—', '—'],
+            ['…RSS during the check: peak (sampled, no GC) / after GC once written, MB', `${spread(e.checkPeakRssMb)} / ${spread(e.indexRssMb)}`, '—', '—'],
+          ]
         : []),
       ...(r.cold
         ? [

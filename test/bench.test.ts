@@ -121,6 +121,9 @@ describe('benches run at a small size and report what BENCHMARKS.md quotes', { c
     // The start-up index: a cold start wrote it, the measured (warm) start read it, and wrote it again after its check.
     for (const k of ['startResolvedMs', 'indexWrittenMs', 'rssMb']) assertSummary(r.results.cold[k], `cold ${k}`);
     assertSummary(r.results.engine.indexWrittenMs, 'warm start: index checked and written');
+    // Copies (the default): nothing changed the files since the index was written, so its check read none.
+    assert.equal(r.results.engine.checkReads.max, 0, 'the warm start re-read no file: every index line matched');
+    assertSummary(r.results.engine.checkPeakRssMb, 'warm start: peak RSS while the check ran');
     assert.equal(r.results.cold.notServing.max, 0, 'every name is served after a cold start');
   });
 

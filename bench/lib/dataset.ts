@@ -20,7 +20,7 @@
  * before is rewritten once with it (`withMeta` in the manifest).
  */
 import { generateKeyPairSync } from 'node:crypto';
-import { link, copyFile, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, link, copyFile, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { localCaCertificate } from '../../src/adapters/issuers/local-ca.js';
@@ -32,7 +32,8 @@ import { runWorker } from './children.js';
 import { patchMint } from './patch-mint.js';
 import { BENCH_DIR } from './paths.js';
 
-export const DATASET_DIR = path.join(BENCH_DIR, '.cache', 'dataset');
+/** bench/.cache/dataset, or `CERTSTATE_BENCH_DATASET` (a private dataset: e.g. one minted with a fix of this module). */
+export const DATASET_DIR = process.env.CERTSTATE_BENCH_DATASET ? path.resolve(process.env.CERTSTATE_BENCH_DATASET) : path.join(BENCH_DIR, '.cache', 'dataset');
 const MANIFEST = path.join(DATASET_DIR, 'manifest.json');
 const FORMAT = 1;
 const DAY = 86_400_000;
@@ -189,13 +190,24 @@ export async function seedStorage(dataset: Dataset, storage: Storage, names = da
 /**
  * A fresh directory for `fileStorage` holding the first `names` units, as
  * hard links into the dataset (a second, not a minute, for 100k files; file
- * storage replaces files by rename, so a write never reaches the dataset).
- * Falls back to copying across filesystems. Remove it with `dispose()`.
+ * storage replaces files by rename, so a write never reaches the dataset),
+ * or with `copies` as files of its own (falls back to copying across
+ * filesystems anyway). Remove it with `dispose()`.
+ *
+ * Links share their inodes with the dataset, and making or removing a link
+ * changes the inode's change time (ctime), which is part of a value's version
+ * (file-io.ts `versionOf`). So every `fileStorageDir` (any bench, tool or
+ * test on the machine, this function's own links included) and every
+ * `dispose()` of one that links the same names changes the version of those
+ * names' files in every other directory of links: a start-up index written
+ * in one of them is then stale for those names, and the engine's check after
+ * start-up re-reads their files. Copies have inodes of their own, which only
+ * their directory's writes change: what a restarted server's files see.
  */
-export async function fileStorageDir(dataset: Dataset, names = dataset.names): Promise<{ dir: string; dispose(): Promise<void> }> {
+export async function fileStorageDir(dataset: Dataset, names = dataset.names, options: { copies?: boolean } = {}): Promise<{ dir: string; dispose(): Promise<void> }> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'certstate-bench-'));
   await mkdir(path.join(dir, 'certificates'), { mode: 0o700 });
-  let place: (from: string, to: string) => Promise<void> = link;
+  let place: (from: string, to: string) => Promise<void> = options.copies ? copyFile : link;
   const batch = 256;
   for (let i = 0; i < names.length; i += batch) {
     await Promise.all(
@@ -212,4 +224,18 @@ export async function fileStorageDir(dataset: Dataset, names = dataset.names): P
     );
   }
   return { dir, dispose: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * Change the version of every named file in `dir` (its ctime: a `chmod` to
+ * the mode it has, content untouched), as a restore from backup or a copy
+ * that keeps nothing but the content would: a start-up index written before
+ * is then stale for every name. On a directory of links this changes the
+ * dataset's inodes too (see `fileStorageDir`): use it on copies.
+ */
+export async function touchVersions(dir: string, names: string[]): Promise<void> {
+  const batch = 256;
+  for (let i = 0; i < names.length; i += batch) {
+    await Promise.all(names.slice(i, i + batch).map((name) => chmod(path.join(dir, keys.certificate(name)), 0o600)));
+  }
 }

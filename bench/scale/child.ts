@@ -13,7 +13,7 @@ import { indexEnd, indexHeader, indexLine } from '../../src/engine/startup-index
 import { readStoredCertificate } from '../../src/engine/stored.js';
 import { keys } from '../../src/storage-keys.js';
 import { serveRpc } from '../lib/children.js';
-import { engineModule, refusingIssuer } from '../lib/engine-module.js';
+import { engineModule, fileStorageModule, refusingIssuer } from '../lib/engine-module.js';
 import { nameOf } from '../lib/dataset.js';
 import { memoryAfterGc, type MemoryReading } from '../lib/memory.js';
 import { summarize, type Summary } from '../lib/stats.js';
@@ -62,6 +62,14 @@ export interface LoadReply {
   indexWrittenMs?: number;
   /** Engine only: RSS once the index was written (after GC), MB. */
   indexRssMb?: number;
+  /**
+   * Engine only, with the start-up index: files the check after start-up read (versioned reads
+   * from start() until the index's first write: lines it found stale). The write itself then
+   * reads the names whose version it does not know (the live actors', read by their own load).
+   */
+  checkReads?: number;
+  /** Engine only, with the start-up index: the highest RSS sampled every 50 ms (no GC) from start() resolved until the index was written, MB. */
+  checkPeakRssMb?: number;
 }
 
 /** The engine's status calls, each timed (ms): none but `status()` builds an object per name. */
@@ -225,8 +233,18 @@ serveRpc({
     const indexMtime = async () => (pg ? indexGeneration(pg.url, pg.table) : ((await stat(indexFile).catch(() => undefined))?.mtimeMs ?? 0));
     const indexBefore = await indexMtime();
     if (pg) storage = postgresStorage({ connectionString: pg.url, table: pg.table });
+    // The check's reads: versioned reads until the index's first write (see LoadReply.checkReads).
+    const measured = storage ?? (await fileStorageModule()).fileStorage(dir);
+    const store = measured.startupIndex!;
+    let versionedReads = 0;
+    let checkReads: number | undefined;
+    (measured as { startupIndex: typeof store }).startupIndex = {
+      ...store,
+      loadVersioned: (key) => (versionedReads++, store.loadVersioned(key)),
+      write: (lines) => ((checkReads ??= versionedReads), store.write(lines)),
+    };
     const e = createCertEngine({
-      storage: storage ?? fileStorage(dir),
+      storage: measured,
       issuers: [ari ? ariIssuer() : refusingIssuer('scale')],
       names: list,
       ...(index ? {} : { startupIndex: false as const }),
@@ -284,14 +302,19 @@ serveRpc({
     const afterStart = memoryAfterGc();
     let indexWrittenMs: number | undefined;
     let indexRssMb: number | undefined;
+    let checkPeakRssMb: number | undefined;
     if (index) {
+      let peak = process.memoryUsage.rss();
+      const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage.rss())), 50);
       while ((await indexMtime()) <= indexBefore && performance.now() - t0 < 60 * 60_000) await new Promise((resolve) => setTimeout(resolve, 100));
+      clearInterval(sampler);
+      checkPeakRssMb = Math.max(peak, process.memoryUsage.rss()) / 2 ** 20;
       indexWrittenMs = performance.now() - t0;
       indexRssMb = memoryAfterGc().rssMb;
     }
     return {
       firstMs, lastMs, allMs, cpuMs, sampleMs, sample: { count: sampled.length, p50Ms: pick(0.5), p95Ms: pick(0.95) }, stats,
-      before, after: afterStart, notServing, states, errors, ariRequests, timers, indexWrittenMs, indexRssMb,
+      before, after: afterStart, notServing, states, errors, ariRequests, timers, indexWrittenMs, indexRssMb, checkReads: checkReads ?? versionedReads, checkPeakRssMb,
     };
   },
 
