@@ -52,7 +52,16 @@ interface Manifest {
   patchedFrom?: number;
   /** Every unit carries its certificate's metadata (absent: minted before it was stored; rewritten once). */
   withMeta?: boolean;
+  /** How the patched units were made (`PATCH_FORMAT`); older ones are patched again. */
+  patchFormat?: number;
 }
+
+/**
+ * 2: a patched serial stays minimal DER. Before (absent), a template whose
+ * serial has its top bit set gave patched units the engine refuses as
+ * malformed (stored without metadata): such a dataset is patched again.
+ */
+const PATCH_FORMAT = 2;
 
 /** Names minted with a real signature; beyond, patched copies of them. */
 export const MINT_LIMIT = 100_000;
@@ -101,6 +110,10 @@ export async function ensureDataset(count: number, log: (line: string) => void =
     manifest.withMeta = true;
     await writeFile(MANIFEST, JSON.stringify(manifest));
   }
+  if (manifest.patchedFrom !== undefined && (manifest.patchFormat ?? 1) < PATCH_FORMAT && manifest.count > manifest.patchedFrom) {
+    log(`dataset: the patched units from ${manifest.patchedFrom} on are of an older patch format: patching them again`);
+    manifest.count = manifest.patchedFrom;
+  }
   if (manifest.count < Math.min(count, MINT_LIMIT)) {
     await mint(manifest.count, Math.min(count, MINT_LIMIT), log);
     manifest.count = Math.min(count, MINT_LIMIT);
@@ -126,6 +139,7 @@ export async function ensureDataset(count: number, log: (line: string) => void =
     for (const [a, b] of ranges) await patchMint(DATASET_DIR, a, b, nameOf, (name) => lengthTemplate.get(name.length)!);
     manifest.count = count;
     manifest.patchedFrom = Math.min(manifest.patchedFrom ?? from, from);
+    manifest.patchFormat = PATCH_FORMAT;
     await writeFile(MANIFEST, JSON.stringify(manifest));
     log(`dataset: patched ${count - from} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   }
