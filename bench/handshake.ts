@@ -43,11 +43,11 @@ const flags = parseFlags('bench/handshake.ts', {
   'warm-every-name': { default: true, help: 'before the runs, one real handshake per name on the map and certstate servers (first-use costs are not steady state)' },
   alpn: { default: true, help: 'clients offer ALPN http/1.1, as browsers do' },
   profile: { default: false, help: 'write a CPU profile of every server (baselines too, to compare) to bench/results/profiles/' },
-  servers: { default: 'static,map,certstate,certstate-backoff', help: 'servers to compare (static and map are the baselines; certstate-backoff serves every name in failed-backoff; map-alpn-callback adds a JS ALPNCallback to map; static-like and map-like are the baselines configured as tlsOptions() configures a server that answers TLS-ALPN-01: JS ALPN callback, session tickets through the same ticket-key callback; static-tickets the same with ALPNProtocols, as tlsOptions() configures a server that answers no TLS-ALPN-01; certstate-tls-alpn is certstate with tlsOptions({ tlsAlpn01: true }))' },
+  servers: { default: 'static,map,certstate,certstate-backoff', help: 'servers to compare (static and map are the baselines; certstate-backoff serves every name in failed-backoff; map-alpn-callback adds a JS ALPNCallback to map; static-like and map-like are the baselines configured as tlsOptions() configures a server that answers TLS-ALPN-01: JS ALPN callback, session tickets through the same ticket-key callback; static-tickets and map-tickets the same with ALPNProtocols, as tlsOptions() configures a server that answers no TLS-ALPN-01; map-pem-strings and map-pem-buffers are map-tickets holding 10,000 PEM-sized values as strings or Buffers; certstate-tls-alpn is certstate with tlsOptions({ tlsAlpn01: true }))' },
   json: { default: '', help: 'write the JSON result here instead of bench/results/handshake.json' },
 });
 
-const KNOWN: Mode[] = ['static', 'static-tickets', 'static-like', 'map', 'map-alpn-callback', 'map-like', 'certstate', 'certstate-tls-alpn', 'certstate-backoff'];
+const KNOWN: Mode[] = ['static', 'static-tickets', 'static-like', 'map', 'map-tickets', 'map-pem-strings', 'map-pem-buffers', 'map-alpn-callback', 'map-like', 'certstate', 'certstate-tls-alpn', 'certstate-backoff'];
 const MODES = flags.servers.split(',').map((m) => m.trim()) as Mode[];
 for (const m of ['static', 'map', 'certstate'] as const) if (!MODES.includes(m)) throw new Error(`--servers must include ${m}`);
 for (const m of MODES) if (!KNOWN.includes(m)) throw new Error(`--servers: unknown server ${m} (known: ${KNOWN.join(', ')})`);
@@ -191,6 +191,10 @@ function ratios(runs: Run[]) {
     // The same for a server that answers no TLS-ALPN-01 (ALPNProtocols, tickets through the callback), and for one that does.
     certstateVsStaticTickets: MODES.includes('static-tickets') ? pairedRatios(cpu('certstate'), cpu('static-tickets')) : undefined,
     staticTicketsVsStatic: MODES.includes('static-tickets') ? pairedRatios(cpu('static-tickets'), cpu('static')) : undefined,
+    certstateVsMapTickets: MODES.includes('map-tickets') ? pairedRatios(cpu('certstate'), cpu('map-tickets')) : undefined,
+    // What 10,000 PEM-sized values held in the heap cost a handshake, as strings and as Buffers.
+    pemStringsVsMapTickets: MODES.includes('map-pem-strings') && MODES.includes('map-tickets') ? pairedRatios(cpu('map-pem-strings'), cpu('map-tickets')) : undefined,
+    pemBuffersVsMapTickets: MODES.includes('map-pem-buffers') && MODES.includes('map-tickets') ? pairedRatios(cpu('map-pem-buffers'), cpu('map-tickets')) : undefined,
     tlsAlpnVsCertstate: MODES.includes('certstate-tls-alpn') ? pairedRatios(cpu('certstate-tls-alpn'), cpu('certstate')) : undefined,
     tlsAlpnVsMapLike: MODES.includes('certstate-tls-alpn') && MODES.includes('map-like') ? pairedRatios(cpu('certstate-tls-alpn'), cpu('map-like')) : undefined,
   };
@@ -249,6 +253,9 @@ function report(runs: Run[], servers: Map<Mode, { setup: SetupReply }>): void {
   const like = [
     rel.staticTicketsVsStatic && `static-tickets ÷ static ${spread(rel.staticTicketsVsStatic)}`,
     rel.certstateVsStaticTickets && `certstate ÷ static-tickets ${spread(rel.certstateVsStaticTickets)}`,
+    rel.certstateVsMapTickets && `certstate ÷ map-tickets ${spread(rel.certstateVsMapTickets)}`,
+    rel.pemStringsVsMapTickets && `map-pem-strings ÷ map-tickets ${spread(rel.pemStringsVsMapTickets)}`,
+    rel.pemBuffersVsMapTickets && `map-pem-buffers ÷ map-tickets ${spread(rel.pemBuffersVsMapTickets)}`,
     rel.staticLikeVsStatic && `static-like ÷ static ${spread(rel.staticLikeVsStatic)}`,
     rel.certstateVsStaticLike && `certstate ÷ static-like ${spread(rel.certstateVsStaticLike)}`,
     rel.certstateVsMapLike && `certstate ÷ map-like ${spread(rel.certstateVsMapLike)}`,

@@ -1,5 +1,6 @@
 /**
- * bench:scale — N managed names with certificates in file storage: how long
+ * bench:scale — N managed names with certificates in file storage (or, with
+ * `--storage postgres`, in PostgreSQL): how long
  * until the engine serves the first and the last name, memory per name, CPU
  * while idle, and the cost of `status()`. Baseline, in the same run: the
  * same files read with plain fs (64 in flight) and JSON.parse'd into a Map.
@@ -12,18 +13,23 @@
  *
  * Each side runs in its own process (memory and CPU are then its own). The
  * storage directory is a fresh temp dir of hard links into the cached
- * dataset (bench/.cache/dataset), minted on first use.
+ * dataset (bench/.cache/dataset), minted on first use. With
+ * `--storage postgres` the same units are rows of a table of the bench's own,
+ * seeded once per dataset and name count (scale/postgres.ts), and the
+ * baseline is a plain `pg` loader reading every row into a Map; the start-up
+ * index is then the storage's `<table>_index` (cleared for a cold start).
  *
- *   node --import tsx bench/scale.ts [--names 10000] [--idle-seconds 60] [--runs 1]
+ *   node --import tsx bench/scale.ts [--names 10000] [--idle-seconds 60] [--runs 1] [--storage file|postgres]
  */
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { parseFlags } from './lib/args.js';
 import { forkTs } from './lib/children.js';
-import { ensureDataset, fileStorageDir } from './lib/dataset.js';
+import { ensureDataset, fileStorageDir, nameOf, touchVersions } from './lib/dataset.js';
 import { fmt, profileFlags, printBars, printTable, spread, writeResult, type BarVerdict } from './lib/report.js';
 import { pairedRatios, summarize, type Summary } from './lib/stats.js';
-import type { IdleReply, LoadReply, StatusReply } from './scale/child.js';
+import type { IdleReply, LoadReply, StatusReply, Where } from './scale/child.js';
+import { BENCH_POSTGRES_URL, clearIndex, seedPostgres } from './scale/postgres.js';
 
 const flags = parseFlags('bench/scale.ts', {
   names: { default: 10_000, help: 'managed names (100000 for the bar)' },
@@ -36,9 +42,31 @@ const flags = parseFlags('bench/scale.ts', {
   json: { default: '', help: 'write the JSON result here instead of bench/results/scale.json' },
   ari: { default: true, help: 'the issuer answers renewal-information (ARI) requests' },
   'node-flags': { default: '', help: 'extra node/V8 flags for both child processes, space-separated (e.g. --no-memory-reducer)' },
-  index: { default: true, help: 'the start-up index (file storage): a cold start writes it, then a warm start (a fresh process, as a restarted server) is measured; false: startupIndex off, one start' },
+  index: { default: true, help: 'the start-up index (file storage, PostgreSQL): a cold start writes it, then a warm start (a fresh process, as a restarted server) is measured; false: startupIndex off, one start' },
   cold: { default: true, help: 'with --index: measure a cold engine start (no index yet; it writes the index) before the warm one; false: the bench writes the index itself (one versioned read per name) and only the warm start is measured' },
+  storage: { default: 'file', help: `where the names are: file, or postgres (${BENCH_POSTGRES_URL}, or CERTSTATE_BENCH_POSTGRES_URL; a table of the bench's own, seeded once)` },
+  files: { default: 'copies', help: "the storage directory's files: 'copies' (inodes of their own: the warm start's index lines match the files unless --stale) or 'links' (hard links into the shared dataset: fast to make, but any other link to the same names, by any bench or test on the machine, changes their ctime and so makes index lines stale)" },
+  stale: { default: false, help: "with --index: after the index is written, change every file's version (its ctime, content untouched: a restore from backup) so that the warm start's check finds every line stale and re-reads every file: the worst case" },
 });
+if (flags.files !== 'copies' && flags.files !== 'links') {
+  console.error(`bench/scale.ts: --files must be 'copies' or 'links', got ${JSON.stringify(flags.files)}`);
+  process.exit(2);
+}
+if (flags.stale && flags.files !== 'copies') {
+  // A chmod of a link changes the shared dataset inode: every other directory of links would see its files changed.
+  console.error('bench/scale.ts: --stale needs --files copies (it would change the shared dataset\'s files)');
+  process.exit(2);
+}
+
+if (flags.storage !== 'file' && flags.storage !== 'postgres') {
+  console.error(`bench/scale.ts: --storage is file or postgres, got ${JSON.stringify(flags.storage)}`);
+  process.exit(2);
+}
+const onPostgres = flags.storage === 'postgres';
+/** The start-up index (file storage's index file, PostgreSQL's `<table>_index`). */
+const useIndex = flags.index;
+const storageLabel = onPostgres ? 'PostgreSQL' : 'file storage';
+const baselineLabel = onPostgres ? 'plain pg → Map' : 'plain fs → Map';
 
 const BAR_START_S = 10;
 const BAR_RSS_MB = 1024;
@@ -65,7 +93,8 @@ interface Run {
   engineCalls: StatusReply;
 }
 
-async function oneRun(dir: string, count: number): Promise<Run> {
+async function oneRun(where: Where, count: number): Promise<Run> {
+  const { dir } = where;
   const nodeFlags = [`--max-old-space-size=${flags['heap-mb']}`, ...flags['node-flags'].split(' ').filter(Boolean)];
   const base = forkTs(new URL('./scale/child.ts', import.meta.url), [], nodeFlags);
   let eng: ReturnType<typeof forkTs> | undefined;
@@ -78,15 +107,16 @@ async function oneRun(dir: string, count: number): Promise<Run> {
   try {
     // Loads run one after the other (each wants both cores' worth of disk and CPU),
     // after one unmeasured pass over the files so that neither side pays for a cold page cache.
-    await base.call('warm', { dir, count }, 30 * 60_000);
-    const baseline = await base.call<LoadReply>('baseline', { dir, count }, 30 * 60_000);
-    console.error(`  baseline: all ${count} files in a Map after ${(baseline.allMs / 1000).toFixed(2)} s`);
-    const engineArgs = { dir, count, sample: flags.sample, ari: flags.ari, index: flags.index };
+    await base.call('warm', { ...where, count }, 30 * 60_000);
+    const baseline = await base.call<LoadReply>('baseline', { ...where, count }, 30 * 60_000);
+    console.error(`  baseline: all ${count} ${onPostgres ? 'rows' : 'files'} in a Map after ${(baseline.allMs / 1000).toFixed(2)} s`);
+    const engineArgs = { ...where, count, sample: flags.sample, ari: flags.ari, index: useIndex };
     let coldEngine: LoadReply | undefined;
     let indexPrepMs: number | undefined;
-    if (flags.index && flags.cold) {
+    if (useIndex && flags.cold) {
       // A cold start (no index yet: an earlier run's is removed): measured, and it writes the index; then the process goes.
-      await rm(path.join(dir, '~index'), { recursive: true, force: true });
+      if (where.pg) await clearIndex(where.pg.url, where.pg.table);
+      else await rm(path.join(dir, '~index'), { recursive: true, force: true });
       const cold = forkTs(new URL('./scale/child.ts', import.meta.url), [], nodeFlags);
       try {
         coldEngine = await cold.call<LoadReply>('engine', engineArgs, 60 * 60_000);
@@ -95,13 +125,24 @@ async function oneRun(dir: string, count: number): Promise<Run> {
       } finally {
         await cold.close();
       }
-    } else if (flags.index) {
-      indexPrepMs = (await base.call<{ ms: number }>('writeIndex', { dir, count }, 60 * 60_000)).ms;
+    } else if (useIndex) {
+      indexPrepMs = (await base.call<{ ms: number }>('writeIndex', { ...where, count }, 60 * 60_000)).ms;
       console.error(`  index written by the bench in ${(indexPrepMs / 1000).toFixed(1)} s`);
+    }
+    if (flags.index && flags.stale) {
+      const t0 = performance.now();
+      await touchVersions(dir, Array.from({ length: count }, (_, i) => nameOf(i)));
+      console.error(`  every file's version changed (--stale) in ${((performance.now() - t0) / 1000).toFixed(1)} s: the check re-reads them all`);
     }
     eng = forkTs(new URL('./scale/child.ts', import.meta.url), [], [...nodeFlags, ...profileFlags(flags.profile, 'scale-engine')]);
     const engine = await eng.call<LoadReply>('engine', engineArgs, 60 * 60_000);
-    says(flags.index ? 'engine, warm start (from the index)' : 'engine', engine);
+    says(useIndex ? 'engine, warm start (from the index)' : 'engine', engine);
+    if (useIndex) {
+      console.error(
+        `  the check after start-up re-read ${engine.checkReads} files (${flags.stale ? 'worst case: every line made stale' : `realistic: nothing changed since the index${flags.files === 'links' ? ', unless another link to the dataset moved ctimes' : ''}`}); ` +
+          `RSS during the check: peak ${engine.checkPeakRssMb?.toFixed(0)} MB (sampled every 50 ms, no GC), ${engine.indexRssMb?.toFixed(0)} MB after GC once the index was written`,
+      );
+    }
     // Idle side by side: neither does anything, so they do not disturb each other.
     // Generous: an engine that is not idle at all (e.g. retrying names that failed to load) stretches the period.
     const idleMs = flags['idle-seconds'] * 3000 + 300_000;
@@ -129,15 +170,20 @@ const steadyIdlePerMinute = (r: IdleReply) => (summarize(r.windowsCpuMs).median 
 async function main(): Promise<void> {
   const startedAt = new Date();
   const dataset = await ensureDataset(flags.names);
-  const storageDir = await fileStorageDir(dataset);
+  // PostgreSQL: the bench's own table, seeded once per dataset and count; file storage: a fresh directory of copies or links.
+  const table = onPostgres ? await seedPostgres(dataset, flags.names, (line) => console.error(line)) : undefined;
+  const t0 = performance.now();
+  const storageDir = onPostgres ? undefined : await fileStorageDir(dataset, dataset.names, { copies: flags.files === 'copies' });
+  if (storageDir) console.error(`scale: ${flags.names} files ${flags.files === 'copies' ? 'copied' : 'linked'} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  const where: Where = table ? { dir: '', pg: { url: BENCH_POSTGRES_URL, table } } : { dir: storageDir!.dir };
   const runs: Run[] = [];
   try {
     for (let r = 0; r < flags.runs; r++) {
-      console.error(`scale: run ${r + 1}/${flags.runs} with ${flags.names} names (idle ${flags['idle-seconds']} s)…`);
-      runs.push(await oneRun(storageDir.dir, flags.names));
+      console.error(`scale: run ${r + 1}/${flags.runs} with ${flags.names} names in ${storageLabel} (idle ${flags['idle-seconds']} s)…`);
+      runs.push(await oneRun(where, flags.names));
     }
   } finally {
-    await storageDir.dispose();
+    await storageDir?.dispose();
   }
 
   const results = buildResults(runs);
@@ -191,6 +237,10 @@ function buildResults(runs: Run[]) {
       errors: runs.flatMap((r) => r.engine.errors ?? []).slice(0, 5),
       indexWrittenMs: s((r) => r.engine.indexWrittenMs ?? 0),
       indexRssMb: s((r) => r.engine.indexRssMb ?? 0),
+      /** Files the check after start-up read (index lines found stale); 0 in the realistic case, every name with --stale. */
+      checkReads: s((r) => r.engine.checkReads ?? 0),
+      /** Highest RSS sampled (every 50 ms, no GC) from start() resolved until the index was written. */
+      checkPeakRssMb: s((r) => r.engine.checkPeakRssMb ?? 0),
     },
     /** With --index --cold: the cold start (no index yet) that wrote the index. */
     cold: runs.every((r) => r.coldEngine)
@@ -241,8 +291,8 @@ function report(r: Results): void {
   const b = r.baseline;
   const sec = (x: Summary) => spread(x, 1e-3);
   printTable(
-    `${flags.names.toLocaleString('en-US')} managed names in file storage (median (min–max) of ${flags.runs} run(s))`,
-    ['measure', 'certstate', 'baseline: plain fs → Map', 'certstate ÷ baseline'],
+    `${flags.names.toLocaleString('en-US')} managed names in ${storageLabel} (median (min–max) of ${flags.runs} run(s))`,
+    ['measure', 'certstate', `baseline: ${baselineLabel}`, 'certstate ÷ baseline'],
     [
       ['first name served / read, s', sec(e.firstServedMs), sec(b.firstReadMs), spread(r.ratios.firstServed)],
       ['last name served (or refused) / all read, s', sec(e.lastServedMs), sec(b.allReadMs), spread(r.ratios.lastServed)],
@@ -251,8 +301,12 @@ function report(r: Results): void {
       ['start() resolved (every name read), s', sec(e.startResolvedMs), sec(b.allReadMs), spread(r.ratios.startResolved)],
       ['…CPU until then (user + system, all threads), s', sec(e.startCpuMs), sec(b.allReadCpuMs), spread(r.ratios.startCpu)],
       ['names not serving after start', spread(e.notServing, 1, 1), '0', '—'],
-      ...(flags.index
-        ? [['…every name slept from the index checked against its file (stat) and the index written again, s', sec(e.indexWrittenMs), sec(b.allReadMs), spread(r.ratios.indexWritten)]]
+      ...(useIndex
+        ? [
+            ['…every name slept from the index checked against its file (stat) and the index written again, s', sec(e.indexWrittenMs), sec(b.allReadMs), spread(r.ratios.indexWritten)],
+            [`…files the check re-read (${flags.stale ? 'worst case: --stale' : 'realistic'}, ${onPostgres ? 'PostgreSQL' : `files: ${flags.files}`})`, spread(e.checkReads, 1, 1), '—', '—'],
+            ['…RSS during the check: peak (sampled, no GC) / after GC once written, MB', `${spread(e.checkPeakRssMb)} / ${spread(e.indexRssMb)}`, '—', '—'],
+          ]
         : []),
       ...(r.cold
         ? [
@@ -301,22 +355,22 @@ function bars(r: Results): BarVerdict[] {
       met: anyS <= BAR_ANY_NAME_S,
     },
     {
-      what: `${n} managed names: every name read${flags.index ? ' (warm start: from the start-up index)' : ''}`,
+      what: `${n} managed names${onPostgres ? ' in PostgreSQL' : ''}: every name read${useIndex ? ' (warm start: from the start-up index)' : ''}`,
       bar: `≤ ${BAR_ALL_READ_S} s`,
-      measured: `${allReadS.toFixed(1)} s (${r.ratios.startResolved.median.toFixed(2)} × plain fs → Map in the same run)`,
+      measured: `${allReadS.toFixed(1)} s (${r.ratios.startResolved.median.toFixed(2)} × ${baselineLabel} in the same run)`,
       met: allReadS <= BAR_ALL_READ_S,
     },
     {
-      what: `${n} managed names: start-up reads, file storage (issue 14)${flags.index ? ', warm start' : ''}`,
-      bar: `≤ ${BAR_STARTUP_RATIO} × plain fs → Map`,
+      what: `${n} managed names: start-up reads, ${storageLabel} (issue 14)${useIndex ? ', warm start' : ''}`,
+      bar: `≤ ${BAR_STARTUP_RATIO} × ${baselineLabel}`,
       measured: `${r.ratios.startResolved.median.toFixed(2)} × wall (${spread(r.ratios.startResolved)}), ${r.ratios.startCpu.median.toFixed(2)} × CPU (${spread(r.ratios.startCpu)})`,
       met: r.ratios.startResolved.median <= BAR_STARTUP_RATIO,
     },
     ...(r.cold
       ? [
           {
-            what: `${n} managed names: start-up reads, file storage, cold start (no index yet)`,
-            bar: `≤ ${BAR_STARTUP_RATIO} × plain fs → Map`,
+            what: `${n} managed names: start-up reads, ${storageLabel}, cold start (no index yet)`,
+            bar: `≤ ${BAR_STARTUP_RATIO} × ${baselineLabel}`,
             measured: `${r.cold.startResolvedRatio.median.toFixed(2)} × wall (${spread(r.cold.startResolvedRatio)}), ${r.cold.startCpuRatio.median.toFixed(2)} × CPU (${spread(r.cold.startCpuRatio)})`,
             met: r.cold.startResolvedRatio.median <= BAR_STARTUP_RATIO,
           },
@@ -337,7 +391,7 @@ function bars(r: Results): BarVerdict[] {
     {
       what: `${n} managed names: serving (first, last and ${flags.sample} sampled names served)`,
       bar: `≤ ${BAR_START_S} s`,
-      measured: `${startS.toFixed(1)} s (every name read: ${(e.startResolvedMs.median / 1000).toFixed(1)} s, ${r.ratios.startResolved.median.toFixed(1)} × plain fs → Map)${e.notServing.max > 0 ? `; ${e.notServing.max} names NOT serving (${shortReason(e.errors)})` : ''}`,
+      measured: `${startS.toFixed(1)} s (every name read: ${(e.startResolvedMs.median / 1000).toFixed(1)} s, ${r.ratios.startResolved.median.toFixed(1)} × ${baselineLabel})${e.notServing.max > 0 ? `; ${e.notServing.max} names NOT serving (${shortReason(e.errors)})` : ''}`,
       met: startS <= BAR_START_S && e.notServing.max === 0,
       ...(startS <= BAR_START_S && e.notServing.max === 0
         ? {}

@@ -13,7 +13,7 @@ import { describe, it } from 'node:test';
 import { fileStorage } from '../src/adapters/storage/file.js';
 import { ManualClock } from '../src/clock.js';
 import { createCertEngine } from '../src/engine/engine.js';
-import { keysetEntries, scanEntries } from '../src/adapters/storage/bulk-pages.js';
+import { keysetPages, nextAfter, scanEntries } from '../src/adapters/storage/bulk-pages.js';
 import { keys } from '../src/storage-keys.js';
 import type { Storage } from '../src/types.js';
 import { scriptedIssuer, seededStorage } from './helpers/scripted-issuer.js';
@@ -117,24 +117,92 @@ describe('file storage: a value that is not valid UTF-8 in the listing', () => {
   });
 });
 
+describe("file storage's bulk read: bytes read per batch, strings made as they are handed over", () => {
+  it('every value whole at any size (a batch larger than its buffer, values of their own, keys with fenced versions), with its version; at most 16 handed over at a time', async () => {
+    const root = await mkdtemp(path.join(tmpdir(), 'certstate-bulk-'));
+    try {
+      const storage = fileStorage(root);
+      // 700 values: small, ~5 KB (as stored certificates), and some of 40–100 KB, so that a batch of 256
+      // does not fit its first buffer (2 MiB): those values get buffers of their own, the next batch a larger buffer.
+      const expected = new Map<string, string>();
+      const sizes = [10, 5_000, 5_100, 40_000, 100_000];
+      for (let i = 0; i < 700; i += 50) {
+        await Promise.all(
+          Array.from({ length: 50 }, (_, j) => {
+            const n = i + j;
+            const size = sizes[n % sizes.length]!;
+            const value = `${n}:${'é€x'.repeat(size / 3)}`;
+            expected.set(`certificates/n${n}.json`, value);
+            return storage.store(`certificates/n${n}.json`, value);
+          }),
+        );
+      }
+      // A fenced write: the key has a versions directory, read through `load`.
+      const lock = await storage.lock('locks/issue/bulk', 10_000);
+      await storage.store('certificates/fenced.json', 'fenced value', { fence: { lockKey: lock.key, token: lock.fencingToken } });
+      expected.set('certificates/fenced.json', 'fenced value');
+      await lock.release();
+      const store = storage.startupIndex!;
+      const seen = new Map<string, string>();
+      let largest = 0;
+      for await (const batch of storage.entries!('certificates/')) {
+        largest = Math.max(largest, batch.length);
+        for (const [key, value, version] of batch) {
+          assert.ok(!seen.has(key), `${key} handed over twice`);
+          seen.set(key, value);
+          assert.equal(version, (await store.loadVersioned(key))?.version, `${key}: the version of the file read`);
+        }
+      }
+      assert.equal(seen.size, expected.size);
+      for (const [key, value] of expected) assert.ok(seen.get(key) === value, `${key} read back whole (${seen.get(key)?.length} of ${value.length} characters)`);
+      assert.ok(largest <= 16, `at most 16 values handed over at a time (${largest})`);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('bulk reads page by page (PostgreSQL keyset pages, Redis SCAN pages)', () => {
   it('keyset pages: every row once, in bounded pages, past several pages', async () => {
-    const rows = Array.from({ length: 2500 }, (_, i) => ({ key: `certificates/k${String(i).padStart(5, '0')}`, value: `v${i}` }));
+    const rows = Array.from({ length: 2500 }, (_, i) => [`certificates/k${String(i).padStart(5, '0')}`, `v${i}`] as const);
     const asked: string[] = [];
     const page = async (after: string, limit: number) => {
       asked.push(after);
-      return rows.filter((r) => r.key > after).slice(0, limit);
+      const found = rows.filter(([key]) => key > after).slice(0, limit);
+      return { rows: found, next: nextAfter(found.map(([key]) => key), limit) };
     };
     const seen: string[] = [];
-    for await (const batch of keysetEntries(page)) {
+    for await (const batch of keysetPages(page)) {
       assert.ok(batch.length <= 1000);
       for (const [key, value] of batch) {
         seen.push(key);
         assert.equal(value, `v${Number(key.slice(-5))}`);
       }
     }
-    assert.deepEqual(seen, rows.map((r) => r.key));
+    assert.deepEqual(seen, rows.map(([key]) => key));
     assert.equal(asked.length, 3, 'three pages');
+  });
+
+  it('keyset pages: the next page is asked for before this one is handed over, and never more than one ahead', async () => {
+    const rows = Array.from({ length: 3500 }, (_, i) => [`certificates/k${String(i).padStart(5, '0')}`, `v${i}`] as const);
+    let asked = 0;
+    let answered = 0;
+    const page = async (after: string, limit: number) => {
+      asked++;
+      await new Promise((resolve) => setImmediate(resolve));
+      answered++;
+      const found = rows.filter(([key]) => key > after).slice(0, limit);
+      return { rows: found, next: nextAfter(found.map(([key]) => key), limit) };
+    };
+    const atYield: number[] = [];
+    for await (const _batch of keysetPages(page)) {
+      atYield.push(asked - answered);
+      // The caller is slow: the page asked ahead is answered meanwhile, and no other is asked.
+      for (let i = 0; i < 5; i++) await new Promise((resolve) => setImmediate(resolve));
+      assert.ok(asked - answered === 0, 'nothing else in flight while the caller works, once the page ahead is in');
+    }
+    assert.deepEqual(atYield, [1, 1, 1, 0], 'a page in flight at each hand-over but the last (after a short page)');
+    assert.equal(asked, 4);
   });
 
   it('SCAN pages: a key SCAN returns twice is yielded once; a key gone before its read is skipped', async () => {

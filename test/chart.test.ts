@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { isDeepStrictEqual } from 'node:util';
+import { setFlagsFromString } from 'node:v8';
 import { describe, it } from 'node:test';
 import { createActor, getNextTransitions, type AnyStateNode } from 'xstate';
 import { ANSWER_TAGS, certificateKind, certificateMachine, createCertificateMachine, lifecycleStateOf, TAGS } from '../src/machines/certificate.js';
@@ -325,6 +326,20 @@ describe('the chart', () => {
     assert.equal(fresh.next(honoured, { type: 'RENEWAL_INFO', renewAt: NOW - DAY }), honoured, 'refused: the very snapshot');
     const window = { type: 'RENEWAL_INFO' as const, renewAt: NOW + 5 * DAY };
     assert.deepEqual(fresh.next(honoured, window).context, chart.next(honoured, window).context, 'accepted: the time moves');
+  });
+
+  it("the memoised start-up question's contexts share one hidden class, name after name (no V8 map made per name)", () => {
+    // V8's own answer (%HaveSameMap): a context per name with maps of its own cost ~6 maps and descriptor
+    // arrays a name, dead at once in old space (a spread of the loading context did that: BENCHMARKS.md).
+    setFlagsFromString('--allow-natives-syntax');
+    const sameMap = new Function('a', 'b', 'return %HaveSameMap(a, b)') as (a: object, b: object) => boolean;
+    const deps = { now: () => NOW, random: seeded(7), policy: defaultTimingPolicy };
+    const memo = chartQuestions(createCertificateMachine(deps), () => NOW, false, chartDecisions(deps));
+    // Many names: the object-clone inline cache of a spread settles on its fast path after the first few.
+    const contexts = Array.from({ length: 500 }, (_, i) => memo.afterLoad({ certificate: { ...cert(-1 - (i % 30), 60 + (i % 30)), fingerprint: `f${i}` } }).context);
+    const last = contexts.at(-1)!;
+    for (const context of contexts.slice(-50, -1)) assert.ok(sameMap(last, context), 'one hidden class for every name');
+    assert.ok(!sameMap(last, {}), 'the check itself tells maps apart');
   });
 });
 

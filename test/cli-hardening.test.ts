@@ -157,7 +157,7 @@ describe('read-only commands on PostgreSQL', async () => {
       assert.deepEqual(listed.names.map((n) => `${n.name}:${n.state}`), ['pg.example.test:valid']);
     } finally {
       // Only the tables this test created.
-      await withPostgres(POSTGRES_URL, (c) => c.query(`DROP TABLE IF EXISTS ${table}, ${table}_locks`));
+      await withPostgres(POSTGRES_URL, (c) => c.query(`DROP TABLE IF EXISTS ${table}, ${table}_locks, ${table}_index`));
     }
   });
 });

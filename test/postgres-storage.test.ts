@@ -13,7 +13,12 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
 import { ConfigError, FencingError, LockLostError, StorageError } from '../src/errors.js';
+import { PAGE_BYTES } from '../src/adapters/storage/bulk-pages.js';
 import { likePrefixPattern, migratePostgres, postgresStorage, type PostgresStorage } from '../src/adapters/storage/postgres.js';
+import { ManualClock } from '../src/clock.js';
+import { createCertEngine } from '../src/engine/engine.js';
+import type { Storage } from '../src/types.js';
+import { scriptedIssuer, seededStorage } from './helpers/scripted-issuer.js';
 import { runStorageConformance } from './helpers/storage-conformance.js';
 import { POSTGRES_URL, collector, elapsed, recovers, silentServer, suiteCanRun, assertLockTakenInTurn, assertWatchAnnouncesChanges } from './helpers/backends.js';
 
@@ -29,7 +34,7 @@ function newPool(max = 4): pg.Pool {
 }
 
 async function dropTables(pool: pg.Pool, table: string): Promise<void> {
-  await pool.query(`DROP TABLE IF EXISTS "${table}", "${table}_locks"`);
+  await pool.query(`DROP TABLE IF EXISTS "${table}", "${table}_locks", "${table}_index"`);
 }
 
 if (await suiteCanRun('postgres', 'postgresStorage')) {
@@ -324,6 +329,175 @@ if (await suiteCanRun('postgres', 'postgresStorage')) {
       assert.ok(stat);
       assert.equal(stat.size, 7);
       assert.ok(Math.abs(stat.modified - rows[0].now) < 2000, `${stat.modified} vs database ${rows[0].now}`);
+    });
+
+    it('gives in its bulk read (binary format) exactly the string load gives: U+0000, multi-byte characters, a value of a MiB, on both kinds of pool', async () => {
+      const values = ['a\u0000é€𝄞', '', '{"a":"\\u0000"}', 'x'.repeat(1 << 20) + 'é'];
+      // A caller's pool without statement_timeout (each statement in a transaction) and the storage's own pool.
+      for (const s of [processStorage(), postgresStorage({ connectionString: POSTGRES_URL, table })]) {
+        try {
+          for (const [i, value] of values.entries()) await s.store(`exact_bulk/v${i}`, value);
+          const seen = new Map<string, string>();
+          for await (const batch of s.entries!('exact_bulk/')) for (const [key, value] of batch) seen.set(key, value);
+          assert.equal(seen.size, values.length);
+          for (const [i, value] of values.entries()) {
+            assert.equal(seen.get(`exact_bulk/v${i}`), value, `value ${i} as stored`);
+            assert.equal(await s.load(`exact_bulk/v${i}`), value);
+          }
+        } finally {
+          if (!storages.includes(s)) await s.close();
+        }
+      }
+    });
+
+    it('reads in bulk only the values `only` wants, past pages that want none, every wanted one once', async () => {
+      const s = processStorage();
+      const keys = Array.from({ length: 3200 }, (_, i) => `only_bulk/k${String(i).padStart(5, '0')}`);
+      for (let i = 0; i < keys.length; i += 400) await Promise.all(keys.slice(i, i + 400).map((key, j) => s.store(key, `v${i + j}`)));
+      // Wanted: two keys of the first page, none of the second or third, the very last key.
+      const wanted = new Set([keys[3]!, keys[999]!, keys[3199]!]);
+      const seen: string[] = [];
+      let batches = 0;
+      for await (const batch of s.entries!('only_bulk/', { only: (key) => wanted.has(key) })) {
+        batches++;
+        for (const [key, value, version] of batch) {
+          seen.push(key);
+          assert.equal(value, `v${Number(key.slice(-5))}`);
+          assert.match(version!, /^\d+\.\d+$/);
+        }
+      }
+      assert.deepEqual(seen.sort(), [...wanted].sort());
+      assert.equal(batches, 2, 'pages that want nothing yield nothing, and do not end the read');
+    });
+
+    it('cuts a bulk-read page at PAGE_BYTES of values (a larger value alone): rows of hostile size never pile up in a page', async () => {
+      const s = processStorage();
+      const mib = 1 << 20;
+      assert.equal(PAGE_BYTES, 16 * mib);
+      for (let i = 0; i < 3; i++) await s.store(`big_bulk/v${i}`, 'x'.repeat(7 * mib) + i);
+      await s.store('big_bulk/v3', 'y'.repeat(20 * mib));
+      await s.store('big_bulk/v4', 'small');
+      const pages: number[][] = [];
+      for await (const batch of s.entries!('big_bulk/')) pages.push(batch.map(([, value]) => value.length));
+      assert.deepEqual(pages, [[7 * mib + 1, 7 * mib + 1], [7 * mib + 1], [20 * mib], [5]]);
+    });
+
+    it('gives each value a version that every write changes (the same bytes too), the same from entries, versions and loadVersioned', async () => {
+      const s = processStorage();
+      const index = s.startupIndex!;
+      await s.store('ver/a', 'same');
+      await s.store('ver/b', 'other');
+      const versions = async () => {
+        const found = new Map<string, string>();
+        for await (const batch of index.versions('ver/')) for (const [key, version] of batch) found.set(key, version);
+        return found;
+      };
+      const before = await versions();
+      assert.equal(before.size, 2);
+      for await (const batch of s.entries!('ver/')) for (const [key, , version] of batch) assert.equal(version, before.get(key), `${key}: entries and versions agree`);
+      assert.deepEqual(await index.loadVersioned('ver/a'), { value: 'same', version: before.get('ver/a') });
+      assert.equal(await index.loadVersioned('ver/none'), undefined);
+      await s.store('ver/a', 'same');
+      const after = await versions();
+      assert.notEqual(after.get('ver/a'), before.get('ver/a'), 'rewritten with the same bytes: another version');
+      assert.equal(after.get('ver/b'), before.get('ver/b'), 'untouched: the same version');
+      // A row changed behind the storage's back (an operator's UPDATE that leaves `modified` alone) too.
+      await admin.query(`UPDATE "${table}" SET value = value WHERE key = 'ver/b'`);
+      assert.notEqual((await versions()).get('ver/b'), before.get('ver/b'), 'an UPDATE in SQL: another version');
+    });
+
+    it('keeps the start-up index as generations: read back line for line, replaced whole, a write cut short leaves the last one, a chunk past maxBytes refused unread', async () => {
+      const indexTable = freshTable();
+      const s = processStorage({ table: indexTable });
+      await s.migrate();
+      const index = s.startupIndex!;
+      const read = async (maxBytes = 1 << 30) => {
+        const lines: string[] = [];
+        for await (const batch of index.read(maxBytes)) lines.push(...batch);
+        return lines;
+      };
+      async function* batches(lines: string[], failAfter = Infinity): AsyncGenerator<string[]> {
+        for (let i = 0; i < lines.length; i += 1000) {
+          if (i >= failAfter) throw new Error('the engine stopped mid-write');
+          yield lines.slice(i, i + 1000);
+        }
+      }
+      try {
+        assert.deepEqual(await read(), [], 'no index yet: nothing');
+        // ~2.6 MB: three chunks; lines of every kind of character.
+        const first = Array.from({ length: 9000 }, (_, i) => JSON.stringify([`n${i}.example`, `v${i}`, 'é€𝄞', 'x'.repeat(256)]));
+        await index.write(batches(first));
+        assert.deepEqual(await read(), first);
+        const second = first.slice(0, 8000).map((line) => `${line} `);
+        // Cut short after ~1.8 MB: one chunk of it is in the table, and no mark.
+        await assert.rejects(index.write(batches(second, 6000)), /mid-write/);
+        const { rows: cut } = await admin.query(`SELECT count(DISTINCT gen)::int AS gens FROM "${indexTable}_index"`);
+        assert.equal(cut[0].gens, 2, 'the generation cut short left a chunk');
+        assert.deepEqual(await read(), first, 'a write cut short: the last complete index is read');
+        await index.write(batches(second));
+        assert.deepEqual(await read(), second, 'replaced whole');
+        const { rows } = await admin.query(`SELECT count(DISTINCT gen)::int AS gens FROM "${indexTable}_index"`);
+        assert.equal(rows[0].gens, 1, 'older generations (complete or cut short) removed');
+        // Bounded: the reader stops at the chunk that would pass maxBytes, whose bytes are never sent.
+        await assert.rejects(read(500_000), (error: unknown) => error instanceof StorageError && (error as StorageError).code === 'ERR_STORAGE_CORRUPT' && /larger than 500000/.test((error as Error).message));
+        // Bytes that are not UTF-8.
+        await admin.query(`UPDATE "${indexTable}_index" SET chunk = '\\xfffe'::bytea WHERE seq = 1`);
+        await assert.rejects(read(), /not valid UTF-8/);
+      } finally {
+        await dropTables(admin, indexTable);
+      }
+    });
+
+    it('restarts an engine from the start-up index: names slept from it, only the values of the names with actors read in bulk; a value changed meanwhile is caught by the check', async () => {
+      const indexTable = freshTable();
+      const s = processStorage({ table: indexTable });
+      const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
+      const names = Array.from({ length: 300 }, (_, i) => `n${i}.localhost`);
+      const generation = async () => Number((await admin.query(`SELECT coalesce(max(gen), 0)::text AS gen FROM "${indexTable}_index" WHERE seq = 0`)).rows[0].gen);
+      const written = async (after: number) => {
+        for (let i = 0; i < 200 && (await generation()) <= after; i++) await delay(50);
+        assert.ok((await generation()) > after, 'the index was written after start-up');
+      };
+      try {
+        await seededStorage(names, clock, s);
+        const issuer = scriptedIssuer({ mode: { kind: 'succeed' } });
+        // A first start: no index yet, every value read in bulk; the index is written after it.
+        const first = createCertEngine({ storage: s, issuers: [issuer], names, clock, maxLiveActors: 5 });
+        await first.start();
+        await written(0);
+        await first.stop();
+        // While no engine runs, another process replaces one certificate (asleep in the next start).
+        const replaced = names[200]!;
+        await seededStorage([replaced], clock, processStorage({ table: indexTable }));
+        const replacedFingerprint = await (async () => {
+          const unit = JSON.parse((await s.load(`certificates/${replaced}.json`))!) as { meta: { fingerprint: string } };
+          return unit.meta.fingerprint;
+        })();
+        const before = await generation();
+        let valuesRead = 0;
+        const counted: Storage = {
+          ...s,
+          entries: async function* (prefix, options) {
+            for await (const batch of s.entries!(prefix, options)) {
+              valuesRead += batch.length;
+              yield batch;
+            }
+          },
+        };
+        const second = createCertEngine({ storage: counted, issuers: [issuer], names, clock, maxLiveActors: 5 });
+        await second.start();
+        try {
+          assert.equal(valuesRead, 5, 'only the names given actors are read in bulk: the rest sleep from the index');
+          assert.equal(second.statusSummary({ expiry: false }).byState.valid, 300);
+          await written(before);
+          assert.equal(second.statusOf(replaced)?.certificate?.fingerprint, replacedFingerprint, 'the certificate replaced since the index is the one known, after the check');
+          assert.equal(issuer.calls, 0, 'nothing ordered by either start');
+        } finally {
+          await second.stop();
+        }
+      } finally {
+        await dropTables(admin, indexTable);
+      }
     });
 
     it('leaves a caller-owned pool open on close(), and refuses calls once closed', async () => {

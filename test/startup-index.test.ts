@@ -194,6 +194,52 @@ describe('start-up index', () => {
       assert.ok(lines.some((l) => l.includes(`"${names[N - 11]}"`)), 'a managed name is kept');
     }));
 
+  it('a restore from backup (every file changed, content the same): the check reads each file with its stored metadata, parses no certificate and wakes no name; the next start reads none', () =>
+    withFreshRoot(async (root) => {
+      const clock = new ManualClock(T0);
+      await writeIndex(root, clock);
+      // Every file's ctime moves (chmod to the mode it has): every index line is stale, no certificate changed.
+      const { chmod, readdir } = await import('node:fs/promises');
+      const touchAll = async (dir: string): Promise<number> => {
+        let n = 0;
+        for (const entry of await readdir(dir, { withFileTypes: true })) {
+          const p = path.join(dir, entry.name);
+          if (entry.isDirectory()) n += await touchAll(p);
+          else if (entry.isFile()) (await chmod(p, 0o600), n++);
+        }
+        return n;
+      };
+      assert.ok((await touchAll(path.join(root, 'certificates'))) >= N);
+      const { storage, counts } = spy(fileStorage(root));
+      const engine = engineOn(storage, clock);
+      const t = await writtenAt(indexFile(root));
+      await engine.start();
+      try {
+        await until('the index written again', async () => (await writtenAt(indexFile(root))) > t);
+        // The names slept from the index: all but the first 2 × LIVE (LIVE got actors while there was room, LIVE more were read in bulk).
+        assert.ok(counts.versioned >= N - 2 * LIVE, `every name slept from the index re-read: ${counts.versioned}`);
+        assert.ok(engine.stats.sleeping >= N - LIVE - 1, `names sleep on (${engine.stats.sleeping})`);
+        assert.equal(engine.statusSummary({ expiry: false }).byState.valid, N);
+        // Read with the stored metadata, as the start-up's bulk read takes it: no certificate parsed, so no key material kept.
+        assert.ok(engine.stats.cachedCertificates <= 2 * LIVE, `key material cached by the check: ${engine.stats.cachedCertificates}`);
+        const served = await engine.getCertificate(names[N - 1]!);
+        assert.equal(served.meta.names[0], names[N - 1], 'a sleeping name is served from its certificate, parsed first');
+      } finally {
+        await engine.stop();
+      }
+      // The index written after the check knows every file at its new version: the next start's check reads none.
+      const again = spy(fileStorage(root));
+      const next = engineOn(again.storage, clock);
+      const t2 = await writtenAt(indexFile(root));
+      await next.start();
+      try {
+        await until('the index written again', async () => (await writtenAt(indexFile(root))) > t2);
+        assert.ok(again.counts.versioned <= LIVE, `reads by the check and the write after a restart: ${again.counts.versioned}`);
+      } finally {
+        await next.stop();
+      }
+    }));
+
   it('a file rewritten in place with its size, inode and mtime kept (cp -p, touch -d) is still found changed (its ctime) and read', () =>
     withFreshRoot(async (root) => {
       const clock = new ManualClock(T0);

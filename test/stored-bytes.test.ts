@@ -198,7 +198,7 @@ if (await suiteCanRun('postgres', 'stored bytes on PostgreSQL')) {
         }),
       close: async () => {
         await storage.close?.();
-        await withPostgres(POSTGRES_URL, (client) => client.query(`DROP TABLE IF EXISTS "${table}", "${table}_locks"`));
+        await withPostgres(POSTGRES_URL, (client) => client.query(`DROP TABLE IF EXISTS "${table}", "${table}_locks", "${table}_index"`));
       },
     };
   }, bytesOnly);

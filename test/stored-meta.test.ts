@@ -21,8 +21,8 @@ import { fileStorage } from '../src/adapters/storage/file.js';
 import { memoryStorage } from '../src/adapters/storage/memory.js';
 import { parseCertificateBundle } from '../src/certs.js';
 import { createCertEngine, type CertEngine } from '../src/engine/engine.js';
-import { readStoredMeta } from '../src/engine/stored-meta.js';
-import { parseStoredCertificate, serializeStoredCertificate } from '../src/engine/stored.js';
+import { readStoredMeta, storedMetaAgrees } from '../src/engine/stored-meta.js';
+import { parseStoredCertificate, readStoredCertificate, serializeStoredCertificate, storedUnitAgrees } from '../src/engine/stored.js';
 import { keys } from '../src/storage-keys.js';
 import type { CertificateBundle, CertificateMeta, Storage } from '../src/types.js';
 import { captureLogs, type CapturedLogs } from './helpers/log-capture.js';
@@ -110,6 +110,43 @@ describe('stored certificate metadata: the format', () => {
     assert.deepEqual(read, { ...meta, issuerId: 'x' });
     // Readers of the whole unit ignore it and parse the certificate.
     assert.deepEqual(parseStoredCertificate('k', withMeta(unit as never, { notAfter: 5 })).meta, { ...meta, issuerId: 'x' });
+  });
+
+  it("the start-up read of a unit with metadata keeps none of its PEMs (no key material from unchecked metadata); without metadata it parses and hands the bundle", async () => {
+    const { bundle, meta } = await issued('pems.example.com');
+    const raw = serializeStoredCertificate(bundle, { issuerId: 'x' }, 1);
+    const trusted = readStoredCertificate('k', raw, () => assert.fail('the metadata is well-formed'));
+    assert.equal(trusted.trusted, true);
+    assert.deepEqual(Object.keys(trusted).sort(), ['meta', 'trusted'], 'metadata only: nothing that holds a PEM');
+    assert.deepEqual(trusted.meta, { ...meta, issuerId: 'x' });
+    const { meta: _stored, ...without } = JSON.parse(raw) as Record<string, unknown>;
+    const parsed = readStoredCertificate('k', JSON.stringify(without), () => assert.fail('no metadata: nothing malformed'));
+    assert.equal(parsed.trusted, false);
+    assert.deepEqual(parsed.trusted === false && parsed.bundle, bundle);
+  });
+
+  it('agreement without a CertificateMeta made (the start-up index check): every field counts, and only exactly the schema agrees', async () => {
+    const { bundle, meta } = await issued('agrees.example.com');
+    const raw = serializeStoredCertificate(bundle, { issuerId: 'x' }, 1);
+    const known = { ...meta, issuerId: 'x' };
+    assert.ok(storedUnitAgrees(raw, known));
+    const stored = (JSON.parse(raw) as { meta: Record<string, unknown> }).meta;
+    const others: Array<[string, Partial<CertificateMeta>]> = [
+      ['fingerprint', { fingerprint: meta.fingerprint.replace(/^../, meta.fingerprint.startsWith('00') ? '01' : '00') }],
+      ['serial', { serial: `${meta.serial}0` }],
+      ['names', { names: [...meta.names, 'other.example.com'] }],
+      ['a name', { names: ['other.example.com'] }],
+      ['notBefore', { notBefore: meta.notBefore + 1000 }],
+      ['notAfter', { notAfter: meta.notAfter + 1000 }],
+      ['issuer', { issuer: 'CN=other' }],
+      ['issuerId', { issuerId: 'y' }],
+      ['ariCertId', { ariCertId: 'AAAA.BBBB' }],
+    ];
+    for (const [what, change] of others) assert.equal(storedMetaAgrees(stored, 'x', { ...known, ...change }), false, `another ${what}`);
+    assert.equal(storedMetaAgrees({ ...stored, extra: 1 }, 'x', known), false, 'not exactly the schema');
+    assert.equal(storedUnitAgrees(raw.slice(0, -2), known), false, 'a truncated unit');
+    const { meta: _stored, ...without } = JSON.parse(raw) as Record<string, unknown>;
+    assert.equal(storedUnitAgrees(JSON.stringify(without), known), false, 'no metadata stored');
   });
 
   it('a certificate that cannot be parsed is stored without metadata', () => {

@@ -14,6 +14,13 @@
  *              between them and certstate-tls-alpn is the engine's own work
  *   static-tickets  the same without the ALPN callback (`ALPNProtocols`), as
  *              `tlsOptions()` configures a server that answers no TLS-ALPN-01
+ *   map-tickets  the Map configured as `tlsOptions()` configures a server that
+ *              answers no TLS-ALPN-01 (`ALPNProtocols`, the ticket-key
+ *              callback, a fixed `sessionIdContext`): certstate's own baseline
+ *   map-pem-strings, map-pem-buffers  map-tickets holding 10,000 PEM-sized
+ *              (7 KB) values besides, as V8 strings or as `Buffer`s: what a
+ *              heap of cached PEMs costs a handshake (BENCHMARKS.md,
+ *              "Handshake CPU and the heap")
  *   certstate  `engine.tlsOptions()` of an engine managing every name, its
  *              issuer answering no challenge on the server (`ALPNProtocols`)
  *   certstate-tls-alpn  the same with `tlsOptions({ tlsAlpn01: true })`: the
@@ -33,7 +40,7 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import tls from 'node:tls';
-import { memoryStorage } from '../../src/adapters/storage/memory.js';
+import { fileStorage } from '../../src/adapters/storage/file.js';
 import type { CertEngine } from '../../src/engine/engine.js';
 import { serializeFailureRecord } from '../../src/engine/stored.js';
 import { keys } from '../../src/storage-keys.js';
@@ -43,10 +50,10 @@ import { SESSION_ID_CONTEXT } from '../../src/engine/session-tickets.js';
 import { compileTicketKeys, installTicketKeyCallback } from '../../src/engine/ticket-key-callback.js';
 import { serveRpc } from '../lib/children.js';
 import { engineModule, refusingIssuer } from '../lib/engine-module.js';
-import { ensureDataset, seedStorage, type Dataset } from '../lib/dataset.js';
+import { ensureDataset, fileStorageDir, type Dataset } from '../lib/dataset.js';
 import { memoryAfterGc } from '../lib/memory.js';
 
-export type Mode = 'static' | 'static-tickets' | 'static-like' | 'map' | 'map-alpn-callback' | 'map-like' | 'certstate' | 'certstate-tls-alpn' | 'certstate-backoff';
+export type Mode = 'static' | 'static-tickets' | 'static-like' | 'map' | 'map-tickets' | 'map-pem-strings' | 'map-pem-buffers' | 'map-alpn-callback' | 'map-like' | 'certstate' | 'certstate-tls-alpn' | 'certstate-backoff';
 
 export interface SetupReply {
   port: number;
@@ -111,7 +118,7 @@ async function serverOptions(mode: Mode, dataset: Dataset): Promise<{ options: t
     if (mode === 'static-tickets') return { options: { ...certificate, ALPNProtocols: ALPN, sessionIdContext: SESSION_ID_CONTEXT }, warmMs: 0 };
     return { options: mode === 'static' ? { ...certificate, ALPNProtocols: ALPN } : ({ ...certificate, ...likeCertstate } as tls.TlsOptions), warmMs: 0 };
   }
-  if (mode === 'map' || mode === 'map-alpn-callback' || mode === 'map-like') {
+  if (mode.startsWith('map')) {
     const contexts = new Map<string, tls.SecureContext>();
     for (const name of dataset.names) {
       const unit = await unitOf(dataset, name);
@@ -119,12 +126,15 @@ async function serverOptions(mode: Mode, dataset: Dataset): Promise<{ options: t
     }
     const SNICallback = (name: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) => cb(null, contexts.get(name));
     if (mode === 'map') return { options: { SNICallback, ALPNProtocols: ALPN }, warmMs: 0 };
+    if (mode === 'map-pem-strings' || mode === 'map-pem-buffers') heldPems.push(...pemSizedValues(contexts.size, mode === 'map-pem-buffers'));
+    if (mode === 'map-tickets' || mode === 'map-pem-strings' || mode === 'map-pem-buffers') return { options: { SNICallback, ALPNProtocols: ALPN, sessionIdContext: SESSION_ID_CONTEXT }, warmMs: 0 };
     if (mode === 'map-like') return { options: { SNICallback, ...likeCertstate } as tls.TlsOptions, warmMs: 0 };
     const ALPNCallback = ({ protocols }: { protocols: string[] }) => (protocols.includes(ALPN[0]!) ? ALPN[0] : undefined);
     return { options: { SNICallback, ALPNCallback } as tls.TlsOptions, warmMs: 0 };
   }
-  const storage = memoryStorage();
-  await seedStorage(dataset, storage);
+  // File storage over the dataset, as a server keeps it: a memory storage would hold every stored value in the heap (~50 MB of strings at 10,000 names) and charge the engine for it.
+  storageDir = await fileStorageDir(dataset);
+  const storage = fileStorage(storageDir.dir);
   const backoff = mode === 'certstate-backoff';
   // Renewal due at once (renewal at a millionth of the lifetime), and a CA failure whose backoff has not ended: failed-backoff, serving.
   if (backoff) await seedFailures(storage, dataset.names);
@@ -145,6 +155,21 @@ async function serverOptions(mode: Mode, dataset: Dataset): Promise<{ options: t
   return { options, warmMs };
 }
 
+/** Values held for the server's life by the map-pem-* modes. */
+const heldPems: unknown[] = [];
+/** The certstate servers' storage directory (hard links into the dataset). */
+let storageDir: { dir: string; dispose(): Promise<void> } | undefined;
+
+/** `count` distinct flat 7 KB ASCII values (a PEM chain and key's size), as strings or as Buffers. */
+function pemSizedValues(count: number, asBuffers: boolean): unknown[] {
+  const values: unknown[] = [];
+  for (let i = 0; i < count; i++) {
+    const text = `${i}:${'A'.repeat(7_000)}`;
+    values.push(asBuffers ? Buffer.from(text, 'latin1') : Buffer.from(text, 'latin1').toString('latin1')); // flat, not a rope
+  }
+  return values;
+}
+
 /** A failure record per name, its backoff a day away. */
 async function seedFailures(storage: Storage, names: string[]): Promise<void> {
   const lastError = { type: 'AcmeError', message: 'bench: the CA refused the renewal', at: Date.now() };
@@ -161,7 +186,7 @@ serveRpc({
     const loadMs = performance.now() - loadStart - warmMs;
     server = tls.createServer(options);
     // The -like and -tickets baselines' session tickets go through certstate's ticket-key callback, with one fixed key.
-    if ((mode.endsWith('-like') || mode.endsWith('-tickets')) && !installTicketKeyCallback(server, () => ticketKeys)) throw new Error(`${mode}: this Node has no ticket-key callback`);
+    if ((mode.endsWith('-like') || mode.endsWith('-tickets') || mode.startsWith('map-pem-')) && !installTicketKeyCallback(server, () => ticketKeys)) throw new Error(`${mode}: this Node has no ticket-key callback`);
     server.on('secureConnection', (socket) => {
       handshakes++;
       socket.on('error', () => {}); // clients hang up right after the handshake
@@ -200,5 +225,6 @@ serveRpc({
   async stop(): Promise<void> {
     await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
     await engine?.stop();
+    await storageDir?.dispose();
   },
 });

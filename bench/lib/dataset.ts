@@ -20,7 +20,7 @@
  * before is rewritten once with it (`withMeta` in the manifest).
  */
 import { generateKeyPairSync } from 'node:crypto';
-import { link, copyFile, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, link, copyFile, mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { localCaCertificate } from '../../src/adapters/issuers/local-ca.js';
@@ -32,7 +32,7 @@ import { runWorker } from './children.js';
 import { patchMint } from './patch-mint.js';
 import { BENCH_DIR } from './paths.js';
 
-/** The shared dataset, or a private one named by `CERTSTATE_BENCH_DATASET` (e.g. to re-patch it apart from the shared copy). */
+/** bench/.cache/dataset, or `CERTSTATE_BENCH_DATASET` (a private dataset: e.g. one minted with a fix of this module). */
 export const DATASET_DIR = process.env.CERTSTATE_BENCH_DATASET ? path.resolve(process.env.CERTSTATE_BENCH_DATASET) : path.join(BENCH_DIR, '.cache', 'dataset');
 const MANIFEST = path.join(DATASET_DIR, 'manifest.json');
 const FORMAT = 1;
@@ -52,7 +52,16 @@ interface Manifest {
   patchedFrom?: number;
   /** Every unit carries its certificate's metadata (absent: minted before it was stored; rewritten once). */
   withMeta?: boolean;
+  /** How the patched units were made (`PATCH_FORMAT`); older ones are patched again. */
+  patchFormat?: number;
 }
+
+/**
+ * 2: a patched serial stays minimal DER. Before (absent), a template whose
+ * serial has its top bit set gave patched units the engine refuses as
+ * malformed (stored without metadata): such a dataset is patched again.
+ */
+const PATCH_FORMAT = 2;
 
 /** Names minted with a real signature; beyond, patched copies of them. */
 export const MINT_LIMIT = 100_000;
@@ -65,6 +74,8 @@ export interface Dataset {
   caPem: string;
   /** Path of a name's certificate unit inside the dataset. */
   unitPath(name: string): string;
+  /** The manifest's mint time (ms): which dataset this is (a cache of it elsewhere, e.g. a PostgreSQL table, is keyed by it). */
+  mintedAt: number;
 }
 
 export const nameOf = (i: number) => `n${i}.bench.test`;
@@ -99,6 +110,10 @@ export async function ensureDataset(count: number, log: (line: string) => void =
     manifest.withMeta = true;
     await writeFile(MANIFEST, JSON.stringify(manifest));
   }
+  if (manifest.patchedFrom !== undefined && (manifest.patchFormat ?? 1) < PATCH_FORMAT && manifest.count > manifest.patchedFrom) {
+    log(`dataset: the patched units from ${manifest.patchedFrom} on are of an older patch format: patching them again`);
+    manifest.count = manifest.patchedFrom;
+  }
   if (manifest.count < Math.min(count, MINT_LIMIT)) {
     await mint(manifest.count, Math.min(count, MINT_LIMIT), log);
     manifest.count = Math.min(count, MINT_LIMIT);
@@ -124,6 +139,7 @@ export async function ensureDataset(count: number, log: (line: string) => void =
     for (const [a, b] of ranges) await patchMint(DATASET_DIR, a, b, nameOf, (name) => lengthTemplate.get(name.length)!);
     manifest.count = count;
     manifest.patchedFrom = Math.min(manifest.patchedFrom ?? from, from);
+    manifest.patchFormat = PATCH_FORMAT;
     await writeFile(MANIFEST, JSON.stringify(manifest));
     log(`dataset: patched ${count - from} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   }
@@ -133,6 +149,7 @@ export async function ensureDataset(count: number, log: (line: string) => void =
     names: Array.from({ length: count }, (_, i) => nameOf(i)),
     caPem: caUnit.certificatePem,
     unitPath: (name) => path.join(DATASET_DIR, keys.certificate(name)),
+    mintedAt: manifest.mintedAt,
   };
 }
 
@@ -187,13 +204,24 @@ export async function seedStorage(dataset: Dataset, storage: Storage, names = da
 /**
  * A fresh directory for `fileStorage` holding the first `names` units, as
  * hard links into the dataset (a second, not a minute, for 100k files; file
- * storage replaces files by rename, so a write never reaches the dataset).
- * Falls back to copying across filesystems. Remove it with `dispose()`.
+ * storage replaces files by rename, so a write never reaches the dataset),
+ * or with `copies` as files of its own (falls back to copying across
+ * filesystems anyway). Remove it with `dispose()`.
+ *
+ * Links share their inodes with the dataset, and making or removing a link
+ * changes the inode's change time (ctime), which is part of a value's version
+ * (file-io.ts `versionOf`). So every `fileStorageDir` (any bench, tool or
+ * test on the machine, this function's own links included) and every
+ * `dispose()` of one that links the same names changes the version of those
+ * names' files in every other directory of links: a start-up index written
+ * in one of them is then stale for those names, and the engine's check after
+ * start-up re-reads their files. Copies have inodes of their own, which only
+ * their directory's writes change: what a restarted server's files see.
  */
-export async function fileStorageDir(dataset: Dataset, names = dataset.names): Promise<{ dir: string; dispose(): Promise<void> }> {
+export async function fileStorageDir(dataset: Dataset, names = dataset.names, options: { copies?: boolean } = {}): Promise<{ dir: string; dispose(): Promise<void> }> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'certstate-bench-'));
   await mkdir(path.join(dir, 'certificates'), { mode: 0o700 });
-  let place: (from: string, to: string) => Promise<void> = link;
+  let place: (from: string, to: string) => Promise<void> = options.copies ? copyFile : link;
   const batch = 256;
   for (let i = 0; i < names.length; i += batch) {
     await Promise.all(
@@ -210,4 +238,18 @@ export async function fileStorageDir(dataset: Dataset, names = dataset.names): P
     );
   }
   return { dir, dispose: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * Change the version of every named file in `dir` (its ctime: a `chmod` to
+ * the mode it has, content untouched), as a restore from backup or a copy
+ * that keeps nothing but the content would: a start-up index written before
+ * is then stale for every name. On a directory of links this changes the
+ * dataset's inodes too (see `fileStorageDir`): use it on copies.
+ */
+export async function touchVersions(dir: string, names: string[]): Promise<void> {
+  const batch = 256;
+  for (let i = 0; i < names.length; i += batch) {
+    await Promise.all(names.slice(i, i + batch).map((name) => chmod(path.join(dir, keys.certificate(name)), 0o600)));
+  }
 }

@@ -28,6 +28,19 @@ export function engineModulePath(): string {
   return chosen ? path.resolve(REPO_DIR, chosen) : path.join(REPO_DIR, 'src', 'engine', 'engine.ts');
 }
 
+type FileStorageModule = typeof import('../../src/adapters/storage/file.js');
+let storageLoaded: Promise<FileStorageModule> | undefined;
+
+/**
+ * File storage from the same source tree as the engine under test (a copy's
+ * `src/adapters/storage/file.ts` beside its `src/engine/engine.ts`): a change
+ * to the storage is measured before and after as the engine is.
+ */
+export function fileStorageModule(): Promise<FileStorageModule> {
+  storageLoaded ??= import(pathToFileURL(path.join(path.dirname(engineModulePath()), '..', 'adapters', 'storage', 'file.ts')).href) as Promise<FileStorageModule>;
+  return storageLoaded;
+}
+
 /** The engine module under test (loaded once). */
 export function engineModule(): Promise<EngineModule> {
   loaded ??= import(pathToFileURL(engineModulePath()).href) as Promise<EngineModule>;

@@ -16,7 +16,7 @@ import path from 'node:path';
 import { serializeStoredCertificate } from '../../src/engine/stored.js';
 import { keys } from '../../src/storage-keys.js';
 
-interface Template {
+export interface Template {
   unit: { certificatePem: string; privateKeyPem: string; issuerId: string; storedAt: number };
   leafDer: Buffer;
   /** The rest of the PEM after the leaf (the chain). */
@@ -28,7 +28,7 @@ interface Template {
 
 const LEAF = /^-----BEGIN CERTIFICATE-----\n([^-]+)-----END CERTIFICATE-----\n?/;
 
-async function template(dir: string, name: string): Promise<Template> {
+export async function template(dir: string, name: string): Promise<Template> {
   const unit = JSON.parse(await readFile(path.join(dir, keys.certificate(name)), 'utf8')) as Template['unit'];
   const match = LEAF.exec(unit.certificatePem);
   if (!match) throw new Error(`patch-mint: no leaf PEM in ${name}`);
@@ -64,18 +64,26 @@ export async function patchMint(dir: string, from: number, to: number, nameOf: (
       const source = templateFor(name);
       let t = templates.get(source);
       if (!t) templates.set(source, (t = await template(dir, source)));
-      const der = Buffer.from(t.leafDer);
-      for (const at of t.nameOffsets) der.write(name, at, 'latin1');
-      // A unique positive serial: the index in the last 4 bytes, the first byte kept below 0x80 — unless the
-      // template's DER pads the serial with a 0x00 (its first byte was 0x80 or more): then it stays 0x80 or
-      // more, or the pad would make the INTEGER non-minimal, which DER (and the engine's reader) refuses.
-      der.writeUInt32BE(j, t.serialOffset + t.serialLength - 4);
-      const padded = t.leafDer[t.serialOffset - 1] === 0x00;
-      der[t.serialOffset] = padded ? der[t.serialOffset]! | 0x80 : (der[t.serialOffset]! & 0x7f) | 0x01;
-      // Serialised as the engine stores it: the stored metadata is computed from the patched certificate (~50 µs).
-      const unit = serializeStoredCertificate({ certificatePem: pem(der) + t.chainPem, privateKeyPem: t.unit.privateKeyPem }, t.unit, t.unit.storedAt);
-      writes.push(writeFile(path.join(dir, keys.certificate(name)), unit, { mode: 0o600 }));
+      writes.push(writeFile(path.join(dir, keys.certificate(name)), patchedUnit(t, name, j), { mode: 0o600 }));
     }
     await Promise.all(writes);
   }
+}
+
+/**
+ * The unit of `name` (index `j`: its serial) patched from template `t`, serialised as the engine stores it
+ * (the stored metadata computed from the patched certificate, ~50 µs).
+ */
+export function patchedUnit(t: Template, name: string, j: number): string {
+  const der = Buffer.from(t.leafDer);
+  for (const at of t.nameOffsets) der.write(name, at, 'latin1');
+  // A unique positive serial: the index in the last 4 bytes. The first byte stays minimal DER: below 0x80
+  // (and not 0) without a leading zero byte; with one (the template's serial has its top bit set:
+  // `serialNumber` leaves that zero byte out, so it sits just before the offset) at 0x80 or above.
+  der.writeUInt32BE(j, t.serialOffset + t.serialLength - 4);
+  const padded = der[t.serialOffset - 1] === 0 && der[t.serialOffset - 2] === t.serialLength + 1;
+  der[t.serialOffset] = padded ? der[t.serialOffset]! | 0x80 : (der[t.serialOffset]! & 0x7f) | 0x01;
+  const unit = serializeStoredCertificate({ certificatePem: pem(der) + t.chainPem, privateKeyPem: t.unit.privateKeyPem }, t.unit, t.unit.storedAt);
+  if (!unit.includes('"meta"')) throw new Error(`patch-mint: the certificate patched for ${name} does not parse`);
+  return unit;
 }

@@ -1,20 +1,29 @@
 /**
  * Child process for bench:scale: holds either the baseline (the names'
- * files read with plain fs into a Map) or an engine managing every name in
- * file storage, so its RSS, heap and CPU are measured alone.
+ * files read with plain fs into a Map, or the rows with a plain `pg`
+ * loader) or an engine managing every name in file storage or PostgreSQL,
+ * so its RSS, heap and CPU are measured alone.
  */
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fileStorage } from '../../src/adapters/storage/file.js';
+import { postgresStorage, type PostgresStorage } from '../../src/adapters/storage/postgres.js';
 import type { CertEngine } from '../../src/engine/engine.js';
 import { indexEnd, indexHeader, indexLine } from '../../src/engine/startup-index-format.js';
 import { readStoredCertificate } from '../../src/engine/stored.js';
 import { keys } from '../../src/storage-keys.js';
 import { serveRpc } from '../lib/children.js';
-import { engineModule, refusingIssuer } from '../lib/engine-module.js';
+import { engineModule, fileStorageModule, refusingIssuer } from '../lib/engine-module.js';
 import { nameOf } from '../lib/dataset.js';
 import { memoryAfterGc, type MemoryReading } from '../lib/memory.js';
 import { summarize, type Summary } from '../lib/stats.js';
+import { indexGeneration, plainPgLoad } from './postgres.js';
+
+/** Where the names are: file storage (`dir`) or a PostgreSQL table (`pg`). */
+export interface Where {
+  dir: string;
+  pg?: { url: string; table: string };
+}
 
 export interface LoadReply {
   /** Time until the first name is served (engine) / read (baseline), ms. */
@@ -53,6 +62,14 @@ export interface LoadReply {
   indexWrittenMs?: number;
   /** Engine only: RSS once the index was written (after GC), MB. */
   indexRssMb?: number;
+  /**
+   * Engine only, with the start-up index: files the check after start-up read (versioned reads
+   * from start() until the index's first write: lines it found stale). The write itself then
+   * reads the names whose version it does not know (the live actors', read by their own load).
+   */
+  checkReads?: number;
+  /** Engine only, with the start-up index: the highest RSS sampled every 50 ms (no GC) from start() resolved until the index was written, MB. */
+  checkPeakRssMb?: number;
 }
 
 /** The engine's status calls, each timed (ms): none but `status()` builds an object per name. */
@@ -112,13 +129,17 @@ const cpuSince = (from: NodeJS.CpuUsage) => {
 };
 
 let engine: CertEngine | undefined;
+/** The engine's PostgreSQL storage (closed after the engine stops). */
+let storage: PostgresStorage | undefined;
 let baseline: Map<string, unknown> | undefined;
 
 const names = (count: number) => Array.from({ length: count }, (_, i) => nameOf(i));
 
 serveRpc({
   /** Read every file once and drop it: both sides then start from an equally warm page cache. */
-  async warm({ dir, count }: { dir: string; count: number }): Promise<void> {
+  async warm({ dir, count, pg }: Where & { count: number }): Promise<void> {
+    // PostgreSQL: every row read once (its pages in the server's and the kernel's caches).
+    if (pg) return void (await plainPgLoad(pg.url, pg.table, undefined));
     const list = names(count);
     let next = 0;
     const worker = async () => {
@@ -131,9 +152,10 @@ serveRpc({
    * Write the start-up index for the dataset as an engine would after a start (one versioned read
    * per name, 64 in flight): what a restarted server finds, without a cold engine start first.
    */
-  async writeIndex({ dir, count }: { dir: string; count: number }): Promise<{ ms: number }> {
+  async writeIndex({ dir, count, pg }: Where & { count: number }): Promise<{ ms: number }> {
     const t0 = performance.now();
-    const store = fileStorage(dir).startupIndex!;
+    const own = pg ? postgresStorage({ connectionString: pg.url, table: pg.table }) : undefined;
+    const store = (own ?? fileStorage(dir)).startupIndex!;
     const list = names(count);
     async function* lines(): AsyncGenerator<string[]> {
       yield [indexHeader(Date.now())];
@@ -156,11 +178,15 @@ serveRpc({
       }
       yield [indexEnd(written)];
     }
-    await store.write(lines());
+    try {
+      await store.write(lines());
+    } finally {
+      await own?.close();
+    }
     return { ms: performance.now() - t0 };
   },
 
-  async baseline({ dir, count }: { dir: string; count: number }): Promise<LoadReply> {
+  async baseline({ dir, count, pg }: Where & { count: number }): Promise<LoadReply> {
     const list = names(count);
     const before = memoryAfterGc();
     const map = new Map<string, unknown>();
@@ -168,6 +194,18 @@ serveRpc({
     const t0 = performance.now();
     let firstMs = 0;
     let lastMs = 0;
+    if (pg) {
+      // A plain pg loader: keyset pages of 1,000 rows in key order (the first and the last row's times).
+      const rows = await plainPgLoad(pg.url, pg.table, map, (i) => {
+        if (i === 0) firstMs = performance.now() - t0;
+        lastMs = performance.now() - t0;
+      });
+      if (rows !== count) throw new Error(`the table holds ${rows} certificates, not ${count}`);
+      const allMs = performance.now() - t0;
+      const cpuMs = cpuSince(cpu0);
+      baseline = map;
+      return { firstMs, lastMs, allMs, cpuMs, before, after: memoryAfterGc() };
+    }
     // A well-written loader: 64 reads in flight (unbounded would run out of file descriptors at 100k).
     let next = 0;
     const worker = async () => {
@@ -186,16 +224,27 @@ serveRpc({
     return { firstMs, lastMs, allMs, cpuMs, before, after: memoryAfterGc() };
   },
 
-  async engine({ dir, count, sample = 1000, ari = true, index = true }: { dir: string; count: number; sample?: number; ari?: boolean; index?: boolean }): Promise<LoadReply> {
+  async engine({ dir, pg, count, sample = 1000, ari = true, index = true }: Where & { count: number; sample?: number; ari?: boolean; index?: boolean }): Promise<LoadReply> {
     const list = names(count);
     const before = memoryAfterGc();
     const { createCertEngine } = await engineModule();
-    // The start-up index (file storage's `~index/startup`): written by the engine once every name slept from it was checked.
+    // The start-up index (file storage's `~index/startup`, PostgreSQL's newest generation): written by the engine once every name slept from it was checked.
     const indexFile = path.join(dir, '~index', 'startup');
-    const indexMtime = async () => (await stat(indexFile).catch(() => undefined))?.mtimeMs ?? 0;
+    const indexMtime = async () => (pg ? indexGeneration(pg.url, pg.table) : ((await stat(indexFile).catch(() => undefined))?.mtimeMs ?? 0));
     const indexBefore = await indexMtime();
+    if (pg) storage = postgresStorage({ connectionString: pg.url, table: pg.table });
+    // The check's reads: versioned reads until the index's first write (see LoadReply.checkReads).
+    const measured = storage ?? (await fileStorageModule()).fileStorage(dir);
+    const store = measured.startupIndex!;
+    let versionedReads = 0;
+    let checkReads: number | undefined;
+    (measured as { startupIndex: typeof store }).startupIndex = {
+      ...store,
+      loadVersioned: (key) => (versionedReads++, store.loadVersioned(key)),
+      write: (lines) => ((checkReads ??= versionedReads), store.write(lines)),
+    };
     const e = createCertEngine({
-      storage: fileStorage(dir),
+      storage: measured,
       issuers: [ari ? ariIssuer() : refusingIssuer('scale')],
       names: list,
       ...(index ? {} : { startupIndex: false as const }),
@@ -253,14 +302,19 @@ serveRpc({
     const afterStart = memoryAfterGc();
     let indexWrittenMs: number | undefined;
     let indexRssMb: number | undefined;
+    let checkPeakRssMb: number | undefined;
     if (index) {
+      let peak = process.memoryUsage.rss();
+      const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage.rss())), 50);
       while ((await indexMtime()) <= indexBefore && performance.now() - t0 < 60 * 60_000) await new Promise((resolve) => setTimeout(resolve, 100));
+      clearInterval(sampler);
+      checkPeakRssMb = Math.max(peak, process.memoryUsage.rss()) / 2 ** 20;
       indexWrittenMs = performance.now() - t0;
       indexRssMb = memoryAfterGc().rssMb;
     }
     return {
       firstMs, lastMs, allMs, cpuMs, sampleMs, sample: { count: sampled.length, p50Ms: pick(0.5), p95Ms: pick(0.95) }, stats,
-      before, after: afterStart, notServing, states, errors, ariRequests, timers, indexWrittenMs, indexRssMb,
+      before, after: afterStart, notServing, states, errors, ariRequests, timers, indexWrittenMs, indexRssMb, checkReads: checkReads ?? versionedReads, checkPeakRssMb,
     };
   },
 
@@ -341,5 +395,6 @@ serveRpc({
 
   async stop(): Promise<void> {
     await engine?.stop();
+    await storage?.close();
   },
 });

@@ -5,7 +5,7 @@
  * still waiting to be read is parsed as a read would parse it and handed to
  * residency (live or asleep); names it did not find are left to the
  * per-name reads (no certificate, or one stored since: the read says which).
- * Between batches the event loop runs, so handshakes are answered meanwhile.
+ * Every YIELD_EVERY values (or batch, if larger) the event loop runs, so handshakes are answered meanwhile.
  */
 import { safeError } from '../safe-error.js';
 import { keys, nameFromCertificateKey } from '../storage-keys.js';
@@ -14,6 +14,9 @@ import type { EngineCore } from './core.js';
 import type { Loads } from './loads.js';
 import type { NameRecord } from './name-record.js';
 import type { Residency } from './residency.js';
+
+/** Values handled between turns of the event loop (a storage may hand over smaller batches: file storage's are 16). */
+const YIELD_EVERY = 256;
 
 /**
  * Read `records` through `storage.entries`. Returns the records it did not
@@ -27,6 +30,7 @@ export async function bulkScan(core: EngineCore, residency: Residency, loads: Lo
   try {
     // Only the names still waiting are read (file storage; the others may read more, checked below).
     const only = (key: string) => waiting.has(nameFromCertificateKey(key) ?? '');
+    let handled = 0;
     for await (const batch of storage.entries(keys.certificatesPrefix, { only })) {
       if (core.stopped) break;
       for (const [key, value, version] of batch) {
@@ -47,7 +51,11 @@ export async function bulkScan(core: EngineCore, residency: Residency, loads: Lo
         if (core.stopped || residency.get(record.name) !== record || record.actor || record.sleeping) continue;
         residency.restOrWake(record, loaded, skipFailure);
       }
-      await new Promise((resolve) => setImmediate(resolve));
+      handled += batch.length;
+      if (handled >= YIELD_EVERY) {
+        handled = 0;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
     }
   } catch (error) {
     // The bulk read failed part way: what it did not hand over is read name by name.

@@ -180,7 +180,7 @@ export const ENGINE_OPTIONS: { readonly [K in keyof CertEngineOptions]-?: Option
   maxLiveActors: { check: wholeAtLeast(0), default: '1 000' },
   sessionTickets: { check: offOr({ rotationIntervalMs: wholeAtLeast(60_000), overlapMs: wholeAtLeast(0) }), default: 'on: `{ rotationIntervalMs: 12 h, overlapMs: 12 h }`' },
   storageCleaner: { check: offOr({ intervalMs: wholeAtLeast(60_000), gracePeriodMs: wholeAtLeast(0) }), default: 'on: `{ intervalMs: 24 h, gracePeriodMs: 14 days }`' },
-  startupIndex: { check: offOr({ writeIntervalMs: wholeAtLeast(60_000) }), default: 'on (file storage): `{ writeIntervalMs: 10 min }`' },
+  startupIndex: { check: offOr({ writeIntervalMs: wholeAtLeast(60_000) }), default: 'on (file storage, PostgreSQL): `{ writeIntervalMs: 10 min }`' },
 };
 
 /**

@@ -270,15 +270,26 @@ export class HandshakePath {
 
   /** A certificate answer as a served certificate, built per call (a memoised answer has nothing to share with). */
   #certificateOf(record: NameRecord, answer: Extract<HandshakeAnswer, { ok: true }>): ServedCertificate | Error {
-    const bundle = this.#materials.bundle(answer.fingerprint);
+    const pems = this.#materials.pems(answer.fingerprint);
     const secureContext = this.#materials.secureContext(answer.fingerprint);
     const meta = record.certificate;
-    if (!bundle || !secureContext || meta?.fingerprint !== answer.fingerprint) {
+    if (!pems || !secureContext || meta?.fingerprint !== answer.fingerprint) {
       // Not readable from storage, or refused by OpenSSL (e.g. a key that does not match): not servable.
-      if (bundle && !secureContext) this.#repair(record);
+      if (pems && !secureContext) this.#repair(record);
       return new CertificateUnavailableError(record.name, { type: 'CertificateUnavailableError', message: 'the stored certificate could not be read or used', at: this.#core.clock.now() });
     }
-    return { meta, secureContext, certificatePem: bundle.certificatePem, privateKeyPem: bundle.privateKeyPem, expired: answer.expired };
+    // The PEMs stay bytes outside the heap (this answer is kept per name) and are decoded when read: own enumerable getters, so a spread or JSON sees them as fields.
+    return {
+      meta,
+      secureContext,
+      get certificatePem() {
+        return pems.certificatePem();
+      },
+      get privateKeyPem() {
+        return pems.privateKeyPem();
+      },
+      expired: answer.expired,
+    };
   }
 
   #errorOf(record: NameRecord, refusal: Refusal): Error {

@@ -19,7 +19,7 @@
 import { certificateCoversName } from '../certs.js';
 import { CorruptStorageError } from '../errors.js';
 import type { LoadedState } from '../machines/certificate.js';
-import type { CertificateMeta } from '../types.js';
+import type { CertificateBundle, CertificateMeta } from '../types.js';
 import { safeError } from '../safe-error.js';
 import { keys } from '../storage-keys.js';
 import type { EngineCore } from './core.js';
@@ -189,7 +189,7 @@ export class Loads {
               badMeta = true;
               corrupt.report(unitKey, name, error, 'ignoring malformed stored certificate metadata: the certificate is parsed instead');
             }, name)
-          : { ...parseStoredCertificate(unitKey, unitRaw, { checkKey: false }), trusted: false },
+          : parsed(parseStoredCertificate(unitKey, unitRaw, { checkKey: false })),
       );
       // A unit stored under the wrong name is not this name's certificate; nor one missing a name of its group (names added).
       if (unit && !this.#namesOf(name).every((n) => certificateCoversName(unit.meta, n))) {
@@ -225,4 +225,13 @@ export class Loads {
       return undefined;
     }
   }
+}
+
+/**
+ * A parsed certificate as the start-up's read gives it. A literal, not a spread of the parse's
+ * result: V8 gave every such spread hidden classes of its own (a map and descriptor array per
+ * read, dead at once, in old space), as for the chart's memoised context (questions.ts).
+ */
+function parsed({ bundle, meta }: { bundle: CertificateBundle; meta: CertificateMeta }): { bundle: CertificateBundle; meta: CertificateMeta; trusted: false } {
+  return { bundle, meta, trusted: false };
 }

@@ -4,6 +4,14 @@
  * inspector, events and logs never see a key. The `SecureContext` is built
  * once per certificate, on first use, and reused by every handshake.
  *
+ * The PEMs are kept as bytes in a `Buffer`, outside V8's heap, and decoded
+ * only when asked for (`bundle()`, a served certificate's PEM fields).
+ * Handshakes need only the `SecureContext`; ~5 KB of PEM strings per cached
+ * certificate (~50 MB at the default 10,000) in the heap made every full
+ * handshake cost ~5 % more CPU, measured (BENCHMARKS.md, "Handshake CPU and
+ * the heap"): V8's collector pays for live heap bytes, not for bytes
+ * outside it.
+ *
  * Bounded: beyond `capacity` certificates the least recently used is
  * forgotten (a `Map` keeps insertion order; a hit re-inserts its entry). An
  * evicted certificate is read from storage again at its next handshake.
@@ -12,8 +20,37 @@ import type { SecureContext } from 'node:tls';
 import { buildSecureContext } from '../certs.js';
 import type { CertificateBundle } from '../types.js';
 
+/**
+ * A certificate's two PEMs in one buffer (UTF-8, lossless for any string a
+ * `CertificateBundle` holds), decoded afresh on each read.
+ */
+export class PemBytes {
+  readonly #bytes: Buffer;
+  /** Where the private key's bytes start. */
+  readonly #keyStart: number;
+
+  constructor(bundle: CertificateBundle) {
+    const certificate = Buffer.from(bundle.certificatePem, 'utf8');
+    this.#bytes = Buffer.concat([certificate, Buffer.from(bundle.privateKeyPem, 'utf8')]);
+    this.#keyStart = certificate.length;
+  }
+
+  certificatePem(): string {
+    return this.#bytes.toString('utf8', 0, this.#keyStart);
+  }
+
+  privateKeyPem(): string {
+    return this.#bytes.toString('utf8', this.#keyStart);
+  }
+
+  /** A fresh bundle of strings. */
+  bundle(): CertificateBundle {
+    return { certificatePem: this.certificatePem(), privateKeyPem: this.privateKeyPem() };
+  }
+}
+
 interface Material {
-  bundle: CertificateBundle;
+  pems: PemBytes;
   secureContext?: SecureContext;
 }
 
@@ -36,7 +73,7 @@ export class MaterialCache {
   put(fingerprint: string, bundle: CertificateBundle): void {
     const existing = this.#byFingerprint.get(fingerprint);
     this.#byFingerprint.delete(fingerprint);
-    this.#byFingerprint.set(fingerprint, existing ?? { bundle });
+    this.#byFingerprint.set(fingerprint, existing ?? { pems: new PemBytes(bundle) });
     if (this.#byFingerprint.size > this.#capacity) {
       const oldest = this.#byFingerprint.keys().next().value;
       if (oldest !== undefined && oldest !== fingerprint) this.#byFingerprint.delete(oldest);
@@ -48,16 +85,21 @@ export class MaterialCache {
    * background read must not push out what handshakes are using.
    */
   putIfRoom(fingerprint: string, bundle: CertificateBundle): void {
-    if (this.#byFingerprint.size < this.#capacity && !this.#byFingerprint.has(fingerprint)) this.#byFingerprint.set(fingerprint, { bundle });
+    if (this.#byFingerprint.size < this.#capacity && !this.#byFingerprint.has(fingerprint)) this.#byFingerprint.set(fingerprint, { pems: new PemBytes(bundle) });
   }
 
   has(fingerprint: string): boolean {
     return this.#byFingerprint.has(fingerprint);
   }
 
-  /** The PEMs of a certificate, if in memory. */
+  /** The PEMs of a certificate, if in memory (decoded on each call: keep `pems()` to read them later). */
   bundle(fingerprint: string): CertificateBundle | undefined {
-    return this.#byFingerprint.get(fingerprint)?.bundle;
+    return this.#byFingerprint.get(fingerprint)?.pems.bundle();
+  }
+
+  /** The PEMs of a certificate as bytes, if in memory: still readable after the entry is evicted. */
+  pems(fingerprint: string): PemBytes | undefined {
+    return this.#byFingerprint.get(fingerprint)?.pems;
   }
 
   /**
@@ -72,7 +114,7 @@ export class MaterialCache {
     this.#byFingerprint.set(fingerprint, material);
     if (material.secureContext !== undefined) return material.secureContext;
     try {
-      return (material.secureContext = buildSecureContext(material.bundle));
+      return (material.secureContext = buildSecureContext(material.pems.bundle()));
     } catch (error) {
       this.#byFingerprint.delete(fingerprint);
       this.#onBuildError(fingerprint, error);

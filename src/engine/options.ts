@@ -121,12 +121,14 @@ export interface CertEngineOptions {
    */
   storageCleaner?: StorageCleanerOptions | false;
   /**
-   * The start-up index (file storage; other storages read in bulk already):
+   * The start-up index (file storage and PostgreSQL; Redis reads in bulk):
    * with more names than `maxLiveActors`, start-up puts names to sleep from
-   * one file holding every name's certificate metadata and the version of
-   * the file it came from, instead of reading a million files; afterwards,
-   * in the background, each file's version (`stat`) is compared with the
-   * index's and a changed file is read and parsed. A cache, never the truth:
+   * one index holding every name's certificate metadata and the version of
+   * the value it came from (file storage: a file; PostgreSQL: the table
+   * `<table>_index`), instead of reading a million certificates; afterwards,
+   * in the background, each value's version (a file's `stat`, a row's `xmin`
+   * and `modified`) is compared with the index's and a changed one is read
+   * and parsed. A cache, never the truth:
    * nothing is served from it, a stale or corrupt index costs reads, not
    * correctness. Written after that check, at most every `writeIntervalMs`
    * (10 minutes) while names changed, and at `stop()`. On by default;
@@ -152,7 +154,14 @@ export interface ServedCertificate {
   meta: CertificateMeta;
   /** Built once per certificate and shared by every handshake. */
   secureContext: SecureContext;
+  /**
+   * The leaf certificate and its chain, PEM. The engine keeps PEMs as bytes
+   * outside the JS heap: each read decodes a fresh string (an own enumerable
+   * getter, so a spread or `JSON.stringify` sees a field). It stays readable
+   * after the engine forgets the certificate.
+   */
   certificatePem: string;
+  /** The leaf's private key, PEM: read like `certificatePem`. Never log it. */
   privateKeyPem: string;
   /** True when an expired certificate is served (only with `serveExpired`). */
   expired: boolean;

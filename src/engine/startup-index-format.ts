@@ -15,7 +15,8 @@ export const INDEX_VERSION = 1;
 /** Longest line read (a certificate of many names is long; ~350 B is usual). */
 export const MAX_LINE = 64 * 1024;
 const NAME = /^[a-z0-9*._:-]{1,253}$/;
-const VERSION = /^[0-9a-z]{1,16}(?:\.[0-9a-z]{1,16}){3}$/;
+/** A value's version as storages give it: file storage four parts (size, inode, times), PostgreSQL two (xmin, µs). */
+const VERSION = /^[0-9a-z]{1,16}(?:\.[0-9a-z]{1,16}){1,3}$/;
 const MAX_ISSUER_ID = 256;
 
 /** A name's line: its certificate's metadata and the version of the stored value it was read from. */

@@ -45,7 +45,7 @@ import { certificateNames, type NameRecord } from './name-record.js';
 import type { Residency } from './residency.js';
 import { BadIndex, checkHeader, endOf, indexEnd, indexHeader, indexLine, MAX_LINE, parseEntry, type IndexEntry } from './startup-index-format.js';
 import { isFromIndex, isUnverified, markFromIndex, markVerified, metaDifferences, noteStoredVersion, storedVersionOf } from './stored-meta.js';
-import { parseStoredCertificate } from './stored.js';
+import { parseStoredCertificate, storedUnitAgrees } from './stored.js';
 
 /** Options of the start-up index (`CertEngineOptions.startupIndex`). */
 export interface StartupIndexOptions {
@@ -221,7 +221,12 @@ export class StartupIndex {
     return entries;
   }
 
-  /** Every name slept from the index: its file's version now against the line's; the changed ones read and, when they differ, woken from what was parsed. */
+  /**
+   * Every name slept from the index: its file's version now against the line's; the changed
+   * ones read (READS at a time) and, when they differ, woken from what was read. What it holds
+   * besides the names is bounded: a bit per name seen in the listing, the names to read, and
+   * the reads in flight (a restore from backup changes every file: all of them are read).
+   */
   async #check(): Promise<void> {
     const slept = this.#slept;
     this.#slept = [];
@@ -230,21 +235,26 @@ export class StartupIndex {
       const meta = record.sleeping ? record.certificate : undefined;
       return isFromIndex(meta) && isUnverified(meta) ? meta : undefined;
     };
-    const checked = new Set<NameRecord>();
+    // Names seen in the listing, a bit per slot (not a Set of a million records).
+    let slots = 0;
+    for (const record of slept) slots = Math.max(slots, record.slot + 1);
+    const seen = new Uint8Array(slots);
+    let checked = 0;
     const changed: NameRecord[] = [];
     for await (const batch of this.#store.versions(keys.certificatesPrefix)) {
       if (this.#core.stopped) return;
       for (const [key, version] of batch) {
         const record = this.#recordOfKey(key);
         const meta = record && onIndex(record);
-        if (!record || !meta) continue;
-        checked.add(record);
+        if (!record || !meta || record.slot >= slots || seen[record.slot] === 1) continue;
+        seen[record.slot] = 1;
+        checked++;
         if (storedVersionOf(meta) !== version) changed.push(record);
       }
     }
     // Names whose file is gone since the index (a listing does not show them).
-    for (const record of slept) if (!checked.has(record) && onIndex(record)) changed.push(record);
-    this.stats.checked = checked.size;
+    for (const record of slept) if (record.slot < slots && seen[record.slot] === 0 && onIndex(record)) changed.push(record);
+    this.stats.checked = checked;
     this.stats.changed = changed.length;
     let next = 0;
     const worker = async () => {
@@ -253,15 +263,25 @@ export class StartupIndex {
     await Promise.all(Array.from({ length: READS }, worker));
   }
 
-  /** A name whose file changed since its index line: read and parsed; a different certificate (or none) wakes it from what was parsed. */
+  /**
+   * A name whose file changed since its index line: read, with the metadata stored beside its
+   * certificate (as the bulk read at start-up takes it: unparsed, still unverified; parsed when
+   * there is none); a different certificate (or none) wakes it from what was read.
+   */
   async #reconcile(record: NameRecord, onIndex: (record: NameRecord) => CertificateMeta | undefined): Promise<void> {
     const read = await this.#core.track(this.#store.loadVersioned(keys.certificate(record.name)));
-    const loaded = read === undefined ? {} : await this.#loads.fromStored(record.name, read.value, true, false, read.version);
+    const indexed = onIndex(record);
+    if (!indexed || this.#core.stopped) return; // woken meanwhile: its actor read for itself
+    // What a rewritten file or a moved ctime usually holds: the same certificate, known at this
+    // version from now on; nothing made for it but the read (a restore from backup reads every file).
+    if (read !== undefined && storedUnitAgrees(read.value, indexed)) return void noteStoredVersion(indexed, read.version);
+    const loaded = read === undefined ? {} : await this.#loads.fromStored(record.name, read.value, true, true, read.version);
     const meta = onIndex(record);
-    if (!meta || this.#core.stopped) return; // woken meanwhile: its actor read for itself
+    if (!meta || this.#core.stopped) return;
     if (loaded.certificate && metaDifferences(meta, loaded.certificate).length === 0) {
-      // The same certificate in a rewritten file: it sleeps on, now known at the new version.
-      markVerified(meta);
+      // The same certificate in a rewritten file: it sleeps on, now known at the new version
+      // (and checked against its certificate if that was parsed: stored without metadata).
+      if (!isUnverified(loaded.certificate)) markVerified(meta);
       noteStoredVersion(meta, read!.version);
       return;
     }

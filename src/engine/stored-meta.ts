@@ -99,18 +99,9 @@ export function storedMetaOf(meta: CertificateMeta): Record<string, unknown> {
  * the caller's string instead of its own copy (one string a name, not two).
  */
 export function readStoredMeta(value: unknown, issuerId: string, name?: string): CertificateMeta | undefined {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
-  const v = value as Record<string, unknown>;
-  for (const key in v) if (!FIELDS.has(key)) return undefined;
+  const v = schemaChecked(value);
+  if (v === undefined) return undefined;
   const { fingerprint, serial, names, notBefore, notAfter, issuer, ariCertId } = v;
-  if (v.v !== undefined && v.v !== META_VERSION) return undefined;
-  if (typeof fingerprint !== 'string' || !FINGERPRINT.test(fingerprint)) return undefined;
-  if (typeof serial !== 'string' || !SERIAL.test(serial)) return undefined;
-  if (!Array.isArray(names) || names.length === 0 || names.length > MAX_NAMES) return undefined;
-  for (const name of names) if (typeof name !== 'string' || !NAME.test(name)) return undefined;
-  if (!isTime(notBefore) || !isTime(notAfter) || notBefore > notAfter) return undefined;
-  if (typeof issuer !== 'string' || issuer.length === 0 || issuer.length > MAX_ISSUER) return undefined;
-  if (ariCertId !== undefined && (typeof ariCertId !== 'string' || !ARI_CERT_ID.test(ariCertId))) return undefined;
   // The array was just parsed from the stored value: ours to fill before the metadata is built.
   if (names.length === 1 && names[0] === name) names[0] = name;
   // Every property in the literal, in leafMetaFromDer's order (same hidden class, no property array).
@@ -126,6 +117,57 @@ export function readStoredMeta(value: unknown, issuerId: string, name?: string):
   };
   unverified.add(meta);
   return meta;
+}
+
+/** Stored metadata's fields, as the schema has them. */
+interface StoredMetaFields {
+  fingerprint: string;
+  serial: string;
+  names: string[];
+  notBefore: number;
+  notAfter: number;
+  issuer: string;
+  ariCertId?: string;
+}
+
+/** Stored metadata when it is exactly the schema (the parsed value itself: no object made), else undefined. */
+function schemaChecked(value: unknown): StoredMetaFields | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const v = value as Record<string, unknown>;
+  for (const key in v) if (!FIELDS.has(key)) return undefined;
+  const { fingerprint, serial, names, notBefore, notAfter, issuer, ariCertId } = v;
+  if (v.v !== undefined && v.v !== META_VERSION) return undefined;
+  if (typeof fingerprint !== 'string' || !FINGERPRINT.test(fingerprint)) return undefined;
+  if (typeof serial !== 'string' || !SERIAL.test(serial)) return undefined;
+  if (!Array.isArray(names) || names.length === 0 || names.length > MAX_NAMES) return undefined;
+  for (const name of names) if (typeof name !== 'string' || !NAME.test(name)) return undefined;
+  if (!isTime(notBefore) || !isTime(notAfter) || notBefore > notAfter) return undefined;
+  if (typeof issuer !== 'string' || issuer.length === 0 || issuer.length > MAX_ISSUER) return undefined;
+  if (ariCertId !== undefined && (typeof ariCertId !== 'string' || !ARI_CERT_ID.test(ariCertId))) return undefined;
+  return v as unknown as StoredMetaFields;
+}
+
+/**
+ * Whether stored metadata is exactly the schema and describes the certificate
+ * `meta` describes, in every field `metaDifferences` compares, without making
+ * a `CertificateMeta`: for the start-up index's check, which reads a file only
+ * to learn that its certificate did not change (a `CertificateMeta` made there
+ * for every file of a restore from backup would be made in old space, its
+ * allocation site pretenured by the names' long-lived ones, and die there).
+ */
+export function storedMetaAgrees(value: unknown, issuerId: string, meta: CertificateMeta): boolean {
+  const v = schemaChecked(value);
+  if (v === undefined || v.names.length !== meta.names.length) return false;
+  for (let i = 0; i < v.names.length; i++) if (v.names[i] !== meta.names[i]) return false;
+  return (
+    v.fingerprint === meta.fingerprint &&
+    v.serial === meta.serial &&
+    v.notBefore === meta.notBefore &&
+    v.notAfter === meta.notAfter &&
+    v.issuer === meta.issuer &&
+    issuerId === meta.issuerId &&
+    v.ariCertId === meta.ariCertId
+  );
 }
 
 /** The fields where parsed metadata differs from stored metadata (empty: they agree). */

@@ -14,7 +14,7 @@ import { CorruptStorageError, isRetryAfterRecord } from '../errors.js';
 import type { FailureRecord } from '../machines/certificate.js';
 import { MAX_KEPT_ORDERS } from '../machines/floor.js';
 import type { CertificateBundle, CertificateMeta, ErrorInfo } from '../types.js';
-import { isOtherMetaVersion, readStoredMeta, storedMetaOf } from './stored-meta.js';
+import { isOtherMetaVersion, readStoredMeta, storedMetaAgrees, storedMetaOf } from './stored-meta.js';
 
 const FORMAT_VERSION = 1;
 /** Offsets to the storage clock that differ by less than this are the same clock, measured twice. */
@@ -75,35 +75,59 @@ export function parseStoredCertificate(
   options?: ParseCertificateOptions,
 ): { bundle: CertificateBundle; meta: CertificateMeta } {
   const unit = storedUnit(key, raw);
-  return { bundle: unit.bundle, meta: parseUnit(key, unit, options) };
+  const bundle = { certificatePem: unit.certificatePem, privateKeyPem: unit.privateKeyPem };
+  return { bundle, meta: parseUnit(key, bundle, unit.issuerId, options) };
 }
 
 /**
  * The start-up scan's read of a stored certificate: its stored metadata when
  * present and exactly well-formed (`trusted: true`; the certificate is not
  * parsed, its metadata marked unverified: see stored-meta.ts), else the
- * certificate parsed as `parseStoredCertificate` with `checkKey: false` does.
- * `onBadMeta` is told when metadata is present but unusable (then parsed);
+ * certificate parsed as `parseStoredCertificate` with `checkKey: false` does
+ * (with its `bundle`). `onBadMeta` is told when metadata is present but unusable (then parsed);
  * metadata of another `META_VERSION` is not used either, silently.
  * Throws `CorruptStorageError` for anything malformed.
+ *
+ * Trusted, it makes no object that holds the certificate's or the key's PEM
+ * (the caller keeps no key material from unchecked metadata): made for every
+ * sleeping name and dropped at once, such an object was made in V8's old
+ * space once its allocation site was pretenured (the names read first keep
+ * theirs), and held its ~4 KB of PEM strings there until a full collection.
  */
 export function readStoredCertificate(
   key: string,
   raw: string,
   onBadMeta: (error: CorruptStorageError) => void,
   name?: string,
-): { bundle: CertificateBundle; meta: CertificateMeta; trusted: boolean } {
+): { meta: CertificateMeta; trusted: true } | { bundle: CertificateBundle; meta: CertificateMeta; trusted: false } {
   const unit = storedUnit(key, raw);
   if (unit.meta !== undefined && !isOtherMetaVersion(unit.meta)) {
     const meta = readStoredMeta(unit.meta, unit.issuerId, name);
-    if (meta) return { bundle: unit.bundle, meta, trusted: true };
+    if (meta) return { meta, trusted: true };
     onBadMeta(new CorruptStorageError(key, 'the stored certificate metadata is malformed'));
   }
-  return { bundle: unit.bundle, meta: parseUnit(key, unit, { checkKey: false }), trusted: false };
+  const bundle = { certificatePem: unit.certificatePem, privateKeyPem: unit.privateKeyPem };
+  return { bundle, meta: parseUnit(key, bundle, unit.issuerId, { checkKey: false }), trusted: false };
+}
+
+/**
+ * Whether a stored unit holds the certificate `meta` describes, by the
+ * metadata stored beside it (trusted as `readStoredCertificate` trusts it),
+ * making nothing that outlives the call; false when the unit is malformed or
+ * has no usable metadata (the caller then reads it in full, which reports it).
+ */
+export function storedUnitAgrees(raw: string, meta: CertificateMeta): boolean {
+  let unit: ReturnType<typeof storedUnit>;
+  try {
+    unit = storedUnit('', raw);
+  } catch {
+    return false;
+  }
+  return unit.meta !== undefined && !isOtherMetaVersion(unit.meta) && storedMetaAgrees(unit.meta, unit.issuerId, meta);
 }
 
 /** A stored unit's fields, type-checked (its certificate not parsed). */
-function storedUnit(key: string, raw: string): { bundle: CertificateBundle; issuerId: string; meta: unknown } {
+function storedUnit(key: string, raw: string): { certificatePem: string; privateKeyPem: string; issuerId: string; meta: unknown } {
   let value: unknown;
   try {
     value = JSON.parse(raw);
@@ -115,12 +139,12 @@ function storedUnit(key: string, raw: string): { bundle: CertificateBundle; issu
   if (typeof certificatePem !== 'string' || typeof privateKeyPem !== 'string' || typeof issuerId !== 'string') {
     throw new CorruptStorageError(key, 'missing certificate, key or issuer');
   }
-  return { bundle: { certificatePem, privateKeyPem }, issuerId, meta };
+  return { certificatePem, privateKeyPem, issuerId, meta };
 }
 
-function parseUnit(key: string, unit: { bundle: CertificateBundle; issuerId: string }, options?: ParseCertificateOptions): CertificateMeta {
+function parseUnit(key: string, bundle: CertificateBundle, issuerId: string, options?: ParseCertificateOptions): CertificateMeta {
   try {
-    return parseCertificateBundle(unit.bundle, unit.issuerId, options);
+    return parseCertificateBundle(bundle, issuerId, options);
   } catch (error) {
     throw new CorruptStorageError(key, error instanceof Error ? error.message : 'unparsable certificate', error);
   }

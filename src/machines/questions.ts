@@ -155,8 +155,10 @@ function memoAfterLoad(
   /** Combination of guard outcomes → the chart's answer to copy, or null: always ask the chart. */
   const answers = new Map<number, CertificateSnapshot | null>();
   return (loaded) => {
-    // Object.assign, not `{ ...a, ...b }`: V8 (Node 20) builds a two-spread literal of this size ~30× slower (~10 µs),
-    // which was most of a sleeping name's ARI recheck and of the start-up question (bench/tools/after-load.ts).
+    // Object.assign onto a fresh object, not a spread of `loading.context`: a spread of it gave each
+    // name's context hidden classes of its own (V8 logs them as transitions from a prototype map,
+    // which it never caches), ~6 maps and descriptor arrays a name, dead at once, in old space —
+    // and ~10 µs a name, most of a sleeping name's ARI recheck and of the start-up question.
     const context: CertificateContext = Object.assign({}, loading.context, decide.adoptStored(loading.context, loaded));
     let key = 0;
     for (let i = 0; i < guards.length; i++) if (guards[i]!({ context, event: doneEvent }, undefined)) key |= 1 << i;

@@ -823,7 +823,7 @@ export { POSTGRES_URL, REDIS_URL, backendSkip, postgresProblem, redisProblem } f
 export async function dropStorage(storage: NodeStorageConfig): Promise<void> {
   if (storage.kind === 'file') return rm(storage.dir, { recursive: true, force: true });
   if (storage.kind === 'redis') return withRedis(storage.url, (client) => purgeRedisPrefix(client, storage.prefix));
-  await withPostgres(storage.connectionString, (client) => client.query(`DROP TABLE IF EXISTS "${storage.table}", "${storage.table}_locks"`));
+  await withPostgres(storage.connectionString, (client) => client.query(`DROP TABLE IF EXISTS "${storage.table}", "${storage.table}_locks", "${storage.table}_index"`));
 }
 
 /** Read a name's stored certificate fingerprint straight from the backend (not through any engine). */

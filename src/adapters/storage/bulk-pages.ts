@@ -1,25 +1,46 @@
 /**
  * `Storage.entries` for the shared storages, page by page: PostgreSQL by key
  * order (keyset pages, one query each: no cursor held open between
- * batches), Redis by SCAN pages whose values come back in one pipelined
- * round trip. Each page is bounded, so a million keys are never one reply.
+ * batches; the next page read while the caller works on this one), Redis
+ * by SCAN pages whose values come back in one pipelined round trip. Each
+ * page is bounded, so a million keys are never one reply.
  */
 
-/** Keys and values after `after` in key order, at most `limit` (PostgreSQL). */
-export type KeysetPage = (after: string, limit: number) => Promise<Array<{ key: string; value: string }>>;
+/**
+ * One page of rows after the key `after` in key order, at most `limit` keys
+ * looked at (PostgreSQL): the rows it gives, and the key to go on after
+ * (undefined: that was the last page). A page may give fewer rows than it
+ * looked at (a filtered one), even none.
+ */
+export type KeysetPage<R> = (after: string, limit: number) => Promise<{ rows: R[]; next: string | undefined }>;
 
-const PAGE = 1000;
+/** Keys a page looks at. */
+export const PAGE = 1000;
+/** Bytes of values a page holds at most, unless one value is larger (then that value alone): PostgreSQL. */
+export const PAGE_BYTES = 16 << 20;
 
-/** Every row under the prefix, by key order, one bounded query per batch. */
-export async function* keysetEntries(page: KeysetPage): AsyncGenerator<Array<readonly [string, string]>> {
-  let after = '';
-  for (;;) {
-    const rows = await page(after, PAGE);
-    if (rows.length > 0) yield rows.map((row) => [row.key, row.value] as const);
-    if (rows.length < PAGE) return;
-    after = rows[rows.length - 1]!.key;
+/**
+ * Every row under the prefix, by key order, one bounded page at a time.
+ * The next page is asked for as soon as a page arrives, before its rows are
+ * yielded: the database reads it while the caller works on this one (two
+ * pages at most, one held and one in flight). Stopping early leaves the page
+ * in flight to finish on its own (its rows are dropped, its failure ignored).
+ */
+export async function* keysetPages<R>(page: KeysetPage<R>): AsyncGenerator<R[]> {
+  let ahead: ReturnType<KeysetPage<R>> | undefined = page('', PAGE);
+  try {
+    while (ahead) {
+      const { rows, next }: Awaited<ReturnType<KeysetPage<R>>> = await ahead;
+      ahead = next === undefined ? undefined : page(next, PAGE);
+      if (rows.length > 0) yield rows;
+    }
+  } finally {
+    ahead?.catch(() => {});
   }
 }
+
+/** The key to go on after, given the keys a page looked at. */
+export const nextAfter = (keys: readonly string[], limit: number): string | undefined => (keys.length < limit ? undefined : keys[keys.length - 1]);
 
 /**
  * Every key a SCAN walk finds (a key may come back more than once: yielded

@@ -124,7 +124,7 @@ export function fileStorage(dir: string = DEFAULT_DATA_DIR, options: FileStorage
         wrap('read', file, error);
       }
       if ('deleted' in where) return undefined;
-      const read = versioned ? await readValueVersioned(key, where.path) : await readValue(key, where.path).then((value) => (value === undefined ? undefined : { value }));
+      const read = versioned ? await readValueVersioned(key, where.path) : await readValue(key, where.path);
       if (read !== undefined || where.path === file || tries >= 3) return read;
     }
   }

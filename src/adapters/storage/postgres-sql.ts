@@ -25,7 +25,10 @@ export function assertTableName(table: string): void {
 export function statements(table: string) {
   const t = `"${table}"`;
   const l = `"${table}_locks"`;
+  const x = `"${table}_index"`;
   const ms = `* interval '1 millisecond'`;
+  /** A row's version (postgres-index.ts): its row version's xmin and its `modified` in µs, as text. */
+  const version = `xmin::text || '.' || floor(extract(epoch FROM modified) * 1000000)::bigint::text`;
   return {
     migrate: [
       `CREATE TABLE IF NOT EXISTS ${t} (
@@ -38,6 +41,13 @@ export function statements(table: string) {
         holder text NOT NULL,
         fencing_token bigint NOT NULL,
         expires_at timestamptz NOT NULL
+      )`,
+      // The start-up index (postgres-index.ts): chunks of lines per generation; seq 0 marks a generation complete.
+      `CREATE TABLE IF NOT EXISTS ${x} (
+        gen bigint NOT NULL,
+        seq integer NOT NULL,
+        chunk bytea NOT NULL,
+        PRIMARY KEY (gen, seq)
       )`,
     ],
     load: `SELECT value FROM ${t} WHERE key = $1`,
@@ -74,8 +84,28 @@ export function statements(table: string) {
       SELECT (SELECT count(*) FROM fence)::int AS fenced, (SELECT count(pg_notify('${table}', $2)) FROM deleted)::int AS deleted`,
     now: `SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now`,
     list: `SELECT key FROM ${t} WHERE key LIKE $1 ESCAPE '!'`,
-    /** One page of the bulk read: keys after `$2` in key order (the column is COLLATE "C": byte order, the primary key index), at most `$3`. */
-    entries: `SELECT key, value FROM ${t} WHERE key LIKE $1 ESCAPE '!' AND key > $2 ORDER BY key LIMIT $3`,
+    /**
+     * One page of the bulk read: keys after `$2` in key order (the column is COLLATE "C": byte order,
+     * the primary key index), at most `$3`, with their values' sizes (from the TOAST header: no value
+     * read); then the values of the keys wanted (`entriesOf`), each with its version.
+     */
+    keysAfter: `SELECT key, octet_length(value)::text AS size FROM ${t} WHERE key LIKE $1 ESCAPE '!' AND key > $2 ORDER BY key LIMIT $3`,
+    entriesOf: `SELECT key, value, ${version} AS version FROM ${t} WHERE key = ANY($1::text[])`,
+    /** A page of keys with their values' versions, no value read (the start-up index's check). */
+    versions: `SELECT key, ${version} AS version FROM ${t} WHERE key LIKE $1 ESCAPE '!' AND key > $2 ORDER BY key LIMIT $3`,
+    loadVersioned: `SELECT value, ${version} AS version FROM ${t} WHERE key = $1`,
+    /** A new generation of the start-up index: the database clock in µs (bigint as text). */
+    indexGeneration: `SELECT floor(extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text AS gen`,
+    indexChunk: `INSERT INTO ${x} (gen, seq, chunk) VALUES ($1, $2, $3) ON CONFLICT (gen, seq) DO UPDATE SET chunk = EXCLUDED.chunk`,
+    /** Mark generation `$1` complete and remove every older one (complete or cut short). */
+    indexComplete: `WITH done AS (
+        INSERT INTO ${x} (gen, seq, chunk) VALUES ($1, 0, '') ON CONFLICT (gen, seq) DO NOTHING
+      )
+      DELETE FROM ${x} WHERE gen < $1`,
+    indexCurrent: `SELECT max(gen)::text AS gen FROM ${x} WHERE seq = 0`,
+    /** The chunk after `$2` of generation `$1`; its bytes only if no more than `$3` (a larger one is refused unread). */
+    indexRead: `SELECT seq, octet_length(chunk) AS size, CASE WHEN octet_length(chunk) <= $3::bigint THEN chunk END AS chunk
+      FROM ${x} WHERE gen = $1 AND seq > $2 ORDER BY seq LIMIT 1`,
     /**
      * Take the lease if the row is absent or its lease is over, drawing the next
      * fencing token in the same statement. The token is `max(previous + 1, the

@@ -2,11 +2,12 @@
  * PostgreSQL storage: keyed blobs, leased locks and fencing tokens shared by
  * every process of a cluster through one database (`pg` pool).
  *
- * Two tables, created idempotently by {@link migratePostgres}:
+ * Three tables, created idempotently by {@link migratePostgres}:
  *
  * - `<table>`: `key` (primary key), `value`, `modified`;
  * - `<table>_locks`: one lease row per lock key: `holder` (random per
- *   acquisition), `fencing_token`, `expires_at`.
+ *   acquisition), `fencing_token`, `expires_at`;
+ * - `<table>_index`: the engine's start-up index (postgres-index.ts).
  *
  * Every time is the database's `now()`: leases are granted, renewed and judged
  * expired on one clock for the whole cluster, never on the clocks of the
@@ -20,7 +21,8 @@
  * anyway (a restore, a TRUNCATE) restarts its token at the database clock in
  * µs, above every token drawn before (see `acquire`).
  */
-import { keysetEntries } from './bulk-pages.js';
+import { keysetPages, nextAfter, PAGE_BYTES } from './bulk-pages.js';
+import { postgresStartupIndex } from './postgres-index.js';
 import { withDeadline } from './deadline.js';
 import { randomUUID } from 'node:crypto';
 import type { Pool, PoolConfig, QueryResultRow } from 'pg';
@@ -176,8 +178,14 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
     return migrated;
   }
 
-  /** One bounded query, after the migration, with every failure typed. */
-  async function query<R extends QueryResultRow>(what: string, text: string, values: unknown[]): Promise<R[]> {
+  /**
+   * One bounded query, after the migration, with every failure typed.
+   * `binary`: the result in PostgreSQL's binary format, where a `bytea` is
+   * its bytes as they are (pg hands them over decoded as UTF-8, as `load`
+   * decodes a Buffer), not the text format's hex, twice their size, that pg
+   * decodes to a Buffer first. Only for results whose columns are text or bytea.
+   */
+  async function query<R extends QueryResultRow>(what: string, text: string, values: unknown[], binary = false): Promise<R[]> {
     const label = `${description} ${what}`;
     if (closed) throw new StorageError(`${label}: storage is closed`, { code: 'ERR_STORAGE_CLOSED' });
     try {
@@ -185,7 +193,7 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
       const p = await pool();
       // `query_timeout` per query (read by pg at run time, absent from its types)
       // makes pg drop the connection of a timed-out query instead of reusing it.
-      const config = { text, values, query_timeout: timeoutMs };
+      const config = { text, values, query_timeout: timeoutMs, ...(binary ? { binary } : {}) };
       // Bounded on the server too: a statement we stopped waiting for is cancelled there (postgres-bounded.ts).
       const result = await boundedQuery<R>(p, config, timeoutMs, label, poolBoundsStatements(p, timeoutMs));
       return result.rows;
@@ -268,14 +276,37 @@ export function postgresStorage(options: PostgresStorageOptions): PostgresStorag
       return rows.map((row) => row.key);
     },
 
-    /** Keyset pages of 1,000 rows (see bulk-pages.ts). */
-    entries(prefix) {
+    /**
+     * Keyset pages (see bulk-pages.ts), the next read while this one is worked
+     * on: a page's keys and sizes first (no value read), cut at 1,000 keys or
+     * {@link PAGE_BYTES} of values (at least one key), then the values of the
+     * keys `only` wants, in binary format, with their versions. A start-up
+     * that slept most names from the index reads a few values, not all, and
+     * no page holds more than one hostile row past the byte bound.
+     */
+    entries(prefix, entriesOptions) {
       assertValidPrefix(prefix);
-      return keysetEntries(async (after, limit) => {
-        const rows = await query<{ key: string; value: Buffer | string }>(`entries ${prefix}`, sql.entries, [likePrefixPattern(prefix), after, limit]);
-        return rows.map((row) => ({ key: row.key, value: typeof row.value === 'string' ? row.value : row.value.toString('utf8') }));
+      const pattern = likePrefixPattern(prefix);
+      const only = entriesOptions?.only;
+      return keysetPages(async (after, limit) => {
+        const listed = await query<{ key: string; size: string }>(`entries ${prefix}`, sql.keysAfter, [pattern, after, limit], true);
+        let n = 0;
+        for (let bytes = 0; n < listed.length; n++) {
+          bytes += Number(listed[n]!.size);
+          if (n > 0 && bytes > PAGE_BYTES) break;
+        }
+        const keys = listed.slice(0, n).map((row) => row.key);
+        const wanted = only ? keys.filter((key) => only(key)) : keys;
+        const rows = wanted.length === 0 ? [] : await query<{ key: string; value: string; version: string }>(`entries ${prefix}`, sql.entriesOf, [wanted], true);
+        const next = n < listed.length ? keys[n - 1] : nextAfter(keys, limit);
+        return { rows: rows.map((row) => [row.key, row.value, row.version] as const), next };
       });
     },
+
+    startupIndex: postgresStartupIndex(query, sql, (prefix) => {
+      assertValidPrefix(prefix);
+      return likePrefixPattern(prefix);
+    }),
 
     async stat(key): Promise<StorageStat | undefined> {
       assertValidKey(key);
