@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { memoryStorage } from '../src/adapters/storage/memory.js';
 import { ManualClock } from '../src/clock.js';
-import { ariRenewalTime, clampAriRecheck } from '../src/engine/ari.js';
+import { ariDueAt, ariRenewalTime, clampAriRecheck } from '../src/engine/ari.js';
 import { createCertEngine } from '../src/engine/engine.js';
 import type { Issuer, RenewalInfo } from '../src/types.js';
 import { installTestCa, scriptedIssuer } from './helpers/scripted-issuer.js';
@@ -43,6 +43,8 @@ describe('ARI', () => {
     assert.equal(clampAriRecheck(undefined, 0), 6 * 3_600_000);
     assert.equal(clampAriRecheck(10, 0), 60_000);
     assert.equal(clampAriRecheck(10 * DAY, 0), DAY);
+    // Rechecks fall due on whole seconds, never sooner than asked (the CA's Retry-After holds).
+    assert.deepEqual([ariDueAt(1), ariDueAt(999), ariDueAt(1000), ariDueAt(1001)], [1000, 1000, 1000, 2000]);
   });
 
   it('moves the renewal into the suggested window, renews at once for a past window, re-asks per Retry-After', async () => {

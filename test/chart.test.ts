@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { isDeepStrictEqual } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { describe, it } from 'node:test';
 import { createActor, getNextTransitions, type AnyStateNode } from 'xstate';
@@ -252,6 +253,81 @@ describe('the chart', () => {
     }
   });
 
+  it('the memoised answer to an ARI window is exactly what the chart answers, and the very snapshot when nothing changes', () => {
+    // What a sleeping name gets every recheck: RENEWAL_INFO from its resting state, again and again.
+    const jitter = () => seeded(0x3c6ef372);
+    const rand = seeded(0xa54ff53a);
+    const chartDeps = { now: () => NOW, random: jitter(), policy: defaultTimingPolicy };
+    const memoDeps = { now: () => NOW, random: jitter(), policy: defaultTimingPolicy };
+    const chart = chartQuestions(createCertificateMachine(chartDeps), () => NOW);
+    const memoMachine = createCertificateMachine(memoDeps);
+    const transition = memoMachine.transition.bind(memoMachine);
+    let asked = 0;
+    memoMachine.transition = ((...args: Parameters<typeof transition>) => {
+      if ((args[1] as { type: string }).type === 'RENEWAL_INFO') asked++;
+      return transition(...args);
+    }) as typeof transition;
+    const memo = chartQuestions(memoMachine, () => NOW, false, chartDecisions(memoDeps));
+    const values = new Set<string>();
+    let [events, unchanged, sameSnapshot, moved] = [0, 0, 0, 0];
+    for (let i = 0; i < 1500; i++) {
+      const from = Math.floor(rand() * 120) - 100;
+      const certificate = rand() < 0.05 ? undefined : cert(from, from + 1 + Math.floor(rand() * 120));
+      const failure =
+        rand() < 0.7
+          ? undefined
+          : {
+              attempts: Math.floor(rand() * 3),
+              ...(rand() < 0.5 ? { nextAttemptAt: NOW + Math.floor((rand() - 0.3) * 2 * DAY) } : {}),
+              // Recent orders: the floor keeps an ARI time from coming sooner than minRenewalIntervalMs after the last.
+              ...(rand() < 0.6 ? { orders: Array.from({ length: 1 + Math.floor(rand() * 3) }, () => NOW - Math.floor(rand() * 20 * 60_000)) } : {}),
+            };
+      const loaded = { ...(certificate ? { certificate } : {}), ...(failure ? { failure } : {}) };
+      let [expected, got] = [chart.afterLoad(loaded), memo.afterLoad(loaded)];
+      // Rechecks in a row: a window ahead, one in the past ("renew now", once per certificate), or the time already chosen.
+      for (let k = 0; k < 4; k++) {
+        const r = rand();
+        const renewAt =
+          r < 0.5 ? NOW + Math.floor(rand() * 60 * DAY) : r < 0.85 ? NOW - Math.floor(rand() * DAY) : r < 0.95 ? NOW : (expected.context.renewAt ?? NOW + DAY);
+        const event = { type: 'RENEWAL_INFO' as const, renewAt };
+        const [after, expectedAfter] = [memo.next(got, event), chart.next(expected, event)];
+        const what = `${JSON.stringify(loaded)} → ${JSON.stringify(expected.value)}, then ${JSON.stringify(event)} (#${k + 1})`;
+        events++;
+        values.add(JSON.stringify(expected.value));
+        assert.deepEqual(after.value, expectedAfter.value, what);
+        assert.deepEqual([...after.tags].sort(), [...expectedAfter.tags].sort(), what);
+        assert.deepEqual(after.context, expectedAfter.context, what);
+        assert.equal(memo.nextTimerAt(after), chart.nextTimerAt(expectedAfter), what);
+        const nothingChanged = isDeepStrictEqual(expectedAfter.value, expected.value) && isDeepStrictEqual(expectedAfter.context, expected.context);
+        if (nothingChanged) unchanged++;
+        else moved++;
+        // The engine reads "nothing changed" from identity: the memo may say so only when the chart's answer changes nothing.
+        if (after === got) {
+          sameSnapshot++;
+          assert.ok(nothingChanged, `${what}: the same snapshot handed back although the chart's answer changed it`);
+        }
+        [expected, got] = [expectedAfter, after];
+      }
+    }
+    assert.ok(values.size >= 3, `configurations reached: ${[...values].join(' ')}`);
+    assert.ok(moved > 1000 && unchanged > 1000, `answers that moved the renewal time: ${moved}, that changed nothing: ${unchanged}`);
+    // Most answers that change nothing are seen as such without comparing (some are equal copies the chart gave).
+    assert.ok(sameSnapshot > unchanged * 0.8, `the very snapshot handed back for ${sameSnapshot} of ${unchanged} answers that changed nothing`);
+    // The chart is asked once per configuration and guard outcome (and again only while setRenewAt changes nothing for a name whose answer is not known yet).
+    assert.ok(asked <= 2 * values.size + 2, `the chart asked ${asked} times for ${events} ARI windows in ${values.size} configurations`);
+
+    // The guard's outcome is part of the memo's key: a name whose "renew now" was honoured refuses a past window
+    // (nothing changes) before the memo has seen any window accepted in `valid`; a window ahead still moves it.
+    const deps = { now: () => NOW, random: () => 0.5, policy: defaultTimingPolicy };
+    const fresh = chartQuestions(createCertificateMachine(deps), () => NOW, false, chartDecisions(deps));
+    const c = cert(-10, 80);
+    const honoured = chart.next(chart.afterLoad({ certificate: c }), { type: 'RENEWAL_INFO', renewAt: NOW - DAY });
+    assert.deepEqual([honoured.value, honoured.context.ariNowFor], ['valid', c.fingerprint]);
+    assert.equal(fresh.next(honoured, { type: 'RENEWAL_INFO', renewAt: NOW - DAY }), honoured, 'refused: the very snapshot');
+    const window = { type: 'RENEWAL_INFO' as const, renewAt: NOW + 5 * DAY };
+    assert.deepEqual(fresh.next(honoured, window).context, chart.next(honoured, window).context, 'accepted: the time moves');
+  });
+
   it("the memoised start-up question's contexts share one hidden class, name after name (no V8 map made per name)", () => {
     // V8's own answer (%HaveSameMap): a context per name with maps of its own cost ~6 maps and descriptor
     // arrays a name, dead at once in old space (a spread of the loading context did that: BENCHMARKS.md).
@@ -266,3 +342,4 @@ describe('the chart', () => {
     assert.ok(!sameMap(last, {}), 'the check itself tells maps apart');
   });
 });
+

@@ -18,6 +18,10 @@ import { StateCounts } from '../src/engine/status-query.js';
 import { createCertificateMachine } from '../src/machines/certificate.js';
 import { defaultTimingPolicy } from '../src/machines/policy.js';
 import { chartQuestions } from '../src/machines/questions.js';
+import { chartDecisions } from '../src/machines/decisions.js';
+import { StateView } from '../src/engine/state-view.js';
+import { MaterialCache } from '../src/engine/material-cache.js';
+import { silentLogger } from '../src/silent-logger.js';
 import { renderMetrics } from '../src/admin/metrics.js';
 import { CertificateUnavailableError } from '../src/errors.js';
 import { keys } from '../src/storage-keys.js';
@@ -329,11 +333,13 @@ describe('ARI at scale', () => {
     const names = namesOf(40);
     const storage = await seededStorage(names, clock);
     const asked: string[] = [];
+    const askedAt: number[] = [];
     const issuer = {
       ...scriptedIssuer(),
       id: 'seed-ari',
-      async renewalInfo(certificate: import('../src/types.js').CertificateMeta) {
+      async renewalInfo(certificate: import('../src/types.js').CertificateMeta, context: import('../src/types.js').IssueContext) {
         asked.push(certificate.names[0]!);
+        askedAt.push(context.now());
         return undefined;
       },
     };
@@ -352,6 +358,83 @@ describe('ARI at scale', () => {
       clock.advance(ARI_DEFAULT_RECHECK_MS / 2);
       for (let i = 0; i < 5; i++) await tick();
       assert.equal(new Set(asked).size, 40, 'every name asked within one recheck interval');
+      // Due on whole seconds: the names due within one second share one wake of the process.
+      assert.deepEqual(askedAt.filter((at) => at % 1000 !== 0), [], 'every recheck asked on a whole second');
+      assert.ok(new Set(askedAt).size > 20, 'still spread over the interval');
+    } finally {
+      await engine.stop();
+    }
+  });
+});
+
+describe('ARI rechecks of sleeping names', () => {
+  it('are answered by the chart without an actor: the renewal time follows the window, an unchanged window changes nothing, the name wakes at the new time', async () => {
+    const clock = new ManualClock(T0);
+    const names = namesOf(6);
+    const storage = await seededStorage(names, clock);
+    const base = scriptedIssuer();
+    // The CA's window, relative to each certificate's notBefore.
+    let window = { start: 20 * DAY, end: 22 * DAY };
+    let asked = 0;
+    const issuer = {
+      id: engineIssuerId(await storage.load(keys.certificate(names[0]!))),
+      issue: (request: Parameters<typeof base.issue>[0], context: Parameters<typeof base.issue>[1]) => base.issue(request, context),
+      async renewalInfo(certificate: CertificateMeta) {
+        asked++;
+        return { start: certificate.notBefore + window.start, end: certificate.notBefore + window.end };
+      },
+    };
+    const HOUR = 3_600_000;
+    // random 0.5: every name asks 3 h after start, then every 6 h; the time drawn is the middle of the window.
+    const engine = createCertEngine({ storage, issuers: [issuer], names, clock, maxLiveActors: 0, random: () => 0.5 });
+    await engine.start();
+    const settle = async () => {
+      for (let i = 0; i < 10; i++) await tick();
+    };
+    const renewAts = () => engine.status().map((s) => s.renewAt! - s.certificate!.notBefore);
+    try {
+      assert.deepEqual({ live: engine.stats.liveActors, sleeping: engine.stats.sleeping }, { live: 0, sleeping: 6 });
+      const before = renewAts();
+      clock.advance(3 * HOUR);
+      await settle();
+      assert.equal(asked, 6, 'each name asked once');
+      assert.deepEqual(renewAts(), names.map(() => 21 * DAY), 'the renewal time moved into the window (its middle)');
+      assert.notDeepEqual(renewAts(), before);
+      assert.equal(engine.stats.liveActors, 0, 'no name became an actor');
+
+      // The same window again: the same time drawn, nothing changes.
+      const status = engine.status();
+      clock.advance(6 * HOUR);
+      await settle();
+      assert.equal(asked, 12);
+      assert.deepEqual(engine.status(), status, 'an unchanged window changes nothing');
+      assert.equal(engine.stats.liveActors, 0);
+
+      // The window moves earlier: the names sleep on until the new time, then wake and renew, once each.
+      window = { start: 2 * DAY, end: 2 * DAY + 2 * HOUR };
+      clock.advance(6 * HOUR);
+      await settle();
+      assert.deepEqual(renewAts(), names.map(() => 2 * DAY + HOUR));
+      assert.equal(engine.stats.liveActors, 0);
+      const dueAt = Math.max(...engine.status().map((s) => s.renewAt!));
+      // An hour at a time, as real time passes: each recheck's answer arrives before the next one is asked.
+      while (clock.now() < dueAt - 60_000) {
+        clock.advanceTo(Math.min(dueAt - 60_000, clock.now() + HOUR));
+        await settle();
+      }
+      assert.deepEqual(renewAts(), names.map(() => 2 * DAY + HOUR), 'the same window, asked again meanwhile: the same time');
+      assert.equal(base.calls, 0, 'nothing ordered before the new renewal time');
+      assert.equal(engine.stats.liveActors, 0);
+      clock.advanceTo(dueAt);
+      await settle();
+      clock.advance(0);
+      // The renewals sign with the test CA (real time): wait for them, then for any one more.
+      for (let waited = 0; base.calls < 6 && waited < 10_000; waited += 10) await new Promise((r) => setTimeout(r, 10));
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(base.calls, 6, 'each name woke at its new renewal time and renewed once');
+      clock.advance(DAY);
+      await settle();
+      assert.equal(base.calls, 6, 'the new certificates are not due (their window is 2 days after their notBefore)');
     } finally {
       await engine.stop();
     }
@@ -600,6 +683,43 @@ describe('a sleeping record keeps what waking cannot derive', () => {
     const other = questions.afterLoad({ certificate: meta(3_600_000), failure: { attempts: 0, orders: [NOW - 60_000] } });
     assert.deepEqual(asleep(other)!.failure?.orders, [NOW - 60_000], 'one order at another time than notBefore');
     assert.deepEqual(resumed(questions.afterLoad(asleep(other)!)), resumed(other));
+  });
+});
+
+describe('an ARI answer to a sleeping name', () => {
+  it('that changes nothing writes nothing: no wake-up scheduled again, the same answer object; one that moves the renewal time moves the wake-up only', () => {
+    const NOW = T0;
+    const clock = new ManualClock(NOW);
+    const deps = { now: () => clock.now(), random: () => 0.5, policy: defaultTimingPolicy };
+    const machine = createCertificateMachine(deps);
+    const core = { clock, logger: silentLogger(), publish: () => {}, stopped: false, settings: { maxLiveActors: 0, serveExpired: false } };
+    const queue = new WakeQueue<'wake' | 'ari'>(clock, { wake: () => assert.fail('no name is due'), ari: () => {} }, (error) => assert.fail(String(error)));
+    const view = new StateView(core as unknown as ResidencyDeps['core'], new MaterialCache(10), () => {});
+    // The engine's questions: memoised with the machine's own decisions.
+    const questions = chartQuestions(machine, () => clock.now(), false, chartDecisions(deps));
+    const residency = new Residency({ core, machine, questions, view, queue } as unknown as ResidencyDeps);
+    const certificate: CertificateMeta = { fingerprint: 'fp', serial: '01', names: ['ari.localhost'], notBefore: NOW - DAY, notAfter: NOW + 89 * DAY, issuer: 'CN=test', issuerId: 'test' };
+    const record = residency.add('ari.localhost', true);
+    residency.restOrWake(record, { certificate }, false);
+    assert.ok(record.sleeping && !record.actor, 'asleep');
+    const renewAt = residency.sleepingOf(record)!.renewAt;
+    const [answer, entries, wakeAt] = [record.answer, queue.heapLength, queue.dueAt('wake', record.slot)];
+
+    // A window whose time is the one already chosen, twice.
+    residency.sendOrAsk(record, { type: 'RENEWAL_INFO', renewAt });
+    residency.sendOrAsk(record, { type: 'RENEWAL_INFO', renewAt });
+    assert.equal(queue.heapLength, entries, 'no wake-up scheduled again');
+    assert.equal(record.answer, answer, 'the same answer object');
+    assert.equal(residency.sleepingOf(record)!.renewAt, renewAt);
+
+    // A new time: the renewal time and the wake-up move, nothing else.
+    residency.sendOrAsk(record, { type: 'RENEWAL_INFO', renewAt: renewAt - 10 * DAY });
+    assert.equal(residency.sleepingOf(record)!.renewAt, renewAt - 10 * DAY);
+    assert.equal(queue.dueAt('wake', record.slot), renewAt - 10 * DAY);
+    assert.notEqual(queue.dueAt('wake', record.slot), wakeAt);
+    assert.equal(queue.heapLength, entries + 1, 'one wake-up entry');
+    assert.equal(record.answer, answer, 'the answer (the same certificate) keeps its object');
+    assert.ok(record.sleeping && !record.actor, 'still asleep');
   });
 });
 

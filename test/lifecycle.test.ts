@@ -128,6 +128,30 @@ describe('one abort signal for everything the engine started', () => {
     assert.equal(seen!.aborted, true, 'stop() aborted the request');
   });
 
+  it('an ARI request whose issuer looks at its signal only after stop() sees it aborted', { timeout: 30_000 }, async () => {
+    let context: IssueContext | undefined;
+    const base = scriptedIssuer({ mode: { kind: 'succeed' } });
+    const issuer: Issuer = {
+      id: base.id,
+      issue: (r, c) => base.issue(r, c),
+      // A CA that never answers, and an issuer that does not read the signal while it waits.
+      renewalInfo: (_certificate: CertificateMeta, given: IssueContext) => {
+        context = given;
+        return new Promise<RenewalInfo | undefined>(() => {});
+      },
+    };
+    const engine = createCertEngine({ storage: await testStorage(), issuers: [issuer], names: ['ari.localhost'], stopTimeoutMs: 50 });
+    await engine.start();
+    await engine.getCertificate('ari.localhost');
+    await until('the ARI request', () => context !== undefined);
+    await engine.stop();
+    assert.equal(context!.signal.aborted, true, 'the signal is made aborted: the engine stopped');
+    assert.equal(context!.signal, context!.signal, 'one signal per request');
+    assert.equal(typeof context!.now(), 'number');
+    const { now } = context!;
+    assert.equal(typeof now(), 'number', 'now works detached from the context');
+  });
+
   it('an on-demand `ask` request in flight is aborted by stop()', { timeout: 30_000 }, async () => {
     const closed = deferred();
     let asked = 0;

@@ -66,7 +66,12 @@ export class Loads {
       if ('readError' in preloaded) return Promise.reject(preloaded.readError);
       // Metadata taken from storage unparsed: the certificate is read and parsed before the actor runs on it.
       if (isUnverified(preloaded.certificate)) {
-        return this.read(record.name, { mode, cache: true }).then((loaded) => (this.#verify(record.name, preloaded.certificate!, loaded.certificate), loaded));
+        return this.read(record.name, { mode, cache: true }).then((loaded) => {
+          const same = this.#verify(record.name, preloaded.certificate!, loaded.certificate);
+          // The same certificate: the renewal time it slept on stands (drawn, or an ARI window's: read afresh, it
+          // would be drawn again from the lifetime, and a name woken by its ARI time would go back to sleep).
+          return same && preloaded.renewAt !== undefined ? { ...loaded, renewAt: preloaded.renewAt } : loaded;
+        });
       }
       return Promise.resolve(preloaded);
     }

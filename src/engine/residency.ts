@@ -215,16 +215,21 @@ export class Residency {
   /**
    * An event for a name without an actor: a sleeping name asks the chart and
    * stays asleep with the result when the chart lets it (nothing due), else
-   * wakes with it. A name not read yet will read storage anyway: ignored.
+   * wakes with it. An answer that changes nothing leaves the name as it was
+   * (its record, its wake-up: an ARI recheck of an unchanged window costs no
+   * write). A name not read yet will read storage anyway: ignored.
    */
   sendOrAsk(record: NameRecord, event: CertificateEvent): void {
     if (record.actor) return record.actor.send(event);
     const sleeping = this.sleepingOf(record);
     if (!sleeping) return;
     const { questions, core } = this.#deps;
-    const snapshot = questions.next(questions.afterLoad(sleeping), event);
+    const resting = questions.afterLoad(sleeping);
+    const snapshot = questions.next(resting, event);
+    // Nothing changed (a state past its timer waits for that wake-up, already in the heap).
+    if (snapshot === resting) return;
     const due = questions.nextTimerAt(snapshot);
-    if (snapshot.hasTag(TAGS.maySleep) && due !== undefined && due > core.clock.now() && this.#sleep(record, snapshot)) return;
+    if (snapshot.hasTag(TAGS.maySleep) && due !== undefined && due > core.clock.now() && this.#sleep(record, snapshot, due)) return;
     // Woken with the chart's answer (its certificate may be new: the record still shows the old one).
     record.preloaded ??= asleep(snapshot) ?? sleeping;
     this.wake(record);
@@ -351,12 +356,11 @@ export class Residency {
 
   /**
    * Keep a name as a record of a resting snapshot, woken when the chart's
-   * next timer for it would fire. False (nothing changed) when the snapshot
-   * has no certificate or no timer to wake it by.
+   * next timer for it would fire (`due`, when the caller asked already). False
+   * (nothing changed) when the snapshot has no certificate or no timer to wake it by.
    */
-  #sleep(record: NameRecord, snapshot: CertificateSnapshot): boolean {
+  #sleep(record: NameRecord, snapshot: CertificateSnapshot, due = this.#deps.questions.nextTimerAt(snapshot)): boolean {
     const sleeping = asleep(snapshot);
-    const due = this.#deps.questions.nextTimerAt(snapshot);
     if (!sleeping || due === undefined) return false;
     record.sleeping = sleeping.failure ? { failure: sleeping.failure } : RESTED;
     this.#renewAt[record.slot] = sleeping.renewAt;

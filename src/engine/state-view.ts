@@ -30,6 +30,11 @@ export function answerOf(snapshot: CertificateSnapshot): ImmediateAnswer | undef
   return undefined;
 }
 
+/** Both answers serve the same certificate, expired or not alike. */
+function sameCertificateAnswer(a: ImmediateAnswer | undefined, b: ImmediateAnswer | undefined): boolean {
+  return a !== undefined && b !== undefined && a.ok && b.ok && a.fingerprint === b.fingerprint && a.expired === b.expired;
+}
+
 export class StateView {
   readonly #core: EngineCore;
   readonly #materials: MaterialCache;
@@ -58,7 +63,9 @@ export class StateView {
     const { context } = snapshot;
     const previous = record.certificate;
     record.certificate = context.certificate;
-    record.answer = answerOf(snapshot);
+    const answer = answerOf(snapshot);
+    // The same certificate served the same way: the record keeps its object (a sleeping name's ARI recheck writes nothing).
+    record.answer = sameCertificateAnswer(record.answer, answer) ? record.answer : answer;
     if (context.certificate?.fingerprint !== previous?.fingerprint) {
       if (previous !== undefined) this.#materials.delete(previous.fingerprint);
       // A certificate just issued or adopted asks for its renewal window at once. One read from storage

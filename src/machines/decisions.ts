@@ -89,10 +89,11 @@ export function chartDecisions({ now, random, policy }: MachineDeps) {
     /** Another process's certificate: no order of ours. */
     adoptChanged: (context: CertificateContext, certificate: CertificateMeta): Update => adopt(certificate, withOrders(context.orders, 0, now(), policy)),
     /** An ARI renewal time, never sooner than the floor after the last order; "renew now" remembered for this certificate. */
-    setRenewAt: (context: CertificateContext, renewAt: number): Update => ({
-      renewAt: flooredRenewAt(renewAt, context.orders, policy),
-      ariNowFor: renewAt <= now() ? context.certificate?.fingerprint : context.ariNowFor,
-    }),
+    setRenewAt: (context: CertificateContext, renewAt: number): Update => {
+      const floored = flooredRenewAt(renewAt, context.orders, policy);
+      // Only what changes: a window ahead leaves ariNowFor as it is (no key set to undefined).
+      return renewAt <= now() ? { renewAt: floored, ariNowFor: context.certificate?.fingerprint } : { renewAt: floored };
+    },
     /** A failed attempt: counted, backed off (never sooner than the floor lets an order be placed); its orders counted. */
     recordFailure(context: CertificateContext, cause: unknown): Update {
       const at = now();

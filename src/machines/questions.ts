@@ -14,7 +14,9 @@
  * rather than by XState's `transition()`, which builds an actor per call
  * (~90 µs), and why `afterLoad` is memoised when given the chart's decisions
  * (see `START_GUARDS`): about a third of the chart's time for a warm
- * restart's names (`bench/tools/after-load.ts`).
+ * restart's names (`bench/tools/after-load.ts`). `next` is memoised the same
+ * way for the one event every sleeping name gets, an ARI window
+ * (`RENEWAL_INFO`, see `memoNext`): a million names ask every 6 h.
  */
 import { isDeepStrictEqual } from 'node:util';
 import { createEmptyActor, getNextTransitions, type SnapshotFrom } from 'xstate';
@@ -46,7 +48,11 @@ const START_GUARDS = ['hasUsableCertificate', 'renewalDue', 'paused', 'backoffPe
 export interface ChartQuestions {
   /** The snapshot a name reaches once storage returned `loaded` (from `loading`, as at start or on waking). */
   afterLoad(loaded: LoadedState): CertificateSnapshot;
-  /** The snapshot `event` leads to from `snapshot`. */
+  /**
+   * The snapshot `event` leads to from `snapshot`: `snapshot` itself when the
+   * chart's answer changes nothing (memoised questions; the chart's own
+   * answer may be an equal copy).
+   */
   next(snapshot: CertificateSnapshot, event: CertificateEvent): CertificateSnapshot;
   /** When the earliest timer armed in `snapshot`'s state fires (ms since epoch), or undefined when none is. */
   nextTimerAt(snapshot: CertificateSnapshot): number | undefined;
@@ -59,9 +65,9 @@ export interface ChartQuestions {
  * @param now the clock the machine's guards read, for timer due times
  * @param serveExpired the `serveExpired` option actors of this machine get
  * @param decide the decisions `machine` was built with (same clock, randomness
- *   and policy): given, `afterLoad` is memoised (see `memoAfterLoad`)
+ *   and policy): given, `afterLoad` and `next` are memoised (see `memoAfterLoad`, `memoNext`)
  */
-export function chartQuestions(machine: CertificateMachine, now: () => number, serveExpired = false, decide?: Pick<ChartDecisions, 'adoptStored'>): ChartQuestions {
+export function chartQuestions(machine: CertificateMachine, now: () => number, serveExpired = false, decide?: Pick<ChartDecisions, 'adoptStored' | 'setRenewAt'>): ChartQuestions {
   const input = { name: '', serveExpired };
   const self = createEmptyActor();
   // An inert scope, as XState's own `transition()` builds: effects are neither executed nor started.
@@ -88,7 +94,7 @@ export function chartQuestions(machine: CertificateMachine, now: () => number, s
    */
   const armedByValue = new Map<string, DelayFunction[]>();
   const armedDelays = (snapshot: CertificateSnapshot): DelayFunction[] => {
-    const key = JSON.stringify(snapshot.value);
+    const key = configurationKey(snapshot);
     let armed = armedByValue.get(key);
     // A memo: asking again gives the same delays (only the time differs, measured by bench:scale).
     // Stryker disable next-line ConditionalExpression: equivalent by design (see docs/mutation.md)
@@ -105,12 +111,12 @@ export function chartQuestions(machine: CertificateMachine, now: () => number, s
   // What the `load` actor invoked by `loading` reports when it resolves.
   const askChart = (loaded: LoadedState) => machine.transition(loading, { type: 'xstate.done.actor.load', actorId: 'load', output: loaded } as never, scope);
   const afterLoad = decide ? memoAfterLoad(machine, loading, askChart, decide) : askChart;
+  const askNext = (snapshot: CertificateSnapshot, event: CertificateEvent) => machine.transition(snapshot, event, scope);
+  const next = decide ? memoNext(machine, askNext, decide) : askNext;
 
   return {
     afterLoad,
-    next(snapshot, event) {
-      return machine.transition(snapshot, event, scope);
-    },
+    next,
     nextTimerAt(snapshot) {
       let earliest: number | undefined;
       for (const delay of armedDelays(snapshot)) {
@@ -151,7 +157,8 @@ function memoAfterLoad(
   return (loaded) => {
     // Object.assign onto a fresh object, not a spread of `loading.context`: a spread of it gave each
     // name's context hidden classes of its own (V8 logs them as transitions from a prototype map,
-    // which it never caches), ~6 maps and descriptor arrays a name, dead at once, in old space.
+    // which it never caches), ~6 maps and descriptor arrays a name, dead at once, in old space —
+    // and ~10 µs a name, most of a sleeping name's ARI recheck and of the start-up question.
     const context: CertificateContext = Object.assign({}, loading.context, decide.adoptStored(loading.context, loaded));
     let key = 0;
     for (let i = 0; i < guards.length; i++) if (guards[i]!({ context, event: doneEvent }, undefined)) key |= 1 << i;
@@ -163,4 +170,74 @@ function memoAfterLoad(
     if (known === undefined) answers.set(key, isDeepStrictEqual(answer.context, context) ? answer : null);
     return answer;
   };
+}
+
+/** A state configuration's key: its state value (the string itself for a state without children, as most are). */
+const configurationKey = (snapshot: CertificateSnapshot): string => (typeof snapshot.value === 'string' ? snapshot.value : JSON.stringify(snapshot.value));
+
+/**
+ * `next`, memoised for `RENEWAL_INFO` (an ARI window: every sleeping name
+ * gets one per recheck, a million names ~2,800 a minute), the chart still
+ * the one decider. The chart's answer to it depends on the configuration it
+ * arrives in and on its guard `acceptsRenewalInfo` (the chart's own
+ * implementation, evaluated on the name's context and the event's time): in
+ * `valid`, accepted, `valid` is re-entered with the context `setRenewAt`
+ * gives (the chart's own decision); refused, or in a state that does not take
+ * the event, nothing changes. The chart is asked once per configuration and
+ * outcome, and its answer kept only when it is exactly one of those two: the
+ * snapshot unchanged (value and context), or unchanged but for
+ * `setRenewAt`'s context (then copied with each later name's context). Any
+ * other answer — an action that assigns something else, another target — is
+ * always asked of the chart; so are other events. Bounded: one entry per
+ * configuration and outcome.
+ *
+ * Where the answer changes nothing — refused, not taken, or re-entered with
+ * the very context the name had (the same window asked again) — `snapshot`
+ * itself is returned, so the engine sees it without comparing.
+ */
+function memoNext(
+  machine: CertificateMachine,
+  askChart: (snapshot: CertificateSnapshot, event: CertificateEvent) => CertificateSnapshot,
+  decide: Pick<ChartDecisions, 'setRenewAt'>,
+): (snapshot: CertificateSnapshot, event: CertificateEvent) => CertificateSnapshot {
+  const accepts = (machine.implementations.guards as unknown as Record<string, (args: { context: CertificateContext; event: unknown }, renewAt: number) => boolean>)
+    .acceptsRenewalInfo!;
+  type Kept = 'same' | CertificateSnapshot | null | undefined;
+  /** Configuration → per outcome (refused, accepted): 'same' (nothing changes), the chart's answer to copy with `setRenewAt`'s context, null (always ask), or not known yet. */
+  const answers = new Map<string, [Kept, Kept]>();
+  const unchanged = (answer: CertificateSnapshot, snapshot: CertificateSnapshot) =>
+    configurationKey(answer) === configurationKey(snapshot) && isDeepStrictEqual(answer.context, snapshot.context);
+  return (snapshot, event) => {
+    if (event.type !== 'RENEWAL_INFO') return askChart(snapshot, event);
+    const { context } = snapshot;
+    const accepted = accepts({ context, event }, event.renewAt);
+    const update = accepted ? decide.setRenewAt(context, event.renewAt) : undefined;
+    const changes = update !== undefined && changesContext(update, context);
+    const configuration = configurationKey(snapshot);
+    let byOutcome = answers.get(configuration);
+    if (!byOutcome) answers.set(configuration, (byOutcome = [undefined, undefined]));
+    const outcome = accepted ? 1 : 0;
+    const known = byOutcome[outcome];
+    // Nothing changes, or the chart re-enters the configuration with the context it had.
+    if (known === 'same' || (known && !changes)) return snapshot;
+    if (known) return { ...known, context: { ...context, ...update } };
+    const answer = askChart(snapshot, event);
+    if (known === null) return answer;
+    if (accepted && !changes) {
+      // This name's answer cannot tell "nothing changes" from "re-entered with setRenewAt's context": the next name's will.
+      if (unchanged(answer, snapshot)) return snapshot;
+      byOutcome[outcome] = null;
+      return answer;
+    }
+    const kept =
+      configurationKey(answer) !== configuration ? null : isDeepStrictEqual(answer.context, context) ? 'same' : isDeepStrictEqual(answer.context, { ...context, ...update }) ? answer : null;
+    byOutcome[outcome] = kept;
+    return kept === 'same' ? snapshot : answer;
+  };
+}
+
+/** Whether merging `update` into `context` changes any of its fields. */
+function changesContext(update: Partial<CertificateContext>, context: CertificateContext): boolean {
+  for (const key in update) if (!Object.is(update[key as keyof CertificateContext], context[key as keyof CertificateContext])) return true;
+  return false;
 }
