@@ -190,8 +190,10 @@ describe('restart', () => {
       // The unit is a fenced write: a directory of versions named by fencing token (file storage's atomic fenced commit).
       const leftovers = (await readdir(join(dir, 'certificates'))).filter((f) => !f.endsWith('.json') && !f.endsWith('.json~v'));
       assert.ok(leftovers.every((f) => f.includes('tmp')), `only temp files may be left behind: ${leftovers.join(', ')}`);
+      // A publish removes the versions below it, so versions never pile up; a kill between a publish and that
+      // removal (a few ms, hit now and then) leaves the one version below the newest, until the next publish.
       const versions = (await readdir(join(dir, 'certificates', `${NAME}.json~v`))).filter((f) => !f.includes('tmp'));
-      assert.equal(versions.length, 1, `one version kept: ${versions.join(', ')}`);
+      assert.ok(versions.length >= 1 && versions.length <= 2, `one version kept, or two after a kill mid-publish: ${versions.join(', ')}`);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
