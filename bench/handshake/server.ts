@@ -34,7 +34,7 @@
  * `end` is the server's work only (every thread of it: OpenSSL, GC), never
  * the load client's.
  */
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { Session } from 'node:inspector/promises';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -151,7 +151,7 @@ async function serverOptions(mode: Mode, dataset: Dataset): Promise<{ options: t
   const warmMs = performance.now() - warmStart;
   // Steady state: the start-up's background work done (the start-up index checked against every file and written,
   // the storage cleaner's first pass, the ticket keys), as on a server that has run a while; else the runs pay for it.
-  await backgroundDone(engine, storageDir.dir);
+  await backgroundDone(engine);
   // tlsOptions() brings ALPNProtocols, or the ALPNCallback that answers TLS-ALPN-01 (Node refuses both).
   const options = engine.tlsOptions({ protocols: ALPN, ...(mode === 'certstate-tls-alpn' ? { tlsAlpn01: true } : {}) }) as tls.TlsOptions & { ALPNCallback?: unknown };
   if (Boolean(options.ALPNCallback) !== (mode === 'certstate-tls-alpn')) throw new Error(`${mode}: tlsOptions() chose ${options.ALPNCallback ? 'the ALPN callback' : 'ALPNProtocols'}, not the configuration measured`);
@@ -173,11 +173,19 @@ function pemSizedValues(count: number, asBuffers: boolean): unknown[] {
   return values;
 }
 
-/** The start-up index written (after its check of every file) and the engine's maintenance settled; at most 5 minutes. */
-async function backgroundDone(e: CertEngine, dir: string): Promise<void> {
-  const deadline = Date.now() + 300_000;
-  while (!(await stat(path.join(dir, '~index', 'startup')).catch(() => undefined)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+/**
+ * The engine's maintenance settled and the process quiet (under 5 % of a core over 500 ms: the start-up index's
+ * check and write, the storage cleaner's first pass are done, whichever of them this engine runs); at most 2 minutes.
+ */
+async function backgroundDone(e: CertEngine): Promise<void> {
   await (e as { _maintenanceSettled?: () => Promise<void> })._maintenanceSettled?.();
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline) {
+    const before = process.cpuUsage();
+    await new Promise((r) => setTimeout(r, 500));
+    const used = process.cpuUsage(before);
+    if ((used.user + used.system) / 1000 < 25) return;
+  }
 }
 
 /** A failure record per name, its backoff a day away. */
