@@ -119,16 +119,8 @@ export function readStoredMeta(value: unknown, issuerId: string, name?: string):
   return meta;
 }
 
-/** Stored metadata's fields, as the schema has them. */
-interface StoredMetaFields {
-  fingerprint: string;
-  serial: string;
-  names: string[];
-  notBefore: number;
-  notAfter: number;
-  issuer: string;
-  ariCertId?: string;
-}
+/** Stored metadata's fields, as the schema has them: the certificate's metadata but the issuer id (stored beside it). */
+type StoredMetaFields = Omit<CertificateMeta, 'issuerId'>;
 
 /** Stored metadata when it is exactly the schema (the parsed value itself: no object made), else undefined. */
 function schemaChecked(value: unknown): StoredMetaFields | undefined {
