@@ -21,6 +21,24 @@ export function refusingIssuer(bench: string): import('../../src/types.js').Issu
   };
 }
 
+/**
+ * An ARI-capable issuer with the id of the dataset's certificates: the engine
+ * asks it about every name (spread over the recheck interval, through the one
+ * wake heap); it suggests a window at 60–66 % of the certificate's lifetime,
+ * calling `onRequest` for each request. It never issues.
+ */
+export function ariBenchIssuer(bench: string, onRequest: () => void): import('../../src/types.js').Issuer {
+  return {
+    ...refusingIssuer(bench),
+    id: 'local-ca:default',
+    async renewalInfo(meta) {
+      onRequest();
+      const life = meta.notAfter - meta.notBefore;
+      return { start: meta.notBefore + 0.6 * life, end: meta.notBefore + 0.66 * life };
+    },
+  };
+}
+
 let loaded: Promise<EngineModule> | undefined;
 
 export function engineModulePath(): string {

@@ -13,7 +13,7 @@ import { indexEnd, indexHeader, indexLine } from '../../src/engine/startup-index
 import { readStoredCertificate } from '../../src/engine/stored.js';
 import { keys } from '../../src/storage-keys.js';
 import { serveRpc } from '../lib/children.js';
-import { engineModule, fileStorageModule, refusingIssuer } from '../lib/engine-module.js';
+import { ariBenchIssuer, engineModule, fileStorageModule, refusingIssuer } from '../lib/engine-module.js';
 import { nameOf } from '../lib/dataset.js';
 import { memoryAfterGc, type MemoryReading } from '../lib/memory.js';
 import { summarize, type Summary } from '../lib/stats.js';
@@ -103,23 +103,6 @@ export interface IdleReply {
 /** Renewal-information requests answered so far. */
 let ariRequests = 0;
 
-/**
- * An ARI-capable issuer with the id of the dataset's certificates: the engine
- * asks it about every name (spread over the recheck interval, through the one
- * wake heap); it suggests a window at 60–66 % of the certificate's lifetime.
- * It never issues: every name has a valid certificate.
- */
-function ariIssuer(): import('../../src/types.js').Issuer {
-  return {
-    ...refusingIssuer('scale'),
-    id: 'local-ca:default',
-    async renewalInfo(meta) {
-      ariRequests++;
-      const life = meta.notAfter - meta.notBefore;
-      return { start: meta.notBefore + 0.6 * life, end: meta.notBefore + 0.66 * life };
-    },
-  };
-}
 
 
 /** CPU time used since `from` (user + system), ms. */
@@ -245,7 +228,7 @@ serveRpc({
     };
     const e = createCertEngine({
       storage: measured,
-      issuers: [ari ? ariIssuer() : refusingIssuer('scale')],
+      issuers: [ari ? ariBenchIssuer('scale', () => ariRequests++) : refusingIssuer('scale')],
       names: list,
       ...(index ? {} : { startupIndex: false as const }),
     });

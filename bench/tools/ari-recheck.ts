@@ -25,10 +25,9 @@ import { fileURLToPath } from 'node:url';
 import { fileStorage } from '../../src/adapters/storage/file.js';
 import { ManualClock } from '../../src/clock.js';
 import { ARI_DEFAULT_RECHECK_MS } from '../../src/engine/ari.js';
-import type { Issuer } from '../../src/types.js';
 import { parseFlags } from '../lib/args.js';
 import { ensureDataset, fileStorageDir } from '../lib/dataset.js';
-import { engineModule, refusingIssuer } from '../lib/engine-module.js';
+import { ariBenchIssuer, engineModule } from '../lib/engine-module.js';
 import { RESULTS_DIR } from '../lib/paths.js';
 import { gc } from '../lib/memory.js';
 import { pairedRatios, summarize } from '../lib/stats.js';
@@ -64,15 +63,7 @@ async function child(): Promise<ChildResult> {
   const { dir, dispose } = await fileStorageDir(dataset, dataset.names.slice(0, count));
   try {
     let asked = 0;
-    const issuer: Issuer = {
-      ...refusingIssuer('ari-recheck'),
-      id: 'local-ca:default',
-      async renewalInfo(meta) {
-        asked++;
-        const life = meta.notAfter - meta.notBefore;
-        return { start: meta.notBefore + 0.6 * life, end: meta.notBefore + 0.66 * life };
-      },
-    };
+    const issuer = ariBenchIssuer('ari-recheck', () => asked++);
     const clock = new ManualClock(Date.now());
     const { createCertEngine } = await engineModule();
     const engine = createCertEngine({
